@@ -1,0 +1,222 @@
+// weft/detail/core.hpp -- the state every spawned task carries, and the small
+// set of entry points the compiled runtime exports to the headers.
+//
+// Not part of the public API: names here may change without notice.  The
+// protocols are explained in docs/architecture.md and every atomic has a row in
+// docs/memory-model.md.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <source_location>
+#include <string>
+
+#include "weft/errors.hpp"
+
+namespace weft::detail {
+
+struct runtime_impl;
+struct task_core;
+
+// One cancellation request: what cancel(reason) hands to the task.  Owned by
+// whoever holds the pointer (the pending slot, then the delivering task).
+struct cancel_request {
+  std::string reason;
+  cancel_kind kind;
+  std::source_location where;
+};
+
+// The few fields of a worker that task code touches on the hot path.  The rest
+// of the worker is private to runtime/.  Written only by the worker's own
+// thread, except slice_expired (also written by the runtime's timer thread).
+struct worker_hot {
+  task_core* current = nullptr;       // the task chain this worker is running
+  std::uint32_t transfers = 0;        // symmetric transfers since the loop's last resume()
+  task_core* resume_next = nullptr;   // trampoline slot (see kMaxTransfers)
+  std::int64_t live_tasks = 0;        // spawned here minus finished here (shutdown report)
+  // Set by the timer thread when the running task has used up its time slice;
+  // cleared by the worker when checkpoint() acts on it.
+  std::atomic<bool> slice_expired{false};
+  // Set once by shutdown(); resume checks then produce the "shutdown" request.
+  std::atomic<bool> stopping{false};
+  runtime_impl* rt = nullptr;
+};
+
+// Past this many symmetric transfers since the worker loop last called
+// resume(), a transfer goes through the worker loop instead (a trampoline).
+// g++ 12 does not turn symmetric transfer into a tail call at -O0/-O1 or under
+// sanitizers, so every transfer may be a nested call; 64 nested resumes keep
+// the stack well under 1 MiB even with ASan's larger frames.
+inline constexpr std::uint32_t kMaxTransfers = 64;
+
+// A blocking wait (timer, event) a task is suspended in.  cancel() calls
+// interrupt() with the task's hook lock held; the wait must then make sure the
+// task is resumed exactly once (whoever wins its own claim resumes it).
+struct wait_node {
+  virtual void interrupt() noexcept = 0;
+
+ protected:
+  ~wait_node() = default;
+};
+
+// The shared state of a spawned task.  It lives inside the coroutine frame (in
+// the promise), so one allocation serves both.
+//
+// Invariants:
+//   refs(state) = (handle alive) + (task not yet completed) + (temporary refs
+//                 taken by cancel forwarding); the frame is destroyed when it
+//                 reaches 0, by whoever brings it there.
+//   DONE is set exactly once, after the outcome is written (release).
+//   At most one joiner (JOINER or THREAD_JOINER) is ever registered.
+struct task_core {
+  static constexpr std::uint32_t kDone = 1;         // outcome written
+  static constexpr std::uint32_t kJoiner = 2;       // continuation registered
+  static constexpr std::uint32_t kThreadJoiner = 4; // blocking joiner registered
+  static constexpr std::uint32_t kRefOne = 1u << 8;
+
+  // ---- shared between threads (atomics) ----
+  // Flags + reference count, see the constants above.
+  std::atomic<std::uint32_t> state{0};
+  // The undelivered cancellation request, or null.  Exchanged in by cancel(),
+  // exchanged out (one-shot) by the task at a resume point.
+  std::atomic<cancel_request*> pending{nullptr};
+  // asyncio's cancelling(): requests made minus uncancel() calls.
+  std::atomic<std::uint32_t> cancel_count{0};
+  // Spin lock guarding `hook` (and the decision "forward or mark pending").
+  std::atomic<std::uint8_t> hook_lock{0};
+
+  // ---- guarded by hook_lock ----
+  // 0; or a wait_node* (the task is in a blocking wait); or a task_core* | 1
+  // (the task waits on that task: cancel() is forwarded there).
+  std::uintptr_t hook = 0;
+
+  // ---- touched only by whoever currently runs the task chain ----
+  std::coroutine_handle<> frame;         // the spawned coroutine itself
+  std::coroutine_handle<> resume_point;  // innermost suspended frame of the chain
+  std::coroutine_handle<> continuation;  // joiner (coroutine) to resume on completion
+  task_core* continuation_core = nullptr;
+  void* thread_waiter = nullptr;         // blocking joiner's semaphore
+  struct promise_base* owner = nullptr;  // the promise this core lives in
+  runtime_impl* rt = nullptr;
+  worker_hot* w = nullptr;               // worker currently running the chain
+  task_core* inline_joiner = nullptr;    // set while run inline by its joiner
+  cancel_request* final_cancel = nullptr;  // request that ended it before it started
+  bool started = false;        // the worker (or an inline joiner) has begun running it
+  bool joined_inline = false;  // popped and run inline by its joiner
+  bool hooked = false;         // cancel forwarding may hold a temporary ref
+  bool shutdown_seen = false;  // the one "shutdown" delivery happened
+  bool observed = false;       // someone took the outcome
+
+  static std::uint32_t refs(std::uint32_t s) noexcept { return s >> 8; }
+
+  void lock_hook() noexcept;
+  void unlock_hook() noexcept {
+    // Pairs with the acquire exchange in lock_hook(): publishes hook writes.
+    hook_lock.store(0, std::memory_order_release);
+  }
+};
+
+enum class outcome : std::uint8_t { none, value, exception, cancelled };
+
+// What every weft coroutine promise starts with.  A frame that is awaited
+// directly (co_await some_task()) runs as part of its awaiter's task: `ctx`
+// points at that task's core.  A spawned frame constructs its own core in
+// `core_storage` and points `ctx` at it.
+struct promise_base {
+  task_core* ctx = nullptr;
+  std::coroutine_handle<> parent;  // direct awaiter (not spawned)
+  std::exception_ptr error;        // exception outcome (cancelled_error too)
+  outcome result = outcome::none;
+  bool spawned = false;
+  alignas(task_core) unsigned char core_storage[sizeof(task_core)];
+
+  task_core& own_core() noexcept { return *reinterpret_cast<task_core*>(core_storage); }
+};
+
+// A task suspended in sleep_for/sleep_until.  Lives in the sleeping frame.
+// Two parties may end the wait: the timer thread (deadline reached) and
+// cancel()/shutdown (interrupt).  Each must win `claim` (kArmed -> kFired or
+// kCancelled) to act; the task is resumed by whoever brings `latch` from 2 (the
+// suspending task and the claimant each count one) to 0, so it is never resumed
+// while the suspending thread or the timer still touches the node.
+struct timer_node final : wait_node {
+  static constexpr std::uint8_t kArmed = 0, kFired = 1, kCancelled = 2;
+  std::uint64_t deadline = 0;  // now_ns() clock
+  std::size_t heap_index = static_cast<std::size_t>(-1);  // guarded by the timer lock
+  task_core* core = nullptr;
+  std::atomic<std::uint8_t> claim{kArmed};
+  std::atomic<std::uint8_t> latch{2};
+  void interrupt() noexcept override;
+};
+
+// ---- entry points exported by the compiled runtime (runtime/*.cpp) ----
+
+// The worker the calling thread is, or null.  Never inlined: a coroutine may
+// resume on another thread, and compilers have cached thread-local addresses
+// across co_await (see docs/architecture.md, "Finding the current worker").
+worker_hot* current_worker() noexcept;
+
+// Frame memory: per-worker size-class caches, or the system allocator in
+// sanitizer builds and on threads that are not workers.
+void* alloc_frame(std::size_t size);
+void free_frame(void* p, std::size_t size) noexcept;
+
+// The runtime a spawn goes to: `rt`, or (null) the calling worker's.  Throws
+// usage_error on a thread that is not a worker when `rt` is null.
+runtime_impl* resolve_runtime(runtime_impl* rt);
+// Make a freshly created task runnable on `rt`.  When the runtime is shutting
+// down, completes it at once as cancelled ("shutdown") instead.
+void submit_spawn(runtime_impl* rt, task_core* core) noexcept;
+
+// If the bottom of the calling worker's deque is `core`, pop it and return true.
+bool pop_if_bottom(worker_hot* w, task_core* core) noexcept;
+
+// Finish a task that never started because it was cancelled (or the runtime
+// stops): outcome cancelled, joiner woken, frame released as needed.
+void complete_unstarted(task_core* core, cancel_request* req) noexcept;
+
+// After the task wrote its outcome: DONE, wake the joiner, release the running
+// reference.  Returns the coroutine to transfer to (or noop).
+std::coroutine_handle<> complete_task(task_core* core) noexcept;
+
+// Drop one reference; destroys the frame (and reports an unobserved
+// exception) when it was the last.
+void release_ref(task_core* core) noexcept;
+// The last reference is gone: report an unobserved exception, destroy the frame.
+void destroy_task(task_core* core) noexcept;
+
+// Cancellation.
+bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
+                    std::source_location where);
+// Take the request pending on `core`, or on one of its inline joiners
+// (forwarding it down, as asyncio does); null when there is none.  Also
+// produces the one "shutdown" request of a stopping runtime.
+cancel_request* take_pending(task_core* core) noexcept;
+// Like take_pending but only looks, consumes nothing.
+bool cancel_visible(const task_core* core) noexcept;
+[[noreturn]] void throw_cancelled(cancel_request* req);
+
+// Blocking waits.  register_wait installs `hook` (a wait_node*, or a
+// task_core*|1 forward) on `core` and forward hooks on its inline joiners, all
+// under their hook locks; it returns a taken cancellation request instead (and
+// installs nothing) when one is pending anywhere on the chain.
+cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept;
+void unregister_wait(task_core* core) noexcept;
+
+// Re-queue a suspended chain (yield, trampoline, wake-ups).
+void schedule_yield(task_core* core) noexcept;
+void schedule_wake(task_core* core) noexcept;
+
+// Time slices and timers.
+std::uint64_t now_ns() noexcept;
+bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime stopping
+bool runtime_stopping(const runtime_impl* rt) noexcept;
+
+// Misuse checks: throw usage_error when called on a worker of `rt` (any
+// runtime when null).
+void require_not_worker(const runtime_impl* rt, const char* what);
+
+}  // namespace weft::detail

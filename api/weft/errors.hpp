@@ -1,0 +1,63 @@
+// weft/errors.hpp -- the exceptions weft throws.
+//
+// cancelled_error is what a task sees at an await point when a cancellation
+// request is delivered to it (asyncio.CancelledError).  usage_error reports a
+// misuse that would otherwise deadlock or be undefined (join() from a worker,
+// awaiting a handle twice, ...).
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <source_location>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace weft {
+
+// Why a task was cancelled.  Carried by every cancelled_error and every
+// cancelled handle.
+enum class cancel_kind : std::uint8_t {
+  explicit_request,  // join_handle::cancel()
+  timeout,           // wait_for / wait_until expired
+  group,             // a sibling in a task group failed
+  parent,            // the awaiting (parent) task was cancelled
+  shutdown,          // runtime::shutdown() or the runtime's destructor
+};
+
+// Text name of a cancel_kind ("explicit", "timeout", ...).
+std::string_view to_string(cancel_kind kind) noexcept;
+
+// Thrown into a task at the await point where a cancellation request is
+// delivered.  Catching it "refuses" the cancellation; rethrowing (or not
+// catching) makes the task finish as cancelled.  Copyable; thread-compatible.
+class cancelled_error final : public std::exception {
+ public:
+  cancelled_error(std::string reason, cancel_kind kind,
+                  std::source_location where = std::source_location::current());
+
+  // The text passed to cancel(reason); empty when none was given.
+  std::string_view reason() const noexcept { return reason_; }
+  // The kind of cause (explicit, timeout, shutdown, ...).
+  cancel_kind kind() const noexcept { return kind_; }
+  // Where the cancel() call that caused this was made.
+  const std::source_location& where() const noexcept { return where_; }
+  // "cancelled: <reason>" or "cancelled".
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  std::string reason_;
+  std::string what_;
+  std::source_location where_;
+  cancel_kind kind_;
+};
+
+// A misuse of the API that weft detects instead of deadlocking: blocking
+// join()/block_on()/shutdown() from a worker thread of a runtime, awaiting a
+// handle whose result was already taken, awaiting an empty task.
+class usage_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+}  // namespace weft

@@ -1,0 +1,85 @@
+// weft/runtime.hpp -- the runtime: worker threads, their deques, the timer.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <utility>
+
+#include "weft/detail/core.hpp"
+#include "weft/task.hpp"
+
+namespace weft {
+
+struct runtime_options {
+  // Worker threads.  0: the WEFT_WORKERS environment variable if set, else the
+  // number of CPUs this process may run on (its affinity mask).
+  unsigned workers = 0;
+  // How long a task may run before checkpoint() reschedules it.  A pending
+  // cancellation does not wait for the slice: the next checkpoint() takes it.
+  std::chrono::microseconds time_slice{2000};
+  // Called with an exception that escaped a task nobody awaited or joined
+  // (its handle was dropped).  Runs on a worker; must not throw.  Default:
+  // print it on stderr.
+  std::function<void(std::exception_ptr)> unhandled_exception;
+};
+
+// A pool of worker threads running weft tasks.  Not copyable or movable.
+//
+// Thread safety: spawn(), block_on() (from non-worker threads) and shutdown()
+// may be called from any thread concurrently.
+class runtime {
+ public:
+  explicit runtime(runtime_options options = {});
+  // Does shutdown().  Must not run on one of this runtime's workers (aborts
+  // with a message: it would join itself).
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  // Spawn from any thread (asyncio.create_task).  The task starts promptly.
+  // After shutdown() began, returns a handle that is already cancelled with
+  // reason "shutdown" (the body never runs).
+  template <class T>
+  join_handle<T> spawn(task<T> t) {
+    return detail::spawn_on<T>(impl_, std::move(t));
+  }
+
+  // Run `t` to completion and return its value, or rethrow its exception /
+  // cancelled_error (asyncio.run).  From a thread that is not a weft worker;
+  // throws usage_error on a worker.
+  template <class T>
+  T block_on(task<T> t) {
+    detail::require_not_worker(impl_, "weft::runtime::block_on");
+    join_handle<T> h = spawn(std::move(t));
+    return h.join();
+  }
+
+  // Cancel every live task with reason "shutdown" (kind shutdown), let each
+  // run its cleanup, then join the workers.  Steps, by name, in
+  // docs/architecture.md.  Idempotent; throws usage_error on a worker.
+  void shutdown();
+
+  unsigned workers() const noexcept;
+  std::chrono::microseconds time_slice() const noexcept;
+
+  // Counters, summed over the workers; approximate while tasks run.
+  struct counters {
+    std::uint64_t steals = 0;     // successful steals
+    std::uint64_t parks = 0;      // times a worker went to sleep
+    std::uint64_t injected = 0;   // tasks submitted from outside the workers
+  };
+  counters stats() const noexcept;
+
+ private:
+  detail::runtime_impl* impl_;
+};
+
+namespace diagnostics {
+// Coroutine frames allocated by weft and not yet freed, process-wide.  Exact
+// only when no runtime is running tasks; tests use it to prove no frame leaks.
+std::int64_t live_frames() noexcept;
+}  // namespace diagnostics
+
+}  // namespace weft

@@ -1,0 +1,584 @@
+// weft/task.hpp -- task<T>, join_handle<T>, spawn, and the awaitables that are
+// cancellation points: yield(), checkpoint(), sleep_for(), sleep_until().
+//
+// A task<T> is a lazy coroutine.  `co_await t` runs it as part of the awaiting
+// task (a function call that may suspend); `spawn(t)` makes it a task of its own
+// with a join_handle that can await, join or cancel it.
+//
+// Cancellation points (where a pending cancel request is delivered as
+// weft::cancelled_error): co_await of a join_handle, yield(), checkpoint(),
+// sleep_for()/sleep_until(), this_task::throw_if_cancel_requested(), and the
+// start of a spawned task (a task cancelled before it starts never runs its
+// body).  `co_await some_task()` itself is not one: it is a call.
+// See docs/cancellation.md.
+#pragma once
+
+#include <cassert>
+#include <chrono>
+#include <concepts>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <new>
+#include <source_location>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "weft/detail/core.hpp"
+#include "weft/errors.hpp"
+
+namespace weft {
+
+template <class T = void>
+class task;
+template <class T = void>
+class join_handle;
+
+namespace detail {
+
+struct yield_tag {};
+struct checkpoint_tag {};
+struct sleep_tag {
+  std::uint64_t deadline;  // now_ns() clock; saturated
+  bool immediate;          // duration <= 0: behaves as yield()
+};
+
+// Count one symmetric transfer; past kMaxTransfers, bounce through the worker
+// loop so the stack cannot grow without bound (g++ 12 does not emit these
+// transfers as tail calls in -O0 and sanitizer builds).
+inline std::coroutine_handle<> transfer(task_core* ctx, std::coroutine_handle<> to) noexcept {
+  worker_hot* w = ctx->w;
+  if (++w->transfers > kMaxTransfers) [[unlikely]] {
+    ctx->resume_point = to;
+    w->resume_next = ctx;
+    return std::noop_coroutine();
+  }
+  return to;
+}
+
+// The fast resume check: a relaxed load of the task's own pending slot and of
+// the worker's stop flag.  Relaxed is enough: the request itself is taken with
+// an acquire exchange in take_pending().
+inline bool maybe_cancel(const task_core* ctx) noexcept {
+  return ctx->pending.load(std::memory_order_relaxed) != nullptr ||
+         ctx->w->stopping.load(std::memory_order_relaxed);
+}
+
+inline void deliver_if_pending(task_core* ctx) {
+  if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
+}
+
+// Blocking join from a thread that is not a worker.
+void join_blocking(task_core* core);
+// Slow path of co_await handle: the target is running elsewhere (or was
+// stolen).  Returns the coroutine to continue with: noop to suspend, `self`
+// when the target finished meanwhile.
+std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
+                                  std::coroutine_handle<> self) noexcept;
+// co_await sleep: returns false when the task must not suspend (cancelled or
+// refused); then *refused tells whether the runtime refused the timer.
+bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept;
+void sleep_resume(task_core* ctx, timer_node* node);
+// The outcome of a spawned task, for the awaiter/joiner: rethrows exceptions
+// and cancellation.  Marks it observed.
+[[noreturn]] void rethrow_outcome(promise_base& p);
+[[noreturn]] void throw_invalid_handle();
+void mark_taken(task_core* core);
+
+template <class T>
+struct result_slot {
+  alignas(T) unsigned char buf[sizeof(T)];
+  T& get() noexcept { return *std::launder(reinterpret_cast<T*>(buf)); }
+};
+
+template <class T>
+class promise;
+
+template <class T>
+struct task_awaiter;
+template <class T>
+struct handle_awaiter;
+
+struct yield_awaiter {
+  task_core* ctx;
+  bool await_ready() const noexcept { return maybe_cancel(ctx); }
+  void await_suspend(std::coroutine_handle<> h) noexcept {
+    ctx->resume_point = h;
+    schedule_yield(ctx);  // publishes the frame: touch nothing after this
+  }
+  void await_resume() { deliver_if_pending(ctx); }
+};
+
+struct checkpoint_awaiter {
+  task_core* ctx;
+  bool await_ready() const noexcept {
+    // Relaxed: a hint; the request is taken with acquire in await_resume.
+    return ctx->pending.load(std::memory_order_relaxed) == nullptr &&
+           !ctx->w->slice_expired.load(std::memory_order_relaxed);
+  }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    // Slice spent or something pending.  A pending request is delivered without
+    // rescheduling; otherwise the task goes to the back of the line.
+    if (cancel_visible(ctx)) return false;
+    // Relaxed: the flag only asks for a reschedule; the timer thread sets it
+    // again if the next run also overstays.
+    ctx->w->slice_expired.store(false, std::memory_order_relaxed);
+    ctx->resume_point = h;
+    schedule_yield(ctx);
+    return true;
+  }
+  void await_resume() {
+    if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
+  }
+};
+
+struct sleep_awaiter {
+  sleep_awaiter(task_core* c, sleep_tag s) noexcept : ctx(c), immediate(s.immediate) {
+    node.deadline = s.deadline;
+  }
+  task_core* ctx;
+  timer_node node;
+  bool immediate;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    if (immediate) {
+      if (cancel_visible(ctx)) return false;
+      ctx->resume_point = h;
+      schedule_yield(ctx);
+      return true;
+    }
+    return sleep_suspend(ctx, &node, h);
+  }
+  void await_resume() {
+    if (immediate) {
+      deliver_if_pending(ctx);
+      return;
+    }
+    sleep_resume(ctx, &node);
+  }
+};
+
+// Everything a weft promise shares: frame allocation, the await_transform that
+// binds weft awaitables to the running task, exception capture.
+template <class Derived>
+struct promise_common : promise_base {
+  static void* operator new(std::size_t n) { return alloc_frame(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { free_frame(p, n); }
+
+  std::suspend_always initial_suspend() noexcept { return {}; }
+
+  struct final_awaiter {
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Derived> h) noexcept {
+      promise_base& p = h.promise();
+      if (!p.spawned) return transfer(p.ctx, p.parent);  // back to the direct awaiter
+      task_core* c = p.ctx;
+      if (c->joined_inline) {
+        // Popped and run inline by its joiner: hand back with plain stores; the
+        // joiner finishes the bookkeeping in handle_awaiter::await_resume.
+        task_core* j = c->continuation_core;
+        j->w = c->w;
+        c->w->current = j;
+        return transfer(j, c->continuation);
+      }
+      return complete_task(c);
+    }
+    void await_resume() const noexcept {}
+  };
+  final_awaiter final_suspend() noexcept { return {}; }
+
+  void unhandled_exception() noexcept {
+    error = std::current_exception();
+    try {
+      throw;
+    } catch (const cancelled_error&) {
+      result = outcome::cancelled;
+    } catch (...) {
+      result = outcome::exception;
+    }
+  }
+
+  yield_awaiter await_transform(yield_tag) noexcept { return {ctx}; }
+  checkpoint_awaiter await_transform(checkpoint_tag) noexcept { return {ctx}; }
+  sleep_awaiter await_transform(sleep_tag s) noexcept { return sleep_awaiter(ctx, s); }
+  template <class U>
+  task_awaiter<U> await_transform(task<U>&& t) noexcept;
+  template <class U>
+  task_awaiter<U> await_transform(task<U>& t) noexcept;
+  template <class U>
+  handle_awaiter<U> await_transform(join_handle<U>& h) noexcept;
+  template <class U>
+  handle_awaiter<U> await_transform(join_handle<U>&& h) noexcept;
+  // Any other awaitable passes through unchanged.
+  template <class A>
+  A&& await_transform(A&& a) noexcept {
+    return static_cast<A&&>(a);
+  }
+};
+
+template <class T>
+class promise final : public promise_common<promise<T>> {
+ public:
+  promise() = default;
+  promise(const promise&) = delete;
+  ~promise() {
+    if (this->result == outcome::value && !value_taken_) slot_.get().~T();
+  }
+  task<T> get_return_object() noexcept;
+  template <class U>
+    requires std::convertible_to<U&&, T>
+  void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+    ::new (static_cast<void*>(slot_.buf)) T(std::forward<U>(v));
+    this->result = outcome::value;
+  }
+  T take_value() {
+    value_taken_ = true;
+    T v = std::move(slot_.get());
+    slot_.get().~T();
+    return v;
+  }
+
+ private:
+  result_slot<T> slot_;
+  bool value_taken_ = false;
+};
+
+template <>
+class promise<void> final : public promise_common<promise<void>> {
+ public:
+  task<void> get_return_object() noexcept;
+  void return_void() noexcept { this->result = outcome::value; }
+  void take_value() noexcept {}
+};
+
+template <class T>
+T take_result(promise<T>& p) {
+  if (p.result != outcome::value) rethrow_outcome(p);
+  return p.take_value();
+}
+
+template <class T>
+struct task_awaiter {
+  std::coroutine_handle<promise<T>> child;
+  task_core* ctx;
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
+    promise<T>& p = child.promise();
+    p.ctx = ctx;
+    p.parent = self;
+    return transfer(ctx, child);
+  }
+  T await_resume() { return take_result(child.promise()); }
+};
+
+template <class T>
+struct handle_awaiter {
+  std::coroutine_handle<promise<T>> target;
+  task_core* ctx;
+  bool inline_run = false;
+  bool slow = false;
+
+  bool await_ready() const noexcept {
+    if (!target) return true;  // await_resume reports the misuse
+    // Acquire: pairs with the release half of complete_task's RMW that sets
+    // kDone after the outcome was written.
+    return (target.promise().own_core().state.load(std::memory_order_acquire) &
+            task_core::kDone) != 0;
+  }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
+    task_core* t = &target.promise().own_core();
+    if (!t->started && ctx->pending.load(std::memory_order_relaxed) == nullptr &&
+        pop_if_bottom(ctx->w, t)) {
+      // Our own child, never stolen: run it right here, inline.
+      t->started = true;
+      t->w = ctx->w;
+      if (maybe_cancel(t)) [[unlikely]] {
+        if (cancel_request* r = take_pending(t)) {
+          complete_unstarted(t, r);
+          return self;
+        }
+      }
+      inline_run = true;
+      t->joined_inline = true;
+      t->inline_joiner = ctx;
+      t->continuation = self;
+      t->continuation_core = ctx;
+      ctx->w->current = t;
+      return transfer(t, t->resume_point);
+    }
+    slow = true;
+    return join_slow(ctx, t, self);
+  }
+  T await_resume() {
+    if (!target) throw_invalid_handle();
+    task_core* t = &target.promise().own_core();
+    if (inline_run) {
+      --ctx->w->live_tasks;  // counted by submit_spawn; the loop never saw it finish
+      // The child ran on this thread and handed back with plain stores; only a
+      // forwarded cancel (t->hooked) can hold a reference besides our handle.
+      if (t->hooked) {
+        // acq_rel: as in complete_task; pairs with release_ref's fetch_sub.
+        t->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+      } else {
+        // Relaxed: nobody but this thread can reach the core now.
+        t->state.store(
+            (t->state.load(std::memory_order_relaxed) | task_core::kDone) - task_core::kRefOne,
+            std::memory_order_relaxed);
+      }
+    } else if (slow) {
+      unregister_wait(ctx);
+    }
+    if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
+    mark_taken(t);
+    return take_result(target.promise());
+  }
+};
+
+}  // namespace detail
+
+// A lazy coroutine task.  Move-only.  Not started until awaited or spawned.
+// Destroying a task that was never started destroys its frame.
+template <class T>
+class [[nodiscard]] task {
+ public:
+  using promise_type = detail::promise<T>;
+  using value_type = T;
+
+  task() noexcept = default;
+  task(task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  task& operator=(task&& o) noexcept {
+    if (this != &o) {
+      reset();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  task(const task&) = delete;
+  task& operator=(const task&) = delete;
+  ~task() { reset(); }
+
+  // False for a moved-from or default-constructed task.
+  bool valid() const noexcept { return static_cast<bool>(h_); }
+  explicit operator bool() const noexcept { return valid(); }
+
+  // Internal: hands the frame over (spawn, awaiters).
+  std::coroutine_handle<promise_type> release_handle() noexcept { return std::exchange(h_, {}); }
+  std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
+
+ private:
+  friend class detail::promise<T>;
+  explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+  void reset() noexcept {
+    if (h_) std::exchange(h_, {}).destroy();
+  }
+  std::coroutine_handle<promise_type> h_;
+};
+
+// A spawned task (asyncio.Task).  Move-only.  Dropping it detaches the task:
+// it runs on to completion; an exception nobody observed goes to the runtime's
+// unhandled-exception hook.
+//
+// Thread safety: cancel(), done(), cancelled(), cancelling() may be called from
+// any thread concurrently with the task.  join() and co_await take the result
+// and must be used by one owner.
+template <class T>
+class [[nodiscard]] join_handle {
+ public:
+  using value_type = T;
+  join_handle() noexcept = default;
+  join_handle(join_handle&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  join_handle& operator=(join_handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  join_handle(const join_handle&) = delete;
+  join_handle& operator=(const join_handle&) = delete;
+  ~join_handle() { reset(); }
+
+  bool valid() const noexcept { return static_cast<bool>(h_); }
+
+  // Request cancellation (asyncio Task.cancel(msg)).  Returns false when the
+  // task has already finished (nothing changes); otherwise true.  The request
+  // is delivered once, at the task's next cancellation point; a task blocked
+  // in a weft await is woken at once.  Calling it again adds a request
+  // (cancelling() counts them) but delivers at most one per resume point.
+  bool cancel(std::string reason = {},
+              std::source_location where = std::source_location::current()) {
+    if (!h_) return false;
+    return detail::request_cancel(&core(), std::move(reason), cancel_kind::explicit_request,
+                                  where);
+  }
+  // Internal: cancel with another kind (timeouts, groups, shutdown).
+  bool cancel_as(cancel_kind kind, std::string reason,
+                 std::source_location where = std::source_location::current()) {
+    return detail::request_cancel(&core(), std::move(reason), kind, where);
+  }
+
+  // The task has finished (value, exception or cancellation).
+  bool done() const noexcept {
+    if (!h_) return false;
+    // Acquire: pairs with the release in complete_task's RMW (kDone).
+    return (core().state.load(std::memory_order_acquire) & detail::task_core::kDone) != 0;
+  }
+  // The task finished by cancellation (cancelled_error escaped it, or it was
+  // cancelled before it started).
+  bool cancelled() const noexcept {
+    return done() && h_.promise().result == detail::outcome::cancelled;
+  }
+  // Cancel requests made and not withdrawn by uncancel() (asyncio).
+  unsigned cancelling() const noexcept {
+    if (!h_) return 0;
+    // Relaxed: a counter read for information; no data is published with it.
+    return core().cancel_count.load(std::memory_order_relaxed);
+  }
+  // Withdraw one cancel request (asyncio Task.uncancel()); when the count
+  // reaches zero an undelivered request is dropped too.  Returns the new count.
+  unsigned uncancel() noexcept;
+
+  // Wait for the task from a thread that is not a weft worker; returns its
+  // value or rethrows its exception / cancelled_error.  Throws usage_error
+  // when called from a worker (it would block that worker; use co_await).
+  T join() {
+    if (!h_) detail::throw_invalid_handle();
+    detail::task_core* c = &core();
+    detail::join_blocking(c);
+    detail::mark_taken(c);
+    return detail::take_result(h_.promise());
+  }
+
+  // Internal.
+  explicit join_handle(std::coroutine_handle<detail::promise<T>> h) noexcept : h_(h) {}
+  std::coroutine_handle<detail::promise<T>> handle() const noexcept { return h_; }
+
+ private:
+  detail::task_core& core() const noexcept { return h_.promise().own_core(); }
+  void reset() noexcept {
+    if (!h_) return;
+    detail::task_core* c = &core();
+    h_ = {};
+    // Acquire: pairs with complete_task's release RMW.  When the task is done
+    // and ours is the only reference, nobody else can reach the core any more
+    // (temporary refs are only taken while a joiner's hook points here).
+    std::uint32_t s = c->state.load(std::memory_order_acquire);
+    if ((s & detail::task_core::kDone) && detail::task_core::refs(s) == 1) {
+      detail::destroy_task(c);  // sole owner: no RMW needed
+      return;
+    }
+    detail::release_ref(c);
+  }
+  std::coroutine_handle<detail::promise<T>> h_;
+};
+
+namespace detail {
+
+template <class T>
+task<T> promise<T>::get_return_object() noexcept {
+  return task<T>(std::coroutine_handle<promise<T>>::from_promise(*this));
+}
+inline task<void> promise<void>::get_return_object() noexcept {
+  return task<void>(std::coroutine_handle<promise<void>>::from_promise(*this));
+}
+
+[[noreturn]] void throw_empty_task();
+
+template <class D>
+template <class U>
+task_awaiter<U> promise_common<D>::await_transform(task<U>&& t) noexcept {
+  // The task object is a temporary of the co_await full-expression: it stays
+  // alive (and destroys the child frame) after await_resume.
+  return {t.handle(), ctx};
+}
+template <class D>
+template <class U>
+task_awaiter<U> promise_common<D>::await_transform(task<U>& t) noexcept {
+  return {t.handle(), ctx};
+}
+template <class D>
+template <class U>
+handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>& h) noexcept {
+  return {h.handle(), ctx};
+}
+template <class D>
+template <class U>
+handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>&& h) noexcept {
+  return {h.handle(), ctx};
+}
+
+unsigned uncancel_core(task_core* core) noexcept;
+
+// Build the core of a task that is about to be spawned.
+template <class T>
+task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
+  promise<T>& p = h.promise();
+  task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core();
+  p.spawned = true;
+  p.ctx = c;
+  c->owner = &p;
+  c->frame = h;
+  c->resume_point = h;
+  // Relaxed: the core is published to other threads by the deque push
+  // (release) or the injection queue's mutex.
+  c->state.store(2 * task_core::kRefOne, std::memory_order_relaxed);
+  return c;
+}
+
+template <class T>
+join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
+  if (!t.valid()) throw_empty_task();
+  runtime_impl* target = resolve_runtime(rt);  // may throw: before we own the frame
+  auto h = t.release_handle();
+  submit_spawn(target, prepare_spawn(h));
+  return join_handle<T>(h);
+}
+
+}  // namespace detail
+
+template <class T>
+unsigned join_handle<T>::uncancel() noexcept {
+  return h_ ? detail::uncancel_core(&core()) : 0;
+}
+
+// Spawn a task on the runtime of the calling worker (asyncio.create_task).
+// The task starts promptly, on this worker or a thief.  Throws usage_error on a
+// thread that is not a weft worker (use runtime::spawn there).  During
+// shutdown the handle comes back already cancelled (reason "shutdown").
+template <class T>
+join_handle<T> spawn(task<T> t) {
+  return detail::spawn_on<T>(nullptr, std::move(t));
+}
+
+// Always reschedules the task behind the others that are ready, like
+// asyncio.sleep(0).  A cancellation point.
+inline detail::yield_tag yield() noexcept { return {}; }
+
+// Suspends only when the task's time slice is spent (runtime_options::
+// time_slice), or to deliver a pending cancellation.  A few instructions
+// otherwise: put it in CPU-bound loops.
+inline detail::checkpoint_tag checkpoint() noexcept { return {}; }
+
+// Suspends the task for at least `d` (a timer; the worker runs other tasks
+// meanwhile).  A cancellation point: cancel() wakes it at once.  d <= 0
+// behaves as yield().  The deadline saturates instead of overflowing.
+detail::sleep_tag sleep_for(std::chrono::nanoseconds d) noexcept;
+
+// Suspends the task until `tp` (steady_clock).  As sleep_for.
+detail::sleep_tag sleep_until(std::chrono::steady_clock::time_point tp) noexcept;
+
+namespace this_task {
+// Is a cancellation request pending for the running task (or for a task that
+// is joining it inline)?  Consumes nothing.  False outside a task.
+bool cancel_requested() noexcept;
+// Deliver a pending request now: throws cancelled_error if there is one.
+void throw_if_cancel_requested();
+// asyncio's current_task().cancelling() / .uncancel() for the running task.
+unsigned cancelling() noexcept;
+unsigned uncancel() noexcept;
+}  // namespace this_task
+
+}  // namespace weft

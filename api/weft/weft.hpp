@@ -1,0 +1,6 @@
+// weft/weft.hpp -- everything: #include <weft/weft.hpp>.
+#pragma once
+
+#include "weft/errors.hpp"
+#include "weft/runtime.hpp"
+#include "weft/task.hpp"

@@ -1,0 +1,427 @@
+// runtime/core.cpp -- task completion, cancellation delivery, blocking waits.
+//
+// The protocol, in short (docs/architecture.md has the long form):
+//
+// * A cancel request is a heap cancel_request.  cancel() hands it to the task
+//   under the task's hook lock: if the task is waiting on another task
+//   (hook = target|1) the request is forwarded there (asyncio passes
+//   cancellation down the await chain); otherwise it is exchanged into
+//   `pending` and, if the task sits in a blocking wait (hook = wait_node*), the
+//   wait is interrupted so the task wakes at once.
+// * The task takes the request (exchange to null, one-shot) at its next
+//   cancellation point and throws cancelled_error there.  Suspending points
+//   also look at the tasks that are joining this one inline (`inline_joiner`
+//   chain) and forward their requests down.
+// * Blocking waits register under the hook locks of the task and of its
+//   inline joiners (descendant first, then ancestors); the "is a request
+//   pending?" check happens under the same locks, so a cancel() cannot slip
+//   between the check and the suspension (no lost cancel).
+#include <cstdio>
+#include <mutex>
+#include <semaphore>
+#include <set>
+#include <thread>
+
+#include "runtime_impl.hpp"
+#include "weft/task.hpp"
+
+namespace weft::detail {
+
+namespace {
+
+// Runtimes alive, for the unhandled-exception hook of a task destroyed after
+// its runtime (a handle dropped late).
+std::mutex g_runtimes_mutex;
+std::set<const runtime_impl*>& live_runtimes() {
+  static std::set<const runtime_impl*> s;
+  return s;
+}
+
+void report_unhandled(runtime_impl* rt, std::exception_ptr e) noexcept {
+  std::function<void(std::exception_ptr)> hook;
+  {
+    std::lock_guard lk(g_runtimes_mutex);
+    if (rt != nullptr && live_runtimes().count(rt) != 0) hook = rt->options.unhandled_exception;
+  }
+  if (hook) {
+    try {
+      hook(e);
+    } catch (...) {
+      std::fputs("weft: the unhandled-exception hook threw; ignored\n", stderr);
+    }
+    return;
+  }
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "weft: exception in a task nobody awaited: %s\n", ex.what());
+  } catch (...) {
+    std::fputs("weft: non-std exception in a task nobody awaited\n", stderr);
+  }
+}
+
+void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Lock a task and every task joining it inline; returns how many were locked.
+// Order: descendant first, then ancestors.  cancel() never holds two hook
+// locks at once, and only one chain of inline joiners can contain a given
+// task, so this order cannot deadlock.
+void lock_chain(task_core* core) noexcept {
+  for (task_core* c = core; c != nullptr; c = c->inline_joiner) c->lock_hook();
+}
+void unlock_chain_ancestors(task_core* core) noexcept {
+  for (task_core* c = core->inline_joiner; c != nullptr; c = c->inline_joiner) c->unlock_hook();
+}
+
+cancel_request* make_shutdown_request() {
+  return new cancel_request{"shutdown", cancel_kind::shutdown, std::source_location::current()};
+}
+
+// Take a pending request from the chain; the caller holds whatever locks it
+// needs.  A request taken from an inline joiner counts as forwarded to `core`.
+cancel_request* take_from_chain(task_core* core) noexcept {
+  for (task_core* c = core; c != nullptr; c = c->inline_joiner) {
+    // Relaxed: a hint; the exchange below is what takes it.
+    if (c->pending.load(std::memory_order_relaxed) == nullptr) continue;
+    // Acquire: pairs with the release half of the exchange in hand_over();
+    // the request's fields are visible.
+    cancel_request* r = c->pending.exchange(nullptr, std::memory_order_acquire);
+    if (r == nullptr) continue;
+    // Relaxed: a statistics-like counter (cancelling()); publishes nothing.
+    if (c != core) core->cancel_count.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  }
+  if (core->w != nullptr && core->w->stopping.load(std::memory_order_relaxed) &&
+      !core->shutdown_seen) {
+    core->shutdown_seen = true;
+    return make_shutdown_request();
+  }
+  return nullptr;
+}
+
+bool forward_request(task_core* target, cancel_request* req);
+
+// Give `req` (owned) to `core`: forward, or make it pending and interrupt a
+// blocking wait.  Never holds two hook locks at once.
+void hand_over(task_core* core, cancel_request* req) {
+  core->lock_hook();
+  std::uintptr_t hook = core->hook;
+  if ((hook & 1) != 0) {
+    auto* target = reinterpret_cast<task_core*>(hook & ~std::uintptr_t{1});
+    // Relaxed: the hook lock keeps `target` alive while we take the ref (the
+    // joiner clears its hook under this lock before dropping its handle).
+    target->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
+    core->unlock_hook();
+    bool taken = forward_request(target, req);
+    release_ref(target);
+    if (taken) return;
+    // The awaited task already finished: the request stays with `core`, and
+    // lands at its next cancellation point (as asyncio's _must_cancel).
+    core->lock_hook();
+    hook = core->hook;
+  }
+  // acq_rel: release publishes the request's fields to the taker (acquire in
+  // take_from_chain); acquire makes a replaced request's fields ours to free.
+  cancel_request* old = core->pending.exchange(req, std::memory_order_acq_rel);
+  if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
+  core->unlock_hook();
+  delete old;
+}
+
+bool forward_request(task_core* target, cancel_request* req) {
+  // Acquire: pairs with complete_task's release RMW.
+  if (target->state.load(std::memory_order_acquire) & task_core::kDone) return false;
+  // Relaxed: counter only (cancelling()).
+  target->cancel_count.fetch_add(1, std::memory_order_relaxed);
+  hand_over(target, req);
+  return true;
+}
+
+void wake_joiner_from_loop(task_core* core, std::uint32_t prev) noexcept {
+  if (prev & task_core::kJoiner) {
+    task_core* j = core->continuation_core;
+    j->resume_point = core->continuation;
+    schedule_wake(j);
+  } else if (prev & task_core::kThreadJoiner) {
+    static_cast<std::binary_semaphore*>(core->thread_waiter)->release();
+  } else if (task_core::refs(prev) == 1) {
+    destroy_task(core);
+  }
+}
+
+}  // namespace
+
+void register_runtime(const runtime_impl* rt) {
+  std::lock_guard lk(g_runtimes_mutex);
+  live_runtimes().insert(rt);
+}
+void unregister_runtime(const runtime_impl* rt) {
+  std::lock_guard lk(g_runtimes_mutex);
+  live_runtimes().erase(rt);
+}
+
+void task_core::lock_hook() noexcept {
+  for (unsigned spins = 0;; ++spins) {
+    // Acquire: pairs with unlock_hook()'s release store; the previous holder's
+    // writes to `hook` (and pending) are visible.
+    if (hook_lock.exchange(1, std::memory_order_acquire) == 0) return;
+    // Relaxed: spinning read; the exchange above is what acquires.
+    while (hook_lock.load(std::memory_order_relaxed) != 0) {
+      if (++spins > 64) {
+        std::this_thread::yield();
+      } else {
+        cpu_relax();
+      }
+    }
+  }
+}
+
+std::coroutine_handle<> complete_task(task_core* core) noexcept {
+  worker_hot* w = core->w;
+  count_finish();
+  // acq_rel: release publishes the outcome (written by the task before
+  // final_suspend) to the joiner / handle; acquire makes the joiner's
+  // continuation (written before its kJoiner RMW) visible here.  One RMW sets
+  // kDone and drops the running reference.
+  std::uint32_t prev =
+      core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  if (prev & task_core::kJoiner) {
+    // The joiner holds its handle (a reference) and is suspended until we
+    // resume it: the core is alive.
+    task_core* j = core->continuation_core;
+    j->w = w;
+    w->current = j;
+    return transfer(j, core->continuation);
+  }
+  if (prev & task_core::kThreadJoiner) {
+    static_cast<std::binary_semaphore*>(core->thread_waiter)->release();
+    return std::noop_coroutine();
+  }
+  if (task_core::refs(prev) == 1) destroy_task(core);  // detached: we were the last
+  return std::noop_coroutine();
+}
+
+void complete_unstarted(task_core* core, cancel_request* req) noexcept {
+  core->final_cancel = req;
+  core->owner->result = outcome::cancelled;
+  count_finish();
+  // acq_rel: as in complete_task.
+  std::uint32_t prev =
+      core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  wake_joiner_from_loop(core, prev);
+}
+
+void release_ref(task_core* core) noexcept {
+  // acq_rel: release orders our use of the task before a destroyer's; acquire
+  // (when we are last) makes every other holder's writes visible before we
+  // destroy the frame.
+  std::uint32_t prev = core->state.fetch_sub(task_core::kRefOne, std::memory_order_acq_rel);
+  if (task_core::refs(prev) == 1) destroy_task(core);
+}
+
+void destroy_task(task_core* core) noexcept {
+  promise_base* p = core->owner;
+  if (p->result == outcome::exception && !core->observed) report_unhandled(core->rt, p->error);
+  // Acquire: we own whatever request is left; its fields were released by
+  // hand_over's exchange.
+  delete core->pending.exchange(nullptr, std::memory_order_acquire);
+  delete core->final_cancel;
+  std::coroutine_handle<> frame = core->frame;
+  core->~task_core();
+  frame.destroy();
+}
+
+bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
+                    std::source_location where) {
+  // Acquire: pairs with complete_task's release; a finished task says false.
+  if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
+  // Relaxed: counter only (cancelling()).
+  core->cancel_count.fetch_add(1, std::memory_order_relaxed);
+  hand_over(core, new cancel_request{std::move(reason), kind, where});
+  return true;
+}
+
+cancel_request* take_pending(task_core* core) noexcept { return take_from_chain(core); }
+
+bool cancel_visible(const task_core* core) noexcept {
+  for (const task_core* c = core; c != nullptr; c = c->inline_joiner) {
+    // Relaxed: a look, not a take.
+    if (c->pending.load(std::memory_order_relaxed) != nullptr) return true;
+  }
+  return core->w != nullptr && core->w->stopping.load(std::memory_order_relaxed) &&
+         !core->shutdown_seen;
+}
+
+void throw_cancelled(cancel_request* req) {
+  cancelled_error e(std::move(req->reason), req->kind, req->where);
+  delete req;
+  throw e;
+}
+
+unsigned uncancel_core(task_core* core) noexcept {
+  // Relaxed: counter; the CAS loop only keeps it from going below zero.
+  std::uint32_t c = core->cancel_count.load(std::memory_order_relaxed);
+  while (c > 0 && !core->cancel_count.compare_exchange_weak(c, c - 1, std::memory_order_relaxed)) {
+  }
+  if (c == 0) return 0;
+  if (c == 1) {
+    // Count reached zero: an undelivered request is withdrawn too (asyncio
+    // 3.13).  Acquire: we own the request we take out.
+    delete core->pending.exchange(nullptr, std::memory_order_acquire);
+  }
+  return c - 1;
+}
+
+cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept {
+  lock_chain(core);
+  cancel_request* req = take_from_chain(core);
+  if (req == nullptr) {
+    core->hook = hook;
+    task_core* child = core;
+    for (task_core* a = core->inline_joiner; a != nullptr; child = a, a = a->inline_joiner) {
+      a->hook = reinterpret_cast<std::uintptr_t>(child) | 1;
+      child->hooked = true;  // a cancel forwarded from `a` may take a ref on it
+    }
+  }
+  unlock_chain_ancestors(core);
+  core->unlock_hook();  // the publish: after this the wait may end at any time
+  return req;
+}
+
+void unregister_wait(task_core* core) noexcept {
+  for (task_core* c = core; c != nullptr; c = c->inline_joiner) {
+    c->lock_hook();
+    c->hook = 0;
+    c->unlock_hook();
+  }
+}
+
+void mark_taken(task_core* core) {
+  if (core->observed) throw usage_error("weft: the result of this join_handle was already taken");
+  core->observed = true;
+}
+
+void rethrow_outcome(promise_base& p) {
+  switch (p.result) {
+    case outcome::exception:
+      std::rethrow_exception(p.error);
+    case outcome::cancelled: {
+      if (p.error) std::rethrow_exception(p.error);
+      const cancel_request* r = p.own_core().final_cancel;
+      throw cancelled_error(r->reason, r->kind, r->where);
+    }
+    default:
+      throw usage_error("weft: the task has no result (it was awaited while still running?)");
+  }
+}
+
+void throw_invalid_handle() {
+  throw usage_error("weft: this join_handle is empty (moved from or default constructed)");
+}
+void throw_empty_task() {
+  throw usage_error("weft: this task is empty (moved from, already awaited or spawned)");
+}
+
+void join_blocking(task_core* core) {
+  require_not_worker(core->rt, "weft::join_handle::join");
+  // Acquire: pairs with complete_task's release.
+  if (core->state.load(std::memory_order_acquire) & task_core::kDone) return;
+  std::binary_semaphore sem{0};
+  core->thread_waiter = &sem;
+  // acq_rel: release publishes thread_waiter to the completing worker (its
+  // acq_rel RMW); acquire, when kDone is already set, makes the outcome ours.
+  std::uint32_t prev = core->state.fetch_or(task_core::kThreadJoiner, std::memory_order_acq_rel);
+  if (prev & task_core::kDone) return;
+  sem.acquire();  // synchronises with the completer's release()
+}
+
+std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
+                                  std::coroutine_handle<> self) noexcept {
+  // asyncio: a cancel pending on the joiner when it starts waiting goes to the
+  // awaited task instead (Task.__step cancels its new _fut_waiter).
+  for (;;) {
+    cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(target) | 1);
+    if (r == nullptr) break;
+    if (r->kind == cancel_kind::shutdown || !forward_request(target, r)) {
+      // Nothing to forward to (finished), or the one shutdown delivery: keep it
+      // for ourselves and resume now; await_resume delivers it.
+      if (r->kind == cancel_kind::shutdown) {
+        ctx->shutdown_seen = false;  // let take_pending produce it again
+        delete r;
+      } else {
+        hand_over(ctx, r);
+      }
+      return self;
+    }
+  }
+  target->continuation = self;
+  target->continuation_core = ctx;
+  ctx->resume_point = self;
+  // acq_rel: release publishes continuation to the completer's acquire RMW;
+  // acquire (if kDone is already set) makes the outcome visible.  This is the
+  // publish: the target may resume us (on another thread) right after it.
+  std::uint32_t prev = target->state.fetch_or(task_core::kJoiner, std::memory_order_acq_rel);
+  if (prev & task_core::kDone) return self;  // finished meanwhile; await_resume unregisters
+  return std::noop_coroutine();
+}
+
+bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept {
+  node->core = ctx;
+  ctx->resume_point = self;
+  if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
+    // Deliver in await_resume: park the request on our own slot.  Acquire/
+    // release as in hand_over.
+    if (r->kind == cancel_kind::shutdown) {
+      ctx->shutdown_seen = false;
+      delete r;
+    } else {
+      delete ctx->pending.exchange(r, std::memory_order_acq_rel);
+    }
+    node->claim.store(timer_node::kCancelled, std::memory_order_relaxed);  // never armed
+    return false;
+  }
+  if (!arm_timer(ctx->rt, node)) {
+    // The runtime is stopping: the sleep is refused; await_resume throws.
+    // Relaxed: only this thread looks at a never-armed node.
+    node->claim.store(3, std::memory_order_relaxed);
+    return false;
+  }
+  // acq_rel: whoever brings the latch to zero resumes the task; release orders
+  // our last use of the node before it, acquire makes the other side's visible.
+  return node->latch.fetch_sub(1, std::memory_order_acq_rel) != 1;
+}
+
+void sleep_resume(task_core* ctx, timer_node* node) {
+  unregister_wait(ctx);
+  // Relaxed: written by this thread (refusal) before.
+  if (node->claim.load(std::memory_order_relaxed) == 3) {
+    if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
+    throw cancelled_error("shutdown", cancel_kind::shutdown);
+  }
+  deliver_if_pending(ctx);
+}
+
+void timer_node::interrupt() noexcept {
+  std::uint8_t expected = kArmed;
+  // acq_rel: the claim decides between the timer thread and us; see timer.cpp.
+  if (!claim.compare_exchange_strong(expected, kCancelled, std::memory_order_acq_rel,
+                                     std::memory_order_relaxed))
+    return;  // fired first (or never armed): the other side resumes the task
+  task_core* c = core;
+  c->rt->timer_remove(this);  // after this the timer thread cannot see the node
+  // acq_rel: see sleep_suspend.
+  if (latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+}
+
+bool arm_timer(runtime_impl* rt, timer_node* node) noexcept { return rt->timer_arm(node); }
+
+bool runtime_stopping(const runtime_impl* rt) noexcept {
+  // Relaxed: a hint for callers that re-check under a lock.
+  return rt->stopping.load(std::memory_order_relaxed);
+}
+
+}  // namespace weft::detail

@@ -1,0 +1,165 @@
+// runtime/deque.hpp -- the Chase-Lev work-stealing deque of one worker.
+//
+// Chase & Lev, "Dynamic Circular Work-Stealing Deque" (SPAA 2005), with the
+// C11 orderings of Lê, Pop, Cohen, Zappa Nardelli (PPoPP 2013, Fig. 1) in the
+// fence-free form that ThreadSanitizer understands (it does not model
+// atomic_thread_fence) and that was model-checked clean (see
+// ../shared/notes/pitfalls.md at the time of writing):
+//   push:  slot relaxed; bottom store release.
+//   take:  bottom.exchange(b - 1, seq_cst); top load seq_cst; the last element
+//          is raced for with a seq_cst CAS on top.
+//   steal: top load seq_cst; bottom load seq_cst; slot relaxed; CAS top seq_cst.
+// On x86-64 the exchange is one `xchg` (a locked instruction: the cost of the
+// paper's fence, without clang's `mfence`), and seq_cst loads are plain moves.
+//
+// The owner pushes and takes at the bottom; thieves steal from the top.
+// Indices are signed 64-bit (take on an empty deque goes to -1 transiently).
+// Buffers grow by doubling; a retired buffer is kept until the deque dies,
+// because a thief may still be reading a slot of it.
+//
+// Kept small and free of runtime dependencies so that a model checker can be
+// pointed at it.  T must be a pointer (trivially copyable, null = empty).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+namespace weft::detail {
+
+enum class steal_result : std::uint8_t { success, empty, lost_race };
+
+template <class T>
+class chase_lev_deque {
+  static_assert(std::is_pointer_v<T>);
+
+  struct buffer {
+    explicit buffer(std::int64_t cap) : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[cap]) {}
+    std::int64_t capacity;
+    std::int64_t mask;
+    std::unique_ptr<std::atomic<T>[]> slots;
+    T load(std::int64_t i) const noexcept {
+      // Relaxed: slot reads are ordered by the index protocol (release store of
+      // bottom in push; seq_cst loads/CAS of top and bottom in take/steal).
+      return slots[i & mask].load(std::memory_order_relaxed);
+    }
+    void store(std::int64_t i, T v) noexcept {
+      // Relaxed: published by push's release store of bottom.
+      slots[i & mask].store(v, std::memory_order_relaxed);
+    }
+  };
+
+ public:
+  explicit chase_lev_deque(std::int64_t initial_capacity = 256) {
+    std::int64_t cap = 1;
+    while (cap < initial_capacity) cap <<= 1;
+    buffers_.push_back(std::make_unique<buffer>(cap));
+    // Relaxed: the deque is shared with thieves only after construction
+    // (workers start after every deque exists; thread start synchronises).
+    buf_.store(buffers_.back().get(), std::memory_order_relaxed);
+  }
+  chase_lev_deque(const chase_lev_deque&) = delete;
+  chase_lev_deque& operator=(const chase_lev_deque&) = delete;
+
+  // Owner only.
+  void push(T item) {
+    // Relaxed: only the owner writes bottom.
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    // Acquire: pairs with the thieves' CAS on top, so a slot they have taken is
+    // not overwritten before they read it.
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    // Relaxed: only the owner writes buf_.
+    buffer* a = buf_.load(std::memory_order_relaxed);
+    if (b - t > a->capacity - 1) a = grow(a, t, b);
+    a->store(b, item);
+    // Release: publishes the slot (and the task it points to) to thieves,
+    // whose seq_cst load of bottom synchronises with it.
+    bottom_.store(b + 1, std::memory_order_release);
+  }
+
+  // Owner only.  Null when empty (or the last item went to a thief).
+  T take() noexcept {
+    // Relaxed: only the owner writes bottom and buf_.
+    std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
+    buffer* a = buf_.load(std::memory_order_relaxed);
+    // seq_cst exchange: the store of bottom must be ordered before the load of
+    // top (the paper's seq_cst fence); pairs with steal's seq_cst loads.
+    bottom_.exchange(b, std::memory_order_seq_cst);
+    // seq_cst: see above.
+    std::int64_t t = top_.load(std::memory_order_seq_cst);
+    if (t > b) {
+      // Empty: restore.  Relaxed: owner-only variable.
+      bottom_.store(b + 1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    T item = a->load(b);
+    if (t == b) {
+      // The last item: race the thieves for it.  seq_cst: pairs with their CAS.
+      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed))
+        item = nullptr;
+      // Relaxed: owner-only variable; the CAS above ordered the race.
+      bottom_.store(b + 1, std::memory_order_relaxed);
+    }
+    return item;
+  }
+
+  // Owner only: the item take() would return, without taking it (null when
+  // the deque looks empty).  Racy by design; confirm with take().
+  T peek_bottom() const noexcept {
+    // Relaxed: owner-only reads of owner-written values, plus a top that only
+    // grows (a stale top makes the deque look fuller; take() decides).
+    std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
+    std::int64_t t = top_.load(std::memory_order_relaxed);
+    if (t > b) return nullptr;
+    return buf_.load(std::memory_order_relaxed)->load(b);
+  }
+
+  // Any thread.
+  steal_result steal(T& out) noexcept {
+    // seq_cst loads of top then bottom: pairs with take's exchange of bottom
+    // and its seq_cst load of top (the fence-free variant).
+    std::int64_t t = top_.load(std::memory_order_seq_cst);
+    std::int64_t b = bottom_.load(std::memory_order_seq_cst);
+    if (t >= b) return steal_result::empty;
+    // Acquire: pairs with grow()'s release store of a new buffer.
+    buffer* a = buf_.load(std::memory_order_acquire);
+    T item = a->load(t);
+    // seq_cst CAS: decides the race with other thieves and with take().
+    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                      std::memory_order_relaxed))
+      return steal_result::lost_race;
+    out = item;
+    return steal_result::success;
+  }
+
+  // Any thread; approximate.
+  std::int64_t size_hint() const noexcept {
+    // seq_cst: used by a worker about to park, after its seq_cst RMW on the
+    // sleeper count (the parking Dekker pair, see runtime.cpp).
+    std::int64_t b = bottom_.load(std::memory_order_seq_cst);
+    std::int64_t t = top_.load(std::memory_order_seq_cst);
+    return b - t;
+  }
+
+ private:
+  buffer* grow(buffer* old, std::int64_t t, std::int64_t b) {
+    auto bigger = std::make_unique<buffer>(old->capacity * 2);
+    for (std::int64_t i = t; i < b; ++i) bigger->store(i, old->load(i));
+    buffer* a = bigger.get();
+    buffers_.push_back(std::move(bigger));  // the old one stays alive: thieves may read it
+    // Release: pairs with steal's acquire load; the copied slots are visible.
+    buf_.store(a, std::memory_order_release);
+    return a;  // re-loaded pointer (the CDSChecker bug was using the old one)
+  }
+
+  // top and bottom on separate cache lines: thieves hammer top.
+  alignas(128) std::atomic<std::int64_t> top_{0};
+  alignas(128) std::atomic<std::int64_t> bottom_{0};
+  alignas(128) std::atomic<buffer*> buf_{nullptr};
+  std::vector<std::unique_ptr<buffer>> buffers_;  // owner only (grow)
+};
+
+}  // namespace weft::detail

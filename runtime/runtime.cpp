@@ -1,0 +1,513 @@
+// runtime/runtime.cpp -- workers, the worker loop, parking, the injection
+// queue, and shutdown.
+//
+// Worker loop (worker_main): find_work -> run -> repeat; when find_work comes
+// back empty a few times, park.  find_work is the one place that decides which
+// task runs next and which victim is robbed (the scheduling seam).
+//
+// Parking without lost wake-ups (the Dekker pair):
+//   parker:   add itself to `sleepers` and increment num_sleepers (seq_cst RMW),
+//             then re-check the injection queue and every deque (seq_cst loads);
+//             only if all are empty does it wait on its wake_token.
+//   injector: publish the task (injected_count seq_cst RMW), then load
+//             num_sleepers (seq_cst); if non-zero, pop a sleeper and wake it.
+// In the seq_cst total order one of the two sees the other.  A push to a
+// worker's *own* deque reads num_sleepers relaxed: missing a sleeper there
+// costs parallelism for a moment, never progress, because the owner runs its
+// own deque.
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "runtime_impl.hpp"
+#include "weft/runtime.hpp"
+#include "weft/task.hpp"
+
+namespace weft::detail {
+
+thread_local worker* tls_worker = nullptr;
+
+void register_runtime(const runtime_impl* rt);
+void unregister_runtime(const runtime_impl* rt);
+
+namespace {
+
+// Tasks spawned minus tasks finished, per runtime, for the shutdown report.
+// Workers count in worker::live_tasks (owner only); other threads here.
+std::atomic<std::int64_t> g_outside_live{0};
+
+void count_spawn(worker* w) noexcept {
+  if (w != nullptr) {
+    ++w->live_tasks;
+  } else {
+    // Relaxed: counter, read after the drain.
+    g_outside_live.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+unsigned default_worker_count() {
+  if (const char* env = std::getenv("WEFT_WORKERS")) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
+    std::fprintf(stderr, "weft: ignoring WEFT_WORKERS=\"%s\" (want a number 1..4096)\n", env);
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int c = CPU_COUNT(&set);
+    if (c > 0) return static_cast<unsigned>(c);
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc > 0 ? hc : 1;
+}
+
+void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+worker_hot* current_worker() noexcept { return tls_worker; }
+
+void require_not_worker(const runtime_impl* rt, const char* what) {
+  worker* w = tls_worker;
+  if (w != nullptr && (rt == nullptr || w->rt == rt)) {
+    throw usage_error(std::string(what) +
+                      " called on a worker thread of the same weft runtime: it would block "
+                      "that worker and can deadlock; use co_await inside tasks");
+  }
+}
+
+runtime_impl* resolve_runtime(runtime_impl* rt) {
+  if (rt != nullptr) return rt;
+  worker* w = tls_worker;
+  if (w == nullptr) {
+    throw usage_error(
+        "weft::spawn called outside a weft task: use runtime::spawn from other threads");
+  }
+  return w->rt;
+}
+
+void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
+  core->rt = rt;
+  worker* w = tls_worker;
+  if (w != nullptr && w->rt != rt) w = nullptr;  // another runtime's worker: inject
+  // Acquire: pairs with stop()'s seq_cst store; a spawn that sees it does not
+  // enqueue.  A spawn that misses it is drained by shutdown like any task.
+  if (rt->stopping.load(std::memory_order_acquire)) {
+    count_spawn(w);
+    core->started = true;
+    complete_unstarted(core, new cancel_request{"shutdown", cancel_kind::shutdown,
+                                                std::source_location::current()});
+    return;
+  }
+  count_spawn(w);
+  if (w != nullptr) {
+    w->deque.push(core);
+    // Relaxed: see the file comment (own deque: a missed sleeper costs only
+    // parallelism).
+    if (rt->num_sleepers.load(std::memory_order_relaxed) > 0) rt->wake_one();
+  } else {
+    rt->inject(core);
+  }
+}
+
+void count_finish() noexcept {
+  worker* w = tls_worker;
+  if (w != nullptr) {
+    --w->live_tasks;
+  } else {
+    // Relaxed: counter, read after the drain.
+    g_outside_live.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+bool pop_if_bottom(worker_hot* wh, task_core* core) noexcept {
+  auto* w = static_cast<worker*>(wh);
+  if (w->deque.peek_bottom() != core) return false;
+  task_core* got = w->deque.take();
+  if (got == core) return true;
+  if (got != nullptr) w->deque.push(got);  // cannot happen (we peeked it); keep it anyway
+  return false;
+}
+
+void schedule_yield(task_core* core) noexcept { core->rt->inject(core); }
+
+void schedule_wake(task_core* core) noexcept { core->rt->push_local_or_inject(core); }
+
+// ---------------------------------------------------------------------------
+
+void runtime_impl::inject(task_core* c) {
+  {
+    std::lock_guard lk(inject_mutex);
+    injected.push_back(c);
+    // seq_cst: the injector's half of the parking Dekker pair.
+    injected_count.fetch_add(1, std::memory_order_seq_cst);
+  }
+  // Relaxed: statistics.
+  injected_total.fetch_add(1, std::memory_order_relaxed);
+  // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
+  if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
+}
+
+void runtime_impl::push_local_or_inject(task_core* c) {
+  worker* w = tls_worker;
+  if (w != nullptr && w->rt == this) {
+    w->deque.push(c);
+    // Relaxed: own deque, see the file comment.
+    if (num_sleepers.load(std::memory_order_relaxed) > 0) wake_one();
+  } else {
+    inject(c);
+  }
+}
+
+bool runtime_impl::has_visible_work() noexcept {
+  // seq_cst: the parker's half of the Dekker pair (after its seq_cst RMW).
+  if (injected_count.load(std::memory_order_seq_cst) > 0) return true;
+  for (auto& w : workers) {
+    if (w->deque.size_hint() > 0) return true;
+  }
+  return false;
+}
+
+void runtime_impl::wake_one() noexcept {
+  worker* w = nullptr;
+  {
+    std::lock_guard lk(idle_mutex);
+    if (sleepers.empty()) return;
+    w = sleepers.back();
+    sleepers.pop_back();
+    // Relaxed: the mutex orders it with park(); readers treat it as a hint
+    // except for the seq_cst Dekker loads, which only need "non-zero while a
+    // worker is in `sleepers`" (the increment happened under the mutex).
+    num_sleepers.fetch_sub(1, std::memory_order_relaxed);
+    // Relaxed: read under idle_mutex by the drain.
+    wake_generation.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Release: pairs with the parked worker's acquire load of its token.
+  w->wake_token.store(1, std::memory_order_release);
+  w->wake_token.notify_one();
+}
+
+void runtime_impl::wake_all() noexcept {
+  std::vector<worker*> woken;
+  {
+    std::lock_guard lk(idle_mutex);
+    woken.swap(sleepers);
+    // Relaxed: as in wake_one.
+    num_sleepers.fetch_sub(static_cast<std::uint32_t>(woken.size()), std::memory_order_relaxed);
+    wake_generation.fetch_add(1, std::memory_order_relaxed);
+  }
+  for (worker* w : woken) {
+    // Release: as in wake_one.
+    w->wake_token.store(1, std::memory_order_release);
+    w->wake_token.notify_one();
+  }
+}
+
+task_core* runtime_impl::find_work(worker* w) {
+  auto pop_injected = [this]() -> task_core* {
+    // Relaxed: a hint to skip the mutex; the queue itself is read under it.
+    if (injected_count.load(std::memory_order_relaxed) <= 0) return nullptr;
+    std::lock_guard lk(inject_mutex);
+    if (injected.empty()) return nullptr;
+    task_core* c = injected.front();
+    injected.pop_front();
+    // Relaxed: guarded by inject_mutex for writers; readers use it as a hint
+    // or in the seq_cst Dekker check (an over-count there only delays a park).
+    injected_count.fetch_sub(1, std::memory_order_relaxed);
+    return c;
+  };
+  // Every 61st look goes to the injection queue first, so tasks from outside
+  // and yielded tasks are not starved by a busy local deque.
+  if (++w->tick % 61 == 0) {
+    if (task_core* c = pop_injected()) return c;
+  }
+  if (task_core* c = w->deque.take()) return c;
+  if (task_core* c = pop_injected()) return c;
+  if (n > 1) {
+    // Random victims (xorshift64).
+    for (unsigned attempt = 0; attempt < 2 * n; ++attempt) {
+      w->rng ^= w->rng << 13;
+      w->rng ^= w->rng >> 7;
+      w->rng ^= w->rng << 17;
+      unsigned v = static_cast<unsigned>(w->rng % (n - 1));
+      if (v >= w->index) ++v;
+      task_core* item = nullptr;
+      if (workers[v]->deque.steal(item) == steal_result::success) {
+        // Relaxed: statistics, owner-written.
+        w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return item;
+      }
+    }
+  }
+  return nullptr;
+}
+
+void runtime_impl::run(worker* w, task_core* c) {
+  c->w = w;
+  if (!c->started) {
+    c->started = true;
+    if (maybe_cancel(c)) {
+      if (cancel_request* r = take_pending(c)) {
+        complete_unstarted(c, r);
+        return;
+      }
+    }
+  }
+  // Relaxed: a sample for the timer thread's slice check; owner-written.
+  w->resumes.store(w->resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  for (;;) {
+    w->current = c;
+    w->transfers = 0;
+    try {
+      c->resume_point.resume();
+    } catch (...) {
+      // Promises capture every exception; this is a weft bug if it happens.
+      std::fputs("weft: an exception escaped a coroutine resume (weft bug); continuing\n", stderr);
+    }
+    c = w->resume_next;  // a transfer that bounced through the loop (kMaxTransfers)
+    if (c == nullptr) break;
+    w->resume_next = nullptr;
+    c->w = w;
+  }
+  w->current = nullptr;
+}
+
+bool runtime_impl::park(worker* w) {
+  {
+    std::lock_guard lk(idle_mutex);
+    // Acquire: pairs with stop()'s release store.
+    if (exiting.load(std::memory_order_acquire)) return false;
+    // Relaxed: the token is reset by its owner under idle_mutex, before the
+    // worker becomes visible in `sleepers`.
+    w->wake_token.store(0, std::memory_order_relaxed);
+    sleepers.push_back(w);
+    // seq_cst: the parker's half of the Dekker pair.
+    num_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    // Relaxed: read under idle_mutex.
+    if (stopping.load(std::memory_order_relaxed)) drain_cv.notify_all();
+  }
+  if (has_visible_work()) {
+    std::lock_guard lk(idle_mutex);
+    auto it = std::find(sleepers.begin(), sleepers.end(), w);
+    if (it != sleepers.end()) {
+      sleepers.erase(it);
+      // Relaxed: as in wake_one.
+      num_sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return true;
+    }
+    // A waker already took us off the list; its token is on the way.
+  }
+  // Relaxed: statistics.
+  w->parks.store(w->parks.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  // Acquire: pairs with the waker's release store.
+  while (w->wake_token.load(std::memory_order_acquire) == 0) {
+    w->wake_token.wait(0, std::memory_order_acquire);
+  }
+  timer_notify_busy();
+  return true;
+}
+
+void runtime_impl::worker_main(worker* w) {
+  tls_worker = w;
+  unsigned idle_rounds = 0;
+  for (;;) {
+    if (task_core* c = find_work(w)) {
+      idle_rounds = 0;
+      run(w, c);
+      continue;
+    }
+    // Acquire: pairs with stop()'s release store; all tasks are done by then.
+    if (exiting.load(std::memory_order_acquire)) break;
+    // Look again a few times before sleeping: parking and waking cost
+    // microseconds, a steal attempt nanoseconds.
+    if (++idle_rounds < 64) {
+      if (idle_rounds < 32) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+      continue;
+    }
+    idle_rounds = 0;
+    if (!park(w)) break;
+  }
+  flush_frame_count(w);
+  tls_worker = nullptr;
+}
+
+void runtime_impl::start() {
+  n = options.workers != 0 ? options.workers : default_worker_count();
+  auto slice = options.time_slice.count() > 0 ? options.time_slice : std::chrono::microseconds(2000);
+  options.time_slice = slice;
+  slice_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count());
+  workers.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    auto w = std::make_unique<worker>();
+    w->index = i;
+    w->rt = this;
+    w->rng = 0x9E3779B97F4A7C15ull * (i + 1) | 1;
+    workers.push_back(std::move(w));
+  }
+  // Every deque exists before any thread can steal from it.
+  for (auto& w : workers) {
+    worker* wp = w.get();
+    wp->thread = std::thread([this, wp] { worker_main(wp); });
+  }
+  timer_thread = std::thread([this] { timer_main(); });
+}
+
+void runtime_impl::stop() {
+  std::lock_guard guard(shutdown_mutex);
+  if (shut_down) return;
+
+  // Step stop_spawning: from here on, spawns complete at once as cancelled,
+  // and every task's next resume point delivers the one "shutdown" request.
+  // seq_cst: ordered before the drain's checks.
+  stopping.store(true, std::memory_order_seq_cst);
+  for (auto& w : workers) {
+    // Relaxed: read at resume points as a hint; take_pending re-checks.
+    w->stopping.store(true, std::memory_order_relaxed);
+    w->slice_expired.store(true, std::memory_order_relaxed);  // checkpoint() takes the slow path
+  }
+
+  // Step cancel_sleepers: every armed sleep ends now; new sleeps are refused.
+  timer_cancel_all();
+
+  // Step wake_workers: parked workers look at their queues again.
+  wake_all();
+
+  // Step drain: wait until every worker is parked with nothing queued and no
+  // timer armed -- every task that can still make progress has finished.
+  {
+    std::unique_lock lk(idle_mutex);
+    for (;;) {
+      if (sleepers.size() == n) {
+        // Relaxed: read and written under idle_mutex.
+        std::uint64_t gen = wake_generation.load(std::memory_order_relaxed);
+        lk.unlock();
+        bool empty = timer_empty() && !has_visible_work();
+        lk.lock();
+        if (empty && sleepers.size() == n && gen == wake_generation.load(std::memory_order_relaxed))
+          break;
+        if (!empty) {
+          lk.unlock();
+          wake_all();
+          lk.lock();
+          continue;
+        }
+      }
+      // Bounded wait as a safety net; the normal wake-up is a parking worker.
+      drain_cv.wait_for(lk, std::chrono::milliseconds(20));
+    }
+    // Step report_stuck: the workers are parked (their counters were written
+    // before they took idle_mutex, which we hold).
+    std::int64_t live = 0;
+    for (auto& w : workers) live += w->live_tasks;
+    if (live > 0) {
+      std::fprintf(stderr,
+                   "weft: shutdown: %lld task(s) can never finish (blocked on each other?); "
+                   "their frames are leaked\n",
+                   static_cast<long long>(live));
+    }
+  }
+
+  // Step join_workers.
+  // Release: pairs with the workers' acquire loads; they leave their loops.
+  exiting.store(true, std::memory_order_release);
+  wake_all();
+  for (auto& w : workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  {
+    std::lock_guard lk(timer_mutex);
+    timer_exit = true;
+    timer_cv.notify_all();
+  }
+  if (timer_thread.joinable()) timer_thread.join();
+  shut_down = true;
+}
+
+}  // namespace weft::detail
+
+namespace weft {
+
+runtime::runtime(runtime_options options) : impl_(new detail::runtime_impl) {
+  impl_->options = std::move(options);
+  detail::register_runtime(impl_);
+  impl_->start();
+}
+
+runtime::~runtime() {
+  detail::worker* w = detail::tls_worker;
+  if (w != nullptr && w->rt == impl_) {
+    std::fputs(
+        "weft: a runtime is being destroyed by one of its own worker threads; it cannot join "
+        "itself. Destroy it from another thread.\n",
+        stderr);
+    std::abort();
+  }
+  impl_->stop();
+  detail::unregister_runtime(impl_);
+  delete impl_;
+}
+
+void runtime::shutdown() {
+  detail::require_not_worker(impl_, "weft::runtime::shutdown");
+  impl_->stop();
+}
+
+unsigned runtime::workers() const noexcept { return impl_->n; }
+
+std::chrono::microseconds runtime::time_slice() const noexcept { return impl_->options.time_slice; }
+
+runtime::counters runtime::stats() const noexcept {
+  counters c;
+  for (auto& w : impl_->workers) {
+    // Relaxed: statistics.
+    c.steals += w->steals.load(std::memory_order_relaxed);
+    c.parks += w->parks.load(std::memory_order_relaxed);
+  }
+  c.injected = impl_->injected_total.load(std::memory_order_relaxed);
+  return c;
+}
+
+namespace diagnostics {
+std::int64_t live_frames() noexcept { return detail::frames_outside_workers(); }
+}  // namespace diagnostics
+
+namespace this_task {
+
+bool cancel_requested() noexcept {
+  detail::worker* w = detail::tls_worker;
+  if (w == nullptr || w->current == nullptr) return false;
+  return detail::cancel_visible(w->current);
+}
+
+void throw_if_cancel_requested() {
+  detail::worker* w = detail::tls_worker;
+  if (w == nullptr || w->current == nullptr) return;
+  if (detail::cancel_request* r = detail::take_pending(w->current)) detail::throw_cancelled(r);
+}
+
+unsigned cancelling() noexcept {
+  detail::worker* w = detail::tls_worker;
+  if (w == nullptr || w->current == nullptr) return 0;
+  // Relaxed: counter.
+  return w->current->cancel_count.load(std::memory_order_relaxed);
+}
+
+unsigned uncancel() noexcept {
+  detail::worker* w = detail::tls_worker;
+  if (w == nullptr || w->current == nullptr) return 0;
+  return detail::uncancel_core(w->current);
+}
+
+}  // namespace this_task
+}  // namespace weft

@@ -1,0 +1,130 @@
+// runtime/runtime_impl.hpp -- the compiled runtime's private structures.
+//
+// Ownership: runtime_impl owns the workers, the injection queue, the idle
+// (parking) state and the timer.  Each field says who writes it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "deque.hpp"
+#include "weft/detail/core.hpp"
+#include "weft/runtime.hpp"
+
+namespace weft::detail {
+
+inline constexpr std::size_t kCacheLine = 128;  // two lines: adjacent-line prefetch
+
+// Per-worker cache of coroutine frames by 16-byte size class.
+struct frame_cache {
+  static constexpr std::size_t kGranule = 16;
+  static constexpr std::size_t kClasses = 64;      // frames up to 1 KiB
+  static constexpr std::uint32_t kMaxPerClass = 4096;
+  struct free_node {
+    free_node* next;
+  };
+  free_node* heads[kClasses] = {};
+  std::uint32_t counts[kClasses] = {};
+  ~frame_cache();
+};
+
+struct alignas(kCacheLine) worker : worker_hot {
+  unsigned index = 0;
+  chase_lev_deque<task_core*> deque{256};
+  std::uint64_t rng = 0;           // victim choice (xorshift); owner only
+  std::uint32_t tick = 0;          // owner only: when to look at the injection queue
+  frame_cache frames;              // owner only
+  std::int64_t frames_live = 0;    // owner only; flushed at exit (see alloc.cpp)
+
+  // Written by the owner (relaxed), read by the timer thread: changes on every
+  // resume from the worker loop; unchanged for a whole slice = overstaying.
+  std::atomic<std::uint64_t> resumes{0};
+  // Parking: 0 = parked / about to park, 1 = woken.  Written by wakers
+  // (release) and the owner; the owner waits on it.
+  std::atomic<std::uint32_t> wake_token{0};
+  // Counters read by stats(); written by the owner only (relaxed).
+  std::atomic<std::uint64_t> steals{0};
+  std::atomic<std::uint64_t> parks{0};
+
+  // Timer-thread state for the slice check (timer thread only).
+  std::uint64_t seen_resumes = 0;
+  std::uint64_t seen_since_ns = 0;
+
+  std::thread thread;
+};
+
+struct runtime_impl {
+  runtime_options options;
+  std::vector<std::unique_ptr<worker>> workers;
+  unsigned n = 0;
+  std::uint64_t slice_ns = 0;
+
+  // ---- injection queue: tasks from outside the workers, yields, wake-ups ----
+  std::mutex inject_mutex;
+  std::deque<task_core*> injected;  // guarded by inject_mutex
+  // Number of tasks in `injected`; lets workers skip the mutex when empty.
+  std::atomic<std::int64_t> injected_count{0};
+  std::atomic<std::uint64_t> injected_total{0};
+
+  // ---- parking ----
+  std::mutex idle_mutex;
+  std::vector<worker*> sleepers;  // guarded by idle_mutex
+  // Number of workers parked or about to park (announced).  The parking Dekker
+  // pair: a worker increments it (seq_cst) then re-checks every queue; an
+  // injector publishes work then reads it (seq_cst).
+  std::atomic<std::uint32_t> num_sleepers{0};
+  // Bumped on every wake; shutdown's drain uses it to see a stable idle state.
+  std::atomic<std::uint64_t> wake_generation{0};
+  std::condition_variable drain_cv;  // with idle_mutex: a worker parked while stopping
+
+  // ---- lifecycle ----
+  std::atomic<bool> stopping{false};  // shutdown began
+  std::atomic<bool> exiting{false};   // workers leave their loop
+  std::mutex shutdown_mutex;          // serialises shutdown() callers
+  bool shut_down = false;             // guarded by shutdown_mutex
+
+  // ---- timer (sleep_for, time slices) ----
+  std::mutex timer_mutex;
+  std::condition_variable timer_cv;
+  std::vector<timer_node*> heap;  // guarded by timer_mutex; min-heap on deadline
+  bool timer_exit = false;        // guarded by timer_mutex
+  bool timer_idle = false;        // guarded by timer_mutex: waiting with no busy worker
+  std::thread timer_thread;
+
+  // ---- methods (runtime.cpp / timer.cpp) ----
+  void start();
+  void worker_main(worker* w);
+  task_core* find_work(worker* w);  // THE scheduling seam: which task runs next
+  void run(worker* w, task_core* c);
+  bool park(worker* w);
+  bool has_visible_work() noexcept;
+  void wake_one() noexcept;
+  void wake_all() noexcept;
+  void inject(task_core* c);
+  void push_local_or_inject(task_core* c);
+  void stop();
+
+  void timer_main();
+  bool timer_arm(timer_node* node) noexcept;
+  void timer_remove(timer_node* node) noexcept;
+  void timer_cancel_all() noexcept;
+  bool timer_empty() noexcept;
+  void timer_notify_busy() noexcept;
+};
+
+// The worker running on this thread (null elsewhere).  runtime.cpp.
+extern thread_local worker* tls_worker;
+
+void flush_frame_count(worker* w) noexcept;
+void count_finish() noexcept;  // a spawned task finished on this thread
+std::int64_t frames_outside_workers() noexcept;
+
+}  // namespace weft::detail

@@ -1,0 +1,203 @@
+// runtime/timer.cpp -- the timer thread: sleeping tasks and time slices.
+//
+// One thread per runtime keeps a binary min-heap of timer_node* (in the
+// sleeping frames) under timer_mutex.  Each node records its heap index so a
+// cancelled sleep is removed in O(log n) at once: memory goes back as soon as
+// the task ends, and no node is touched after its frame resumed.
+//
+// Ending a sleep (claim protocol, see timer_node in core.hpp):
+//   timer thread (under timer_mutex): pop the node, CAS claim kArmed->kFired;
+//     if it won, count down the latch and, if last, schedule the task.
+//   interrupt (cancel/shutdown): CAS claim kArmed->kCancelled; if it won,
+//     remove the node under timer_mutex, count down the latch, schedule if last.
+//   the sleeping task itself counts down the latch once after arming.
+// The task runs again only after both of its counters reached zero, so the
+// node outlives every access by the timer or the canceller.
+//
+// The same thread watches time slices: a worker whose `resumes` counter has
+// not moved for a whole slice gets `slice_expired` set, and its next
+// checkpoint() reschedules.  While every worker is parked it does not tick.
+#include <algorithm>
+#include <chrono>
+#include <limits>
+
+#include "runtime_impl.hpp"
+#include "weft/task.hpp"
+
+namespace weft::detail {
+
+std::uint64_t now_ns() noexcept {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
+
+namespace {
+
+constexpr std::size_t kNoIndex = static_cast<std::size_t>(-1);
+
+void sift_up(std::vector<timer_node*>& h, std::size_t i) noexcept {
+  timer_node* n = h[i];
+  while (i > 0) {
+    std::size_t parent = (i - 1) / 2;
+    if (h[parent]->deadline <= n->deadline) break;
+    h[i] = h[parent];
+    h[i]->heap_index = i;
+    i = parent;
+  }
+  h[i] = n;
+  n->heap_index = i;
+}
+
+void sift_down(std::vector<timer_node*>& h, std::size_t i) noexcept {
+  timer_node* n = h[i];
+  const std::size_t size = h.size();
+  for (;;) {
+    std::size_t l = 2 * i + 1;
+    if (l >= size) break;
+    std::size_t m = (l + 1 < size && h[l + 1]->deadline < h[l]->deadline) ? l + 1 : l;
+    if (n->deadline <= h[m]->deadline) break;
+    h[i] = h[m];
+    h[i]->heap_index = i;
+    i = m;
+  }
+  h[i] = n;
+  n->heap_index = i;
+}
+
+void heap_erase(std::vector<timer_node*>& h, std::size_t i) noexcept {
+  timer_node* gone = h[i];
+  timer_node* last = h.back();
+  h.pop_back();
+  gone->heap_index = kNoIndex;
+  if (i < h.size()) {
+    h[i] = last;
+    last->heap_index = i;
+    sift_down(h, i);
+    sift_up(h, last->heap_index);
+  }
+}
+
+std::uint64_t saturating_add(std::uint64_t a, std::int64_t d) noexcept {
+  if (d <= 0) return a;
+  auto ud = static_cast<std::uint64_t>(d);
+  return ud > std::numeric_limits<std::uint64_t>::max() - a ? std::numeric_limits<std::uint64_t>::max()
+                                                            : a + ud;
+}
+
+}  // namespace
+
+bool runtime_impl::timer_arm(timer_node* node) noexcept {
+  std::lock_guard lk(timer_mutex);
+  // Relaxed: stopping is re-read under timer_mutex, which timer_cancel_all
+  // holds after setting it; a sleep armed after that drain is refused here.
+  if (stopping.load(std::memory_order_relaxed)) return false;
+  // Relaxed: claim is only raced under timer_mutex or by interrupt(), which
+  // leaves kArmed only by its own CAS; a node cancelled before arming stays out.
+  if (node->claim.load(std::memory_order_relaxed) != timer_node::kArmed) return true;
+  bool new_min = heap.empty() || node->deadline < heap.front()->deadline;
+  heap.push_back(node);
+  sift_up(heap, heap.size() - 1);
+  if (new_min) timer_cv.notify_one();
+  return true;
+}
+
+void runtime_impl::timer_remove(timer_node* node) noexcept {
+  std::lock_guard lk(timer_mutex);
+  if (node->heap_index != kNoIndex) heap_erase(heap, node->heap_index);
+}
+
+void runtime_impl::timer_cancel_all() noexcept {
+  std::lock_guard lk(timer_mutex);
+  while (!heap.empty()) {
+    timer_node* n = heap.back();
+    heap.pop_back();
+    n->heap_index = kNoIndex;
+    std::uint8_t expected = timer_node::kArmed;
+    // acq_rel: decides against interrupt(); see the file comment.
+    if (n->claim.compare_exchange_strong(expected, timer_node::kCancelled,
+                                         std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      task_core* c = n->core;
+      // acq_rel: the latch; see sleep_suspend.
+      if (n->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+    }
+  }
+}
+
+bool runtime_impl::timer_empty() noexcept {
+  std::lock_guard lk(timer_mutex);
+  return heap.empty();
+}
+
+void runtime_impl::timer_notify_busy() noexcept {
+  std::lock_guard lk(timer_mutex);
+  if (timer_idle) timer_cv.notify_one();
+}
+
+void runtime_impl::timer_main() {
+  std::unique_lock lk(timer_mutex);
+  while (!timer_exit) {
+    std::uint64_t now = now_ns();
+    // Fire what is due.  Scheduling happens under timer_mutex so that a task
+    // is never "in flight" between the heap and the injection queue (the
+    // shutdown drain looks at both).
+    while (!heap.empty() && heap.front()->deadline <= now) {
+      timer_node* due = heap.front();
+      heap_erase(heap, 0);
+      std::uint8_t expected = timer_node::kArmed;
+      // acq_rel: decides against interrupt().
+      if (due->claim.compare_exchange_strong(expected, timer_node::kFired,
+                                             std::memory_order_acq_rel,
+                                             std::memory_order_relaxed)) {
+        task_core* c = due->core;
+        // acq_rel: the latch; see sleep_suspend.
+        if (due->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+      }
+    }
+    // Time slices: a worker that resumed nothing for a whole slice is told.
+    // Relaxed: num_sleepers is a hint here; a missed tick only delays a
+    // reschedule by one tick.
+    bool busy = num_sleepers.load(std::memory_order_relaxed) < n;
+    std::uint64_t next = heap.empty() ? std::numeric_limits<std::uint64_t>::max() : heap.front()->deadline;
+    if (busy) {
+      for (auto& wp : workers) {
+        worker* w = wp.get();
+        // Relaxed: a sample of a counter; staleness costs one tick.
+        std::uint64_t r = w->resumes.load(std::memory_order_relaxed);
+        if (r != w->seen_resumes) {
+          w->seen_resumes = r;
+          w->seen_since_ns = now;
+        } else if (now - w->seen_since_ns >= slice_ns) {
+          // Relaxed: a request to reschedule, read by checkpoint().
+          w->slice_expired.store(true, std::memory_order_relaxed);
+          w->seen_since_ns = now;
+        }
+      }
+      next = std::min(next, saturating_add(now, static_cast<std::int64_t>(std::max<std::uint64_t>(slice_ns / 4, 50'000))));
+    }
+    timer_idle = !busy;
+    if (next == std::numeric_limits<std::uint64_t>::max()) {
+      timer_cv.wait(lk);
+    } else if (next > now) {
+      timer_cv.wait_for(lk, std::chrono::nanoseconds(next - now));
+    }
+  }
+}
+
+}  // namespace weft::detail
+
+namespace weft {
+
+detail::sleep_tag sleep_for(std::chrono::nanoseconds d) noexcept {
+  if (d.count() <= 0) return {0, true};
+  return {detail::saturating_add(detail::now_ns(), d.count()), false};
+}
+
+detail::sleep_tag sleep_until(std::chrono::steady_clock::time_point tp) noexcept {
+  auto since = std::chrono::duration_cast<std::chrono::nanoseconds>(tp.time_since_epoch()).count();
+  std::uint64_t now = detail::now_ns();
+  if (since <= 0 || static_cast<std::uint64_t>(since) <= now) return {0, true};
+  return {static_cast<std::uint64_t>(since), false};
+}
+
+}  // namespace weft
