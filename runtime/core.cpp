@@ -226,9 +226,9 @@ void release_ref(task_core* core) noexcept {
 void destroy_task(task_core* core) noexcept {
   promise_base* p = core->owner;
   if (p->result == outcome::exception && !core->observed) report_unhandled(core->rt, p->error);
-  // Acquire: we own whatever request is left; its fields were released by
-  // hand_over's exchange.
-  delete core->pending.exchange(nullptr, std::memory_order_acquire);
+  // Acquire: pairs with hand_over's exchange; we own a request left there.
+  // No RMW needed: with the last reference gone nobody can hand over another.
+  delete core->pending.load(std::memory_order_acquire);
   delete core->final_cancel;
   std::coroutine_handle<> frame = core->frame;
   core->~task_core();
@@ -300,9 +300,8 @@ void unregister_wait(task_core* core) noexcept {
   }
 }
 
-void mark_taken(task_core* core) {
-  if (core->observed) throw usage_error("weft: the result of this join_handle was already taken");
-  core->observed = true;
+void throw_already_taken() {
+  throw usage_error("weft: the result of this join_handle was already taken");
 }
 
 void rethrow_outcome(promise_base& p) {

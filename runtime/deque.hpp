@@ -96,10 +96,16 @@ class chase_lev_deque {
     }
     T item = a->load(b);
     if (t == b) {
+#if defined(WEFT_DEQUE_BREAK_LAST_ELEMENT)
+      // Deliberately broken variant (tests only): take the last item without
+      // racing the thieves, so an item can be taken twice.
+      top_.store(t + 1, std::memory_order_relaxed);
+#else
       // The last item: race the thieves for it.  seq_cst: pairs with their CAS.
       if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
                                         std::memory_order_relaxed))
         item = nullptr;
+#endif
       // Relaxed: owner-only variable; the CAS above ordered the race.
       bottom_.store(b + 1, std::memory_order_relaxed);
     }

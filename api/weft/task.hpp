@@ -86,7 +86,11 @@ void sleep_resume(task_core* ctx, timer_node* node);
 // and cancellation.  Marks it observed.
 [[noreturn]] void rethrow_outcome(promise_base& p);
 [[noreturn]] void throw_invalid_handle();
-void mark_taken(task_core* core);
+[[noreturn]] void throw_already_taken();
+inline void mark_taken(task_core* core) {
+  if (core->observed) [[unlikely]] throw_already_taken();
+  core->observed = true;
+}
 
 template <class T>
 struct result_slot {
@@ -290,9 +294,10 @@ struct handle_awaiter {
   }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
     task_core* t = &target.promise().own_core();
-    if (!t->started && ctx->pending.load(std::memory_order_relaxed) == nullptr &&
-        pop_if_bottom(ctx->w, t)) {
-      // Our own child, never stolen: run it right here, inline.
+    // Relaxed: a hint; a request that arrives later is handled like any other
+    // request to a task that is running a child inline.
+    if (ctx->pending.load(std::memory_order_relaxed) == nullptr && pop_if_bottom(ctx->w, t)) {
+      // Our own child, never stolen (so never started): run it right here.
       t->started = true;
       t->w = ctx->w;
       if (maybe_cancel(t)) [[unlikely]] {
