@@ -127,14 +127,7 @@ void count_finish() noexcept {
   }
 }
 
-bool pop_if_bottom(worker_hot* wh, task_core* core) noexcept {
-  auto* w = static_cast<worker*>(wh);
-  if (w->deque.peek_bottom() != core) return false;
-  task_core* got = w->deque.take();
-  if (got == core) return true;
-  if (got != nullptr) w->deque.push(got);  // cannot happen (we peeked it); keep it anyway
-  return false;
-}
+void wake_one(runtime_impl* rt) noexcept { rt->wake_one(); }
 
 void schedule_yield(task_core* core) noexcept { core->rt->inject(core); }
 
@@ -352,6 +345,7 @@ void runtime_impl::start() {
     auto w = std::make_unique<worker>();
     w->index = i;
     w->rt = this;
+    w->sleepers = &num_sleepers;
     w->rng = 0x9E3779B97F4A7C15ull * (i + 1) | 1;
     workers.push_back(std::move(w));
   }

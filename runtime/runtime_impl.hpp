@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "deque.hpp"
+#include "weft/detail/deque.hpp"
 #include "weft/detail/core.hpp"
 #include "weft/runtime.hpp"
 
@@ -38,7 +38,6 @@ struct frame_cache {
 
 struct alignas(kCacheLine) worker : worker_hot {
   unsigned index = 0;
-  chase_lev_deque<task_core*> deque{256};
   std::uint64_t rng = 0;           // victim choice (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
   frame_cache frames;              // owner only

@@ -50,6 +50,7 @@ struct sleep_tag {
 // loop so the stack cannot grow without bound (g++ 12 does not emit these
 // transfers as tail calls in -O0 and sanitizer builds).
 inline std::coroutine_handle<> transfer(task_core* ctx, std::coroutine_handle<> to) noexcept {
+  if constexpr (!kCountTransfers) return to;
   worker_hot* w = ctx->w;
   if (++w->transfers > kMaxTransfers) [[unlikely]] {
     ctx->resume_point = to;
@@ -296,7 +297,8 @@ struct handle_awaiter {
     task_core* t = &target.promise().own_core();
     // Relaxed: a hint; a request that arrives later is handled like any other
     // request to a task that is running a child inline.
-    if (ctx->pending.load(std::memory_order_relaxed) == nullptr && pop_if_bottom(ctx->w, t)) {
+    if (ctx->pending.load(std::memory_order_relaxed) == nullptr &&
+        ctx->w->deque.peek_bottom() == t && ctx->w->deque.take() == t) {
       // Our own child, never stolen (so never started): run it right here.
       t->started = true;
       t->w = ctx->w;
@@ -521,7 +523,7 @@ unsigned uncancel_core(task_core* core) noexcept;
 template <class T>
 task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
   promise<T>& p = h.promise();
-  task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core();
+  task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
   p.ctx = c;
   c->owner = &p;
@@ -542,6 +544,29 @@ join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
   return join_handle<T>(h);
 }
 
+// spawn() from inside a task: straight onto the calling worker's deque.
+template <class T>
+join_handle<T> spawn_here(task<T> t) {
+  if (!t.valid()) throw_empty_task();
+  worker_hot* w = current_worker();
+  if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
+  auto h = t.release_handle();
+  task_core* c = prepare_spawn(h);
+  // Relaxed: a spawn that misses the stop flag is drained by shutdown like any
+  // queued task; submit_spawn handles the one that sees it.
+  if (w->stopping.load(std::memory_order_relaxed)) [[unlikely]] {
+    submit_spawn(w->rt, c);
+  } else {
+    c->rt = w->rt;
+    ++w->live_tasks;
+    w->deque.push(c);
+    // Relaxed: a missed sleeper costs a moment of parallelism, never progress:
+    // this worker runs its own deque (docs/architecture.md, "Parking").
+    if (w->sleepers->load(std::memory_order_relaxed) != 0) [[unlikely]] wake_one(w->rt);
+  }
+  return join_handle<T>(h);
+}
+
 }  // namespace detail
 
 template <class T>
@@ -555,7 +580,7 @@ unsigned join_handle<T>::uncancel() noexcept {
 // shutdown the handle comes back already cancelled (reason "shutdown").
 template <class T>
 join_handle<T> spawn(task<T> t) {
-  return detail::spawn_on<T>(nullptr, std::move(t));
+  return detail::spawn_here<T>(std::move(t));
 }
 
 // Always reschedules the task behind the others that are ready, like

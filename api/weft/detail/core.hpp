@@ -14,6 +14,7 @@
 #include <source_location>
 #include <string>
 
+#include "weft/detail/deque.hpp"
 #include "weft/errors.hpp"
 
 namespace weft::detail {
@@ -29,10 +30,15 @@ struct cancel_request {
   std::source_location where;
 };
 
-// The few fields of a worker that task code touches on the hot path.  The rest
-// of the worker is private to runtime/.  Written only by the worker's own
-// thread, except slice_expired (also written by the runtime's timer thread).
+// The fields of a worker that task code touches on the hot path (spawn, join,
+// checkpoint).  The rest of the worker is private to runtime/.  Written only by
+// the worker's own thread, except slice_expired and stopping (see each), and
+// the deque's top (thieves).
 struct worker_hot {
+  chase_lev_deque<task_core*> deque{256};
+  // The runtime's count of parked workers: a spawn reads it (relaxed) to decide
+  // whether to wake one.  Points into runtime_impl.
+  const std::atomic<std::uint32_t>* sleepers = nullptr;
   task_core* current = nullptr;       // the task chain this worker is running
   std::uint32_t transfers = 0;        // symmetric transfers since the loop's last resume()
   task_core* resume_next = nullptr;   // trampoline slot (see kMaxTransfers)
@@ -51,6 +57,13 @@ struct worker_hot {
 // sanitizers, so every transfer may be a nested call; 64 nested resumes keep
 // the stack well under 1 MiB even with ASan's larger frames.
 inline constexpr std::uint32_t kMaxTransfers = 64;
+// clang lowers symmetric transfer to a guaranteed tail call (musttail) on every
+// target weft supports, in every build mode; only g++ needs the count.
+#if defined(__clang__)
+inline constexpr bool kCountTransfers = false;
+#else
+inline constexpr bool kCountTransfers = true;
+#endif
 
 // A blocking wait (timer, event) a task is suspended in.  cancel() calls
 // interrupt() with the task's hook lock held; the wait must then make sure the
@@ -94,14 +107,18 @@ struct task_core {
   std::uintptr_t hook = 0;
 
   // ---- touched only by whoever currently runs the task chain ----
+  // (Fields without an initializer are written before they are first read:
+  // spawn sets frame/resume_point/owner/rt, the worker or inline joiner sets
+  // w, a joiner sets continuation* / thread_waiter before its RMW publishes
+  // kJoiner / kThreadJoiner.)
   std::coroutine_handle<> frame;         // the spawned coroutine itself
   std::coroutine_handle<> resume_point;  // innermost suspended frame of the chain
   std::coroutine_handle<> continuation;  // joiner (coroutine) to resume on completion
-  task_core* continuation_core = nullptr;
-  void* thread_waiter = nullptr;         // blocking joiner's semaphore
-  struct promise_base* owner = nullptr;  // the promise this core lives in
-  runtime_impl* rt = nullptr;
-  worker_hot* w = nullptr;               // worker currently running the chain
+  task_core* continuation_core;
+  void* thread_waiter;                   // blocking joiner's semaphore
+  struct promise_base* owner;            // the promise this core lives in
+  runtime_impl* rt;
+  worker_hot* w;                         // worker currently running the chain
   task_core* inline_joiner = nullptr;    // set while run inline by its joiner
   cancel_request* final_cancel = nullptr;  // request that ended it before it started
   bool started = false;        // the worker (or an inline joiner) has begun running it
@@ -109,6 +126,8 @@ struct task_core {
   bool hooked = false;         // cancel forwarding may hold a temporary ref
   bool shutdown_seen = false;  // the one "shutdown" delivery happened
   bool observed = false;       // someone took the outcome
+
+  task_core() noexcept {}  // leaves the fields above without initializers alone
 
   static std::uint32_t refs(std::uint32_t s) noexcept { return s >> 8; }
 
@@ -171,8 +190,8 @@ runtime_impl* resolve_runtime(runtime_impl* rt);
 // down, completes it at once as cancelled ("shutdown") instead.
 void submit_spawn(runtime_impl* rt, task_core* core) noexcept;
 
-// If the bottom of the calling worker's deque is `core`, pop it and return true.
-bool pop_if_bottom(worker_hot* w, task_core* core) noexcept;
+// Wake a parked worker of `rt` (a spawn saw sleepers).
+void wake_one(runtime_impl* rt) noexcept;
 
 // Finish a task that never started because it was cancelled (or the runtime
 // stops): outcome cancelled, joiner woken, frame released as needed.

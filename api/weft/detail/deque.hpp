@@ -1,4 +1,4 @@
-// runtime/deque.hpp -- the Chase-Lev work-stealing deque of one worker.
+// weft/detail/deque.hpp -- the Chase-Lev work-stealing deque of one worker.
 //
 // Chase & Lev, "Dynamic Circular Work-Stealing Deque" (SPAA 2005), with the
 // C11 orderings of Lê, Pop, Cohen, Zappa Nardelli (PPoPP 2013, Fig. 1) in the
