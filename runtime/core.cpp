@@ -141,6 +141,14 @@ bool forward_request(task_core* target, cancel_request* req) {
   return true;
 }
 
+bool grant_all(void*) noexcept { return true; }
+
+void fire_watchers(task_core* core) noexcept {
+  core->watchers.lock();
+  list_wake(&core->watchers, grant_all, nullptr);
+  core->watchers.unlock();
+}
+
 void wake_joiner_from_loop(task_core* core, std::uint32_t prev) noexcept {
   if (prev & task_core::kJoiner) {
     task_core* j = core->continuation_core;
@@ -189,6 +197,7 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
   // kDone and drops the running reference.
   std::uint32_t prev =
       core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  if (prev & task_core::kWatched) fire_watchers(core);
   if (prev & task_core::kJoiner) {
     // The joiner holds its handle (a reference) and is suspended until we
     // resume it: the core is alive.
@@ -212,7 +221,26 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept {
   // acq_rel: as in complete_task.
   std::uint32_t prev =
       core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  if (prev & task_core::kWatched) fire_watchers(core);
   wake_joiner_from_loop(core, prev);
+}
+
+void finish_inline_atomic(task_core* core) noexcept {
+  // acq_rel: as in complete_task (a forwarded cancel may hold a reference, or
+  // a watcher may be registered).
+  std::uint32_t prev =
+      core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  if (prev & task_core::kWatched) fire_watchers(core);
+}
+
+bool watch_op(void* obj, bool take) noexcept {
+  if (take) return true;  // nothing to take: finishing is not a resource
+  auto* core = static_cast<task_core*>(obj);
+  // acq_rel, under the watchers' lock: either complete_task's RMW comes first
+  // (we see kDone and do not wait) or ours does (it sees kWatched and fires
+  // the list after we linked, since it needs this lock).
+  return (core->state.fetch_or(task_core::kWatched, std::memory_order_acq_rel) &
+          task_core::kDone) != 0;
 }
 
 void release_ref(task_core* core) noexcept {

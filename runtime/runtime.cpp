@@ -371,8 +371,10 @@ void runtime_impl::stop() {
     w->slice_expired.store(true, std::memory_order_relaxed);  // checkpoint() takes the slow path
   }
 
-  // Step cancel_sleepers: every armed sleep ends now; new sleeps are refused.
+  // Step cancel_sleepers: every armed sleep and every blocked list wait
+  // (event, semaphore, shield) ends now; new ones are refused.
   timer_cancel_all();
+  cancel_blocked();
 
   // Step wake_workers: parked workers look at their queues again.
   wake_all();

@@ -98,7 +98,14 @@ struct runtime_impl {
   bool timer_idle = false;        // guarded by timer_mutex: waiting with no busy worker
   std::thread timer_thread;
 
-  // ---- methods (runtime.cpp / timer.cpp) ----
+  // ---- blocked list waits (event, semaphore, watchers): shutdown interrupts them ----
+  std::mutex blocked_mutex;
+  list_wait* blocked_head = nullptr;  // guarded by blocked_mutex
+
+  // ---- methods (runtime.cpp / timer.cpp / sync.cpp) ----
+  bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)
+  void unregister_blocked(list_wait* node) noexcept;
+  void cancel_blocked() noexcept;
   void start();
   void worker_main(worker* w);
   task_core* find_work(worker* w);  // THE scheduling seam: which task runs next

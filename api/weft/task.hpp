@@ -166,6 +166,38 @@ struct sleep_awaiter {
   }
 };
 
+// One attempt at a list wait; co_await gives true when the wait ended by the
+// list's owner (the resource is ours), false when a cancellation that woke it
+// was withdrawn meanwhile (uncancel): the caller waits again.
+struct list_wait_once {
+  wait_list* list;
+  bool (*op)(void*, bool);
+  void* obj;
+  task_core* ctx = nullptr;
+  list_wait node;
+
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) noexcept {
+    ctx = h.promise().ctx;
+    return list_wait_suspend(ctx, &node, h, list, op, obj);
+  }
+  bool await_resume() { return list_wait_resume(ctx, &node); }
+};
+
+// What co_await of a named list_wait_once goes through: a copyable proxy (g++
+// 12 copies an awaiter that await_transform returns by reference).
+struct list_wait_ref {
+  list_wait_once* w;
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) noexcept {
+    return w->await_suspend(h);
+  }
+  bool await_resume() { return w->await_resume(); }
+};
+
+
 // Everything a weft promise shares: frame allocation, the await_transform that
 // binds weft awaitables to the running task, exception capture.
 template <class Derived>
@@ -217,6 +249,7 @@ struct promise_common : promise_base {
   handle_awaiter<U> await_transform(join_handle<U>& h) noexcept;
   template <class U>
   handle_awaiter<U> await_transform(join_handle<U>&& h) noexcept;
+  list_wait_ref await_transform(list_wait_once& w) noexcept { return {&w}; }
   // Any other awaitable passes through unchanged.
   template <class A>
   A&& await_transform(A&& a) noexcept {
@@ -326,14 +359,14 @@ struct handle_awaiter {
       --ctx->w->live_tasks;  // counted by submit_spawn; the loop never saw it finish
       // The child ran on this thread and handed back with plain stores; only a
       // forwarded cancel (t->hooked) can hold a reference besides our handle.
-      if (t->hooked) {
-        // acq_rel: as in complete_task; pairs with release_ref's fetch_sub.
-        t->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+      // Relaxed: see below; a concurrent RMW is only possible when `hooked`.
+      std::uint32_t s = t->state.load(std::memory_order_relaxed);
+      if (t->hooked || (s & task_core::kWatched) != 0) [[unlikely]] {
+        finish_inline_atomic(t);
       } else {
-        // Relaxed: nobody but this thread can reach the core now.
-        t->state.store(
-            (t->state.load(std::memory_order_relaxed) | task_core::kDone) - task_core::kRefOne,
-            std::memory_order_relaxed);
+        // Relaxed: nobody but this thread can reach the core now (no cancel
+        // forwarding ever pointed at it, no watcher: only our handle).
+        t->state.store((s | task_core::kDone) - task_core::kRefOne, std::memory_order_relaxed);
       }
     } else if (slow) {
       unregister_wait(ctx);

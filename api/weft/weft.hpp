@@ -3,4 +3,5 @@
 
 #include "weft/errors.hpp"
 #include "weft/runtime.hpp"
+#include "weft/sync.hpp"
 #include "weft/task.hpp"

@@ -75,6 +75,44 @@ struct wait_node {
   ~wait_node() = default;
 };
 
+struct list_wait;
+
+// An intrusive FIFO of suspended tasks (event, semaphore, watchers of a task),
+// guarded by its own spin lock.  Never held together with a hook lock of the
+// same task; a hook lock may be held while taking it (interrupt()).
+struct wait_list {
+  std::atomic<std::uint8_t> lock_flag{0};
+  list_wait* head = nullptr;  // guarded by lock_flag
+  list_wait* tail = nullptr;  // guarded by lock_flag
+  void lock() noexcept;
+  void unlock() noexcept {
+    // Release: pairs with lock()'s acquire exchange.
+    lock_flag.store(0, std::memory_order_release);
+  }
+  void push_back(list_wait* n) noexcept;   // under lock
+  void erase(list_wait* n) noexcept;       // under lock; n must be linked
+  list_wait* pop_front() noexcept;         // under lock
+};
+
+// A task suspended on a wait_list.  Same claim + latch protocol as timer_node:
+// the party that wins `claim` (kArmed -> kFired by the list's owner, or
+// kCancelled by interrupt()) ends the wait, and the task resumes when `latch`
+// reaches 0 (the suspending task and the claimant count one each).
+struct list_wait final : wait_node {
+  static constexpr std::uint8_t kArmed = 0, kFired = 1, kCancelled = 2, kRefused = 3;
+  std::atomic<std::uint8_t> claim{kArmed};
+  std::atomic<std::uint8_t> latch{2};
+  bool linked = false;            // guarded by owner->lock
+  task_core* core = nullptr;
+  wait_list* owner = nullptr;
+  list_wait* next = nullptr;      // guarded by owner->lock
+  list_wait* prev = nullptr;      // guarded by owner->lock
+  list_wait* reg_next = nullptr;  // runtime's registry of blocked waits (shutdown),
+  list_wait* reg_prev = nullptr;  // guarded by runtime_impl::blocked_mutex
+  bool registered = false;        // likewise
+  void interrupt() noexcept override;
+};
+
 // The shared state of a spawned task.  It lives inside the coroutine frame (in
 // the promise), so one allocation serves both.
 //
@@ -88,6 +126,7 @@ struct task_core {
   static constexpr std::uint32_t kDone = 1;         // outcome written
   static constexpr std::uint32_t kJoiner = 2;       // continuation registered
   static constexpr std::uint32_t kThreadJoiner = 4; // blocking joiner registered
+  static constexpr std::uint32_t kWatched = 8;      // `watchers` may be non-empty
   static constexpr std::uint32_t kRefOne = 1u << 8;
 
   // ---- shared between threads (atomics) ----
@@ -105,6 +144,10 @@ struct task_core {
   // 0; or a wait_node* (the task is in a blocking wait); or a task_core* | 1
   // (the task waits on that task: cancel() is forwarded there).
   std::uintptr_t hook = 0;
+
+  // Tasks waiting for this one to finish without joining it (shield()); has
+  // its own lock, see wait_list.  Fired by complete_task when kWatched is set.
+  wait_list watchers;
 
   // ---- touched only by whoever currently runs the task chain ----
   // (Fields without an initializer are written before they are first read:
@@ -201,6 +244,12 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept;
 // reference.  Returns the coroutine to transfer to (or noop).
 std::coroutine_handle<> complete_task(task_core* core) noexcept;
 
+// The inline-join path when a forwarded cancel or a watcher may be involved:
+// kDone and the running reference with an RMW, then fire watchers.
+void finish_inline_atomic(task_core* core) noexcept;
+// list op for watching a task's completion (shield): see list_wait_suspend.
+bool watch_op(void* obj, bool take) noexcept;
+
 // Drop one reference; destroys the frame (and reports an unobserved
 // exception) when it was the last.
 void release_ref(task_core* core) noexcept;
@@ -233,6 +282,21 @@ void schedule_wake(task_core* core) noexcept;
 std::uint64_t now_ns() noexcept;
 bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime stopping
 bool runtime_stopping(const runtime_impl* rt) noexcept;
+
+// List waits (event, semaphore, watchers).  `op(obj, false)` is called under
+// the list's lock and says whether the wait can end at once; `op(obj, true)`
+// then takes the resource (a permit), once the node's claim is won.  Returns
+// true when the task must suspend.
+bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
+                       wait_list* list, bool (*op)(void* obj, bool take), void* obj) noexcept;
+// After the wait: true when it ended by kFired (the resource is ours); throws
+// cancelled_error when it was interrupted by a cancellation; false on a
+// spurious interrupt (the request was withdrawn meanwhile).
+bool list_wait_resume(task_core* ctx, list_wait* node);
+// End the wait of every node in `list` that can still be claimed (under the
+// list's lock, which the caller holds); `grant(obj)` is called for each node
+// it wins, and returns false to stop (no more of the resource).
+void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept;
 
 // Misuse checks: throw usage_error when called on a worker of `rt` (any
 // runtime when null).

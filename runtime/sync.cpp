@@ -1,0 +1,309 @@
+// runtime/sync.cpp -- waits on lists: events, semaphores, watchers of a task.
+//
+// A task that waits on a wait_list suspends with a list_wait node in its frame:
+//   register:  register_wait() installs the node as the task's hook (so cancel()
+//              interrupts it) unless a request is already pending;
+//   registry:  the node joins the runtime's registry of blocked waits, which
+//              shutdown walks to interrupt every one of them;
+//   arm:       under the list's lock, either the wait can end at once (the
+//              node claims itself and takes the resource) or it is linked;
+//   latch:     the task counts its share of the latch down; whoever brings it
+//              to zero (the task itself, or the party that claimed the node)
+//              resumes it.
+// The owner (set/release/completion) claims nodes with kArmed -> kFired under
+// the list's lock; interrupt() claims with kArmed -> kCancelled and unlinks
+// under the same lock.  A node is never resumed while the list still holds it.
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "runtime_impl.hpp"
+#include "weft/sync.hpp"
+#include "weft/task.hpp"
+
+namespace weft::detail {
+
+namespace {
+void relax(unsigned& spins) noexcept {
+  if (++spins > 64) {
+    std::this_thread::yield();
+  } else {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+}  // namespace
+
+void wait_list::lock() noexcept {
+  unsigned spins = 0;
+  for (;;) {
+    // Acquire: pairs with unlock()'s release store.
+    if (lock_flag.exchange(1, std::memory_order_acquire) == 0) return;
+    // Relaxed: spinning read; the exchange acquires.
+    while (lock_flag.load(std::memory_order_relaxed) != 0) relax(spins);
+  }
+}
+
+void wait_list::push_back(list_wait* n) noexcept {
+  n->next = nullptr;
+  n->prev = tail;
+  if (tail != nullptr) {
+    tail->next = n;
+  } else {
+    head = n;
+  }
+  tail = n;
+  n->linked = true;
+}
+
+void wait_list::erase(list_wait* n) noexcept {
+  if (n->prev != nullptr) {
+    n->prev->next = n->next;
+  } else {
+    head = n->next;
+  }
+  if (n->next != nullptr) {
+    n->next->prev = n->prev;
+  } else {
+    tail = n->prev;
+  }
+  n->next = n->prev = nullptr;
+  n->linked = false;
+}
+
+list_wait* wait_list::pop_front() noexcept {
+  list_wait* n = head;
+  if (n != nullptr) erase(n);
+  return n;
+}
+
+void list_wait::interrupt() noexcept {
+  std::uint8_t expected = kArmed;
+  // acq_rel: decides against the list owner's claim (list_wake).
+  if (!claim.compare_exchange_strong(expected, kCancelled, std::memory_order_acq_rel,
+                                     std::memory_order_relaxed))
+    return;
+  task_core* c = core;
+  owner->lock();
+  if (linked) owner->erase(this);
+  owner->unlock();
+  // acq_rel: the latch, as for timer_node.
+  if (latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+}
+
+void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept {
+  // Caller holds list->lock.
+  list_wait* n = list->head;
+  while (n != nullptr) {
+    list_wait* next = n->next;
+    std::uint8_t expected = list_wait::kArmed;
+    // acq_rel: decides against interrupt().
+    if (n->claim.compare_exchange_strong(expected, list_wait::kFired, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed)) {
+      bool more = grant(obj);
+      list->erase(n);
+      task_core* c = n->core;
+      // acq_rel: the latch.  Last touch of the node.
+      if (n->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+      if (!more) return;
+    }
+    // A node that lost to interrupt() is unlinked by interrupt() itself.
+    n = next;
+  }
+}
+
+bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
+                       wait_list* list, bool (*op)(void*, bool), void* obj) noexcept {
+  node->core = ctx;
+  node->owner = list;
+  ctx->resume_point = self;
+  if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
+    if (r->kind == cancel_kind::shutdown) {
+      ctx->shutdown_seen = false;  // take_pending produces it again in resume
+      delete r;
+    } else {
+      // acq_rel as in hand_over: park the request on our own slot.
+      delete ctx->pending.exchange(r, std::memory_order_acq_rel);
+    }
+    // Relaxed: nobody else can see a node that was never armed.
+    node->claim.store(list_wait::kCancelled, std::memory_order_relaxed);
+    return false;
+  }
+  if (!ctx->rt->register_blocked(node)) {
+    // The runtime is stopping: the wait is refused.  Relaxed: as above.
+    node->claim.store(list_wait::kRefused, std::memory_order_relaxed);
+    return false;
+  }
+  bool claimed_now = false;
+  list->lock();
+  if (op(obj, false)) {
+    std::uint8_t expected = list_wait::kArmed;
+    // acq_rel: decides against interrupt().  Only after winning the claim is
+    // the resource taken, so an interrupted wait leaves it where it was.
+    if (node->claim.compare_exchange_strong(expected, list_wait::kFired, std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
+      op(obj, true);
+      claimed_now = true;
+    }
+  } else if (node->claim.load(std::memory_order_acquire) == list_wait::kArmed) {
+    // Acquire: pairs with interrupt()'s CAS; if it already claimed the node we
+    // do not link it (interrupt() unlinks only under this lock, after us).
+    list->push_back(node);
+  }
+  list->unlock();
+  // acq_rel: the latch.  The claimant's share, when we claimed ourselves.
+  if (claimed_now) node->latch.fetch_sub(1, std::memory_order_acq_rel);
+  // acq_rel: our own share; true (suspend) unless we were last.
+  return node->latch.fetch_sub(1, std::memory_order_acq_rel) != 1;
+}
+
+bool list_wait_resume(task_core* ctx, list_wait* node) {
+  // Relaxed: our own node; its last writer resumed us (latch acq_rel).
+  std::uint8_t how = node->claim.load(std::memory_order_relaxed);
+  ctx->rt->unregister_blocked(node);  // no-op when it never registered
+  unregister_wait(ctx);
+  if (how == list_wait::kFired) return true;
+  if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
+  if (how == list_wait::kRefused) throw cancelled_error("shutdown", cancel_kind::shutdown);
+  return false;  // interrupted, but the request was withdrawn (uncancel) meanwhile
+}
+
+// ---- the registry of blocked list waits (shutdown interrupts them) ----
+
+bool runtime_impl::register_blocked(list_wait* node) noexcept {
+  std::lock_guard lk(blocked_mutex);
+  // Relaxed: stopping is set before cancel_blocked() takes blocked_mutex, so a
+  // registration that misses it is interrupted by that walk.
+  if (stopping.load(std::memory_order_relaxed)) return false;
+  node->reg_prev = nullptr;
+  node->reg_next = blocked_head;
+  if (blocked_head != nullptr) blocked_head->reg_prev = node;
+  blocked_head = node;
+  node->registered = true;
+  return true;
+}
+
+void runtime_impl::unregister_blocked(list_wait* node) noexcept {
+  std::lock_guard lk(blocked_mutex);
+  if (!node->registered) return;
+  if (node->reg_prev != nullptr) {
+    node->reg_prev->reg_next = node->reg_next;
+  } else {
+    blocked_head = node->reg_next;
+  }
+  if (node->reg_next != nullptr) node->reg_next->reg_prev = node->reg_prev;
+  node->reg_next = node->reg_prev = nullptr;
+  node->registered = false;
+}
+
+void runtime_impl::cancel_blocked() noexcept {
+  std::lock_guard lk(blocked_mutex);
+  // The nodes stay alive while registered: their tasks unregister (under this
+  // mutex) only after they resumed.
+  for (list_wait* n = blocked_head; n != nullptr; n = n->reg_next) n->interrupt();
+}
+
+}  // namespace weft::detail
+
+// ---- event, semaphore ----
+
+namespace weft {
+
+namespace {
+bool grant_every(void*) noexcept { return true; }
+[[noreturn]] void die_with_waiters(const char* what) noexcept {
+  std::fprintf(stderr, "weft: %s destroyed while tasks still wait on it\n", what);
+  std::abort();
+}
+}  // namespace
+
+event::~event() {
+  list_.lock();
+  bool waiting = list_.head != nullptr;
+  list_.unlock();
+  if (waiting) die_with_waiters("weft::event");
+}
+
+bool event::op(void* self, bool take) noexcept {
+  if (take) return true;  // waiting does not consume the event
+  // Relaxed: under the list lock, which set()/reset() hold when they write it.
+  return static_cast<event*>(self)->set_.load(std::memory_order_relaxed);
+}
+
+void event::set() noexcept {
+  list_.lock();
+  // Release: pairs with is_set()'s acquire load.
+  set_.store(true, std::memory_order_release);
+  detail::list_wake(&list_, grant_every, nullptr);
+  list_.unlock();
+}
+
+void event::reset() noexcept {
+  list_.lock();
+  // Relaxed: waiters read it under the list lock.
+  set_.store(false, std::memory_order_relaxed);
+  list_.unlock();
+}
+
+task<void> event::wait() {
+  for (;;) {
+    // A named awaiter: it holds atomics and must not be moved (g++ 12 moves an
+    // awaiter returned by reference from await_transform).
+    detail::list_wait_once once{&list_, &event::op, this};
+    if (co_await once) co_return;
+  }
+}
+
+semaphore::~semaphore() {
+  list_.lock();
+  bool waiting = list_.head != nullptr;
+  list_.unlock();
+  if (waiting) die_with_waiters("weft::semaphore");
+}
+
+bool semaphore::op(void* self, bool take) noexcept {
+  auto* s = static_cast<semaphore*>(self);
+  if (take) {
+    --s->count_;
+    return true;
+  }
+  return s->count_ > 0 && s->list_.head == nullptr;  // FIFO: no overtaking waiters
+}
+
+bool semaphore::grant(void* self) noexcept {
+  auto* s = static_cast<semaphore*>(self);
+  --s->count_;
+  return s->count_ > 0;
+}
+
+task<void> semaphore::acquire() {
+  for (;;) {
+    detail::list_wait_once once{&list_, &semaphore::op, this};  // named: see event::wait
+    if (co_await once) co_return;
+  }
+}
+
+bool semaphore::try_acquire() noexcept {
+  list_.lock();
+  bool ok = count_ > 0 && list_.head == nullptr;
+  if (ok) --count_;
+  list_.unlock();
+  return ok;
+}
+
+void semaphore::release(std::ptrdiff_t n) noexcept {
+  list_.lock();
+  count_ += n;
+  if (count_ > 0) detail::list_wake(&list_, &semaphore::grant, this);
+  list_.unlock();
+}
+
+std::ptrdiff_t semaphore::available() const noexcept {
+  list_.lock();
+  std::ptrdiff_t c = count_;
+  list_.unlock();
+  return c;
+}
+
+}  // namespace weft
