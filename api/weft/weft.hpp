@@ -5,3 +5,4 @@
 #include "weft/runtime.hpp"
 #include "weft/sync.hpp"
 #include "weft/task.hpp"
+#include "weft/timeout.hpp"

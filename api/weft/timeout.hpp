@@ -1,0 +1,126 @@
+// weft/timeout.hpp -- asyncio.wait_for / timeouts.
+//
+//   T v = co_await weft::wait_for(h, 100ms);      // h: join_handle<T>&
+//   T v = co_await weft::wait_for(some_task(), 100ms);
+//
+// If the task finishes within the time, its value (or exception).  Otherwise
+// it is cancelled (kind cancel_kind::timeout, reason "timeout"), weft waits
+// until it has really finished its cleanup, and then throws timeout_error --
+// unless the task caught the cancellation and returned a value anyway: then
+// that value is returned (nothing is lost).  A duration <= 0 means already
+// expired (a task that is already done still gives its result); a duration
+// too large to represent means "never".  Cancelling the waiting task cancels
+// the awaited task too (the wait is a join).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <optional>
+#include <source_location>
+#include <type_traits>
+#include <utility>
+
+#include "weft/task.hpp"
+
+namespace weft {
+
+// Thrown by wait_for / wait_until when the deadline passed and the task
+// finished by that cancellation.
+class timeout_error : public std::exception {
+ public:
+  const char* what() const noexcept override { return "weft: timed out"; }
+};
+
+namespace detail {
+
+inline constexpr std::uint64_t kNever = std::numeric_limits<std::uint64_t>::max();
+
+// now_ns() + d, saturated; <= now for d <= 0.
+std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept;
+std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept;
+
+// Sleeps until `deadline`, then cancels `target` with kind timeout and sets
+// *fired when that request was accepted.  Spawned by wait_until_core; the
+// waiter keeps `target` (its handle) and `fired` alive until this task ended.
+task<void> deadline_canceller(task_core* target, std::uint64_t deadline, bool* fired,
+                              std::source_location where);
+
+[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, bool fired);
+
+template <class T>
+task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_location where) {
+  if (!h.valid()) throw_invalid_handle();
+  if (deadline == kNever) co_return co_await h;  // never expires: a plain join
+  task_core* target = &h.handle().promise().own_core();
+  bool fired = false;
+  join_handle<void> timer;
+  if (deadline <= now_ns()) {
+    // Already expired: a task that is done still gives its result.
+    if (!h.done()) fired = request_cancel(target, "timeout", cancel_kind::timeout, where);
+  } else {
+    timer = spawn(deadline_canceller(target, deadline, &fired, where));
+  }
+  std::exception_ptr err;
+  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await h;
+      value.emplace(true);
+    } else {
+      value.emplace(co_await h);
+    }
+  } catch (...) {
+    err = std::current_exception();
+  }
+  if (timer.valid()) {
+    timer.cancel("wait_for: the task finished");
+    try {
+      co_await timer;
+    } catch (...) {
+      // The timer's own cancellation: nothing to report.
+    }
+  }
+  if (!err) {
+    if constexpr (std::is_void_v<T>) {
+      co_return;
+    } else {
+      co_return std::move(*value);
+    }
+  }
+  rethrow_timeout_or(err, fired);
+}
+
+}  // namespace detail
+
+// Wait for `h` at most `d` (asyncio.wait_for).  See the file comment.
+template <class T>
+task<T> wait_for(join_handle<T>& h, std::chrono::nanoseconds d,
+                 std::source_location where = std::source_location::current()) {
+  return detail::wait_until_core(h, detail::deadline_after(d), where);
+}
+
+// Spawn `t` on the current runtime and wait for it at most `d`.
+template <class T>
+task<T> wait_for(task<T> t, std::chrono::nanoseconds d,
+                 std::source_location where = std::source_location::current()) {
+  join_handle<T> h = spawn(std::move(t));
+  co_return co_await detail::wait_until_core(h, detail::deadline_after(d), where);
+}
+
+// Wait for `h` until `tp` (steady_clock).
+template <class T>
+task<T> wait_until(join_handle<T>& h, std::chrono::steady_clock::time_point tp,
+                   std::source_location where = std::source_location::current()) {
+  return detail::wait_until_core(h, detail::deadline_at(tp), where);
+}
+
+template <class T>
+task<T> wait_until(task<T> t, std::chrono::steady_clock::time_point tp,
+                   std::source_location where = std::source_location::current()) {
+  join_handle<T> h = spawn(std::move(t));
+  co_return co_await detail::wait_until_core(h, detail::deadline_at(tp), where);
+}
+
+}  // namespace weft
