@@ -15,6 +15,18 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(WEFT_FRAME_TBBMALLOC)
+// Measurement variant (CMake: -DWEFT_FRAME_ALLOCATOR=tbbmalloc): every frame
+// from oneTBB's scalable allocator instead of the per-worker caches.
+#include <oneapi/tbb/scalable_allocator.h>
+#define WEFT_SYSTEM_ALLOCATOR 1
+#define WEFT_FRAME_NEW(n) scalable_malloc(n)
+#define WEFT_FRAME_DELETE(p) scalable_free(p)
+#else
+#define WEFT_FRAME_NEW(n) ::operator new(n)
+#define WEFT_FRAME_DELETE(p) ::operator delete(p)
+#endif
+
 #include "runtime_impl.hpp"
 
 namespace weft::detail {
@@ -55,7 +67,9 @@ void* alloc_frame(std::size_t size) {
 #endif
   // Relaxed: counter only.
   g_frames_outside.fetch_add(1, std::memory_order_relaxed);
-  return ::operator new(size);
+  void* p = WEFT_FRAME_NEW(size);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
 }
 
 void free_frame(void* p, std::size_t size) noexcept {
@@ -82,7 +96,7 @@ void free_frame(void* p, std::size_t size) noexcept {
 #endif
   // Relaxed: counter only.
   g_frames_outside.fetch_sub(1, std::memory_order_relaxed);
-  ::operator delete(p);
+  WEFT_FRAME_DELETE(p);
 }
 
 void flush_frame_count(worker* w) noexcept {
