@@ -105,12 +105,18 @@ cancel_request* take_from_chain(task_core* core) noexcept {
 
 bool forward_request(task_core* target, cancel_request* req);
 
-// Give `req` (owned) to `core`: forward, or make it pending and interrupt a
-// blocking wait.  Never holds two hook locks at once.
-void hand_over(task_core* core, cancel_request* req) {
+// Give `req` (owned) to `core`: forward it to the task `core` is waiting on
+// (asyncio passes cancellation down the await chain), or make it pending and
+// interrupt a blocking wait.  `count`: a new request for `core`, so
+// cancelling() grows by one -- under the hook lock, so that uncancel() cannot
+// interleave between the count and the pending slot.  Never holds two hook
+// locks at once.
+void hand_over(task_core* core, cancel_request* req, bool count) {
   core->lock_hook();
+  // Relaxed: the counter's updates that matter are serialised by hook_lock.
+  if (count) core->cancel_count.fetch_add(1, std::memory_order_relaxed);
   std::uintptr_t hook = core->hook;
-  if ((hook & 1) != 0) {
+  while ((hook & 1) != 0) {
     auto* target = reinterpret_cast<task_core*>(hook & ~std::uintptr_t{1});
     // Relaxed: the hook lock keeps `target` alive while we take the ref (the
     // joiner clears its hook under this lock before dropping its handle).
@@ -119,11 +125,12 @@ void hand_over(task_core* core, cancel_request* req) {
     bool taken = forward_request(target, req);
     release_ref(target);
     if (taken) return;
-    // The awaited task already finished: the request stays with `core`, and
-    // lands at its next cancellation point (as asyncio's _must_cancel).
     core->lock_hook();
-    hook = core->hook;
+    if (core->hook == hook) break;  // still on that (finished) task: keep it
+    hook = core->hook;              // it moved on to another wait: go there
   }
+  // Here `core` is not waiting on a running task: the request lands at its
+  // next cancellation point (asyncio's _must_cancel).
   // acq_rel: release publishes the request's fields to the taker (acquire in
   // take_from_chain); acquire makes a replaced request's fields ours to free.
   cancel_request* old = core->pending.exchange(req, std::memory_order_acq_rel);
@@ -135,15 +142,19 @@ void hand_over(task_core* core, cancel_request* req) {
 bool forward_request(task_core* target, cancel_request* req) {
   // Acquire: pairs with complete_task's release RMW.
   if (target->state.load(std::memory_order_acquire) & task_core::kDone) return false;
-  // Relaxed: counter only (cancelling()).
-  target->cancel_count.fetch_add(1, std::memory_order_relaxed);
-  hand_over(target, req);
+  hand_over(target, req, true);
   return true;
 }
 
 bool grant_all(void*) noexcept { return true; }
 
+// Wake the tasks watching `core` (shield).  The caller has given up its own
+// reference already; a woken watcher may drop the last handle at once, so we
+// hold a temporary reference while we touch the list (a watcher holds a handle
+// while it is linked, so the count is not zero here).
 void fire_watchers(task_core* core) noexcept {
+  // Relaxed: taking a reference while another is known to be held.
+  core->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
   core->watchers.lock();
   list_wake(&core->watchers, grant_all, nullptr);
   core->watchers.unlock();
@@ -190,14 +201,27 @@ void task_core::lock_hook() noexcept {
 
 std::coroutine_handle<> complete_task(task_core* core) noexcept {
   worker_hot* w = core->w;
-  count_finish();
+  count_finish(core);
   // acq_rel: release publishes the outcome (written by the task before
   // final_suspend) to the joiner / handle; acquire makes the joiner's
   // continuation (written before its kJoiner RMW) visible here.  One RMW sets
   // kDone and drops the running reference.
   std::uint32_t prev =
       core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
-  if (prev & task_core::kWatched) fire_watchers(core);
+  if (prev & task_core::kWatched) [[unlikely]] {
+    fire_watchers(core);  // holds a temporary reference from here on
+    std::coroutine_handle<> next = std::noop_coroutine();
+    if (prev & task_core::kJoiner) {
+      task_core* j = core->continuation_core;
+      j->w = w;
+      w->current = j;
+      next = transfer(j, core->continuation);
+    } else if (prev & task_core::kThreadJoiner) {
+      static_cast<std::binary_semaphore*>(core->thread_waiter)->release();
+    }
+    release_ref(core);  // the temporary one (may be the last)
+    return next;
+  }
   if (prev & task_core::kJoiner) {
     // The joiner holds its handle (a reference) and is suspended until we
     // resume it: the core is alive.
@@ -217,11 +241,16 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
 void complete_unstarted(task_core* core, cancel_request* req) noexcept {
   core->final_cancel = req;
   core->owner->result = outcome::cancelled;
-  count_finish();
+  count_finish(core);
   // acq_rel: as in complete_task.
   std::uint32_t prev =
       core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
-  if (prev & task_core::kWatched) fire_watchers(core);
+  if (prev & task_core::kWatched) [[unlikely]] {
+    fire_watchers(core);  // holds a temporary reference
+    wake_joiner_from_loop(core, prev & (task_core::kRefOne - 1));  // flags only: never "last" here
+    release_ref(core);
+    return;
+  }
   wake_joiner_from_loop(core, prev);
 }
 
@@ -230,7 +259,10 @@ void finish_inline_atomic(task_core* core) noexcept {
   // a watcher may be registered).
   std::uint32_t prev =
       core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
-  if (prev & task_core::kWatched) fire_watchers(core);
+  if (prev & task_core::kWatched) {
+    fire_watchers(core);
+    release_ref(core);  // the temporary reference fire_watchers took
+  }
 }
 
 bool watch_op(void* obj, bool take) noexcept {
@@ -251,7 +283,34 @@ void release_ref(task_core* core) noexcept {
   if (task_core::refs(prev) == 1) destroy_task(core);
 }
 
+namespace {
+// Destroying a frame can drop the last reference to another task (a handle
+// held in the frame), and so on down a chain of any length.  Nested
+// destructions are queued on this thread and run by the outermost one, so the
+// stack does not grow with the chain.
+thread_local bool t_destroying = false;
+thread_local task_core* t_destroy_queue = nullptr;  // linked through continuation_core
+
+void destroy_one(task_core* core) noexcept;
+}  // namespace
+
 void destroy_task(task_core* core) noexcept {
+  if (t_destroying) {
+    core->continuation_core = t_destroy_queue;  // unused once the task is gone
+    t_destroy_queue = core;
+    return;
+  }
+  t_destroying = true;
+  destroy_one(core);
+  while (task_core* next = t_destroy_queue) {
+    t_destroy_queue = next->continuation_core;
+    destroy_one(next);
+  }
+  t_destroying = false;
+}
+
+namespace {
+void destroy_one(task_core* core) noexcept {
   promise_base* p = core->owner;
   if (p->result == outcome::exception && !core->observed) report_unhandled(core->rt, p->error);
   // Acquire: pairs with hand_over's exchange; we own a request left there.
@@ -262,14 +321,13 @@ void destroy_task(task_core* core) noexcept {
   core->~task_core();
   frame.destroy();
 }
+}  // namespace
 
 bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
   // Acquire: pairs with complete_task's release; a finished task says false.
   if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
-  // Relaxed: counter only (cancelling()).
-  core->cancel_count.fetch_add(1, std::memory_order_relaxed);
-  hand_over(core, new cancel_request{std::move(reason), kind, where});
+  hand_over(core, new cancel_request{std::move(reason), kind, where}, true);
   return true;
 }
 
@@ -291,17 +349,24 @@ void throw_cancelled(cancel_request* req) {
 }
 
 unsigned uncancel_core(task_core* core) noexcept {
-  // Relaxed: counter; the CAS loop only keeps it from going below zero.
+  // Under the hook lock: hand_over counts a new request and stores it under
+  // the same lock, so "count reached zero, drop the pending request" cannot
+  // throw away a request that arrived after the decrement.
+  core->lock_hook();
+  // Relaxed: counter; the CAS keeps it from going below zero even against
+  // take_from_chain's unlocked increment.
   std::uint32_t c = core->cancel_count.load(std::memory_order_relaxed);
   while (c > 0 && !core->cancel_count.compare_exchange_weak(c, c - 1, std::memory_order_relaxed)) {
   }
-  if (c == 0) return 0;
+  cancel_request* dropped = nullptr;
   if (c == 1) {
     // Count reached zero: an undelivered request is withdrawn too (asyncio
     // 3.13).  Acquire: we own the request we take out.
-    delete core->pending.exchange(nullptr, std::memory_order_acquire);
+    dropped = core->pending.exchange(nullptr, std::memory_order_acquire);
   }
-  return c - 1;
+  core->unlock_hook();
+  delete dropped;
+  return c == 0 ? 0 : c - 1;
 }
 
 cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept {
@@ -380,7 +445,7 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
         ctx->shutdown_seen = false;  // let take_pending produce it again
         delete r;
       } else {
-        hand_over(ctx, r);
+        hand_over(ctx, r, false);
       }
       return self;
     }
@@ -413,8 +478,9 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
   }
   if (!arm_timer(ctx->rt, node)) {
     // The runtime is stopping: the sleep is refused; await_resume throws.
-    // Relaxed: only this thread looks at a never-armed node.
-    node->claim.store(3, std::memory_order_relaxed);
+    // Relaxed: the node was never armed; an interrupt() racing this store can
+    // only fail its CAS (claim is not kArmed) or win it first, harmlessly.
+    node->claim.store(timer_node::kRefused, std::memory_order_relaxed);
     return false;
   }
   // acq_rel: whoever brings the latch to zero resumes the task; release orders
@@ -425,7 +491,7 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
 void sleep_resume(task_core* ctx, timer_node* node) {
   unregister_wait(ctx);
   // Relaxed: written by this thread (refusal) before.
-  if (node->claim.load(std::memory_order_relaxed) == 3) {
+  if (node->claim.load(std::memory_order_relaxed) == timer_node::kRefused) {
     if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
     throw cancelled_error("shutdown", cancel_kind::shutdown);
   }
@@ -446,9 +512,5 @@ void timer_node::interrupt() noexcept {
 
 bool arm_timer(runtime_impl* rt, timer_node* node) noexcept { return rt->timer_arm(node); }
 
-bool runtime_stopping(const runtime_impl* rt) noexcept {
-  // Relaxed: a hint for callers that re-check under a lock.
-  return rt->stopping.load(std::memory_order_relaxed);
-}
 
 }  // namespace weft::detail

@@ -35,16 +35,15 @@ void unregister_runtime(const runtime_impl* rt);
 
 namespace {
 
-// Tasks spawned minus tasks finished, per runtime, for the shutdown report.
-// Workers count in worker::live_tasks (owner only); other threads here.
-std::atomic<std::int64_t> g_outside_live{0};
-
-void count_spawn(worker* w) noexcept {
+// Tasks spawned minus tasks finished, per runtime, for the shutdown report:
+// a worker of the task's runtime counts in its live_tasks (owner only), any
+// other thread in runtime_impl::outside_live.
+void count_spawn(runtime_impl* rt, worker* w) noexcept {
   if (w != nullptr) {
     ++w->live_tasks;
   } else {
     // Relaxed: counter, read after the drain.
-    g_outside_live.fetch_add(1, std::memory_order_relaxed);
+    rt->outside_live.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
@@ -99,31 +98,36 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
   if (w != nullptr && w->rt != rt) w = nullptr;  // another runtime's worker: inject
   // Acquire: pairs with stop()'s seq_cst store; a spawn that sees it does not
   // enqueue.  A spawn that misses it is drained by shutdown like any task.
+  count_spawn(rt, w);
   if (rt->stopping.load(std::memory_order_acquire)) {
-    count_spawn(w);
     core->started = true;
     complete_unstarted(core, new cancel_request{"shutdown", cancel_kind::shutdown,
                                                 std::source_location::current()});
     return;
   }
-  count_spawn(w);
   if (w != nullptr) {
+    // A worker of this runtime is running a task: shutdown's drain cannot have
+    // finished, and this deque is drained like any other.
     w->deque.push(core);
     // Relaxed: see the file comment (own deque: a missed sleeper costs only
     // parallelism).
     if (rt->num_sleepers.load(std::memory_order_relaxed) > 0) rt->wake_one();
-  } else {
-    rt->inject(core);
+  } else if (!rt->inject_spawn(core)) {
+    // Shutdown finished draining between our check and the queue: no worker
+    // will look again, so the task ends here, cancelled before it started.
+    core->started = true;
+    complete_unstarted(core, new cancel_request{"shutdown", cancel_kind::shutdown,
+                                                std::source_location::current()});
   }
 }
 
-void count_finish() noexcept {
+void count_finish(task_core* core) noexcept {
   worker* w = tls_worker;
-  if (w != nullptr) {
+  if (w != nullptr && w->rt == core->rt) {
     --w->live_tasks;
   } else {
     // Relaxed: counter, read after the drain.
-    g_outside_live.fetch_sub(1, std::memory_order_relaxed);
+    core->rt->outside_live.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 
@@ -146,6 +150,21 @@ void runtime_impl::inject(task_core* c) {
   injected_total.fetch_add(1, std::memory_order_relaxed);
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
   if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
+}
+
+bool runtime_impl::inject_spawn(task_core* c) {
+  {
+    std::lock_guard lk(inject_mutex);
+    if (closed) return false;
+    injected.push_back(c);
+    // seq_cst: the injector's half of the parking Dekker pair.
+    injected_count.fetch_add(1, std::memory_order_seq_cst);
+  }
+  // Relaxed: statistics.
+  injected_total.fetch_add(1, std::memory_order_relaxed);
+  // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
+  if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
+  return true;
 }
 
 void runtime_impl::push_local_or_inject(task_core* c) {
@@ -390,8 +409,17 @@ void runtime_impl::stop() {
         lk.unlock();
         bool empty = timer_empty() && !has_visible_work();
         lk.lock();
-        if (empty && sleepers.size() == n && gen == wake_generation.load(std::memory_order_relaxed))
-          break;
+        if (empty && sleepers.size() == n && gen == wake_generation.load(std::memory_order_relaxed)) {
+          // Close the injection queue in the same breath as the last look at
+          // it: a spawn from outside either got in before (and we would have
+          // seen it) or sees `closed` (and completes cancelled by itself).
+          std::lock_guard ilk(inject_mutex);
+          if (injected.empty()) {
+            closed = true;
+            break;
+          }
+          continue;
+        }
         if (!empty) {
           lk.unlock();
           wake_all();
@@ -404,7 +432,9 @@ void runtime_impl::stop() {
     }
     // Step report_stuck: the workers are parked (their counters were written
     // before they took idle_mutex, which we hold).
-    std::int64_t live = 0;
+    // Relaxed: counter; the spawns and completions it counts happened before
+    // the workers parked (idle_mutex) or before `closed` (inject_mutex).
+    std::int64_t live = outside_live.load(std::memory_order_relaxed);
     for (auto& w : workers) live += w->live_tasks;
     if (live > 0) {
       std::fprintf(stderr,

@@ -69,6 +69,13 @@ struct runtime_impl {
   // ---- injection queue: tasks from outside the workers, yields, wake-ups ----
   std::mutex inject_mutex;
   std::deque<task_core*> injected;  // guarded by inject_mutex
+  // Set under inject_mutex by shutdown's drain once nothing is left: a spawn
+  // from outside that comes later completes at once as cancelled instead of
+  // being queued where no worker will ever look.
+  bool closed = false;  // guarded by inject_mutex
+  // Tasks spawned from outside the workers minus tasks finished outside them
+  // (with the workers' live_tasks: the shutdown report).  Relaxed counter.
+  std::atomic<std::int64_t> outside_live{0};
   // Number of tasks in `injected`; lets workers skip the mutex when empty.
   std::atomic<std::int64_t> injected_count{0};
   std::atomic<std::uint64_t> injected_total{0};
@@ -115,6 +122,7 @@ struct runtime_impl {
   void wake_one() noexcept;
   void wake_all() noexcept;
   void inject(task_core* c);
+  bool inject_spawn(task_core* c);  // false: closed (shutdown finished draining)
   void push_local_or_inject(task_core* c);
   void stop();
 
@@ -130,7 +138,7 @@ struct runtime_impl {
 extern thread_local worker* tls_worker;
 
 void flush_frame_count(worker* w) noexcept;
-void count_finish() noexcept;  // a spawned task finished on this thread
+void count_finish(task_core* core) noexcept;  // a spawned task finished on this thread
 std::int64_t frames_outside_workers() noexcept;
 
 }  // namespace weft::detail

@@ -19,22 +19,33 @@ std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept {
   return ns <= 0 ? 0 : static_cast<std::uint64_t>(ns);
 }
 
-task<void> deadline_canceller(task_core* target, std::uint64_t deadline, bool* fired,
-                              std::source_location where) {
-  co_await sleep_tag{deadline, false};
-  *fired = request_cancel(target, "timeout", cancel_kind::timeout, where);
+void retain_for_timer(task_core* target) noexcept {
+  // Relaxed: the waiter's handle holds a reference, so the count is not zero.
+  target->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
 }
 
-void rethrow_timeout_or(std::exception_ptr err, bool fired) {
-  if (fired) {
-    try {
-      std::rethrow_exception(err);
-    } catch (const cancelled_error& e) {
-      if (e.kind() == cancel_kind::timeout) throw timeout_error();
-    } catch (...) {
-    }
+namespace {
+struct ref_guard {
+  task_core* core;
+  ~ref_guard() { release_ref(core); }
+};
+}  // namespace
+
+task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
+                              std::source_location where) {
+  ref_guard keep{target};  // dropped however this task ends
+  co_await sleep_tag{deadline, false};
+  request_cancel(target, "timeout", cancel_kind::timeout, where);
+}
+
+void rethrow_timeout_or(std::exception_ptr err) {
+  try {
+    std::rethrow_exception(err);
+  } catch (const cancelled_error& e) {
+    // The task ended by the deadline's cancellation: that is a timeout.
+    if (e.kind() == cancel_kind::timeout) throw timeout_error();
+    throw;
   }
-  std::rethrow_exception(err);
 }
 
 }  // namespace weft::detail

@@ -79,8 +79,8 @@ void join_blocking(task_core* core);
 // when the target finished meanwhile.
 std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
                                   std::coroutine_handle<> self) noexcept;
-// co_await sleep: returns false when the task must not suspend (cancelled or
-// refused); then *refused tells whether the runtime refused the timer.
+// co_await sleep: returns false when the task must not suspend (a request was
+// pending, or the runtime refused the timer: claim kRefused).
 bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept;
 void sleep_resume(task_core* ctx, timer_node* node);
 // The outcome of a spawned task, for the awaiter/joiner: rethrows exceptions
@@ -109,7 +109,9 @@ struct handle_awaiter;
 
 struct yield_awaiter {
   task_core* ctx;
-  bool await_ready() const noexcept { return maybe_cancel(ctx); }
+  // Always reschedules (also while the runtime stops: a task that refuses the
+  // shutdown and yields in a loop must still let the others run).
+  bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h) noexcept {
     ctx->resume_point = h;
     schedule_yield(ctx);  // publishes the frame: touch nothing after this
@@ -119,14 +121,17 @@ struct yield_awaiter {
 
 struct checkpoint_awaiter {
   task_core* ctx;
+  bool slow = false;
   bool await_ready() const noexcept {
     // Relaxed: a hint; the request is taken with acquire in await_resume.
     return ctx->pending.load(std::memory_order_relaxed) == nullptr &&
            !ctx->w->slice_expired.load(std::memory_order_relaxed);
   }
   bool await_suspend(std::coroutine_handle<> h) noexcept {
-    // Slice spent or something pending.  A pending request is delivered without
-    // rescheduling; otherwise the task goes to the back of the line.
+    // Slice spent or something pending.  A pending request (ours, or one of a
+    // task joining us inline) is delivered without rescheduling; otherwise the
+    // task goes to the back of the line.
+    slow = true;
     if (cancel_visible(ctx)) return false;
     // Relaxed: the flag only asks for a reschedule; the timer thread sets it
     // again if the next run also overstays.
@@ -136,7 +141,7 @@ struct checkpoint_awaiter {
     return true;
   }
   void await_resume() {
-    if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
+    if (slow || maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
   }
 };
 
@@ -332,13 +337,18 @@ struct handle_awaiter {
     // request to a task that is running a child inline.
     if (ctx->pending.load(std::memory_order_relaxed) == nullptr &&
         ctx->w->deque.peek_bottom() == t && ctx->w->deque.take() == t) {
-      // Our own child, never stolen (so never started): run it right here.
-      t->started = true;
+      // Our own child, at the bottom of our deque: run it right here.  Either
+      // it never started, or it started, suspended and was woken onto this
+      // deque (a deque push happens-after its earlier run, so `started` is
+      // ours to read now that we popped it).
       t->w = ctx->w;
-      if (maybe_cancel(t)) [[unlikely]] {
-        if (cancel_request* r = take_pending(t)) {
-          complete_unstarted(t, r);
-          return self;
+      if (!t->started) {
+        t->started = true;
+        if (maybe_cancel(t)) [[unlikely]] {
+          if (cancel_request* r = take_pending(t)) {
+            complete_unstarted(t, r);
+            return self;
+          }
         }
       }
       inline_run = true;
@@ -364,9 +374,11 @@ struct handle_awaiter {
       if (t->hooked || (s & task_core::kWatched) != 0) [[unlikely]] {
         finish_inline_atomic(t);
       } else {
-        // Relaxed: nobody but this thread can reach the core now (no cancel
-        // forwarding ever pointed at it, no watcher: only our handle).
-        t->state.store((s | task_core::kDone) - task_core::kRefOne, std::memory_order_relaxed);
+        // No RMW needed: no cancel forwarding ever pointed at it and no
+        // watcher is registered, so no other thread modifies the word.
+        // Release: done()/cancelled() may be read from another thread; pairs
+        // with their acquire loads (a plain mov on x86-64).
+        t->state.store((s | task_core::kDone) - task_core::kRefOne, std::memory_order_release);
       }
     } else if (slow) {
       unregister_wait(ctx);

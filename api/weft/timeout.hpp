@@ -41,30 +41,34 @@ inline constexpr std::uint64_t kNever = std::numeric_limits<std::uint64_t>::max(
 std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept;
 std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept;
 
-// Sleeps until `deadline`, then cancels `target` with kind timeout and sets
-// *fired when that request was accepted.  Spawned by wait_until_core; the
-// waiter keeps `target` (its handle) and `fired` alive until this task ended.
-task<void> deadline_canceller(task_core* target, std::uint64_t deadline, bool* fired,
+// Sleeps until `deadline`, then cancels `target` with kind timeout.  Holds a
+// reference to `target` (taken by the caller with retain_for_timer) and drops
+// it when it ends, so it may outlive the waiter: the waiter cancels it and
+// lets it go instead of waiting for it (its own cancellation must not be
+// swallowed by that wait).
+task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
                               std::source_location where);
+void retain_for_timer(task_core* target) noexcept;
 
-[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, bool fired);
+[[noreturn]] void rethrow_timeout_or(std::exception_ptr err);
 
 template <class T>
 task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_location where) {
   if (!h.valid()) throw_invalid_handle();
   if (deadline == kNever) co_return co_await h;  // never expires: a plain join
   task_core* target = &h.handle().promise().own_core();
-  bool fired = false;
   join_handle<void> timer;
   if (deadline <= now_ns()) {
     // Already expired: a task that is done still gives its result.
-    if (!h.done()) fired = request_cancel(target, "timeout", cancel_kind::timeout, where);
+    if (!h.done()) request_cancel(target, "timeout", cancel_kind::timeout, where);
   } else {
-    timer = spawn(deadline_canceller(target, deadline, &fired, where));
+    retain_for_timer(target);
+    timer = spawn(deadline_canceller(target, deadline, where));
   }
   std::exception_ptr err;
   std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
   try {
+    // A join: cancelling the waiter is forwarded to the task.
     if constexpr (std::is_void_v<T>) {
       co_await h;
       value.emplace(true);
@@ -74,14 +78,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
   } catch (...) {
     err = std::current_exception();
   }
-  if (timer.valid()) {
-    timer.cancel("wait_for: the task finished");
-    try {
-      co_await timer;
-    } catch (...) {
-      // The timer's own cancellation: nothing to report.
-    }
-  }
+  timer.cancel("wait_for: the task finished");  // no-op when it already fired
   if (!err) {
     if constexpr (std::is_void_v<T>) {
       co_return;
@@ -89,7 +86,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
       co_return std::move(*value);
     }
   }
-  rethrow_timeout_or(err, fired);
+  rethrow_timeout_or(err);
 }
 
 }  // namespace detail

@@ -205,7 +205,7 @@ struct promise_base {
 // suspending task and the claimant each count one) to 0, so it is never resumed
 // while the suspending thread or the timer still touches the node.
 struct timer_node final : wait_node {
-  static constexpr std::uint8_t kArmed = 0, kFired = 1, kCancelled = 2;
+  static constexpr std::uint8_t kArmed = 0, kFired = 1, kCancelled = 2, kRefused = 3;
   std::uint64_t deadline = 0;  // now_ns() clock
   std::size_t heap_index = static_cast<std::size_t>(-1);  // guarded by the timer lock
   task_core* core = nullptr;
@@ -219,7 +219,7 @@ struct timer_node final : wait_node {
 // The worker the calling thread is, or null.  Never inlined: a coroutine may
 // resume on another thread, and compilers have cached thread-local addresses
 // across co_await (see docs/architecture.md, "Finding the current worker").
-worker_hot* current_worker() noexcept;
+[[gnu::noinline]] worker_hot* current_worker() noexcept;
 
 // Frame memory: per-worker size-class caches, or the system allocator in
 // sanitizer builds and on threads that are not workers.
@@ -281,7 +281,6 @@ void schedule_wake(task_core* core) noexcept;
 // Time slices and timers.
 std::uint64_t now_ns() noexcept;
 bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime stopping
-bool runtime_stopping(const runtime_impl* rt) noexcept;
 
 // List waits (event, semaphore, watchers).  `op(obj, false)` is called under
 // the list's lock and says whether the wait can end at once; `op(obj, true)`
