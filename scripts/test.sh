@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Build weft with g++ and run the whole test suite (ctest).  Extra arguments go
+# to ctest, e.g.  bash scripts/test.sh -R Cancel
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/common.sh
+
+bash scripts/setup.sh
+
+build=build/test
+weft_configure "$build" g++ \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g -DNDEBUG" \
+  -DWEFT_SANITIZE= \
+  -DWEFT_BUILD_TESTS=ON -DWEFT_BUILD_EXAMPLES=ON -DWEFT_BUILD_BENCHMARKS=ON
+cmake --build "$build" -j2
+ctest --test-dir "$build" --output-on-failure -j2 "$@"
