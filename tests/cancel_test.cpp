@@ -1,0 +1,631 @@
+// Black-box tests of cancellation, asyncio-style: delivery at await points,
+// waking sleepers at once, one-shot delivery and refusal, cancelling()/
+// uncancel() counts, cancel before the first run and after completion, the
+// race between cancel() and the task's suspension, and propagation down the
+// await chain.
+#include <latch>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace weft_test;
+using namespace std::chrono_literals;
+using weft::cancel_kind;
+using weft::cancelled_error;
+
+// What a task saw of a cancellation.  Written by the task before it finishes,
+// read by the test after join() (which orders the two).
+struct seen_cancel {
+  std::atomic<int> times{0};
+  std::string reason;
+  cancel_kind kind = cancel_kind::timeout;
+  void record(const cancelled_error& e) {
+    reason = std::string(e.reason());
+    kind = e.kind();
+    times.fetch_add(1);
+  }
+};
+
+// Expects `f()` to throw cancelled_error; returns it (or a dummy after a failure).
+template <class F>
+cancelled_error expect_cancelled(F&& f) {
+  try {
+    f();
+  } catch (const cancelled_error& e) {
+    return e;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw something else: " << e.what();
+    return cancelled_error("<wrong exception>", cancel_kind::timeout);
+  }
+  ADD_FAILURE() << "did not throw cancelled_error";
+  return cancelled_error("<no exception>", cancel_kind::timeout);
+}
+
+// ------------------------------------------------------------ sleeping tasks
+
+weft::task<int> sleep_then_return(std::latch* started, std::chrono::nanoseconds d,
+                                  seen_cancel* seen) {
+  started->count_down();
+  try {
+    co_await weft::sleep_for(d);
+  } catch (const cancelled_error& e) {
+    seen->record(e);
+    throw;
+  }
+  co_return 1;
+}
+
+TEST(CancelTest, SleepingTaskWakesAtOnceOnCancel) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  {
+    std::latch started{1};
+    seen_cancel seen;
+    weft::runtime rt(with_workers(2));
+    auto h = rt.spawn(sleep_then_return(&started, 5s, &seen));
+    started.wait();
+    const auto t0 = clock_type::now();
+    EXPECT_TRUE(h.cancel("why"));
+    auto e = expect_cancelled([&] { (void)h.join(); });
+    const double waited = seconds_since(t0);
+    EXPECT_LT(waited, 2.0) << "the 5 s sleep was not interrupted by cancel()";
+    EXPECT_EQ(e.reason(), "why");
+    EXPECT_EQ(e.kind(), cancel_kind::explicit_request);
+    EXPECT_TRUE(h.done());
+    EXPECT_TRUE(h.cancelled());
+    EXPECT_EQ(h.cancelling(), 1u);
+    EXPECT_EQ(seen.times.load(), 1);
+    EXPECT_EQ(seen.reason, "why");
+    EXPECT_EQ(seen.kind, cancel_kind::explicit_request);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+weft::task<std::string> await_and_report(weft::join_handle<int>* h) {
+  try {
+    (void)co_await *h;
+  } catch (const cancelled_error& e) {
+    co_return std::string("cancelled:") + std::string(e.reason()) + ":" +
+        std::string(weft::to_string(e.kind()));
+  }
+  co_return "value";
+}
+
+TEST(CancelTest, AwaitingACancelledHandleThrowsCancelledError) {
+  watchdog wd(30s);
+  std::latch started{1};
+  seen_cancel seen;
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(sleep_then_return(&started, 5s, &seen));
+  started.wait();
+  auto watcher = rt.spawn(await_and_report(&h));
+  const auto t0 = clock_type::now();
+  EXPECT_TRUE(h.cancel("why"));
+  EXPECT_EQ(watcher.join(), std::string("cancelled:why:") +
+                                std::string(weft::to_string(cancel_kind::explicit_request)));
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_TRUE(h.cancelled());
+}
+
+// ------------------------------------------------------- catch and clean up
+
+weft::task<std::string> catch_cleanup_return(std::latch* started, raii_counter* rc,
+                                             seen_cancel* seen) {
+  raii_probe outer_guard(*rc);
+  started->count_down();
+  try {
+    raii_probe inner_guard(*rc);
+    co_await weft::sleep_for(5s);
+  } catch (const cancelled_error& e) {
+    seen->record(e);
+  }
+  co_return "Canceled";
+}
+
+TEST(CancelTest, TaskCatchesCancelCleansUpAndReturnsAValue) {
+  watchdog wd(30s);
+  std::latch started{1};
+  raii_counter rc;
+  seen_cancel seen;
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(catch_cleanup_return(&started, &rc, &seen));
+  started.wait();
+  const auto t0 = clock_type::now();
+  EXPECT_TRUE(h.cancel("stop"));
+  EXPECT_EQ(h.join(), "Canceled");
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_FALSE(h.cancelled());
+  EXPECT_TRUE(h.done());
+  EXPECT_EQ(h.cancelling(), 1u);
+  EXPECT_EQ(seen.times.load(), 1);
+  EXPECT_EQ(seen.reason, "stop");
+  EXPECT_EQ(rc.constructed.load(), 2);
+  EXPECT_EQ(rc.destroyed.load(), 2);
+}
+
+// ------------------------------------------------------------- refusal
+
+struct refusal_state {
+  std::latch first_wait{1};
+  std::latch second_phase{1};
+  std::atomic<int> caught{0};
+  std::atomic<bool> yield_threw{false};
+  unsigned cancelling_inside_after_first = 99;
+  std::string reasons;
+};
+
+weft::task<int> refuse_twice(refusal_state* s) {
+  s->first_wait.count_down();
+  try {
+    co_await weft::sleep_for(5s);
+  } catch (const cancelled_error& e) {
+    s->caught.fetch_add(1);
+    s->reasons += std::string(e.reason()) + ";";
+  }
+  s->cancelling_inside_after_first = weft::this_task::cancelling();
+  // One-shot: the request was delivered; the next awaits do not throw again.
+  try {
+    co_await weft::yield();
+    co_await weft::checkpoint();
+    co_await weft::sleep_for(0ns);
+  } catch (const cancelled_error&) {
+    s->yield_threw = true;
+  }
+  s->second_phase.count_down();
+  try {
+    co_await weft::sleep_for(5s);
+  } catch (const cancelled_error& e) {
+    s->caught.fetch_add(1);
+    s->reasons += std::string(e.reason()) + ";";
+  }
+  co_return 5;
+}
+
+TEST(CancelTest, RefusedCancelIsDeliveredOnceAndASecondCancelDeliversAgain) {
+  watchdog wd(30s);
+  refusal_state s;
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(refuse_twice(&s));
+  s.first_wait.wait();
+  const auto t0 = clock_type::now();
+  EXPECT_TRUE(h.cancel("one"));
+  s.second_phase.wait();
+  EXPECT_FALSE(h.done());
+  EXPECT_EQ(h.cancelling(), 1u);
+  EXPECT_TRUE(h.cancel("two"));
+  EXPECT_EQ(h.cancelling(), 2u);
+  EXPECT_EQ(h.join(), 5);
+  EXPECT_LT(seconds_since(t0), 2.0) << "a 5 s sleep was not interrupted";
+  EXPECT_EQ(s.caught.load(), 2);
+  EXPECT_EQ(s.reasons, "one;two;");
+  EXPECT_FALSE(s.yield_threw.load()) << "a delivered request was delivered again";
+  EXPECT_EQ(s.cancelling_inside_after_first, 1u);
+  EXPECT_FALSE(h.cancelled());
+  EXPECT_EQ(h.cancelling(), 2u);
+  EXPECT_EQ(h.uncancel(), 1u);
+  EXPECT_EQ(h.uncancel(), 0u);
+}
+
+// uncancel() of the only request before it is delivered drops it (asyncio:
+// when the count reaches zero the pending request is withdrawn).
+weft::task<int> spin_until_flag_then_yield(std::latch* running, std::atomic<bool>* go,
+                                           std::atomic<bool>* threw) {
+  running->count_down();
+  while (!go->load(std::memory_order_acquire)) std::this_thread::yield();
+  try {
+    co_await weft::yield();
+    co_await weft::sleep_for(1ms);
+  } catch (const cancelled_error&) {
+    threw->store(true);
+  }
+  co_return 8;
+}
+
+TEST(CancelTest, UncancelToZeroWithdrawsAnUndeliveredRequest) {
+  watchdog wd(30s);
+  std::latch running{1};
+  std::atomic<bool> go{false}, threw{false};
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(spin_until_flag_then_yield(&running, &go, &threw));
+  running.wait();
+  EXPECT_TRUE(h.cancel("withdrawn"));
+  EXPECT_EQ(h.cancelling(), 1u);
+  EXPECT_EQ(h.uncancel(), 0u);
+  go.store(true, std::memory_order_release);
+  EXPECT_EQ(h.join(), 8);
+  EXPECT_FALSE(threw.load());
+  EXPECT_FALSE(h.cancelled());
+}
+
+// ------------------------------------------------------ before the first run
+
+weft::task<void> block_worker(std::latch* started, std::latch* release) {
+  started->count_down();
+  release->wait();  // deliberately blocks this worker thread
+  co_return;
+}
+
+weft::task<int> mark_ran(std::atomic<bool>* ran) {
+  ran->store(true);
+  co_return 3;
+}
+
+TEST(CancelTest, CancelBeforeFirstRunSkipsTheBody) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  {
+    std::latch blocker_started{1}, release{1};
+    std::atomic<bool> ran{false};
+    weft::runtime rt(with_workers(1));
+    auto blocker = rt.spawn(block_worker(&blocker_started, &release));
+    blocker_started.wait();  // the only worker is now stuck inside `blocker`
+    auto h = rt.spawn(mark_ran(&ran));
+    EXPECT_FALSE(h.done());
+    EXPECT_TRUE(h.cancel("early"));
+    release.count_down();
+    auto e = expect_cancelled([&] { (void)h.join(); });
+    EXPECT_EQ(e.reason(), "early");
+    EXPECT_EQ(e.kind(), cancel_kind::explicit_request);
+    EXPECT_FALSE(ran.load()) << "the body of a task cancelled before it started ran";
+    EXPECT_TRUE(h.cancelled());
+    EXPECT_EQ(h.cancelling(), 1u);
+    blocker.join();
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+weft::task<std::string> spawn_cancel_await_child(std::atomic<bool>* ran) {
+  auto h = weft::spawn(mark_ran(ran));
+  bool ok = h.cancel("child-early");
+  try {
+    (void)co_await h;
+  } catch (const cancelled_error& e) {
+    co_return std::string(ok ? "ok:" : "late:") + std::string(e.reason());
+  }
+  co_return "value";
+}
+
+TEST(CancelTest, ChildCancelledBeforeItRunsNeverRunsItsBody) {
+  watchdog wd(30s);
+  std::atomic<bool> ran{false};
+  weft::runtime rt(with_workers(1));  // one worker: the child cannot start before the cancel
+  EXPECT_EQ(rt.block_on(spawn_cancel_await_child(&ran)), "ok:child-early");
+  EXPECT_FALSE(ran.load());
+}
+
+// --------------------------------------------------------- after completion
+
+TEST(CancelTest, CancelAfterCompletionReturnsFalseAndKeepsTheValue) {
+  watchdog wd(30s);
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(value_task(42));
+  ASSERT_TRUE(wait_done(h));
+  EXPECT_FALSE(h.cancel("late"));
+  EXPECT_FALSE(h.cancel("later"));
+  EXPECT_EQ(h.cancelling(), 0u);
+  EXPECT_FALSE(h.cancelled());
+  EXPECT_TRUE(h.done());
+  EXPECT_EQ(h.join(), 42);
+}
+
+TEST(CancelTest, CancelTwiceIsHarmless) {
+  watchdog wd(30s);
+  std::latch started{1};
+  seen_cancel seen;
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(sleep_then_return(&started, 5s, &seen));
+  started.wait();
+  EXPECT_TRUE(h.cancel("first"));
+  const bool second = h.cancel("second");  // may race with the task finishing
+  auto e = expect_cancelled([&] { (void)h.join(); });
+  EXPECT_TRUE(e.reason() == "first" || e.reason() == "second") << e.reason();
+  EXPECT_TRUE(h.cancelled());
+  EXPECT_EQ(h.cancelling(), second ? 2u : 1u);
+  EXPECT_EQ(seen.times.load(), 1) << "delivered more than once";
+  EXPECT_FALSE(h.cancel("third"));  // finished now
+}
+
+weft::task<int> spin_then_return_without_await(std::latch* running, std::atomic<bool>* go,
+                                               std::atomic<bool>* saw_request) {
+  running->count_down();
+  while (!go->load(std::memory_order_acquire)) std::this_thread::yield();
+  saw_request->store(weft::this_task::cancel_requested());
+  co_return 9;  // no resume point after the request: completes despite it
+}
+
+TEST(CancelTest, TaskReturningWithoutAnotherResumePointCompletesDespiteTheCancel) {
+  watchdog wd(30s);
+  std::latch running{1};
+  std::atomic<bool> go{false}, saw{false};
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(spin_then_return_without_await(&running, &go, &saw));
+  running.wait();
+  EXPECT_TRUE(h.cancel("too late"));
+  go.store(true, std::memory_order_release);
+  EXPECT_EQ(h.join(), 9);
+  EXPECT_FALSE(h.cancelled());
+  EXPECT_EQ(h.cancelling(), 1u);
+  EXPECT_TRUE(saw.load()) << "cancel_requested() did not see the pending request";
+}
+
+weft::task<void> detached_work(std::latch* done, raii_counter* rc) {
+  raii_probe g(*rc);
+  co_await weft::yield();
+  co_await weft::sleep_for(1ms);
+  co_await weft::checkpoint();
+  done->count_down();
+}
+
+TEST(CancelTest, DroppingTheHandleDetachesTheTask) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  raii_counter rc;
+  {
+    std::latch done{2};
+    weft::runtime rt(with_workers(2));
+    { auto h = rt.spawn(detached_work(&done, &rc)); }
+    { auto h = rt.spawn(detached_work(&done, &rc)); }
+    done.wait();  // both ran to completion without anybody holding a handle
+  }
+  EXPECT_EQ(rc.constructed.load(), 2);
+  EXPECT_EQ(rc.destroyed.load(), 2);
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ------------------------------------------ cancel() racing the suspension
+
+weft::task<double> spin_then_sleep_10s(std::latch* running, std::atomic<bool>* go,
+                                       seen_cancel* seen) {
+  running->count_down();
+  while (!go->load(std::memory_order_acquire)) std::this_thread::yield();
+  const auto t0 = clock_type::now();
+  try {
+    co_await weft::sleep_for(10s);
+  } catch (const cancelled_error& e) {
+    seen->record(e);
+    co_return seconds_since(t0);
+  }
+  co_return 1e9;
+}
+
+TEST(CancelTest, RequestWhileRunningIsDeliveredAtTheNextAwaitWhichDoesNotBlock) {
+  watchdog wd(30s);
+  std::latch running{1};
+  std::atomic<bool> go{false};
+  seen_cancel seen;
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(spin_then_sleep_10s(&running, &go, &seen));
+  running.wait();
+  EXPECT_TRUE(h.cancel("while running"));
+  go.store(true, std::memory_order_release);
+  const double slept = h.join();
+  EXPECT_LT(slept, 2.0) << "the await after a pending request blocked";
+  EXPECT_EQ(seen.times.load(), 1);
+  EXPECT_EQ(seen.reason, "while running");
+}
+
+// The same race without the handshake: cancel() lands at a random moment
+// around the task's first suspension, thousands of times.  A lost request
+// would leave a task asleep for 10 s (or forever in the loops).
+enum class race_body { sleep, yield_loop, checkpoint_loop, await_handle };
+
+weft::task<int> sleep_10s() {
+  co_await weft::sleep_for(10s);
+  co_return 1;
+}
+
+weft::task<int> racing_body(race_body b) {
+  switch (b) {
+    case race_body::sleep:
+      co_await weft::sleep_for(10s);
+      break;
+    case race_body::yield_loop:
+      for (;;) co_await weft::yield();
+    case race_body::checkpoint_loop:
+      for (;;) co_await weft::checkpoint();
+    case race_body::await_handle: {
+      auto h = weft::spawn(sleep_10s());
+      co_return co_await h;
+    }
+  }
+  co_return 0;
+}
+
+class CancelRaceTest : public ::testing::TestWithParam<race_body> {};
+
+TEST_P(CancelRaceTest, CancelRacingTheSuspensionIsNeverLost) {
+  watchdog wd(120s, 10s);
+  const int n = static_cast<int>(scaled(3000, 300));
+  rng r(1234 + static_cast<int>(GetParam()));
+  frame_baseline frames;
+  {
+    weft::runtime rt(with_workers(2));
+    double worst = 0;
+    for (int i = 0; i < n; ++i) {
+      wd.kick();
+      auto h = rt.spawn(racing_body(GetParam()));
+      busy_gap(std::chrono::nanoseconds(r.below(20'000)));
+      const auto t0 = clock_type::now();
+      EXPECT_TRUE(h.cancel("race"));
+      auto e = expect_cancelled([&] { (void)h.join(); });
+      worst = std::max(worst, seconds_since(t0));
+      EXPECT_TRUE(h.cancelled());
+      if (::testing::Test::HasFailure()) break;
+    }
+    EXPECT_LT(worst, 2.0) << "a cancel took this long to be delivered";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+INSTANTIATE_TEST_SUITE_P(Bodies, CancelRaceTest,
+                         ::testing::Values(race_body::sleep, race_body::yield_loop,
+                                           race_body::checkpoint_loop, race_body::await_handle),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case race_body::sleep:
+                               return std::string("Sleep");
+                             case race_body::yield_loop:
+                               return std::string("YieldLoop");
+                             case race_body::checkpoint_loop:
+                               return std::string("CheckpointLoop");
+                             case race_body::await_handle:
+                               return std::string("AwaitHandle");
+                           }
+                           return std::string("Unknown");
+                         });
+
+// ------------------------------------------------- down the await chain
+
+struct chain_state {
+  bool inner_refuses = false;
+  std::latch outer_waiting{1};  // counted down by a task that can only run once outer is suspended
+  seen_cancel inner_seen;
+  seen_cancel outer_seen;
+  std::atomic<bool> inner_sleeping{false};
+  std::atomic<bool> inner_finished{false};
+};
+
+weft::task<int> chain_inner(chain_state* s) {
+  s->inner_sleeping = true;  // set just before the sleep (nothing suspends in between)
+  try {
+    co_await weft::sleep_for(5s);
+  } catch (const cancelled_error& e) {
+    s->inner_seen.record(e);
+    s->inner_finished = true;
+    if (s->inner_refuses) co_return 11;
+    throw;
+  }
+  s->inner_finished = true;
+  co_return 1;
+}
+
+weft::task<void> notify(std::latch* l) {
+  l->count_down();
+  co_return;
+}
+
+// With one worker: `notify` is queued before outer suspends and can only run
+// after outer (and inner) have suspended, so the test's cancel() finds outer
+// suspended on inner's handle and inner asleep.  `inline_join`: outer awaits inner before inner
+// started (the joiner runs it inline); otherwise inner is started first and
+// outer waits for it through the slow path.
+weft::task<int> chain_outer(chain_state* s, bool inline_join) {
+  weft::join_handle<int> inner;
+  if (inline_join) {
+    { auto n = weft::spawn(notify(&s->outer_waiting)); }
+    inner = weft::spawn(chain_inner(s));
+  } else {
+    inner = weft::spawn(chain_inner(s));
+    while (!s->inner_sleeping.load()) co_await weft::yield();  // inner runs up to its sleep
+    { auto n = weft::spawn(notify(&s->outer_waiting)); }
+  }
+  try {
+    co_return co_await inner;
+  } catch (const cancelled_error& e) {
+    s->outer_seen.record(e);
+    throw;
+  }
+}
+
+class CancelChainTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CancelChainTest, CancellingTheAwaiterCancelsTheAwaitedTask) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  {
+    chain_state s;
+    weft::runtime rt(with_workers(1));
+    auto outer = rt.spawn(chain_outer(&s, GetParam()));
+    s.outer_waiting.wait();
+    const auto t0 = clock_type::now();
+    EXPECT_TRUE(outer.cancel("why"));
+    auto e = expect_cancelled([&] { (void)outer.join(); });
+    EXPECT_LT(seconds_since(t0), 2.0) << "inner's 5 s sleep was not interrupted";
+    EXPECT_EQ(e.reason(), "why");
+    EXPECT_TRUE(outer.cancelled());
+    EXPECT_EQ(s.inner_seen.times.load(), 1) << "the awaited task was not cancelled";
+    EXPECT_EQ(s.inner_seen.reason, "why");
+    EXPECT_TRUE(s.inner_seen.kind == cancel_kind::explicit_request ||
+                s.inner_seen.kind == cancel_kind::parent)
+        << weft::to_string(s.inner_seen.kind);
+    EXPECT_EQ(s.outer_seen.times.load(), 1);  // outer's await rethrew inner's outcome
+    EXPECT_TRUE(s.inner_finished.load());
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST_P(CancelChainTest, AwaitedTaskThatRefusesGivesItsValueToTheAwaiter) {
+  watchdog wd(30s);
+  chain_state s;
+  s.inner_refuses = true;
+  weft::runtime rt(with_workers(1));
+  auto outer = rt.spawn(chain_outer(&s, GetParam()));
+  s.outer_waiting.wait();
+  const auto t0 = clock_type::now();
+  EXPECT_TRUE(outer.cancel("why"));
+  EXPECT_EQ(outer.join(), 11);
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_FALSE(outer.cancelled());
+  EXPECT_EQ(s.inner_seen.times.load(), 1);
+  EXPECT_EQ(s.outer_seen.times.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(JoinPath, CancelChainTest, ::testing::Values(true, false),
+                         [](const auto& info) {
+                           return info.param ? std::string("InlineJoin") : std::string("SlowJoin");
+                         });
+
+// ------------------------------------------------------ this_task queries
+
+struct poll_state {
+  std::latch running{1};
+  std::atomic<bool> false_before{false};
+  std::atomic<bool> still_pending_after_query{false};
+  std::atomic<bool> threw{false};
+  std::atomic<bool> clear_after_throw{false};
+  std::atomic<bool> yield_threw{false};
+  std::string reason;
+};
+
+weft::task<int> poll_cancel_requested(poll_state* s) {
+  s->false_before = !weft::this_task::cancel_requested();
+  weft::this_task::throw_if_cancel_requested();  // nothing pending: no throw
+  s->running.count_down();
+  while (!weft::this_task::cancel_requested()) std::this_thread::yield();
+  s->still_pending_after_query = weft::this_task::cancel_requested();  // consumed nothing
+  try {
+    weft::this_task::throw_if_cancel_requested();
+  } catch (const cancelled_error& e) {
+    s->threw = true;
+    s->reason = std::string(e.reason());
+  }
+  s->clear_after_throw = !weft::this_task::cancel_requested();
+  try {
+    co_await weft::yield();  // already delivered: does not throw
+  } catch (const cancelled_error&) {
+    s->yield_threw = true;
+  }
+  co_return 3;
+}
+
+TEST(ThisTaskTest, CancelRequestedAndThrowIfCancelRequestedInsideATask) {
+  watchdog wd(30s);
+  poll_state s;
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(poll_cancel_requested(&s));
+  s.running.wait();
+  EXPECT_TRUE(h.cancel("polled"));
+  EXPECT_EQ(h.join(), 3);
+  EXPECT_TRUE(s.false_before.load());
+  EXPECT_TRUE(s.still_pending_after_query.load());
+  EXPECT_TRUE(s.threw.load());
+  EXPECT_EQ(s.reason, "polled");
+  EXPECT_TRUE(s.clear_after_throw.load());
+  EXPECT_FALSE(s.yield_threw.load());
+  EXPECT_FALSE(h.cancelled());
+}
+
+}  // namespace

@@ -1,0 +1,424 @@
+// Black-box tests of scheduling: yield() always reschedules, checkpoint() and
+// time slices, CPU-bound loops and cancellation, and tasks that migrate
+// between workers seeing the worker they are really on.
+#include <latch>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace weft_test;
+using namespace std::chrono_literals;
+using weft::cancelled_error;
+
+// ------------------------------------------------------------- checkpoint
+
+weft::task<long> cpu_loop_with_checkpoint(std::latch* running, std::atomic<long>* iters) {
+  running->count_down();
+  for (;;) {
+    iters->fetch_add(1, std::memory_order_relaxed);
+    co_await weft::checkpoint();
+  }
+}
+
+class CheckpointCancelTest : public ::testing::TestWithParam<std::chrono::microseconds> {};
+
+TEST_P(CheckpointCancelTest, CpuLoopWithCheckpointIsCancelledPromptly) {
+  watchdog wd(30s);
+  std::latch running{1};
+  std::atomic<long> iters{0};
+  weft::runtime_options opts;
+  opts.workers = 2;
+  opts.time_slice = GetParam();
+  weft::runtime rt(opts);
+  EXPECT_EQ(rt.time_slice(), GetParam());
+  auto h = rt.spawn(cpu_loop_with_checkpoint(&running, &iters));
+  running.wait();
+  // Let it spin a little (no sleep: wait for visible progress).
+  ASSERT_TRUE(spin_until([&] { return iters.load() > 1000; }));
+  const auto t0 = clock_type::now();
+  EXPECT_TRUE(h.cancel("cpu"));
+  try {
+    (void)h.join();
+    ADD_FAILURE() << "not cancelled";
+  } catch (const cancelled_error& e) {
+    EXPECT_EQ(e.reason(), "cpu");
+  }
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_TRUE(h.cancelled());
+}
+
+// The default 2 ms slice, and a 10 s slice: a pending cancel does not wait
+// for the slice to be spent.
+INSTANTIATE_TEST_SUITE_P(Slices, CheckpointCancelTest,
+                         ::testing::Values(std::chrono::microseconds(2000),
+                                           std::chrono::microseconds(10'000'000)),
+                         [](const auto& info) {
+                           return "Slice" + std::to_string(info.param.count()) + "us";
+                         });
+
+TEST(CheckpointTest, DefaultTimeSliceIsTwoMilliseconds) {
+  weft::runtime rt(with_workers(1));
+  EXPECT_EQ(rt.time_slice(), std::chrono::microseconds(2000));
+}
+
+// Documents a limit, as asyncio does: a loop with no resume point cannot be
+// cancelled.  It runs to its (bounded) end and the task completes despite the
+// request, which stays visible to this_task::cancel_requested().
+weft::task<long> cpu_loop_without_await(std::latch* running, std::atomic<bool>* cancel_issued,
+                                        std::atomic<bool>* saw_request) {
+  running->count_down();
+  while (!cancel_issued->load(std::memory_order_acquire)) std::this_thread::yield();
+  volatile long sink = 0;
+  const long n = scaled(20'000'000, 2'000'000);
+  for (long i = 0; i < n; ++i) sink = sink + i;
+  saw_request->store(weft::this_task::cancel_requested());
+  co_return n;
+}
+
+TEST(CheckpointTest, LoopWithoutAnyAwaitCannotBeCancelled) {
+  watchdog wd(60s);
+  std::latch running{1};
+  std::atomic<bool> cancel_issued{false}, saw{false};
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(cpu_loop_without_await(&running, &cancel_issued, &saw));
+  running.wait();
+  EXPECT_TRUE(h.cancel("ignored"));
+  cancel_issued.store(true, std::memory_order_release);
+  EXPECT_EQ(h.join(), scaled(20'000'000, 2'000'000));  // ran to its end
+  EXPECT_FALSE(h.cancelled());
+  EXPECT_EQ(h.cancelling(), 1u);
+  EXPECT_TRUE(saw.load());
+}
+
+// Two CPU-bound tasks on ONE worker, each with checkpoint() in its loop.  Each
+// counts how often it saw the other's counter change between two of its own
+// iterations: on one worker that can only happen if the slice ended, the
+// task was rescheduled and the other ran.  Without time slicing the first
+// task would spin forever (the watchdog would fire).
+struct slice_state {
+  std::atomic<long> count[2]{};
+  std::atomic<int> switches_seen[2]{};
+};
+
+weft::task<long> sliced_spinner(slice_state* s, int me) {
+  const int other = 1 - me;
+  long last_other = s->count[other].load(std::memory_order_relaxed);
+  long iterations = 0;
+  while (s->switches_seen[me].load(std::memory_order_relaxed) < 3) {
+    const long o = s->count[other].load(std::memory_order_relaxed);
+    if (o != last_other) {
+      s->switches_seen[me].fetch_add(1, std::memory_order_relaxed);
+      last_other = o;
+    }
+    s->count[me].fetch_add(1, std::memory_order_relaxed);
+    ++iterations;
+    co_await weft::checkpoint();
+  }
+  co_return iterations;
+}
+
+TEST(CheckpointTest, TimeSliceInterleavesCpuBoundTasksOnOneWorker) {
+  watchdog wd(30s);
+  slice_state s;
+  weft::runtime_options opts;
+  opts.workers = 1;
+  opts.time_slice = std::chrono::microseconds(1000);
+  weft::runtime rt(opts);
+  auto a = rt.spawn(sliced_spinner(&s, 0));
+  auto b = rt.spawn(sliced_spinner(&s, 1));
+  const long ia = a.join();
+  const long ib = b.join();
+  EXPECT_GE(s.switches_seen[0].load(), 3);
+  EXPECT_GE(s.switches_seen[1].load(), 3);
+  EXPECT_GT(ia, 0);
+  EXPECT_GT(ib, 0);
+  std::printf("[ info ] time-slice interleave: %ld and %ld iterations\n", ia, ib);
+}
+
+// ------------------------------------------------------------------ yield
+
+struct yield_state {
+  std::atomic<bool> b_started{false};
+  std::atomic<bool> a_done{false};
+  std::atomic<long> b_count{0};
+  std::atomic<int> a_yields_without_b_progress{0};
+};
+
+weft::task<int> yielder_a(yield_state* s, int n) {
+  while (!s->b_started.load()) co_await weft::yield();
+  for (int i = 0; i < n; ++i) {
+    const long before = s->b_count.load();
+    co_await weft::yield();
+    if (s->b_count.load() == before) s->a_yields_without_b_progress.fetch_add(1);
+  }
+  s->a_done = true;
+  co_return n;
+}
+
+weft::task<long> counter_b(yield_state* s) {
+  s->b_started = true;
+  while (!s->a_done.load()) {
+    s->b_count.fetch_add(1);
+    co_await weft::yield();
+  }
+  co_return s->b_count.load();
+}
+
+TEST(YieldTest, YieldAlwaysReschedulesBehindOtherReadyTasks) {
+  watchdog wd(30s);
+  yield_state s;
+  weft::runtime rt(with_workers(1));
+  auto a = rt.spawn(yielder_a(&s, 1000));
+  auto b = rt.spawn(counter_b(&s));
+  EXPECT_EQ(a.join(), 1000);
+  EXPECT_GE(b.join(), 1000);
+  EXPECT_EQ(s.a_yields_without_b_progress.load(), 0)
+      << "yield() resumed A although B was ready to run";
+}
+
+weft::task<int> lone_yielder(int n) {
+  for (int i = 0; i < n; ++i) co_await weft::yield();
+  co_return n;
+}
+
+TEST(YieldTest, YieldWithNothingElseToRunReturns) {
+  watchdog wd(30s);
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(lone_yielder(10000)), 10000);
+}
+
+weft::task<int> sleeper_set(std::chrono::nanoseconds d, std::atomic<int>* woke) {
+  co_await weft::sleep_for(d);
+  woke->fetch_add(1);
+  co_return 1;
+}
+
+TEST(SleepTest, SleepLastsAtLeastItsDurationAndNonPositiveBehavesAsYield) {
+  watchdog wd(30s);
+  std::atomic<int> woke{0};
+  weft::runtime rt(with_workers(2));
+  const auto t0 = clock_type::now();
+  EXPECT_EQ(rt.block_on(sleeper_set(20ms, &woke)), 1);
+  EXPECT_GE(clock_type::now() - t0, 20ms);
+  EXPECT_EQ(rt.block_on(sleeper_set(0ns, &woke)), 1);
+  EXPECT_EQ(rt.block_on(sleeper_set(-5s, &woke)), 1);
+  EXPECT_EQ(rt.block_on(sleeper_set(std::chrono::nanoseconds::min(), &woke)), 1);
+  EXPECT_EQ(woke.load(), 4);
+}
+
+TEST(SleepTest, HugeDeadlineSaturatesAndIsStillCancellable) {
+  watchdog wd(30s);
+  std::atomic<int> woke{0};
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(sleeper_set(std::chrono::nanoseconds::max(), &woke));
+  auto h2 = rt.spawn(sleeper_set(std::chrono::hours(1), &woke));
+  EXPECT_TRUE(h.cancel("max"));
+  EXPECT_TRUE(h2.cancel("hour"));
+  EXPECT_THROW((void)h.join(), cancelled_error);
+  EXPECT_THROW((void)h2.join(), cancelled_error);
+  EXPECT_EQ(woke.load(), 0);
+}
+
+// ------------------------------------------------------------------ timers
+//
+// Many timers with deadlines 0, negative, minimum, random (0-2 ms), maximum,
+// an hour, and sleep_until(min/max/past); every task with an unreachable
+// deadline is cancelled, a third of the others too.  No timer fires early; a
+// task whose deadline cannot be reached ends cancelled (the timer cannot fire
+// after a successful cancel); deadline arithmetic saturates (UBSan build);
+// every frame is freed.
+
+struct timer_state {
+  std::atomic<long> early{0};
+  std::atomic<long> woke{0};
+};
+
+enum class timer_kind : int {
+  zero,
+  negative,
+  min,
+  random,
+  max,
+  hour,
+  until_max,
+  until_min,
+  until_past,
+  count
+};
+
+weft::task<int> timed_sleeper(timer_kind k, std::chrono::nanoseconds d, timer_state* s) {
+  const auto t0 = clock_type::now();
+  switch (k) {
+    case timer_kind::until_max:
+      co_await weft::sleep_until(clock_type::time_point::max());
+      break;
+    case timer_kind::until_min:
+      co_await weft::sleep_until(clock_type::time_point::min());
+      break;
+    case timer_kind::until_past:
+      co_await weft::sleep_until(t0 - std::chrono::seconds(1));
+      break;
+    default:
+      co_await weft::sleep_for(d);
+      break;
+  }
+  const auto slept = clock_type::now() - t0;
+  const bool unreachable =
+      k == timer_kind::max || k == timer_kind::hour || k == timer_kind::until_max;
+  if (unreachable || (d.count() > 0 && slept < d)) s->early.fetch_add(1);
+  s->woke.fetch_add(1);
+  co_return 1;
+}
+
+TEST(TimerTest, ManyTimersNoneEarlyNoneAfterASuccessfulCancel) {
+  watchdog wd(100s, 20s);
+  const long n = scaled(1'000'000, 100'000, 200'000);
+  const long batch = 2000;
+  timer_state s;
+  long cancelled = 0, values = 0, unreachable_not_cancelled = 0, cancel_refused = 0;
+  frame_baseline frames;
+  const auto t0 = clock_type::now();
+  {
+    weft::runtime rt(with_workers(2));
+    rng r(42);
+    std::vector<weft::join_handle<int>> hs;
+    std::vector<char> must_cancel, asked;
+    hs.reserve(batch);
+    for (long base = 0; base < n; base += batch) {
+      wd.kick();
+      hs.clear();
+      must_cancel.assign(batch, 0);
+      asked.assign(batch, 0);
+      for (long i = 0; i < batch && base + i < n; ++i) {
+        const auto k = static_cast<timer_kind>((base + i) % static_cast<long>(timer_kind::count));
+        std::chrono::nanoseconds d{0};
+        switch (k) {
+          case timer_kind::zero:
+            d = 0ns;
+            break;
+          case timer_kind::negative:
+            d = -1s;
+            break;
+          case timer_kind::min:
+            d = std::chrono::nanoseconds::min();
+            break;
+          case timer_kind::random:
+            d = std::chrono::nanoseconds(r.below(2'000'000));
+            break;
+          case timer_kind::max:
+            d = std::chrono::nanoseconds::max();
+            break;
+          case timer_kind::hour:
+            d = std::chrono::hours(1);
+            break;
+          default:
+            break;
+        }
+        must_cancel[i] =
+            k == timer_kind::max || k == timer_kind::hour || k == timer_kind::until_max;
+        hs.push_back(rt.spawn(timed_sleeper(k, d, &s)));
+      }
+      for (std::size_t i = 0; i < hs.size(); ++i) {
+        if (must_cancel[i] || r.below(3) == 0) {
+          asked[i] = 1;
+          if (!hs[i].cancel("timer") && must_cancel[i]) ++cancel_refused;
+        }
+      }
+      for (std::size_t i = 0; i < hs.size(); ++i) {
+        try {
+          values += hs[i].join();
+          if (must_cancel[i]) ++unreachable_not_cancelled;
+          if (!asked[i] && hs[i].cancelled()) ADD_FAILURE() << "cancelled without a request";
+        } catch (const cancelled_error&) {
+          ++cancelled;
+          if (!asked[i]) ADD_FAILURE() << "cancelled without a request";
+        }
+      }
+      if (::testing::Test::HasFailure()) break;
+    }
+  }
+  EXPECT_EQ(s.early.load(), 0) << "timers fired before their deadline";
+  EXPECT_EQ(unreachable_not_cancelled, 0);
+  EXPECT_EQ(cancel_refused, 0);
+  EXPECT_EQ(values + cancelled, n);
+  EXPECT_EQ(s.woke.load(), values);
+  EXPECT_EQ(frames.now(), frames.start);
+  std::printf("[ info ] timers: %ld in %.2f s; %ld fired, %ld cancelled\n", n, seconds_since(t0),
+              values, cancelled);
+}
+
+// ------------------------------------------------------------- migration
+
+// Regression for the cached-thread-identity pitfall (clang caches
+// pthread_self()/thread-local addresses across a co_await that resumes on
+// another thread): a task must always see the worker it is really on.
+thread_local long tl_slot = 0;
+[[gnu::noinline]] long* tl_slot_addr() { return &tl_slot; }
+[[gnu::noinline]] std::thread::id real_thread_id() { return std::this_thread::get_id(); }
+
+struct migrate_state {
+  std::atomic<long> migrations{0};
+  std::atomic<long> bad_thread_local{0};
+  std::atomic<long> spurious_cancel{0};
+  std::atomic<int> loops_done{0};
+  std::atomic<bool> cancel_issued{false};
+  std::atomic<bool> victim_saw_request{false};
+  std::atomic<bool> victim_finished{false};
+};
+
+weft::task<long> migrating_task(migrate_state* s, long id, int n, bool victim) {
+  std::thread::id prev = real_thread_id();
+  for (int i = 0; i < n; ++i) {
+    co_await weft::yield();
+    const std::thread::id now = real_thread_id();
+    if (now != prev) s->migrations.fetch_add(1, std::memory_order_relaxed);
+    prev = now;
+    const long token = id * 1'000'000 + i;
+    *tl_slot_addr() = token;
+    if (*tl_slot_addr() != token) s->bad_thread_local.fetch_add(1);
+    if (weft::this_task::cancel_requested()) s->spurious_cancel.fetch_add(1);
+  }
+  s->loops_done.fetch_add(1);
+  if (victim) {
+    // Spin (no resume point) until the test cancelled us, then check that the
+    // request is seen by *this* task on the worker it is on now.
+    while (!s->cancel_issued.load(std::memory_order_acquire)) std::this_thread::yield();
+    while (!weft::this_task::cancel_requested())
+      std::this_thread::yield();  // bounded by the watchdog
+    s->victim_saw_request = true;
+    co_await weft::yield();  // delivers
+    co_return -1;
+  }
+  // The bystander keeps migrating and must never see the victim's request.
+  while (!s->victim_finished.load()) {
+    co_await weft::yield();
+    if (weft::this_task::cancel_requested()) s->spurious_cancel.fetch_add(1);
+  }
+  co_return id;
+}
+
+TEST(MigrationTest, TaskSeesTheWorkerItIsReallyOnAfterEveryYield) {
+  watchdog wd(120s);
+  const int n = 10000;  // cheap even under TSan
+  migrate_state s;
+  weft::runtime rt(with_workers(2));
+  auto victim = rt.spawn(migrating_task(&s, 1, n, true));
+  std::vector<weft::join_handle<long>> others;
+  for (long id = 2; id <= 4; ++id) others.push_back(rt.spawn(migrating_task(&s, id, n, false)));
+  ASSERT_TRUE(spin_until([&] { return s.loops_done.load() == 4; }, 60'000ms));
+  EXPECT_TRUE(victim.cancel("migrated"));
+  s.cancel_issued.store(true, std::memory_order_release);
+  EXPECT_THROW((void)victim.join(), cancelled_error);
+  s.victim_finished = true;
+  for (long id = 2; id <= 4; ++id) EXPECT_EQ(others[id - 2].join(), id);
+  EXPECT_TRUE(s.victim_saw_request.load());
+  EXPECT_EQ(s.bad_thread_local.load(), 0);
+  EXPECT_EQ(s.spurious_cancel.load(), 0);
+  std::printf("[ info ] migrations observed: %ld in %d yields x 4 tasks\n", s.migrations.load(), n);
+}
+
+}  // namespace

@@ -1,0 +1,342 @@
+// Black-box tests of shutdown() and the runtime's destructor: live tasks are
+// cancelled with kind shutdown and run their cleanup, shutdown is bounded and
+// idempotent, spawn after shutdown gives an already-cancelled handle, blocking
+// calls from a worker are usage errors, and no frame leaks.
+#include <latch>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace weft_test;
+using namespace std::chrono_literals;
+using weft::cancel_kind;
+using weft::cancelled_error;
+
+struct shutdown_state {
+  std::latch started;
+  raii_counter rc;
+  std::atomic<int> saw_shutdown{0};
+  std::atomic<int> saw_other_kind{0};
+  std::atomic<int> saw_twice{0};
+  explicit shutdown_state(int n) : started(n) {}
+  void record(const cancelled_error& e) {
+    if (e.kind() == cancel_kind::shutdown && e.reason() == "shutdown")
+      saw_shutdown.fetch_add(1);
+    else
+      saw_other_kind.fetch_add(1);
+  }
+};
+
+weft::task<int> live_sleeper(shutdown_state* s) {
+  raii_probe g(s->rc);
+  s->started.count_down();
+  try {
+    co_await weft::sleep_for(std::chrono::hours(1));
+  } catch (const cancelled_error& e) {
+    s->record(e);
+    throw;
+  }
+  co_return 1;
+}
+
+weft::task<int> live_yielder(shutdown_state* s) {
+  raii_probe g(s->rc);
+  s->started.count_down();
+  try {
+    for (;;) co_await weft::yield();
+  } catch (const cancelled_error& e) {
+    s->record(e);
+    throw;
+  }
+}
+
+weft::task<int> live_checkpointer(shutdown_state* s) {
+  raii_probe g(s->rc);
+  s->started.count_down();
+  try {
+    for (;;) co_await weft::checkpoint();
+  } catch (const cancelled_error& e) {
+    s->record(e);
+    throw;
+  }
+}
+
+weft::task<int> plain_sleeper(raii_counter* rc) {
+  raii_probe g(*rc);
+  co_await weft::sleep_for(std::chrono::hours(1));
+  co_return 1;
+}
+
+weft::task<int> live_awaiter(shutdown_state* s) {
+  raii_probe g(s->rc);
+  auto inner = weft::spawn(plain_sleeper(&s->rc));
+  s->started.count_down();
+  try {
+    co_return co_await inner;
+  } catch (const cancelled_error& e) {
+    s->record(e);
+    throw;
+  }
+}
+
+// Awaits a handle owned by the test (a top-level task that is itself live).
+weft::task<int> awaits_other(shutdown_state* s, weft::join_handle<int>* other) {
+  raii_probe g(s->rc);
+  s->started.count_down();
+  try {
+    co_return co_await *other;
+  } catch (const cancelled_error& e) {
+    s->record(e);
+    throw;
+  }
+}
+
+TEST(ShutdownTest, LiveTasksAreCancelledWithKindShutdownAndRunTheirCleanup) {
+  watchdog wd(60s);
+  frame_baseline frames;
+  const int per_kind = 8;
+  const int n_tasks = 5 * per_kind;
+  shutdown_state s(n_tasks);
+  {
+    std::vector<weft::join_handle<int>> hs;
+    hs.reserve(n_tasks);
+    weft::runtime rt(with_workers(2));
+    for (int i = 0; i < per_kind; ++i) {
+      hs.push_back(rt.spawn(live_sleeper(&s)));
+      hs.push_back(rt.spawn(live_yielder(&s)));
+      hs.push_back(rt.spawn(live_checkpointer(&s)));
+      hs.push_back(rt.spawn(live_awaiter(&s)));
+    }
+    for (int i = 0; i < per_kind; ++i) hs.push_back(rt.spawn(awaits_other(&s, &hs[4 * i])));
+    s.started.wait();
+    const auto t0 = clock_type::now();
+    rt.shutdown();
+    const double took = seconds_since(t0);
+    EXPECT_LT(took, 5.0) << "shutdown() took too long";
+    for (std::size_t i = 0; i < hs.size(); ++i) {
+      auto& h = hs[i];
+      EXPECT_TRUE(h.done());
+      EXPECT_TRUE(h.cancelled());
+      // The sleepers hs[4k] were awaited by an awaits_other task, which took
+      // their result: only their state is checked here.
+      if (i < std::size_t(4 * per_kind) && i % 4 == 0) continue;
+      try {
+        (void)h.join();
+        ADD_FAILURE() << "join did not throw";
+      } catch (const cancelled_error& e) {
+        EXPECT_EQ(e.kind(), cancel_kind::shutdown);
+        EXPECT_EQ(e.reason(), "shutdown");
+      }
+    }
+    EXPECT_EQ(s.saw_shutdown.load(), n_tasks);
+    EXPECT_EQ(s.saw_other_kind.load(), 0);
+    // Every RAII local (including the inner sleepers') ran its destructor.
+    EXPECT_EQ(s.rc.constructed.load(), n_tasks + per_kind);
+    EXPECT_EQ(s.rc.destroyed.load(), s.rc.constructed.load());
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(ShutdownTest, DestructorShutsDownLiveTasksWithinABound) {
+  watchdog wd(60s);
+  frame_baseline frames;
+  shutdown_state s(6);
+  {
+    std::vector<weft::join_handle<int>> hs;  // outlive the runtime
+    {
+      weft::runtime rt(with_workers(2));
+      for (int i = 0; i < 2; ++i) {
+        hs.push_back(rt.spawn(live_sleeper(&s)));
+        hs.push_back(rt.spawn(live_yielder(&s)));
+        hs.push_back(rt.spawn(live_awaiter(&s)));
+      }
+      { auto dropped = rt.spawn(plain_sleeper(&s.rc)); }  // detached and live
+      s.started.wait();
+      wd.phase("runtime destructor");
+    }
+    for (auto& h : hs) {
+      EXPECT_TRUE(h.done());
+      EXPECT_TRUE(h.cancelled());
+      EXPECT_THROW((void)h.join(), cancelled_error);
+    }
+    EXPECT_EQ(s.saw_shutdown.load(), 6);
+    EXPECT_EQ(s.rc.destroyed.load(), s.rc.constructed.load());
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+struct refuser_state {
+  std::latch started{1};
+  std::atomic<int> caught{0};
+  std::atomic<bool> cleanup_threw{false};
+  std::atomic<bool> child_ran{false};
+  std::atomic<bool> child_cancelled_at_once{false};
+  std::atomic<bool> child_kind_shutdown{false};
+};
+
+weft::task<int> mark_ran(std::atomic<bool>* ran) {
+  ran->store(true);
+  co_return 3;
+}
+
+weft::task<int> refuse_shutdown_and_clean_up(refuser_state* s) {
+  s->started.count_down();
+  try {
+    co_await weft::sleep_for(std::chrono::hours(1));
+  } catch (const cancelled_error& e) {
+    if (e.kind() == cancel_kind::shutdown) s->caught.fetch_add(1);
+  }
+  // Asynchronous cleanup: further awaits do not throw (one delivery), and a
+  // task spawned now comes back already cancelled.
+  try {
+    co_await weft::yield();
+    co_await weft::checkpoint();
+  } catch (const cancelled_error&) {
+    s->cleanup_threw = true;
+  }
+  auto child = weft::spawn(mark_ran(&s->child_ran));
+  s->child_cancelled_at_once = child.done() && child.cancelled();
+  try {
+    (void)co_await child;
+  } catch (const cancelled_error& e) {
+    s->child_kind_shutdown = e.kind() == cancel_kind::shutdown;
+  }
+  co_return 77;
+}
+
+TEST(ShutdownTest, TaskMayCatchTheShutdownCancelAndFinishItsCleanup) {
+  watchdog wd(60s);
+  frame_baseline frames;
+  refuser_state s;
+  {
+    weft::runtime rt(with_workers(2));
+    auto h = rt.spawn(refuse_shutdown_and_clean_up(&s));
+    s.started.wait();
+    rt.shutdown();
+    EXPECT_TRUE(h.done());
+    EXPECT_FALSE(h.cancelled());
+    EXPECT_EQ(h.join(), 77);
+    EXPECT_EQ(s.caught.load(), 1);
+    EXPECT_FALSE(s.cleanup_threw.load()) << "shutdown was delivered more than once";
+    EXPECT_TRUE(s.child_cancelled_at_once.load());
+    EXPECT_TRUE(s.child_kind_shutdown.load());
+    EXPECT_FALSE(s.child_ran.load());
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(ShutdownTest, SpawnAfterShutdownReturnsAnAlreadyCancelledHandle) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  {
+    std::atomic<bool> ran{false};
+    weft::runtime rt(with_workers(2));
+    rt.shutdown();
+    auto h = rt.spawn(mark_ran(&ran));
+    EXPECT_TRUE(h.done());
+    EXPECT_TRUE(h.cancelled());
+    EXPECT_FALSE(h.cancel("again"));
+    try {
+      (void)h.join();
+      ADD_FAILURE() << "join did not throw";
+    } catch (const cancelled_error& e) {
+      EXPECT_EQ(e.kind(), cancel_kind::shutdown);
+      EXPECT_EQ(e.reason(), "shutdown");
+    }
+    EXPECT_THROW(rt.block_on(mark_ran(&ran)), cancelled_error);
+    { auto dropped = rt.spawn(mark_ran(&ran)); }
+    EXPECT_FALSE(ran.load()) << "a body ran after shutdown";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(ShutdownTest, ShutdownIsIdempotentAndSafeFromSeveralThreads) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  {
+    shutdown_state s(2);
+    weft::runtime rt(with_workers(2));
+    auto a = rt.spawn(live_sleeper(&s));
+    auto b = rt.spawn(live_yielder(&s));
+    s.started.wait();
+    {
+      std::jthread t1([&] { rt.shutdown(); });
+      std::jthread t2([&] { rt.shutdown(); });
+      rt.shutdown();
+    }
+    rt.shutdown();
+    EXPECT_TRUE(a.cancelled());
+    EXPECT_TRUE(b.cancelled());
+    EXPECT_EQ(s.saw_shutdown.load(), 2);
+  }  // the destructor shuts down once more
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+struct misuse_state {
+  std::atomic<bool> block_on_threw{false};
+  std::atomic<bool> join_threw{false};
+  std::atomic<bool> shutdown_threw{false};
+  std::atomic<bool> other_errors{false};
+};
+
+weft::task<int> misuse_from_worker(weft::runtime* rt, weft::join_handle<int>* other,
+                                   misuse_state* s) {
+  try {
+    (void)rt->block_on(value_task(1));
+  } catch (const weft::usage_error&) {
+    s->block_on_threw = true;
+  } catch (...) {
+    s->other_errors = true;
+  }
+  try {
+    (void)other->join();
+  } catch (const weft::usage_error&) {
+    s->join_threw = true;
+  } catch (...) {
+    s->other_errors = true;
+  }
+  try {
+    rt->shutdown();
+  } catch (const weft::usage_error&) {
+    s->shutdown_threw = true;
+  } catch (...) {
+    s->other_errors = true;
+  }
+  co_return 5;
+}
+
+TEST(ShutdownTest, BlockingCallsFromAWorkerThrowUsageError) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  {
+    misuse_state s;
+    raii_counter rc;
+    weft::runtime rt(with_workers(2));
+    auto other = rt.spawn(plain_sleeper(&rc));  // join() on it would block for an hour
+    auto h = rt.spawn(misuse_from_worker(&rt, &other, &s));
+    EXPECT_EQ(h.join(), 5);
+    EXPECT_TRUE(s.block_on_threw.load());
+    EXPECT_TRUE(s.join_threw.load());
+    EXPECT_TRUE(s.shutdown_threw.load());
+    EXPECT_FALSE(s.other_errors.load());
+    // The runtime still works, and the other task is untouched.
+    EXPECT_FALSE(other.done());
+    EXPECT_EQ(rt.block_on(value_task(6)), 6);
+    EXPECT_TRUE(other.cancel("done"));
+    EXPECT_THROW((void)other.join(), cancelled_error);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(ShutdownTest, BlockOnAfterShutdownOnAnIdleRuntimeDoesNotHang) {
+  watchdog wd(30s);
+  weft::runtime rt(with_workers(1));
+  EXPECT_EQ(rt.block_on(value_task(1)), 1);
+  rt.shutdown();
+  EXPECT_THROW(rt.block_on(value_task(2)), cancelled_error);
+}
+
+}  // namespace
