@@ -1,0 +1,122 @@
+// The oneTBB-style cancellation bound, exceptions thrown by cleanup code during
+// cancellation, and the misuse that must die with a clear message instead of
+// hanging (destroying a runtime from one of its own workers).
+#include <atomic>
+#include <latch>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace weft_test;
+using namespace std::chrono_literals;
+
+// ----------------------------------------------------------- cancellation bound
+
+struct bound_state {
+  std::atomic<int> started{0};
+  std::atomic<bool> release{false};
+};
+
+weft::task<int> counted_body(bound_state* s) {
+  s->started.fetch_add(1);
+  // Keep the workers busy until the test has cancelled everything.
+  while (!s->release.load()) co_await weft::yield();
+  co_return 1;
+}
+
+// oneTBB's test: after cancel(), the tasks that start are at most those running
+// at the cancel plus the worker count.  weft cancels per task: once cancel()
+// returned for a queued task, its body never runs, so bodies that start after
+// the last cancel() returned can only be ones a worker had already popped and
+// was about to start -- at most one per worker.
+TEST(CancellationBoundTest, TasksStartingAfterCancelAreAtMostOnePerWorker) {
+  watchdog dog(60s);
+  constexpr unsigned kWorkers = 2;
+  const int n = static_cast<int>(scaled(20'000, 2'000));
+  for (int round = 0; round < 5; ++round) {
+    bound_state s;
+    weft::runtime rt(with_workers(kWorkers));
+    std::vector<weft::join_handle<int>> hs;
+    hs.reserve(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) hs.push_back(rt.spawn(counted_body(&s)));
+    for (auto& h : hs) h.cancel("bound");
+    const int started_at_cancel = s.started.load();
+    s.release.store(true);
+    int values = 0, cancelled = 0;
+    for (auto& h : hs) {
+      try {
+        values += h.join();
+      } catch (const weft::cancelled_error&) {
+        ++cancelled;
+      }
+    }
+    const int started_after = s.started.load() - started_at_cancel;
+    EXPECT_LE(started_after, static_cast<int>(kWorkers)) << "round " << round;
+    EXPECT_EQ(values + cancelled, n);
+    // A body that started before its cancel() sees the request at its next
+    // yield: so every started body ends cancelled too, none with a value.
+    EXPECT_EQ(values, 0);
+  }
+}
+
+// ------------------------------------------- cleanup that throws during cancel
+
+struct cleanup_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+weft::task<int> cleanup_throws(std::latch* asleep) {
+  asleep->count_down();
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const weft::cancelled_error&) {
+    throw cleanup_error("cleanup failed");  // replaces the cancellation
+  }
+  co_return 0;
+}
+
+TEST(CancelCleanupTest, AnExceptionThrownByCleanupReachesTheAwaiterOnceInsteadOfTheCancel) {
+  watchdog dog(30s);
+  frame_baseline frames;
+  {
+    std::atomic<int> hook_calls{0};
+    weft::runtime_options o = with_workers(2);
+    o.unhandled_exception = [&](std::exception_ptr) { hook_calls.fetch_add(1); };
+    weft::runtime rt(std::move(o));
+    std::latch asleep{1};
+    auto h = rt.spawn(cleanup_throws(&asleep));
+    asleep.wait();
+    EXPECT_TRUE(h.cancel("stop"));
+    EXPECT_THROW((void)h.join(), cleanup_error);
+    EXPECT_TRUE(h.done());
+    EXPECT_FALSE(h.cancelled()) << "it finished by its cleanup's exception, not by the cancel";
+    EXPECT_EQ(h.cancelling(), 1u);
+    EXPECT_THROW((void)h.join(), weft::usage_error) << "the outcome is taken once";
+    EXPECT_EQ(hook_calls.load(), 0) << "an observed exception is not reported";
+  }
+}
+
+// --------------------------------------------------------------------- misuse
+
+weft::task<void> destroy_own_runtime(weft::runtime* rt) {
+  delete rt;  // on one of rt's own workers: must abort with a message
+  co_return;
+}
+
+TEST(MisuseDeathTest, DestroyingTheRuntimeFromItsOwnWorkerAbortsWithAMessage) {
+  if (kTsan) GTEST_SKIP() << "death tests fork a multi-threaded process; not under TSan";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto* rt = new weft::runtime(with_workers(1));
+        auto h = rt->spawn(destroy_own_runtime(rt));
+        h.join();  // never returns: the process aborts first
+      },
+      "destroyed by one of its own worker threads");
+}
+
+}  // namespace
