@@ -65,4 +65,24 @@ TEST(ExamplesTest, SeedCancelPrintsTheSixLinesAndCancelWakesTheSleep) {
 #endif
 }
 
+TEST(ExamplesTest, AdvancedTimeoutPrintsTheThreeLinesAndTimesOutAfterOneSecond) {
+#ifndef WEFT_EXAMPLE_DIR
+  GTEST_SKIP() << "WEFT_EXAMPLE_DIR is not defined: the examples were not built";
+#else
+  const std::string path = std::string(WEFT_EXAMPLE_DIR) + "/advanced_timeout";
+  const run_result r = run_program(path);
+  EXPECT_EQ(r.exit_code, 0) << path;
+  const std::vector<std::string> expected = {
+      "[Process] Started",
+      "[Process] Interrupted due to timeout",
+      "Main: Timed out (Task already cancelled)",
+  };
+  EXPECT_EQ(r.lines, expected);
+  // The wait_for is 1 s, the sleep 3 s: about 1 s proves the timeout cancelled
+  // the sleep rather than waiting it out.
+  EXPECT_GE(r.seconds, 0.9);
+  EXPECT_LE(r.seconds, 2.5);
+#endif
+}
+
 }  // namespace
