@@ -148,16 +148,35 @@ bool forward_request(task_core* target, cancel_request* req) {
 
 bool grant_all(void*) noexcept { return true; }
 
-// Wake the tasks watching `core` (shield).  The caller has given up its own
-// reference already; a woken watcher may drop the last handle at once, so we
-// hold a temporary reference while we touch the list (a watcher holds a handle
-// while it is linked, so the count is not zero here).
+// Wake the tasks watching `core` (shield).  The caller still holds its own
+// reference (see mark_done), so the list outlives this call.
 void fire_watchers(task_core* core) noexcept {
-  // Relaxed: taking a reference while another is known to be held.
-  core->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
   core->watchers.lock();
   list_wake(&core->watchers, grant_all, nullptr);
   core->watchers.unlock();
+}
+
+// The completion step: set kDone and drop the running reference in one RMW --
+// unless a watcher is registered (kWatched), then keep the reference (the
+// caller fires the watchers and drops it afterwards).  A CAS, so that the
+// decision and kDone are one atomic step: watch_op's fetch_or either comes
+// before it (we see kWatched and keep our reference while we touch the list)
+// or after it (the watcher sees kDone and never links).  Returns the previous
+// state.
+std::uint32_t mark_done(task_core* core) noexcept {
+  // Relaxed: the CAS below re-reads it.
+  std::uint32_t s = core->state.load(std::memory_order_relaxed);
+  for (;;) {
+    std::uint32_t next = (s & task_core::kWatched) != 0
+                             ? (s | task_core::kDone)
+                             : (s + task_core::kDone - task_core::kRefOne);
+    // acq_rel: release publishes the outcome to the joiner / handle / watchers;
+    // acquire makes a joiner's continuation (written before its kJoiner RMW)
+    // visible here.
+    if (core->state.compare_exchange_weak(s, next, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
+      return s;
+  }
 }
 
 void wake_joiner_from_loop(task_core* core, std::uint32_t prev) noexcept {
@@ -202,14 +221,10 @@ void task_core::lock_hook() noexcept {
 std::coroutine_handle<> complete_task(task_core* core) noexcept {
   worker_hot* w = core->w;
   count_finish(core);
-  // acq_rel: release publishes the outcome (written by the task before
-  // final_suspend) to the joiner / handle; acquire makes the joiner's
-  // continuation (written before its kJoiner RMW) visible here.  One RMW sets
-  // kDone and drops the running reference.
-  std::uint32_t prev =
-      core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  // One RMW sets kDone and (without watchers) drops the running reference.
+  std::uint32_t prev = mark_done(core);
   if (prev & task_core::kWatched) [[unlikely]] {
-    fire_watchers(core);  // holds a temporary reference from here on
+    fire_watchers(core);  // we still hold the running reference
     std::coroutine_handle<> next = std::noop_coroutine();
     if (prev & task_core::kJoiner) {
       task_core* j = core->continuation_core;
@@ -217,9 +232,12 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
       w->current = j;
       next = transfer(j, core->continuation);
     } else if (prev & task_core::kThreadJoiner) {
-      static_cast<std::binary_semaphore*>(core->thread_waiter)->release();
+      auto* sem = static_cast<std::binary_semaphore*>(core->thread_waiter);
+      release_ref(core);  // not the last: the joining thread holds its handle
+      sem->release();
+      return next;
     }
-    release_ref(core);  // the temporary one (may be the last)
+    release_ref(core);  // the running reference (may be the last)
     return next;
   }
   if (prev & task_core::kJoiner) {
@@ -242,35 +260,38 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept {
   core->final_cancel = req;
   core->owner->result = outcome::cancelled;
   count_finish(core);
-  // acq_rel: as in complete_task.
-  std::uint32_t prev =
-      core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  std::uint32_t prev = mark_done(core);
   if (prev & task_core::kWatched) [[unlikely]] {
-    fire_watchers(core);  // holds a temporary reference
-    wake_joiner_from_loop(core, prev & (task_core::kRefOne - 1));  // flags only: never "last" here
-    release_ref(core);
+    fire_watchers(core);  // we still hold the running reference
+    if (prev & task_core::kThreadJoiner) {
+      auto* sem = static_cast<std::binary_semaphore*>(core->thread_waiter);
+      release_ref(core);  // not the last: the joining thread holds its handle
+      sem->release();
+      return;
+    }
+    wake_joiner_from_loop(core, prev & (task_core::kRefOne - 1));  // flags only: never "last"
+    release_ref(core);  // the running reference (may be the last)
     return;
   }
   wake_joiner_from_loop(core, prev);
 }
 
 void finish_inline_atomic(task_core* core) noexcept {
-  // acq_rel: as in complete_task (a forwarded cancel may hold a reference, or
-  // a watcher may be registered).
-  std::uint32_t prev =
-      core->state.fetch_add(task_core::kDone - task_core::kRefOne, std::memory_order_acq_rel);
+  // As complete_task: a forwarded cancel may hold a reference, or a watcher
+  // may be registered.
+  std::uint32_t prev = mark_done(core);
   if (prev & task_core::kWatched) {
-    fire_watchers(core);
-    release_ref(core);  // the temporary reference fire_watchers took
+    fire_watchers(core);  // we still hold the running reference
+    release_ref(core);
   }
 }
 
 bool watch_op(void* obj, bool take) noexcept {
   if (take) return true;  // nothing to take: finishing is not a resource
   auto* core = static_cast<task_core*>(obj);
-  // acq_rel, under the watchers' lock: either complete_task's RMW comes first
-  // (we see kDone and do not wait) or ours does (it sees kWatched and fires
-  // the list after we linked, since it needs this lock).
+  // acq_rel, under the watchers' lock: either mark_done's CAS comes first (we
+  // see kDone and do not wait) or ours does (it sees kWatched, keeps its
+  // reference, and fires the list after we linked, since it needs this lock).
   return (core->state.fetch_or(task_core::kWatched, std::memory_order_acq_rel) &
           task_core::kDone) != 0;
 }

@@ -262,13 +262,28 @@ semaphore::~semaphore() {
   if (waiting) die_with_waiters("weft::semaphore");
 }
 
+namespace {
+// Is a waiter still waiting (armed) in `list`?  A node whose wait was already
+// claimed by interrupt() may still be linked for a moment (interrupt() unlinks
+// it under this lock right after its CAS): it does not count, or a newcomer
+// would queue behind a waiter that is gone while permits are free -- a lost
+// wake-up.  Caller holds the list's lock.
+bool has_armed_waiter(const detail::wait_list& list) noexcept {
+  for (const detail::list_wait* n = list.head; n != nullptr; n = n->next) {
+    // Acquire: pairs with interrupt()'s CAS.
+    if (n->claim.load(std::memory_order_acquire) == detail::list_wait::kArmed) return true;
+  }
+  return false;
+}
+}  // namespace
+
 bool semaphore::op(void* self, bool take) noexcept {
   auto* s = static_cast<semaphore*>(self);
   if (take) {
     --s->count_;
     return true;
   }
-  return s->count_ > 0 && s->list_.head == nullptr;  // FIFO: no overtaking waiters
+  return s->count_ > 0 && !has_armed_waiter(s->list_);  // FIFO: no overtaking waiters
 }
 
 bool semaphore::grant(void* self) noexcept {
@@ -286,7 +301,7 @@ task<void> semaphore::acquire() {
 
 bool semaphore::try_acquire() noexcept {
   list_.lock();
-  bool ok = count_ > 0 && list_.head == nullptr;
+  bool ok = count_ > 0 && !has_armed_waiter(list_);
   if (ok) --count_;
   list_.unlock();
   return ok;

@@ -38,12 +38,15 @@ task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
   request_cancel(target, "timeout", cancel_kind::timeout, where);
 }
 
-void rethrow_timeout_or(std::exception_ptr err) {
+void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline) {
   try {
     std::rethrow_exception(err);
   } catch (const cancelled_error& e) {
-    // The task ended by the deadline's cancellation: that is a timeout.
-    if (e.kind() == cancel_kind::timeout) throw timeout_error();
+    // The task ended by a timeout cancellation and *our* deadline has passed:
+    // our timeout.  A timeout of an enclosing wait_for (its deadline, not
+    // ours) stays a cancelled_error here, as in asyncio, and becomes a
+    // timeout_error only at the wait_for that owns it.
+    if (e.kind() == cancel_kind::timeout && now_ns() >= deadline) throw timeout_error();
     throw;
   }
 }

@@ -175,6 +175,8 @@ struct sleep_awaiter {
 // list's owner (the resource is ours), false when a cancellation that woke it
 // was withdrawn meanwhile (uncancel): the caller waits again.
 struct list_wait_once {
+  list_wait_once(wait_list* l, bool (*o)(void*, bool), void* ob) noexcept
+      : list(l), op(o), obj(ob) {}
   wait_list* list;
   bool (*op)(void*, bool);
   void* obj;

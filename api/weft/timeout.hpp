@@ -50,7 +50,7 @@ task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
                               std::source_location where);
 void retain_for_timer(task_core* target) noexcept;
 
-[[noreturn]] void rethrow_timeout_or(std::exception_ptr err);
+[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline);
 
 template <class T>
 task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_location where) {
@@ -86,7 +86,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
       co_return std::move(*value);
     }
   }
-  rethrow_timeout_or(err);
+  rethrow_timeout_or(err, deadline);
 }
 
 }  // namespace detail

@@ -118,8 +118,10 @@ struct list_wait final : wait_node {
 //
 // Invariants:
 //   refs(state) = (handle alive) + (task not yet completed) + (temporary refs
-//                 taken by cancel forwarding); the frame is destroyed when it
-//                 reaches 0, by whoever brings it there.
+//                 taken by cancel forwarding, and by a wait_for deadline task);
+//                 the frame is destroyed when it reaches 0, by whoever brings
+//                 it there.  With kWatched set, completion keeps its reference
+//                 until the watchers were woken (mark_done in core.cpp).
 //   DONE is set exactly once, after the outcome is written (release).
 //   At most one joiner (JOINER or THREAD_JOINER) is ever registered.
 struct task_core {
