@@ -1,8 +1,10 @@
 // weft/weft.hpp -- everything: #include <weft/weft.hpp>.
 #pragma once
 
+#include "weft/cancellation.hpp"
 #include "weft/errors.hpp"
 #include "weft/runtime.hpp"
 #include "weft/sync.hpp"
 #include "weft/task.hpp"
+#include "weft/task_group.hpp"
 #include "weft/timeout.hpp"

@@ -1,0 +1,510 @@
+// weft/task_group.hpp -- structured concurrency: task_group (asyncio.TaskGroup),
+// when_all and when_any.
+//
+//   weft::task_group g;
+//   auto a = g.spawn(fetch(x));          // join_handle<T>, like weft::spawn
+//   (void)g.spawn(fetch(y));             // the group alone looks after it
+//   co_await g.join();                   // waits for all; see "Failure" below
+//
+//   auto [x, y] = co_await weft::when_all(fetch(x), fetch(y));
+//   auto first  = co_await weft::when_any(fetch(x), fetch(y)); // first.index, first.value
+//
+// ---- task_group semantics ----
+//
+// Children.  spawn(t) starts `t` on the current runtime (from a weft task, as
+// weft::spawn) and returns its join_handle; the handle works as usual (await,
+// cancel, done...).  Each child runs inside a relay coroutine that awaits `t`
+// directly (one extra frame, no extra task), so the group learns each outcome
+// when the child finishes, in O(1).
+//
+// join().  `co_await g.join()` waits until every child has finished, children
+// spawned meanwhile (e.g. by other children) included.  Then:
+//   * if any child failed (finished with an exception other than
+//     cancelled_error), it throws task_group_error holding every such failure,
+//     in the order they happened;
+//   * else, if the task awaiting join() was cancelled meanwhile, it rethrows
+//     that cancelled_error (same kind, reason and location);
+//   * else it returns.  Children that finished cancelled are not failures.
+// join() may be awaited once; afterwards the group is closed and spawn()
+// throws usage_error.  Children may spawn siblings while join() waits.
+//
+// Failure.  The first child that fails cancels every other child, running or
+// not yet started, with cancel_kind::group, reason "sibling failed: <what()>"
+// and, as the location, the spawn() call that started the failing child.
+// Children spawned after that start already cancelled (their body never
+// runs).  The task that owns the group is not cancelled: it learns of the
+// failure from join().
+//
+// Cancelling the owner.  join() is a cancellation point: when the task
+// awaiting it is cancelled, every child is cancelled with cancel_kind::parent
+// and the owner's reason and location, join() keeps waiting until all of them
+// have finished (further requests meanwhile change nothing), and then throws
+// as described above.  cancel(reason) / cancel_as(...) cancel all children
+// (and later ones) without cancelling the owner: join() then returns normally
+// unless a child failed.
+//
+// Lifetime ("no child outlives its group").  In the joined path every child has
+// finished before join() returns: its last user code ran, and its handle
+// reports done().  (A child cancelled through its handle before it ever ran
+// tells nobody; join() notices it by polling while nothing else is left to
+// wait for: yield(), then sleeps from 20 us growing to about 1 ms.)  A group destroyed while children are still live -- its
+// owner never awaited join(), typically because an exception unwound past it
+// -- cannot co_await in its destructor.  It then:
+//   1. cancels every child with cancel_kind::parent, reason
+//      "task_group destroyed", and the location where the group was
+//      constructed; children not yet started never run their body;
+//   2. on a thread that is not a worker of the group's runtime: blocks until
+//      every started child has finished (a latch-like wait), so no child
+//      outlives the group;
+//      on a worker of that runtime: does not block on running children
+//      (blocking a worker could deadlock it; it only spins through the few
+//      instructions between a child's last user code and its completion);
+//      the cancelled children finish on their own moments later.
+//      They hold the group's reference-counted state, so nothing they touch
+//      dangles.  This is the one case where a child outlives the group
+//      object: write `co_await g.join()` on every path to avoid it.
+//   3. never throws.  The owner sees only its own exception unwinding.
+//      Child failures the group recorded but never reported (join() never
+//      ran) reach the runtime's unhandled-exception hook as one
+//      task_group_error, through a small detached task; failures after the
+//      destruction reach the hook like those of any task whose handle was
+//      dropped.
+// During runtime shutdown weft refuses event waits and sleeps; join() then
+// polls with yield() (which still reschedules) until every child has ended, so
+// the guarantee holds during shutdown too; the owner's shutdown cancellation
+// is forwarded to the children (cancel_kind::parent, reason "shutdown") and
+// rethrown at the end.
+//
+// Exceptions reported once.  A child whose handle you discard
+// (`(void)g.spawn(...)`) and that fails is reported by join()'s
+// task_group_error only (the runtime's unhandled-exception hook does not see it
+// too).  A handle you keep is yours: if you drop it without awaiting a failed
+// child, the hook sees that failure as well, as for any handle.
+//
+// Thread safety: spawn(), cancel(), cancel_as(), size() may be called from
+// any task of the group's runtime (e.g. children), concurrently.  join() once.
+// The group itself is neither copyable nor movable.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <source_location>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "weft/detail/core.hpp"
+#include "weft/errors.hpp"
+#include "weft/sync.hpp"
+#include "weft/task.hpp"
+
+namespace weft {
+
+// Thrown by task_group::join() when children failed (asyncio's
+// ExceptionGroup).  Holds every child failure, in the order they happened.
+class task_group_error : public std::exception {
+ public:
+  explicit task_group_error(std::vector<std::exception_ptr> errors);
+  // Every child failure (never empty, never a cancelled_error).
+  const std::vector<std::exception_ptr>& exceptions() const noexcept { return errors_; }
+  std::size_t size() const noexcept { return errors_.size(); }
+  // "task_group: <n> child task(s) failed; first: <what() of the first>".
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  std::vector<std::exception_ptr> errors_;
+  std::string what_;
+};
+
+namespace detail {
+
+struct cancel_info {
+  std::string reason;
+  cancel_kind kind;
+  std::source_location where;
+};
+
+// One child.  Allocated by spawn(), freed by whoever unlinks it for good (a
+// reap once its task is done, or the relay itself at its end when the group
+// was destroyed meanwhile), or by ~group_state for children that were
+// abandoned.  All fields are guarded
+// by group_state::mu.
+struct group_entry {
+  group_entry* prev = nullptr;
+  group_entry* next = nullptr;
+  task_core* core = nullptr;           // the relay task
+  std::source_location where;          // the spawn() call
+  std::unique_ptr<cancel_info> mark;   // cancelled by the group before it started
+  bool started = false;                // its relay has begun (moved to `running`)
+  bool group_ref = false;              // the group holds a reference on `core`
+  bool cancel_sent = false;            // the group already cancelled it (running)
+  bool failure_recorded = false;       // its failure is in group_state::errors
+};
+
+struct entry_list {
+  group_entry* head = nullptr;
+  group_entry* tail = nullptr;
+  std::size_t size = 0;
+  bool empty() const noexcept { return head == nullptr; }
+  void push_back(group_entry* e) noexcept;
+  void erase(group_entry* e) noexcept;
+};
+
+// State shared by the group object, join(), and every relay (each holds a
+// shared_ptr), so a relay never touches freed memory even when the group
+// object is gone.
+//
+// Reference protocol on a child's core (why the group may touch it):
+//   * spawn() takes a reference (group_ref) right after spawning, under `mu`,
+//     before the relay can start (its first step takes `mu`).
+//   * When the relay ends, its entry moves to `finished` with the reference;
+//     join() (or a later relay's end) drops it once the task is done (kDone
+//     seen with an acquire load), so that after join() every child's handle
+//     reports done().
+//   * A child that finishes without ever starting (cancelled through its
+//     handle before it ran, or by shutdown) never runs its relay: join() finds
+//     it done the same way and drops the reference then.
+//   * Destruction with live children drops the references of children not yet
+//     started, under `mu`, so before the relay's first step; a relay that ends
+//     after that drops its own (it still runs, so it is never the last).
+// The group never does a read-modify-write on a child's state word at any
+// other moment: the handle owner's inline join finishes a child with a plain
+// store (see handle_awaiter::await_resume), which must not race with one.
+struct group_state {
+  std::mutex mu;
+  entry_list unstarted;  // spawned, relay not yet begun
+  entry_list running;    // relay begun, not yet ended
+  entry_list finished;   // relay ended (its last user code ran); task maybe not yet kDone
+  std::vector<std::exception_ptr> errors;  // child failures, in order
+  std::optional<cancel_info> mark;         // the group-wide cancellation, if any
+  std::source_location created;            // where the group was constructed
+  runtime_impl* rt = nullptr;              // the runtime of the children
+  bool failed = false;       // a child failed (siblings were cancelled)
+  bool joining = false;      // join() was called
+  bool closed = false;       // join() finished: spawn() refuses
+  bool orphaned = false;     // destroyed with live children
+  bool join_waiting = false; // join() waits on `changed` for `running` to empty
+  event changed;             // set when `running` empties while join() waits
+  std::condition_variable drained;  // orphaned: `running` emptied (blocking destructor)
+
+  group_state() = default;
+  group_state(const group_state&) = delete;
+  group_state& operator=(const group_state&) = delete;
+  ~group_state();
+
+  // Under mu.
+  void cancel_all_locked(cancel_kind kind, const std::string& reason, std::source_location where);
+  // Under mu: drop the references of children not yet started; returns the
+  // cores whose last reference that was (destroy them after unlocking).
+  void release_unstarted_locked(std::vector<task_core*>& to_destroy);
+  // Under mu: unlink children that finished without starting.
+  void reap_unstarted_locked(std::vector<task_core*>& to_destroy);
+  // Under mu: unlink ended children whose task is done (kDone published).
+  void reap_finished_locked(std::vector<task_core*>& to_destroy);
+};
+
+// The relay's two calls.  on_start returns the cancellation the child must
+// start with (the group cancelled it before it ran), or null.
+std::exception_ptr group_on_start(group_state& s, group_entry* e);
+void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexcept;
+
+// spawn()'s steps, around the actual spawn (which happens under s.mu).
+void group_admit_locked(group_state& s, group_entry* e);
+void group_adopt_locked(group_state& s, group_entry* e, task_core* core);
+
+task<void> group_join(std::shared_ptr<group_state> s);
+void group_destroy(std::shared_ptr<group_state> s) noexcept;
+[[noreturn]] void throw_group_needs_worker();
+
+template <class T>
+task<T> group_relay(std::shared_ptr<group_state> s, group_entry* e, task<T> t) {
+  std::exception_ptr err = group_on_start(*s, e);
+  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
+  if (!err) {
+    try {
+      task<T> body = std::move(t);  // freed as soon as it finished
+      if constexpr (std::is_void_v<T>) {
+        co_await std::move(body);
+        value.emplace(true);
+      } else {
+        value.emplace(co_await std::move(body));
+      }
+    } catch (...) {
+      err = std::current_exception();
+    }
+  }
+  group_on_end(*s, e, err);  // last touch of the group for this child
+  if (err) std::rethrow_exception(err);
+  if constexpr (!std::is_void_v<T>) co_return std::move(*value);
+}
+
+}  // namespace detail
+
+class task_group {
+ public:
+  // `where` names the group in the "task_group destroyed" cancellation.
+  explicit task_group(std::source_location where = std::source_location::current());
+  // See "Lifetime" in the file comment.
+  ~task_group();
+  task_group(const task_group&) = delete;
+  task_group& operator=(const task_group&) = delete;
+
+  // Spawn `t` as a child (see the file comment).  From a weft task only
+  // (usage_error elsewhere, or on another runtime than earlier children), and
+  // not after join() finished (usage_error).  During runtime shutdown the
+  // handle comes back already cancelled, like weft::spawn.
+  template <class T>
+  join_handle<T> spawn(task<T> t, std::source_location where = std::source_location::current()) {
+    if (!t.valid()) detail::throw_empty_task();
+    if (detail::current_worker() == nullptr) detail::throw_group_needs_worker();
+    auto* e = new detail::group_entry;
+    e->where = where;
+    task<T> relay;
+    try {
+      relay = detail::group_relay<T>(state_, e, std::move(t));
+    } catch (...) {
+      delete e;
+      throw;
+    }
+    join_handle<T> h;
+    {
+      std::unique_lock lk(state_->mu);
+      try {
+        detail::group_admit_locked(*state_, e);  // throws usage_error when closed
+      } catch (...) {
+        lk.unlock();
+        delete e;
+        throw;  // `relay` (and the child) are destroyed outside the lock
+      }
+      // Cannot throw: we are on a worker.  The relay may run on a thief at
+      // once, but its first step needs `mu`.
+      h = weft::spawn(std::move(relay));
+      detail::group_adopt_locked(*state_, e, &h.handle().promise().own_core());
+    }
+    return h;
+  }
+
+  // Wait for every child (see the file comment).  Await it once.
+  task<void> join() { return detail::group_join(state_); }
+
+  // Cancel every child, and every child spawned later, with
+  // cancel_kind::explicit_request (cancel) or `kind` (cancel_as).  The owner
+  // is not cancelled; join() returns normally unless a child failed.  Only the
+  // first group-wide cancellation is kept for children spawned later.
+  void cancel(std::string reason = {}, std::source_location where = std::source_location::current()) {
+    cancel_as(cancel_kind::explicit_request, std::move(reason), where);
+  }
+  void cancel_as(cancel_kind kind, std::string reason,
+                 std::source_location where = std::source_location::current());
+
+  // Children not yet finished (a snapshot).
+  std::size_t size() const;
+
+ private:
+  std::shared_ptr<detail::group_state> state_;
+};
+
+// ---- when_all / when_any ----
+
+// The value a task<T> contributes to a heterogeneous result: T, or
+// std::monostate for task<void>.
+template <class T>
+using when_value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+// when_any's result: which task finished first (its position in the
+// arguments / vector) and its value.
+template <class T>
+struct when_any_result {
+  std::size_t index;
+  T value;
+};
+
+namespace detail {
+
+template <class T, class Slot>
+task<void> store_result(Slot* slot, task<T> t) {
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(t);
+    slot->emplace();
+  } else {
+    slot->emplace(co_await std::move(t));
+  }
+}
+
+// First to finish (value, exception or cancellation) wins `won`.
+template <class V>
+struct race_state {
+  std::atomic<bool> won{false};
+  std::size_t index = 0;          // written by the winner, read after join()
+  std::exception_ptr error;       // likewise
+  std::optional<V> value;         // likewise
+};
+
+void cancel_losers(task_group& g, std::size_t winner);
+
+// Hetero: V is a std::variant and the value goes in alternative I.
+template <bool Hetero, std::size_t I, class T, class V>
+task<void> race_one(race_state<V>* st, task_group* g, std::size_t index, task<T> t) {
+  std::exception_ptr err;
+  std::optional<when_value_t<T>> v;
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(t);
+      v.emplace();
+    } else {
+      v.emplace(co_await std::move(t));
+    }
+  } catch (...) {
+    err = std::current_exception();
+  }
+  // acq_rel: the one winner; join() (mutex + event) publishes its writes.
+  if (st->won.exchange(true, std::memory_order_acq_rel)) co_return;  // a loser: outcome dropped
+  st->index = index;
+  if (err) {
+    st->error = err;
+  } else if constexpr (Hetero) {
+    st->value.emplace(std::in_place_index<I>, std::move(*v));
+  } else {
+    st->value.emplace(std::move(*v));
+  }
+  cancel_losers(*g, index);
+}
+
+template <class... Vs, std::size_t... I>
+std::tuple<Vs...> unwrap_slots(std::tuple<std::optional<Vs>...>& slots, std::index_sequence<I...>) {
+  return std::tuple<Vs...>(std::move(*std::get<I>(slots))...);
+}
+
+// Awaits g.join(); returns the failure to rethrow (the first child failure), or
+// rethrows the join's cancellation.
+task<std::exception_ptr> join_fail_fast(task_group* g);
+
+}  // namespace detail
+
+// Run every task concurrently (children of an internal task_group) and give
+// all their values, in argument order; void tasks give std::monostate.  Fails
+// fast: the first failure cancels the others (cancel_kind::group), waits for
+// them, and rethrows that failure itself (not a task_group_error).  Cancelling
+// the awaiting task cancels them all (cancel_kind::parent), waits, and
+// rethrows the cancellation.  Must be awaited from a weft task.
+template <class... Ts>
+task<std::tuple<when_value_t<Ts>...>> when_all(task<Ts>... ts) {
+  std::tuple<std::optional<when_value_t<Ts>>...> slots;
+  std::exception_ptr failure;
+  {
+    task_group g;
+    std::exception_ptr spawn_error;
+    try {
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        ((void)g.spawn(detail::store_result<Ts>(&std::get<I>(slots), std::move(ts))), ...);
+      }(std::index_sequence_for<Ts...>{});
+    } catch (...) {
+      spawn_error = std::current_exception();
+      g.cancel("when_all: spawn failed");
+    }
+    failure = co_await detail::join_fail_fast(&g);
+    if (spawn_error) std::rethrow_exception(spawn_error);
+  }
+  if (failure) std::rethrow_exception(failure);
+  co_return detail::unwrap_slots(slots, std::index_sequence_for<Ts...>{});
+}
+
+// when_all over a vector: the values in the vector's order.
+template <class T>
+  requires(!std::is_void_v<T>)
+task<std::vector<T>> when_all(std::vector<task<T>> ts) {
+  std::vector<std::optional<T>> slots(ts.size());
+  std::exception_ptr failure;
+  {
+    task_group g;
+    std::exception_ptr spawn_error;
+    try {
+      for (std::size_t i = 0; i < ts.size(); ++i)
+        (void)g.spawn(detail::store_result<T>(&slots[i], std::move(ts[i])));
+    } catch (...) {
+      spawn_error = std::current_exception();
+      g.cancel("when_all: spawn failed");
+    }
+    failure = co_await detail::join_fail_fast(&g);
+    if (spawn_error) std::rethrow_exception(spawn_error);
+  }
+  if (failure) std::rethrow_exception(failure);
+  std::vector<T> out;
+  out.reserve(slots.size());
+  for (auto& s : slots) out.push_back(std::move(*s));
+  co_return out;
+}
+
+// when_all over a vector of task<void>: completes (or fails fast) like the
+// others; there are no values to give.
+task<void> when_all(std::vector<task<void>> ts);
+
+// Run every task concurrently; the first to finish wins: its index and value
+// are returned -- or, if it finished with an exception (cancelled_error
+// included), that exception is rethrown -- after every other task was
+// cancelled (cancel_kind::group, reason "when_any: task <i> finished first")
+// and has finished.  The outcomes of the others are dropped.  The value is a
+// std::variant whose active alternative is `index` (void tasks give
+// std::monostate).  Cancelling the awaiting task cancels all of them
+// (cancel_kind::parent), waits, and rethrows the cancellation.  At least one
+// task (usage_error otherwise).
+template <class... Ts>
+  requires(sizeof...(Ts) > 0)
+task<when_any_result<std::variant<when_value_t<Ts>...>>> when_any(task<Ts>... ts) {
+  using V = std::variant<when_value_t<Ts>...>;
+  detail::race_state<V> st;
+  std::exception_ptr failure;
+  {
+    task_group g;
+    std::exception_ptr spawn_error;
+    try {
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        ((void)g.spawn(detail::race_one<true, I, Ts, V>(&st, &g, I, std::move(ts))), ...);
+      }(std::index_sequence_for<Ts...>{});
+    } catch (...) {
+      spawn_error = std::current_exception();
+      g.cancel("when_any: spawn failed");
+    }
+    failure = co_await detail::join_fail_fast(&g);
+    if (spawn_error) std::rethrow_exception(spawn_error);
+  }
+  if (failure) std::rethrow_exception(failure);
+  if (st.error) std::rethrow_exception(st.error);
+  co_return when_any_result<V>{st.index, std::move(*st.value)};
+}
+
+// when_any over a vector: the winner's position in the vector and its value
+// (std::monostate for task<void>).
+template <class T>
+task<when_any_result<when_value_t<T>>> when_any(std::vector<task<T>> ts) {
+  using V = when_value_t<T>;
+  if (ts.empty()) throw usage_error("weft::when_any: no tasks");
+  detail::race_state<V> st;
+  std::exception_ptr failure;
+  {
+    task_group g;
+    std::exception_ptr spawn_error;
+    try {
+      for (std::size_t i = 0; i < ts.size(); ++i)
+        (void)g.spawn(detail::race_one<false, 0, T, V>(&st, &g, i, std::move(ts[i])));
+    } catch (...) {
+      spawn_error = std::current_exception();
+      g.cancel("when_any: spawn failed");
+    }
+    failure = co_await detail::join_fail_fast(&g);
+    if (spawn_error) std::rethrow_exception(spawn_error);
+  }
+  if (failure) std::rethrow_exception(failure);
+  if (st.error) std::rethrow_exception(st.error);
+  co_return when_any_result<V>{st.index, std::move(*st.value)};
+}
+
+}  // namespace weft

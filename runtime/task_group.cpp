@@ -1,0 +1,481 @@
+// runtime/task_group.cpp -- task_group, and the non-template parts of
+// when_all / when_any.
+//
+// A child's life, by named steps (every step holds group_state::mu):
+//   admit:   spawn() links a new entry into `unstarted` (marked cancelled if
+//            the group already is);
+//   adopt:   right after weft::spawn, still under mu: the entry learns its
+//            core and the group takes a reference on it (group_ref);
+//   start:   the relay's first step moves the entry to `running`; a child the
+//            group cancelled before this point ends at once with that
+//            cancellation (its body never runs);
+//   end:     the relay's last step records a failure (and cancels the
+//            siblings), moves the entry to `finished` (keeping group_ref), and
+//            wakes join() when `running` became empty;
+//   reap:    entries in `finished` whose task has published kDone are unlinked
+//            and their group_ref dropped (by join(), by a later relay's end,
+//            by the destructor), so after join() every handle reports done().
+//            join() likewise unlinks entries still in `unstarted` whose task
+//            is done (finished without ever starting: cancelled through its
+//            handle, or by shutdown).  Nothing else would tell
+//            the group about them, so join() polls for them while nothing is
+//            running (yield, then sleeps of growing length); while children
+//            run it sleeps on an event instead.  During shutdown (weft refuses
+//            event waits and sleeps then) it polls with yield() only.
+//   abandon: destruction with live children: group_ref of every unstarted
+//            entry is dropped under mu (before any relay can start, so never
+//            racing an inline join's plain store), and the entries stay
+//            linked until their relay runs or ~group_state frees them; relays
+//            that end after that drop their own group_ref and free their entry.
+#include "weft/task_group.hpp"
+
+#include <cstdio>
+#include <string>
+#include <thread>
+
+namespace weft {
+
+namespace {
+std::string first_message(const std::vector<std::exception_ptr>& errors) {
+  if (errors.empty()) return "(none)";
+  try {
+    std::rethrow_exception(errors.front());
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+}  // namespace
+
+task_group_error::task_group_error(std::vector<std::exception_ptr> errors)
+    : errors_(std::move(errors)) {
+  what_ = "task_group: " + std::to_string(errors_.size()) + " child task(s) failed; first: " +
+          first_message(errors_);
+}
+
+namespace detail {
+
+namespace {
+
+constexpr unsigned kYieldPolls = 16;  // polls by yield() before sleeping between polls
+
+std::chrono::nanoseconds poll_delay(unsigned polls) noexcept {
+  // 20 us, doubling, at most ~1.3 ms: a child that finished without starting is
+  // rare (cancelled through its handle before it ran); the usual unstarted
+  // child simply has not been picked up yet and starts within a few polls.
+  unsigned shift = polls - kYieldPolls;
+  if (shift > 6) shift = 6;
+  return std::chrono::microseconds(20) * (1u << shift);
+}
+
+// Is the runtime of the calling worker shutting down?  Relaxed: a hint; a
+// refused wait (it throws) sends us around the loop to look again.
+bool runtime_stopping_here() noexcept {
+  worker_hot* w = current_worker();
+  return w != nullptr && w->stopping.load(std::memory_order_relaxed);
+}
+
+void destroy_all(std::vector<task_core*>& cores) noexcept {
+  for (task_core* c : cores) destroy_task(c);
+  cores.clear();
+}
+
+// Drop group_ref on a core that the relay will never release.  Under mu.
+void drop_ref_locked(group_entry* e, std::vector<task_core*>& to_destroy) noexcept {
+  e->group_ref = false;
+  if (e->failure_recorded) {
+    // Reported once (see group_on_end): if ours is the last reference, no
+    // handle is left and the group's report is the only one.  Acquire: the
+    // handle's release (an RMW) happened before.
+    if (task_core::refs(e->core->state.load(std::memory_order_acquire)) == 1) {
+      e->core->observed = true;
+    }
+  }
+  // acq_rel: as release_ref; the destruction itself is deferred past mu
+  // (destroying the frame runs user destructors).
+  std::uint32_t prev = e->core->state.fetch_sub(task_core::kRefOne, std::memory_order_acq_rel);
+  if (task_core::refs(prev) == 1) to_destroy.push_back(e->core);
+}
+
+std::string describe(const std::exception_ptr& err) {
+  try {
+    std::rethrow_exception(err);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+bool is_cancellation(const std::exception_ptr& err) {
+  try {
+    std::rethrow_exception(err);
+  } catch (const cancelled_error&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+task<void> rethrow_to_hook(std::vector<std::exception_ptr> errors) {
+  throw task_group_error(std::move(errors));
+  co_return;  // (makes this a coroutine)
+}
+
+// Failures the group recorded that nobody will read (join() never ran).
+void report_unread(runtime_impl* rt, std::vector<std::exception_ptr> errors) noexcept {
+  worker_hot* w = current_worker();
+  // Only from a worker of the same runtime do we know the runtime is alive.
+  // Relaxed: a hint; a spawn that misses it comes back cancelled and unrun
+  // (then the failures are lost, as everything else of a runtime shutting
+  // down that nobody awaits).
+  if (w != nullptr && w->rt == rt && !w->stopping.load(std::memory_order_relaxed)) {
+    try {
+      // A detached task that fails: the runtime's unhandled-exception hook
+      // gets the task_group_error.
+      (void)weft::spawn(rethrow_to_hook(std::move(errors)));
+      return;
+    } catch (...) {
+    }
+  }
+  task_group_error e(std::move(errors));
+  std::fprintf(stderr, "weft: a task_group was destroyed without join(): %s\n", e.what());
+}
+
+}  // namespace
+
+void entry_list::push_back(group_entry* e) noexcept {
+  e->next = nullptr;
+  e->prev = tail;
+  if (tail != nullptr) {
+    tail->next = e;
+  } else {
+    head = e;
+  }
+  tail = e;
+  ++size;
+}
+
+void entry_list::erase(group_entry* e) noexcept {
+  if (e->prev != nullptr) {
+    e->prev->next = e->next;
+  } else {
+    head = e->next;
+  }
+  if (e->next != nullptr) {
+    e->next->prev = e->prev;
+  } else {
+    tail = e->prev;
+  }
+  e->next = e->prev = nullptr;
+  --size;
+}
+
+group_state::~group_state() {
+  // Only entries that were abandoned (no reference held; their relay never
+  // ran) can be left: a running relay or a held reference keeps us alive.
+  for (entry_list* l : {&unstarted, &running, &finished}) {
+    while (group_entry* e = l->head) {
+      l->erase(e);
+      delete e;
+    }
+  }
+}
+
+void group_state::cancel_all_locked(cancel_kind kind, const std::string& reason,
+                                    std::source_location where) {
+  if (!mark) mark = cancel_info{reason, kind, where};
+  for (group_entry* e = unstarted.head; e != nullptr; e = e->next) {
+    if (!e->mark) e->mark = std::make_unique<cancel_info>(cancel_info{reason, kind, where});
+  }
+  for (group_entry* e = running.head; e != nullptr; e = e->next) {
+    if (e->cancel_sent) continue;
+    e->cancel_sent = true;
+    // The relay is between start and end (it needs mu to end): alive.
+    request_cancel(e->core, reason, kind, where);
+  }
+}
+
+void group_state::release_unstarted_locked(std::vector<task_core*>& to_destroy) {
+  for (group_entry* e = unstarted.head; e != nullptr; e = e->next) {
+    if (e->group_ref) drop_ref_locked(e, to_destroy);
+  }
+}
+
+void group_state::reap_unstarted_locked(std::vector<task_core*>& to_destroy) {
+  group_entry* e = unstarted.head;
+  while (e != nullptr) {
+    group_entry* next = e->next;
+    // Acquire: pairs with complete_unstarted's release RMW (kDone).  Still in
+    // `unstarted` and done: its relay never ran and never will.
+    if (e->group_ref &&
+        (e->core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
+      unstarted.erase(e);
+      drop_ref_locked(e, to_destroy);
+      delete e;
+    }
+    e = next;
+  }
+}
+
+void group_state::reap_finished_locked(std::vector<task_core*>& to_destroy) {
+  group_entry* e = finished.head;
+  while (e != nullptr) {
+    group_entry* next = e->next;
+    // Acquire: pairs with the release that published kDone (complete_task's
+    // RMW, or the inline joiner's release store).  Only after it may we
+    // modify the word (see the reference protocol).
+    if ((e->core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
+      finished.erase(e);
+      drop_ref_locked(e, to_destroy);
+      delete e;
+    }
+    e = next;
+  }
+}
+
+std::exception_ptr group_on_start(group_state& s, group_entry* e) {
+  std::unique_ptr<cancel_info> mark;
+  {
+    std::lock_guard lk(s.mu);
+    s.unstarted.erase(e);
+    s.running.push_back(e);
+    e->started = true;
+    mark = std::move(e->mark);
+  }
+  if (!mark) return nullptr;
+  return std::make_exception_ptr(cancelled_error(std::move(mark->reason), mark->kind, mark->where));
+}
+
+void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexcept {
+  const bool failure = err && !is_cancellation(err);
+  std::string what = failure ? describe(err) : std::string();
+  std::vector<task_core*> to_destroy;
+  {
+    std::lock_guard lk(s.mu);
+    s.running.erase(e);
+    if (failure) {
+      if (!s.orphaned && !s.closed) {
+        s.errors.push_back(err);
+        e->failure_recorded = true;
+        // Reported once: with no handle left (only our running reference and
+        // group_ref), join()'s task_group_error is the one report; tell the
+        // runtime so it does not report it again when the frame goes.  No
+        // handle means nobody can take the result, so `observed` is ours.
+        // Acquire: a handle dropped on another thread is fully gone.
+        std::uint32_t st = e->core->state.load(std::memory_order_acquire);
+        if (task_core::refs(st) == 1u + (e->group_ref ? 1u : 0u)) e->core->observed = true;
+      }
+      if (!s.failed) {
+        s.failed = true;
+        s.cancel_all_locked(cancel_kind::group, "sibling failed: " + what, e->where);
+      }
+    }
+    // Earlier children that have published kDone meanwhile: let them go (keeps
+    // a long-lived group's memory bounded without waking join()).
+    s.reap_finished_locked(to_destroy);
+    if (s.orphaned) {
+      // Nobody will reap us: drop our own reference while we still run (so it
+      // is never the last one, and never races an inline join's store).
+      if (e->group_ref) release_ref(e->core);
+      delete e;
+    } else {
+      s.finished.push_back(e);  // join() drops group_ref once we are done
+    }
+    if (s.running.empty()) {
+      if (s.join_waiting) {
+        s.join_waiting = false;
+        s.changed.set();
+      }
+      if (s.orphaned) s.drained.notify_all();
+    }
+  }
+  destroy_all(to_destroy);
+}
+
+void group_admit_locked(group_state& s, group_entry* e) {
+  if (s.closed) {
+    throw usage_error("weft::task_group::spawn: the group is closed (its join() has finished)");
+  }
+  if (s.rt != nullptr && current_worker()->rt != s.rt) {
+    throw usage_error("weft::task_group::spawn: all children must run on one runtime");
+  }
+  s.unstarted.push_back(e);
+  if (s.mark) e->mark = std::make_unique<cancel_info>(*s.mark);
+}
+
+void group_adopt_locked(group_state& s, group_entry* e, task_core* core) {
+  e->core = core;
+  // Relaxed: our handle keeps the core alive; the relay's release (acq_rel,
+  // after it took mu) is ordered after this by mu.
+  core->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
+  e->group_ref = true;
+  if (s.rt == nullptr) s.rt = current_worker()->rt;
+}
+
+void throw_group_needs_worker() {
+  throw usage_error(
+      "weft::task_group::spawn called outside a weft task: children run on the current runtime");
+}
+
+task<void> group_join(std::shared_ptr<group_state> s) {
+  {
+    std::lock_guard lk(s->mu);
+    if (s->joining) throw usage_error("weft::task_group::join: already awaited");
+    s->joining = true;
+  }
+  std::exception_ptr cancel;  // the first cancellation of the task awaiting us
+  unsigned polls = 0;
+  std::vector<task_core*> to_destroy;
+  for (;;) {
+    // During shutdown weft refuses event waits and sleeps (they throw at
+    // once), but yield() still reschedules: poll with yield() only, until the
+    // runtime's shutdown requests have ended every child.
+    const bool stopping = runtime_stopping_here();
+    enum class next { done, wait_running, poll } what;
+    bool finishing = false;  // some ended child has not yet published kDone: a short wait
+    {
+      std::lock_guard lk(s->mu);
+      s->reap_unstarted_locked(to_destroy);
+      s->reap_finished_locked(to_destroy);
+      if (s->unstarted.empty() && s->running.empty() && s->finished.empty()) {
+        what = next::done;
+      } else if (!s->running.empty() && !stopping) {
+        s->changed.reset();
+        s->join_waiting = true;
+        what = next::wait_running;
+      } else {
+        what = next::poll;
+        finishing = !s->finished.empty();
+      }
+    }
+    destroy_all(to_destroy);
+    if (what == next::done) break;
+    try {
+      if (what == next::wait_running) {
+        polls = 0;
+        co_await s->changed.wait();
+      } else if (stopping || finishing || ++polls <= kYieldPolls) {
+        co_await yield();
+      } else {
+        co_await sleep_for(poll_delay(polls));
+      }
+    } catch (const cancelled_error& e) {
+      // The owner was cancelled: cancel every child with its reason and
+      // location, and keep waiting for them.
+      if (!cancel) {
+        cancel = std::current_exception();
+        std::lock_guard lk(s->mu);
+        s->cancel_all_locked(cancel_kind::parent, std::string(e.reason()), e.where());
+      }
+    }
+  }
+  std::vector<std::exception_ptr> errors;
+  {
+    std::lock_guard lk(s->mu);
+    s->closed = true;
+    errors.swap(s->errors);
+  }
+  if (!errors.empty()) throw task_group_error(std::move(errors));
+  if (cancel) std::rethrow_exception(cancel);
+}
+
+void group_destroy(std::shared_ptr<group_state> s) noexcept {
+  std::vector<task_core*> to_destroy;
+  std::vector<std::exception_ptr> unread;
+  runtime_impl* rt = nullptr;
+  {
+    std::unique_lock lk(s->mu);
+    rt = s->rt;
+    s->reap_unstarted_locked(to_destroy);
+    if (!s->closed) unread.swap(s->errors);
+    const bool live = !s->unstarted.empty() || !s->running.empty();
+    if (live) {
+      s->orphaned = true;
+      if (!s->closed) {
+        try {
+          s->cancel_all_locked(cancel_kind::parent, "task_group destroyed", s->created);
+        } catch (...) {
+          // Out of memory for a cancel request: those children run on; they
+          // still hold the state, nothing dangles.
+        }
+      }
+      s->release_unstarted_locked(to_destroy);
+    }
+    s->closed = true;
+    worker_hot* w = current_worker();
+    const bool on_own_worker = w != nullptr && w->rt == rt;
+    if (!on_own_worker) {
+      // Not a worker of the children's runtime: wait (a latch) until every
+      // started child has ended.  Children not yet started were cancelled
+      // above and never run their body.
+      s->drained.wait(lk, [&] { return s->running.empty(); });
+    }
+  }
+  // Children that ended but have not yet published kDone are a few
+  // instructions from it (no suspension point is left in them, and they need
+  // nothing from us): wait for that, then drop our references.
+  for (;;) {
+    {
+      std::lock_guard lk(s->mu);
+      s->reap_finished_locked(to_destroy);
+      if (s->finished.empty()) break;
+    }
+    std::this_thread::yield();
+  }
+  destroy_all(to_destroy);
+  if (!unread.empty()) report_unread(rt, std::move(unread));
+}
+
+void cancel_losers(task_group& g, std::size_t winner) {
+  g.cancel_as(cancel_kind::group, "when_any: task " + std::to_string(winner) + " finished first");
+}
+
+task<std::exception_ptr> join_fail_fast(task_group* g) {
+  std::exception_ptr first;
+  try {
+    co_await g->join();
+  } catch (const task_group_error& e) {
+    first = e.exceptions().front();
+  }
+  co_return first;
+}
+
+}  // namespace detail
+
+task_group::task_group(std::source_location where)
+    : state_(std::make_shared<detail::group_state>()) {
+  state_->created = where;
+}
+
+task_group::~task_group() { detail::group_destroy(std::move(state_)); }
+
+void task_group::cancel_as(cancel_kind kind, std::string reason, std::source_location where) {
+  std::lock_guard lk(state_->mu);
+  state_->cancel_all_locked(kind, reason, where);
+}
+
+std::size_t task_group::size() const {
+  std::lock_guard lk(state_->mu);
+  return state_->unstarted.size + state_->running.size;
+}
+
+task<void> when_all(std::vector<task<void>> ts) {
+  std::exception_ptr failure;
+  {
+    task_group g;
+    std::exception_ptr spawn_error;
+    try {
+      for (auto& t : ts) (void)g.spawn(std::move(t));
+    } catch (...) {
+      spawn_error = std::current_exception();
+      g.cancel("when_all: spawn failed");
+    }
+    failure = co_await detail::join_fail_fast(&g);
+    if (spawn_error) std::rethrow_exception(spawn_error);
+  }
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace weft

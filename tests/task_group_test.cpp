@@ -1,0 +1,952 @@
+// Black-box tests of weft::task_group (asyncio.TaskGroup), when_all and
+// when_any: join waits for every child, the first failure cancels the siblings
+// and join throws task_group_error with every failure, cancelling the owner
+// cancels the children and join rethrows after they all finished, children
+// spawned after a failure start cancelled, a group destroyed with live children
+// (on a worker and on a plain thread), no child outlives its group (counters),
+// cancellation provenance through a nested await and a group.
+#include <weft/task_group.hpp>
+
+#include <latch>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace weft_test;
+using namespace std::chrono_literals;
+using weft::cancel_kind;
+using weft::cancelled_error;
+
+// What the children of one test did.  Atomics: children run on any worker.
+struct probe {
+  std::atomic<int> started{0};
+  std::atomic<int> finished{0};  // last statement of a child (RAII, any outcome)
+  std::atomic<int> live{0};      // started - finished
+  std::atomic<int> cancelled{0};
+  std::atomic<int> body_ran{0};
+  std::atomic<int> wrong{0};     // a child saw something it should not have
+  // What the first cancelled child saw (written once, guarded by the flag).
+  std::atomic<bool> seen{false};
+  std::string reason;
+  cancel_kind kind = cancel_kind::shutdown;
+  unsigned line = 0;
+  void record(const cancelled_error& e) {
+    cancelled.fetch_add(1);
+    bool expected = false;
+    if (seen.compare_exchange_strong(expected, true)) {
+      reason = std::string(e.reason());
+      kind = e.kind();
+      line = e.where().line();
+    }
+  }
+};
+
+// Counts a child's life (started/finished/live) however it ends.
+class life {
+ public:
+  explicit life(probe* p) : p_(p) {
+    p_->started.fetch_add(1);
+    p_->live.fetch_add(1);
+  }
+  life(const life&) = delete;
+  life& operator=(const life&) = delete;
+  ~life() {
+    p_->live.fetch_sub(1);
+    p_->finished.fetch_add(1);
+  }
+
+ private:
+  probe* p_;
+};
+
+weft::task<int> child_value(probe* p, int v) {
+  life l(p);
+  co_await weft::yield();
+  co_return v;
+}
+
+// Sleeps "forever"; records the cancellation it gets, then does a cleanup
+// that takes a little time (a sleep after the cancel: no request pending) and
+// rethrows.
+weft::task<int> child_sleeper(probe* p, std::latch* started) {
+  life l(p);
+  if (started != nullptr) started->count_down();
+  std::exception_ptr cancel;
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const cancelled_error& e) {
+    p->record(e);
+    cancel = std::current_exception();
+  }
+  if (!cancel) {
+    p->wrong.fetch_add(1);
+    co_return 0;
+  }
+  // Cleanup that suspends (no request is pending any more): join must wait
+  // for it.
+  co_await weft::sleep_for(20ms);
+  std::rethrow_exception(cancel);
+}
+
+weft::task<int> child_fail_after(probe* p, std::latch* wait_for, std::string what) {
+  life l(p);
+  if (wait_for != nullptr) wait_for->wait();  // blocking: only used once the others started
+  throw std::runtime_error(what);
+  co_return 0;
+}
+
+// ------------------------------------------------------------ join, values
+
+weft::task<int> owner_sums(probe* p, int n, int* live_after_join) {
+  weft::task_group g;
+  std::vector<weft::join_handle<int>> hs;
+  for (int i = 0; i < n; ++i) hs.push_back(g.spawn(child_value(p, i)));
+  co_await g.join();
+  *live_after_join = p->live.load();
+  int sum = 0;
+  for (auto& h : hs) {
+    EXPECT_TRUE(h.done());
+    sum += co_await h;
+  }
+  co_return sum;
+}
+
+TEST(TaskGroupTest, JoinWaitsForEveryChildAndHandlesKeepTheirValues) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    probe p;
+    int live_after = -1;
+    weft::runtime rt(with_workers(2));
+    const int n = 1000;
+    EXPECT_EQ(rt.block_on(owner_sums(&p, n, &live_after)), n * (n - 1) / 2);
+    EXPECT_EQ(live_after, 0) << "a child was still running when join() returned";
+    EXPECT_EQ(p.started.load(), n);
+    EXPECT_EQ(p.finished.load(), n);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// Children spawn grandchildren into the same group while join() waits.
+weft::task<void> spawning_child(weft::task_group* g, probe* p, int depth) {
+  life l(p);
+  co_await weft::yield();
+  if (depth > 0) {
+    (void)g->spawn(spawning_child(g, p, depth - 1));
+    (void)g->spawn(spawning_child(g, p, depth - 1));
+  }
+}
+
+weft::task<int> owner_of_a_tree(probe* p, int depth) {
+  weft::task_group g;
+  (void)g.spawn(spawning_child(&g, p, depth));
+  co_await g.join();
+  co_return p->live.load();
+}
+
+TEST(TaskGroupTest, JoinWaitsForChildrenSpawnedByChildren) {
+  watchdog dog(std::chrono::seconds(60));
+  const int depth = static_cast<int>(scaled(12, 9));
+  for (int round = 0; round < 20; ++round) {
+    probe p;
+    weft::runtime rt(with_workers(2));
+    EXPECT_EQ(rt.block_on(owner_of_a_tree(&p, depth)), 0);
+    EXPECT_EQ(p.finished.load(), (1 << (depth + 1)) - 1);
+  }
+}
+
+// Many rounds of random children: values, failures, cancels through the
+// handle (before and after start), yields, sleeps.  After every join the live
+// counter is 0, and every child's outcome is accounted for.
+weft::task<int> random_child(probe* p, std::uint64_t seed) {
+  life l(p);
+  rng r(seed);
+  p->body_ran.fetch_add(1);
+  const int steps = static_cast<int>(r.below(4));
+  for (int i = 0; i < steps; ++i) {
+    if (r.below(2) == 0) {
+      co_await weft::yield();
+    } else {
+      co_await weft::sleep_for(std::chrono::microseconds(r.below(200)));
+    }
+  }
+  if (r.below(10) == 0) throw std::runtime_error("random failure");
+  co_return 1;
+}
+
+struct stress_result {
+  int live_after = -1;
+  int failures_seen = 0;
+  bool threw_group_error = false;
+};
+
+weft::task<void> random_owner(probe* p, std::uint64_t seed, int n, stress_result* out) {
+  rng r(seed);
+  weft::task_group g;
+  std::vector<weft::join_handle<int>> keep;
+  for (int i = 0; i < n; ++i) {
+    auto h = g.spawn(random_child(p, r.next()));
+    switch (r.below(4)) {
+      case 0:
+        h.cancel("before start");  // usually before it ran
+        keep.push_back(std::move(h));
+        break;
+      case 1:
+        h = weft::join_handle<int>();  // dropped: the group alone looks after it
+        break;
+      default:
+        keep.push_back(std::move(h));
+    }
+    if (r.below(8) == 0) co_await weft::yield();
+  }
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error& e) {
+    out->threw_group_error = true;
+    out->failures_seen = static_cast<int>(e.size());
+  }
+  out->live_after = p->live.load();
+  for (auto& h : keep) {
+    try {
+      (void)co_await h;
+    } catch (...) {
+    }
+  }
+}
+
+TEST(TaskGroupTest, RandomChildrenNeverOutliveJoin) {
+  watchdog dog(std::chrono::seconds(90));
+  frame_baseline frames;
+  const int rounds = static_cast<int>(scaled(200, 20));
+  {
+    weft::runtime rt(with_workers(2));
+    for (int round = 0; round < rounds; ++round) {
+      probe p;
+      stress_result res;
+      rt.block_on(random_owner(&p, 1000 + round, 64, &res));
+      ASSERT_EQ(res.live_after, 0) << "round " << round;
+      ASSERT_EQ(p.started.load(), p.finished.load());
+      if (res.threw_group_error) {
+        ASSERT_GE(res.failures_seen, 1);
+      }
+    }
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ------------------------------------------------------------ failure
+
+struct failure_out {
+  bool group_error = false;
+  std::size_t count = 0;
+  std::string what;
+  std::string first_message;
+  int live_at_throw = -1;
+  unsigned fail_line = 0;
+};
+
+weft::task<void> owner_with_one_failure(probe* p, int sleepers, failure_out* out) {
+  weft::task_group g;
+  std::latch started(sleepers);
+  for (int i = 0; i < sleepers; ++i) (void)g.spawn(child_sleeper(p, &started));
+  out->fail_line = __LINE__; (void)g.spawn(child_fail_after(p, &started, "boom"));
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error& e) {
+    out->group_error = true;
+    out->count = e.size();
+    out->what = e.what();
+    out->live_at_throw = p->live.load();
+    try {
+      std::rethrow_exception(e.exceptions().front());
+    } catch (const std::runtime_error& re) {
+      out->first_message = re.what();
+    }
+  }
+}
+
+TEST(TaskGroupTest, FirstFailureCancelsSiblingsAndJoinThrowsAfterTheyFinished) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  failure_out out;
+  weft::runtime rt(with_workers(2));
+  const auto t0 = clock_type::now();
+  rt.block_on(owner_with_one_failure(&p, 8, &out));
+  EXPECT_LT(seconds_since(t0), 10.0) << "siblings' 1 h sleeps were not cancelled";
+  EXPECT_TRUE(out.group_error);
+  EXPECT_EQ(out.count, 1u);
+  EXPECT_EQ(out.first_message, "boom");
+  EXPECT_NE(out.what.find("1 child"), std::string::npos) << out.what;
+  EXPECT_NE(out.what.find("boom"), std::string::npos) << out.what;
+  EXPECT_EQ(out.live_at_throw, 0) << "join threw before the siblings finished their cleanup";
+  EXPECT_EQ(p.cancelled.load(), 8);
+  EXPECT_EQ(p.wrong.load(), 0);
+  EXPECT_EQ(p.kind, cancel_kind::group);
+  EXPECT_EQ(p.reason, "sibling failed: boom");
+  EXPECT_EQ(p.line, out.fail_line) << "the location is the failing child's spawn() call";
+}
+
+// A sibling whose cleanup throws something else: both failures are kept, in
+// order.
+weft::task<int> child_cleanup_throws(probe* p, std::latch* started) {
+  life l(p);
+  started->count_down();
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const cancelled_error&) {
+    throw std::logic_error("cleanup failed");
+  }
+  co_return 0;
+}
+
+weft::task<std::vector<std::string>> owner_two_failures(probe* p) {
+  weft::task_group g;
+  std::latch started(1);
+  (void)g.spawn(child_cleanup_throws(p, &started));
+  (void)g.spawn(child_fail_after(p, &started, "first"));
+  std::vector<std::string> msgs;
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error& e) {
+    for (auto& ep : e.exceptions()) {
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& x) {
+        msgs.emplace_back(x.what());
+      }
+    }
+  }
+  co_return msgs;
+}
+
+TEST(TaskGroupTest, EveryChildFailureIsCollectedInOrder) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  weft::runtime rt(with_workers(2));
+  auto msgs = rt.block_on(owner_two_failures(&p));
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_EQ(msgs[0], "first");
+  EXPECT_EQ(msgs[1], "cleanup failed");
+}
+
+// A child spawned (by a still-running sibling) after the failure starts
+// cancelled: its body never runs.
+weft::task<int> late_child(probe* p) {
+  p->body_ran.fetch_add(1);
+  co_return 1;
+}
+
+struct late_out {
+  bool late_cancelled = false;
+  cancel_kind late_kind = cancel_kind::shutdown;
+  std::string late_reason;
+};
+
+weft::task<int> child_spawns_after_cancel(weft::task_group* g, probe* p, std::latch* started,
+                                          late_out* out) {
+  life l(p);
+  started->count_down();
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const cancelled_error&) {
+  }
+  auto h = g->spawn(late_child(p));
+  try {
+    (void)co_await h;
+  } catch (const cancelled_error& e) {
+    out->late_cancelled = true;
+    out->late_kind = e.kind();
+    out->late_reason = std::string(e.reason());
+  }
+  co_return 0;
+}
+
+weft::task<void> owner_late_spawn(probe* p, late_out* out) {
+  weft::task_group g;
+  std::latch started(1);
+  (void)g.spawn(child_spawns_after_cancel(&g, p, &started, out));
+  (void)g.spawn(child_fail_after(p, &started, "early failure"));
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error&) {
+  }
+}
+
+TEST(TaskGroupTest, ChildSpawnedAfterAFailureStartsCancelled) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  late_out out;
+  weft::runtime rt(with_workers(2));
+  rt.block_on(owner_late_spawn(&p, &out));
+  EXPECT_TRUE(out.late_cancelled);
+  EXPECT_EQ(out.late_kind, cancel_kind::group);
+  EXPECT_EQ(out.late_reason, "sibling failed: early failure");
+  EXPECT_EQ(p.body_ran.load(), 0) << "the late child's body ran";
+}
+
+// A child cancelled through its own handle is not a failure.
+weft::task<bool> owner_cancels_one(probe* p) {
+  weft::task_group g;
+  std::latch started(1);
+  auto h = g.spawn(child_sleeper(p, &started));
+  (void)g.spawn(child_value(p, 1));
+  started.wait();
+  h.cancel("just this one");
+  bool ok = true;
+  try {
+    co_await g.join();
+  } catch (...) {
+    ok = false;
+  }
+  co_return ok && h.cancelled();
+}
+
+TEST(TaskGroupTest, ChildCancelledThroughItsHandleIsNotAFailure) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  weft::runtime rt(with_workers(2));
+  EXPECT_TRUE(rt.block_on(owner_cancels_one(&p)));
+  EXPECT_EQ(p.reason, "just this one");
+}
+
+// One worker: the owner spawns and cancels through the handle before the
+// child can start (the child never runs its relay); join still returns.
+weft::task<int> owner_cancels_before_start(probe* p, bool drop_handle) {
+  weft::task_group g;
+  auto h = g.spawn(late_child(p));
+  EXPECT_TRUE(h.cancel("before start"));
+  if (drop_handle) h = weft::join_handle<int>();
+  co_await g.join();
+  co_return static_cast<int>(g.size());
+}
+
+TEST(TaskGroupTest, ChildCancelledBeforeItStartsIsReapedByJoin) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    probe p;
+    weft::runtime rt(with_workers(1));
+    EXPECT_EQ(rt.block_on(owner_cancels_before_start(&p, false)), 0);
+    EXPECT_EQ(rt.block_on(owner_cancels_before_start(&p, true)), 0);
+    EXPECT_EQ(p.body_ran.load(), 0);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ------------------------------------------------------------ owner cancelled
+
+struct owner_out {
+  int live_at_catch = -1;
+  int finished_at_catch = -1;
+};
+
+weft::task<void> owner_joining(probe* p, int n, std::latch* started, owner_out* out) {
+  weft::task_group g;
+  for (int i = 0; i < n; ++i) (void)g.spawn(child_sleeper(p, started));
+  try {
+    co_await g.join();
+  } catch (const cancelled_error&) {
+    out->live_at_catch = p->live.load();
+    out->finished_at_catch = p->finished.load();
+    throw;
+  }
+}
+
+TEST(TaskGroupTest, CancellingTheOwnerCancelsChildrenAndJoinRethrowsAfterAllFinished) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    const int n = 16;
+    probe p;
+    owner_out out;
+    std::latch started(n);
+    weft::runtime rt(with_workers(2));
+    auto owner = rt.spawn(owner_joining(&p, n, &started, &out));
+    started.wait();
+    unsigned cancel_line = __LINE__; owner.cancel("stop the owner");
+    try {
+      owner.join();
+      ADD_FAILURE() << "the owner did not see its cancellation";
+    } catch (const cancelled_error& e) {
+      EXPECT_EQ(e.kind(), cancel_kind::explicit_request);
+      EXPECT_EQ(e.reason(), "stop the owner");
+      EXPECT_EQ(e.where().line(), cancel_line);
+    }
+    EXPECT_EQ(out.live_at_catch, 0) << "join rethrew while children still ran";
+    EXPECT_EQ(out.finished_at_catch, n);
+    EXPECT_EQ(p.cancelled.load(), n);
+    EXPECT_EQ(p.kind, cancel_kind::parent);
+    EXPECT_EQ(p.reason, "stop the owner");
+    EXPECT_EQ(p.line, cancel_line) << "children see the location of the owner's cancel()";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+weft::task<bool> owner_cancels_group(probe* p, int n, unsigned* line) {
+  weft::task_group g;
+  std::latch started(n);
+  for (int i = 0; i < n; ++i) (void)g.spawn(child_sleeper(p, &started));
+  started.wait();
+  *line = __LINE__; g.cancel("enough");
+  co_await g.join();  // children cancelled are not failures: returns
+  co_return true;
+}
+
+TEST(TaskGroupTest, GroupCancelCancelsChildrenButNotTheOwner) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  unsigned line = 0;
+  weft::runtime rt(with_workers(2));
+  EXPECT_TRUE(rt.block_on(owner_cancels_group(&p, 4, &line)));
+  EXPECT_EQ(p.cancelled.load(), 4);
+  EXPECT_EQ(p.kind, cancel_kind::explicit_request);
+  EXPECT_EQ(p.reason, "enough");
+  EXPECT_EQ(p.line, line);
+}
+
+// ------------------------------------------------------------ destroyed with live children
+
+weft::task<int> owner_throws_past_group(probe* p, int n, std::latch* started, unsigned* group_line) {
+  *group_line = __LINE__; weft::task_group g;
+  for (int i = 0; i < n; ++i) (void)g.spawn(child_sleeper(p, started));
+  started->wait();  // blocking, fine here: the children are running already
+  throw std::runtime_error("owner failed");
+  co_await g.join();  // never reached
+  co_return 0;
+}
+
+TEST(TaskGroupTest, DestroyedOnAWorkerWithLiveChildren_OwnerSeesOnlyItsOwnException) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    const int n = 8;
+    probe p;
+    std::latch started(n);
+    unsigned group_line = 0;
+    weft::runtime rt(with_workers(2));
+    auto owner = rt.spawn(owner_throws_past_group(&p, n, &started, &group_line));
+    try {
+      owner.join();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "owner failed");
+    }
+    // The destructor did not wait (it ran on a worker): the children finish on
+    // their own, cancelled.
+    EXPECT_TRUE(spin_until([&] { return p.finished.load() == n; }));
+    EXPECT_EQ(p.cancelled.load(), n);
+    EXPECT_EQ(p.kind, cancel_kind::parent);
+    EXPECT_EQ(p.reason, "task_group destroyed");
+    EXPECT_EQ(p.line, group_line) << "the location is where the group was constructed";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+weft::task<void> spawn_into(weft::task_group* g, probe* p, int n, std::latch* started) {
+  for (int i = 0; i < n; ++i) (void)g->spawn(child_sleeper(p, started));
+  co_return;
+}
+
+TEST(TaskGroupTest, DestroyedOnAPlainThreadBlocksUntilEveryChildFinished) {
+  watchdog dog(std::chrono::seconds(60));
+  const int n = 8;
+  probe p;
+  std::latch started(n);
+  weft::runtime rt(with_workers(2));
+  int finished_after_destructor = -1;
+  {
+    weft::task_group g;
+    rt.block_on(spawn_into(&g, &p, n, &started));
+    started.wait();
+    EXPECT_EQ(g.size(), static_cast<std::size_t>(n));
+  }  // ~task_group on this (non-worker) thread: cancels, then waits
+  finished_after_destructor = p.finished.load();
+  EXPECT_EQ(finished_after_destructor, n) << "a child outlived its group";
+  EXPECT_EQ(p.cancelled.load(), n);
+  EXPECT_EQ(p.kind, cancel_kind::parent);
+  EXPECT_EQ(p.reason, "task_group destroyed");
+}
+
+// Not-yet-started children of a destroyed group never run their body.  One
+// worker: the owner spawns and throws before any child can start.
+weft::task<int> owner_spawns_then_throws(probe* p, int n) {
+  weft::task_group g;
+  for (int i = 0; i < n; ++i) (void)g.spawn(late_child(p));
+  throw std::runtime_error("owner failed before its children started");
+  co_await g.join();
+  co_return 0;
+}
+
+TEST(TaskGroupTest, DestroyedGroupsUnstartedChildrenNeverRunTheirBody) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  probe p;
+  {
+    weft::runtime rt(with_workers(1));
+    EXPECT_THROW(rt.block_on(owner_spawns_then_throws(&p, 50)), std::runtime_error);
+  }  // the runtime's drain runs the 50 relays: each ends cancelled at once
+  EXPECT_EQ(p.body_ran.load(), 0);
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ------------------------------------------------------------ exceptions reported once
+
+struct hook_counter {
+  std::atomic<int> calls{0};
+  std::atomic<int> group_errors{0};
+};
+
+weft::runtime_options hooked(hook_counter* hc) {
+  weft::runtime_options o = with_workers(2);
+  o.unhandled_exception = [hc](std::exception_ptr e) {
+    hc->calls.fetch_add(1);
+    try {
+      std::rethrow_exception(e);
+    } catch (const weft::task_group_error&) {
+      hc->group_errors.fetch_add(1);
+    } catch (...) {
+    }
+  };
+  return o;
+}
+
+weft::task<int> child_throws(std::string what) {
+  throw std::runtime_error(what);
+  co_return 0;
+}
+
+weft::task<int> owner_discards_failing_handle() {
+  weft::task_group g;
+  (void)g.spawn(child_throws("discarded"));
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error& e) {
+    co_return static_cast<int>(e.size());
+  }
+  co_return 0;
+}
+
+weft::task<int> owner_keeps_failing_handle_unawaited() {
+  weft::task_group g;
+  auto h = g.spawn(child_throws("kept"));
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error& e) {
+    co_return static_cast<int>(e.size());
+  }
+  co_return 0;
+}
+
+TEST(TaskGroupTest, FailureOfADiscardedHandleIsReportedByJoinOnly) {
+  watchdog dog(std::chrono::seconds(60));
+  hook_counter hc;
+  {
+    weft::runtime rt(hooked(&hc));
+    EXPECT_EQ(rt.block_on(owner_discards_failing_handle()), 1);
+  }
+  EXPECT_EQ(hc.calls.load(), 0) << "the runtime reported a failure the group already reported";
+}
+
+TEST(TaskGroupTest, FailureOfAKeptHandleDroppedUnawaitedIsAlsoReportedByTheRuntime) {
+  watchdog dog(std::chrono::seconds(60));
+  hook_counter hc;
+  {
+    weft::runtime rt(hooked(&hc));
+    EXPECT_EQ(rt.block_on(owner_keeps_failing_handle_unawaited()), 1);
+  }
+  EXPECT_EQ(hc.calls.load(), 1) << "documented: a kept handle is the owner's to await";
+}
+
+weft::task<void> owner_never_joins(probe* p) {
+  weft::task_group g;
+  (void)g.spawn(child_fail_after(p, nullptr, "nobody joined"));
+  // Wait until the group has seen the child end, without join().
+  while (g.size() > 0) co_await weft::yield();
+  co_return;
+}
+
+TEST(TaskGroupTest, FailuresNobodyJoinedReachTheUnhandledHookAsOneGroupError) {
+  watchdog dog(std::chrono::seconds(60));
+  hook_counter hc;
+  probe p;
+  {
+    weft::runtime rt(hooked(&hc));
+    rt.block_on(owner_never_joins(&p));
+    EXPECT_TRUE(spin_until([&] { return hc.calls.load() >= 1; }));
+  }
+  EXPECT_EQ(hc.calls.load(), 1);
+  EXPECT_EQ(hc.group_errors.load(), 1);
+}
+
+// ------------------------------------------------------------ misuse
+
+weft::task<int> spawn_after_join() {
+  weft::task_group g;
+  co_await g.join();
+  try {
+    (void)g.spawn(weft_test::value_task(1));
+  } catch (const weft::usage_error&) {
+    co_return 1;
+  }
+  co_return 0;
+}
+
+weft::task<int> join_twice() {
+  weft::task_group g;
+  co_await g.join();
+  try {
+    co_await g.join();
+  } catch (const weft::usage_error&) {
+    co_return 1;
+  }
+  co_return 0;
+}
+
+TEST(TaskGroupTest, MisuseIsAUsageError) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(spawn_after_join()), 1);
+  EXPECT_EQ(rt.block_on(join_twice()), 1);
+  weft::task_group g;
+  EXPECT_THROW((void)g.spawn(weft_test::value_task(1)), weft::usage_error);
+}
+
+// ------------------------------------------------------------ shutdown
+
+TEST(TaskGroupTest, ShutdownWhileJoiningStillWaitsForEveryChild) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    const int n = 16;
+    probe p;
+    owner_out out;
+    std::latch started(n);
+    weft::runtime rt(with_workers(2));
+    auto owner = rt.spawn(owner_joining(&p, n, &started, &out));
+    started.wait();
+    rt.shutdown();
+    EXPECT_TRUE(owner.done());
+    try {
+      owner.join();
+      ADD_FAILURE() << "no cancellation";
+    } catch (const cancelled_error& e) {
+      EXPECT_EQ(e.kind(), cancel_kind::shutdown);
+    }
+    EXPECT_EQ(out.live_at_catch, 0) << "join returned during shutdown while children still ran";
+    EXPECT_EQ(p.finished.load(), n);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ------------------------------------------------------------ provenance
+
+weft::task<int> middle_layer(probe* p, int n, std::latch* started) {
+  weft::task_group g;
+  for (int i = 0; i < n; ++i) (void)g.spawn(child_sleeper(p, started));
+  co_await g.join();
+  co_return 1;
+}
+
+weft::task<int> outer_layer(probe* p, int n, std::latch* started) {
+  co_return co_await middle_layer(p, n, started);  // a nested await (a call)
+}
+
+TEST(ProvenanceTest, CancelledErrorKeepsKindReasonAndLineThroughANestedAwaitAndAGroup) {
+  watchdog dog(std::chrono::seconds(60));
+  const int n = 4;
+  probe p;
+  std::latch started(n);
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(outer_layer(&p, n, &started));
+  started.wait();
+  unsigned line = __LINE__; h.cancel("provenance");
+  try {
+    (void)h.join();
+    ADD_FAILURE() << "no cancellation";
+  } catch (const cancelled_error& e) {
+    EXPECT_EQ(e.kind(), cancel_kind::explicit_request);
+    EXPECT_EQ(e.reason(), "provenance");
+    EXPECT_EQ(e.where().line(), line);
+    EXPECT_NE(std::string(e.where().file_name()).find("task_group_test.cpp"), std::string::npos);
+  }
+  EXPECT_TRUE(h.cancelled());
+  EXPECT_EQ(p.kind, cancel_kind::parent);
+  EXPECT_EQ(p.reason, "provenance");
+  EXPECT_EQ(p.line, line);
+}
+
+// ------------------------------------------------------------ when_all
+
+weft::task<std::string> string_task(std::string s) {
+  co_await weft::yield();
+  co_return s;
+}
+
+weft::task<void> void_yield(std::atomic<int>* ran) {
+  co_await weft::yield();
+  ran->fetch_add(1);
+}
+
+weft::task<int> when_all_hetero(std::atomic<int>* ran) {
+  auto r = co_await weft::when_all(weft_test::value_task(40), string_task("two"), void_yield(ran));
+  static_assert(std::is_same_v<decltype(r), std::tuple<int, std::string, std::monostate>>);
+  co_return std::get<0>(r) + static_cast<int>(std::get<1>(r).size()) - 1;
+}
+
+weft::task<long> when_all_vector(int n) {
+  std::vector<weft::task<long>> ts;
+  for (int i = 0; i < n; ++i) ts.push_back(weft_test::long_value_task(i));
+  auto vs = co_await weft::when_all(std::move(ts));
+  long check = 0;
+  for (std::size_t i = 0; i < vs.size(); ++i) check += (vs[i] == static_cast<long>(i)) ? 1 : 0;
+  co_return check;
+}
+
+weft::task<int> when_all_void_vector(std::atomic<int>* ran, int n) {
+  std::vector<weft::task<void>> ts;
+  for (int i = 0; i < n; ++i) ts.push_back(void_yield(ran));
+  co_await weft::when_all(std::move(ts));
+  co_return ran->load();
+}
+
+TEST(WhenAllTest, GivesEveryValueInOrder) {
+  watchdog dog(std::chrono::seconds(60));
+  std::atomic<int> ran{0};
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(when_all_hetero(&ran)), 42);
+  EXPECT_EQ(ran.load(), 1);
+  EXPECT_EQ(rt.block_on(when_all_vector(500)), 500);
+  ran = 0;
+  EXPECT_EQ(rt.block_on(when_all_void_vector(&ran, 100)), 100);
+}
+
+weft::task<std::string> when_all_fails(probe* p, int* live_at_catch) {
+  std::latch started(2);
+  try {
+    (void)co_await weft::when_all(child_sleeper(p, &started), child_sleeper(p, &started),
+                                  child_fail_after(p, &started, "when_all failure"));
+  } catch (const std::runtime_error& e) {  // the failure itself, not a task_group_error
+    *live_at_catch = p->live.load();
+    co_return e.what();
+  }
+  co_return "no failure";
+}
+
+TEST(WhenAllTest, FirstFailureCancelsTheRestWaitsAndRethrowsIt) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  int live = -1;
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(when_all_fails(&p, &live)), "when_all failure");
+  EXPECT_EQ(live, 0);
+  EXPECT_EQ(p.cancelled.load(), 2);
+  EXPECT_EQ(p.kind, cancel_kind::group);
+}
+
+weft::task<int> when_all_waits(probe* p, std::latch* started) {
+  auto r = co_await weft::when_all(child_sleeper(p, started), child_sleeper(p, started));
+  co_return std::get<0>(r);
+}
+
+TEST(WhenAllTest, CancellingTheAwaiterCancelsEveryTaskAndRethrows) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  std::latch started(2);
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(when_all_waits(&p, &started));
+  started.wait();
+  h.cancel("stop when_all");
+  try {
+    (void)h.join();
+    ADD_FAILURE();
+  } catch (const cancelled_error& e) {
+    EXPECT_EQ(e.reason(), "stop when_all");
+  }
+  EXPECT_EQ(p.finished.load(), 2);
+  EXPECT_EQ(p.kind, cancel_kind::parent);
+}
+
+// ------------------------------------------------------------ when_any
+
+weft::task<int> quick(int v, std::latch* wait_for) {
+  if (wait_for != nullptr) wait_for->wait();
+  co_return v;
+}
+
+struct any_out {
+  std::size_t index = 99;
+  int value = 0;
+  int live_at_return = -1;
+};
+
+weft::task<void> when_any_hetero(probe* p, any_out* out) {
+  std::latch started(2);
+  auto r = co_await weft::when_any(child_sleeper(p, &started), quick(7, &started),
+                                   child_sleeper(p, &started));
+  out->live_at_return = p->live.load();
+  out->index = r.index;
+  out->value = std::get<1>(r.value);
+  EXPECT_EQ(r.value.index(), r.index);
+}
+
+TEST(WhenAnyTest, FirstToFinishWinsTheOthersAreCancelledAndAwaited) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  any_out out;
+  weft::runtime rt(with_workers(2));
+  rt.block_on(when_any_hetero(&p, &out));
+  EXPECT_EQ(out.index, 1u);
+  EXPECT_EQ(out.value, 7);
+  EXPECT_EQ(out.live_at_return, 0) << "when_any returned before the losers finished";
+  EXPECT_EQ(p.cancelled.load(), 2);
+  EXPECT_EQ(p.kind, cancel_kind::group);
+  EXPECT_EQ(p.reason, "when_any: task 1 finished first");
+}
+
+weft::task<std::size_t> when_any_vector(probe* p, int n) {
+  std::latch started(n - 1);
+  std::vector<weft::task<int>> ts;
+  for (int i = 0; i < n - 1; ++i) ts.push_back(child_sleeper(p, &started));
+  ts.push_back(quick(5, &started));
+  auto r = co_await weft::when_any(std::move(ts));
+  EXPECT_EQ(r.value, 5);
+  co_return r.index;
+}
+
+weft::task<std::string> when_any_first_fails(probe* p) {
+  std::latch started(1);
+  try {
+    (void)co_await weft::when_any(child_sleeper(p, &started),
+                                  child_fail_after(p, &started, "fast failure"));
+  } catch (const std::runtime_error& e) {
+    co_return e.what();
+  }
+  co_return "no failure";
+}
+
+weft::task<int> when_any_empty() {
+  try {
+    (void)co_await weft::when_any(std::vector<weft::task<int>>{});
+  } catch (const weft::usage_error&) {
+    co_return 1;
+  }
+  co_return 0;
+}
+
+TEST(WhenAnyTest, VectorFormFailureAndEmptyInput) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p;
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(when_any_vector(&p, 6)), 5u);
+  EXPECT_EQ(p.finished.load(), 5);
+  probe q;
+  EXPECT_EQ(rt.block_on(when_any_first_fails(&q)), "fast failure");
+  EXPECT_EQ(q.finished.load(), 2) << "the rest were awaited before the failure was rethrown";
+  EXPECT_EQ(rt.block_on(when_any_empty()), 1);
+}
+
+}  // namespace

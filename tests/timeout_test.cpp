@@ -1,0 +1,478 @@
+// Black-box tests of wait_for / wait_until (asyncio.wait_for) and of timers at
+// scale: finishing in time, timing out only after the task's cleanup ran, a
+// task that refuses the timeout and returns a value, d <= 0 with a done
+// handle, durations that never expire (and saturate instead of overflowing),
+// cancelling the waiter (cancelled_error, not timeout_error), sleep_until as
+// a cancellation point, and 10^6 pending timers of which half are cancelled.
+#include <fstream>
+#include <limits>
+#include <latch>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace weft_test;
+using namespace std::chrono_literals;
+using weft::cancel_kind;
+using weft::cancelled_error;
+
+struct task_probe {
+  std::atomic<int> started{0};
+  std::atomic<int> cancelled{0};
+  std::atomic<int> cleanup_done{0};
+  std::atomic<int> kind{-1};
+  std::string reason;  // written before cleanup_done (release by the atomic)
+};
+
+weft::task<int> sleeps_then(std::chrono::nanoseconds d, int v) {
+  co_await weft::sleep_for(d);
+  co_return v;
+}
+
+weft::task<int> throws_soon() {
+  co_await weft::yield();
+  throw std::runtime_error("inner failure");
+  co_return 0;
+}
+
+// Sleeps "forever"; on cancellation records it, runs a cleanup that suspends
+// (30 ms), then rethrows.
+weft::task<int> slow_with_cleanup(task_probe* p, std::latch* started) {
+  if (started != nullptr) started->count_down();
+  p->started.store(1);
+  std::exception_ptr cancel;
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const cancelled_error& e) {
+    p->kind = static_cast<int>(e.kind());
+    p->reason = std::string(e.reason());
+    p->cancelled.fetch_add(1);
+    cancel = std::current_exception();
+  }
+  if (!cancel) co_return 0;
+  co_await weft::sleep_for(30ms);  // no request pending any more: a real sleep
+  p->cleanup_done.store(1);
+  std::rethrow_exception(cancel);
+}
+
+weft::task<int> refuses_the_timeout() {
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const cancelled_error&) {
+    co_return 99;  // caught: a value instead of the cancellation
+  }
+  co_return 0;
+}
+
+// ------------------------------------------------------------ wait_for
+
+weft::task<int> wait_for_quick() { co_return co_await weft::wait_for(sleeps_then(1ms, 5), 10s); }
+
+weft::task<std::string> wait_for_inner_failure() {
+  try {
+    (void)co_await weft::wait_for(throws_soon(), 10s);
+  } catch (const std::runtime_error& e) {
+    co_return e.what();
+  }
+  co_return "no exception";
+}
+
+TEST(WaitForTest, FinishingInTimeGivesTheValueOrTheException) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  const auto t0 = clock_type::now();
+  EXPECT_EQ(rt.block_on(wait_for_quick()), 5);
+  EXPECT_LT(seconds_since(t0), 5.0) << "waited for the 10 s timer";
+  EXPECT_EQ(rt.block_on(wait_for_inner_failure()), "inner failure");
+}
+
+weft::task<std::string> wait_for_times_out(task_probe* p) {
+  try {
+    (void)co_await weft::wait_for(slow_with_cleanup(p, nullptr), 50ms);
+  } catch (const weft::timeout_error&) {
+    co_return p->cleanup_done.load() == 1 ? "timeout after cleanup" : "timeout before cleanup";
+  }
+  co_return "no timeout";
+}
+
+TEST(WaitForTest, TimesOutOnlyAfterTheTaskFinishedItsCleanup) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    task_probe p;
+    weft::runtime rt(with_workers(2));
+    const auto t0 = clock_type::now();
+    EXPECT_EQ(rt.block_on(wait_for_times_out(&p)), "timeout after cleanup");
+    const double took = seconds_since(t0);
+    EXPECT_GE(took, 0.050 + 0.030) << "timeout + cleanup";
+    EXPECT_LT(took, 5.0);
+    EXPECT_EQ(p.cancelled.load(), 1);
+    EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+    EXPECT_EQ(p.reason, "timeout");
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+weft::task<int> wait_for_refused() { co_return co_await weft::wait_for(refuses_the_timeout(), 20ms); }
+
+TEST(WaitForTest, TaskThatCatchesTheTimeoutAndReturnsAValueGivesThatValue) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(wait_for_refused()), 99);
+}
+
+weft::task<int> nonpositive_with_done_handle(std::chrono::nanoseconds d) {
+  auto h = weft::spawn(weft_test::value_task(7));
+  while (!h.done()) co_await weft::yield();
+  co_return co_await weft::wait_for(h, d);
+}
+
+// A task that is running (suspended in its sleep): cancelled at once, and the
+// timeout comes after its cleanup.
+weft::task<std::string> nonpositive_with_running_task(task_probe* p) {
+  auto h = weft::spawn(slow_with_cleanup(p, nullptr));
+  while (p->started.load() == 0) co_await weft::yield();
+  try {
+    (void)co_await weft::wait_for(h, -5s);
+  } catch (const weft::timeout_error&) {
+    co_return p->cleanup_done.load() == 1 ? "timeout after cleanup" : "timeout before cleanup";
+  }
+  co_return "no timeout";
+}
+
+// A task given as a task (spawned by wait_for) with d <= 0 is cancelled at
+// once; on one worker nothing can start it before that, so its body never runs.
+weft::task<std::string> nonpositive_with_fresh_task(task_probe* p) {
+  try {
+    (void)co_await weft::wait_for(slow_with_cleanup(p, nullptr), 0ns);
+  } catch (const weft::timeout_error&) {
+    co_return "timeout";
+  }
+  co_return "no timeout";
+}
+
+TEST(WaitForTest, NonPositiveDurationIsAlreadyExpiredButADoneTaskGivesItsResult) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(nonpositive_with_done_handle(0ns)), 7);
+  EXPECT_EQ(rt.block_on(nonpositive_with_done_handle(-1s)), 7);
+  EXPECT_EQ(rt.block_on(nonpositive_with_done_handle(std::chrono::nanoseconds::min())), 7);
+  task_probe p;
+  const auto t0 = clock_type::now();
+  EXPECT_EQ(rt.block_on(nonpositive_with_running_task(&p)), "timeout after cleanup");
+  EXPECT_LT(seconds_since(t0), 5.0);
+  EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+  task_probe q;
+  weft::runtime one(with_workers(1));
+  EXPECT_EQ(one.block_on(nonpositive_with_fresh_task(&q)), "timeout");
+  EXPECT_EQ(q.started.load(), 0) << "a task cancelled before it started ran its body";
+}
+
+weft::task<int> never_expires(std::chrono::nanoseconds d) {
+  co_return co_await weft::wait_for(sleeps_then(50ms, 3), d);
+}
+
+weft::task<int> until_never() {
+  co_return co_await weft::wait_until(sleeps_then(20ms, 4), clock_type::time_point::max());
+}
+
+TEST(WaitForTest, MaximalDurationsNeverExpireAndDeadlinesSaturate) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(never_expires(std::chrono::nanoseconds::max())), 3);
+  // Not the "never" sentinel: now + d must saturate, not wrap into the past.
+  EXPECT_EQ(rt.block_on(never_expires(std::chrono::nanoseconds::max() - 1ns)), 3);
+  EXPECT_EQ(rt.block_on(never_expires(std::chrono::hours(24 * 365 * 200))), 3);
+  EXPECT_EQ(rt.block_on(until_never()), 4);
+}
+
+weft::task<int> waits_for_handle(weft::join_handle<int>* inner, std::latch* waiting) {
+  waiting->count_down();  // a cancel from here on reaches `inner` (a join forwards it)
+  co_return co_await weft::wait_for(*inner, 1h);
+}
+
+// The test thread owns the awaited task's handle and drops it only after it
+// read the exception: under TSan the exception object must not be freed by
+// wait_for's detached timer (it holds a reference to the task) without a
+// happens-before edge weft's own atomics give -- libstdc++'s exception_ptr
+// refcount is not instrumented (see the report of this helper).
+TEST(WaitForTest, CancellingTheWaiterCancelsTheTaskAndTheWaiterSeesCancelledNotTimeout) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    task_probe p;
+    std::latch started(2);
+    weft::runtime rt(with_workers(2));
+    auto inner = rt.spawn(slow_with_cleanup(&p, &started));
+    auto waiter = rt.spawn(waits_for_handle(&inner, &started));
+    started.wait();
+    const auto t0 = clock_type::now();
+    unsigned line = __LINE__; waiter.cancel("stop waiting");
+    try {
+      (void)waiter.join();
+      ADD_FAILURE() << "no exception";
+    } catch (const weft::timeout_error&) {
+      ADD_FAILURE() << "timeout_error instead of cancelled_error";
+    } catch (const cancelled_error& e) {
+      EXPECT_EQ(e.kind(), cancel_kind::explicit_request);
+      EXPECT_EQ(e.reason(), "stop waiting");
+      EXPECT_EQ(e.where().line(), line);
+    }
+    EXPECT_LT(seconds_since(t0), 5.0);
+    EXPECT_TRUE(inner.cancelled()) << "the awaited task was not cancelled";
+    EXPECT_EQ(p.cancelled.load(), 1);
+    EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::explicit_request));
+    EXPECT_EQ(p.reason, "stop waiting");
+    EXPECT_EQ(p.cleanup_done.load(), 1) << "the waiter returned before the task's cleanup";
+    inner = weft::join_handle<int>();  // after every read of the exception
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ------------------------------------------------------------ wait_until
+
+weft::task<std::string> wait_until_expires(task_probe* p, clock_type::time_point tp) {
+  try {
+    (void)co_await weft::wait_until(slow_with_cleanup(p, nullptr), tp);
+  } catch (const weft::timeout_error&) {
+    co_return "timeout";
+  }
+  co_return "no timeout";
+}
+
+weft::task<int> wait_until_past_with_done_handle() {
+  auto h = weft::spawn(weft_test::value_task(11));
+  while (!h.done()) co_await weft::yield();
+  co_return co_await weft::wait_until(h, clock_type::now() - 1h);
+}
+
+weft::task<int> wait_until_in_time() {
+  co_return co_await weft::wait_until(sleeps_then(1ms, 12), clock_type::now() + 10s);
+}
+
+TEST(WaitUntilTest, ExpiresAtTheDeadlineAndAPastDeadlineStillGivesADoneResult) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  task_probe p;
+  const auto t0 = clock_type::now();
+  EXPECT_EQ(rt.block_on(wait_until_expires(&p, t0 + 60ms)), "timeout");
+  EXPECT_GE(seconds_since(t0), 0.060);
+  EXPECT_LT(seconds_since(t0), 5.0);
+  EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+  EXPECT_EQ(rt.block_on(wait_until_past_with_done_handle()), 11);
+  const auto t1 = clock_type::now();
+  EXPECT_EQ(rt.block_on(wait_until_in_time()), 12);
+  EXPECT_LT(seconds_since(t1), 5.0);
+}
+
+// ------------------------------------------------------------ sleep_until
+
+weft::task<int> sleeps_until(clock_type::time_point tp, std::latch* started, task_probe* p) {
+  started->count_down();
+  try {
+    co_await weft::sleep_until(tp);
+  } catch (const cancelled_error& e) {
+    p->kind = static_cast<int>(e.kind());
+    p->cancelled.fetch_add(1);
+    throw;
+  }
+  co_return 1;
+}
+
+TEST(SleepUntilTest, IsACancellationPointThatWakesPromptly) {
+  watchdog dog(std::chrono::seconds(60));
+  task_probe p;
+  std::latch started(1);
+  weft::runtime rt(with_workers(2));
+  auto h = rt.spawn(sleeps_until(clock_type::now() + 1h, &started, &p));
+  started.wait();
+  const auto t0 = clock_type::now();
+  h.cancel("wake up");
+  EXPECT_THROW((void)h.join(), cancelled_error);
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_EQ(p.cancelled.load(), 1);
+  // A time point in the past: no wait at all (behaves as yield()).
+  std::latch started2(1);
+  auto h2 = rt.spawn(sleeps_until(clock_type::now() - 1h, &started2, &p));
+  EXPECT_EQ(h2.join(), 1);
+}
+
+// ------------------------------------------------------------ 10^6 timers
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
+      .count();
+}
+
+long read_status_kib(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::string k = std::string(key) + ":";
+  while (std::getline(f, line)) {
+    if (line.rfind(k, 0) == 0) return std::strtol(line.c_str() + k.size(), nullptr, 10);
+  }
+  return -1;
+}
+
+enum class timer_mode : std::uint8_t {
+  zero,        // sleep_for(0): behaves as yield()
+  negative,    // sleep_for(-d)
+  until_now,   // sleep_until(now)
+  short_rand,  // sleep_for(random 0..300 ms)
+  long_1h,     // sleep_for(1 h): only ever ends by cancel
+  never,       // sleep_for(nanoseconds::max()): only ever ends by cancel
+};
+
+struct timer_rec {
+  std::int64_t deadline_ns = 0;  // when it may fire at the earliest (INT64_MAX: never)
+  std::int64_t param_ns = 0;
+  std::int64_t cancel_end_ns = 0;  // written by the canceller
+  bool cancel_ok = false;          // cancel() returned true
+  timer_mode mode = timer_mode::zero;
+  std::atomic<std::uint8_t> outcome{0};  // 0 pending, 1 woke normally, 2 cancelled
+};
+
+struct timer_stats {
+  std::atomic<long> armed{0};
+  std::atomic<long> woke{0};
+  std::atomic<long> cancelled{0};
+  std::atomic<long> early{0};
+};
+
+weft::task<void> timer_task(timer_stats* st, timer_rec* r) {
+  const std::int64_t t = now_ns();
+  std::int64_t deadline = t;
+  // The sleep is chosen before the co_await (named: no temporaries in it).
+  auto tag = weft::sleep_for(0ns);
+  switch (r->mode) {
+    case timer_mode::zero:
+      tag = weft::sleep_for(0ns);
+      break;
+    case timer_mode::negative:
+      tag = weft::sleep_for(std::chrono::nanoseconds(-r->param_ns));
+      break;
+    case timer_mode::until_now:
+      tag = weft::sleep_until(clock_type::now());
+      break;
+    case timer_mode::short_rand:
+      deadline = t + r->param_ns;
+      tag = weft::sleep_for(std::chrono::nanoseconds(r->param_ns));
+      break;
+    case timer_mode::long_1h:
+      deadline = t + std::chrono::nanoseconds(1h).count();
+      tag = weft::sleep_for(1h);
+      break;
+    case timer_mode::never:
+      deadline = std::numeric_limits<std::int64_t>::max();
+      tag = weft::sleep_for(std::chrono::nanoseconds::max());
+      break;
+  }
+  r->deadline_ns = deadline;
+  st->armed.fetch_add(1, std::memory_order_relaxed);
+  bool cancelled = false;
+  try {
+    co_await tag;
+  } catch (const cancelled_error&) {
+    cancelled = true;
+  }
+  if (cancelled) {
+    r->outcome.store(2, std::memory_order_release);
+    st->cancelled.fetch_add(1, std::memory_order_release);
+    co_return;
+  }
+  if (now_ns() < deadline) st->early.fetch_add(1, std::memory_order_relaxed);
+  r->outcome.store(1, std::memory_order_release);
+  st->woke.fetch_add(1, std::memory_order_release);
+}
+
+weft::task<void> spawn_timers(timer_stats* st, timer_rec* recs, long n,
+                              std::vector<weft::join_handle<void>>* hs) {
+  hs->reserve(static_cast<std::size_t>(n));
+  for (long i = 0; i < n; ++i) hs->push_back(weft::spawn(timer_task(st, &recs[i])));
+  co_return;
+}
+
+TEST(MillionTimersTest, PendingTimersHalfCancelledNoneEarlyNoneAfterCancelMemoryReturns) {
+  watchdog dog(std::chrono::seconds(110));
+  const long n = scaled(1'000'000, 100'000, 250'000);
+  frame_baseline frames;
+  {
+    std::ofstream clear("/proc/self/clear_refs");  // "5": reset VmHWM (Linux >= 4.0)
+    if (clear) clear << "5" << std::flush;
+  }
+  const long rss_before = read_status_kib("VmRSS");
+  auto recs = std::make_unique<timer_rec[]>(static_cast<std::size_t>(n));
+  rng r(42);
+  long must_cancel = 0;  // cancelled half, deadlines beyond the test
+  for (long i = 0; i < n; ++i) {
+    timer_rec& rec = recs[i];
+    if (i % 2 == 1) {  // the half that gets cancelled
+      const auto k = r.below(10);
+      rec.mode = k < 4 ? timer_mode::never : k < 8 ? timer_mode::long_1h : timer_mode::short_rand;
+      if (rec.mode != timer_mode::short_rand) ++must_cancel;
+    } else {
+      const auto k = r.below(10);
+      rec.mode = k == 0   ? timer_mode::zero
+                 : k == 1 ? timer_mode::negative
+                 : k == 2 ? timer_mode::until_now
+                          : timer_mode::short_rand;
+    }
+    rec.param_ns = static_cast<std::int64_t>(r.below(300'000'000));
+  }
+  timer_stats st;
+  double arm_s = 0, cancel_calls_s = 0, cancel_all_s = 0, total_s = 0;
+  long cancel_true = 0;
+  {
+    weft::runtime rt(with_workers(2));
+    std::vector<weft::join_handle<void>> hs;
+    const auto t0 = clock_type::now();
+    rt.block_on(spawn_timers(&st, recs.get(), n, &hs));
+    ASSERT_TRUE(spin_until([&] { return st.armed.load() == n; }, 100'000ms));
+    arm_s = seconds_since(t0);
+
+    const auto t1 = clock_type::now();
+    for (long i = 1; i < n; i += 2) {
+      recs[i].cancel_ok = hs[static_cast<std::size_t>(i)].cancel("half");
+      recs[i].cancel_end_ns = now_ns();
+      cancel_true += recs[i].cancel_ok;
+    }
+    cancel_calls_s = seconds_since(t1);
+    ASSERT_TRUE(spin_until([&] { return st.cancelled.load() >= must_cancel; }, 100'000ms));
+    cancel_all_s = seconds_since(t1);
+    ASSERT_TRUE(spin_until([&] { return st.woke.load() + st.cancelled.load() == n; }, 100'000ms));
+    total_s = seconds_since(t0);
+    hs.clear();
+  }
+  const long hwm = read_status_kib("VmHWM");
+  EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
+  EXPECT_EQ(st.early.load(), 0) << "timers fired before their deadline";
+  long fired_after_cancel = 0, not_cancelled = 0, even_cancelled = 0;
+  for (long i = 0; i < n; ++i) {
+    const timer_rec& rec = recs[i];
+    const auto o = rec.outcome.load(std::memory_order_acquire);
+    if (i % 2 == 0) {
+      even_cancelled += o != 1;
+      continue;
+    }
+    // A successful cancel() that completed before the deadline: the timer can
+    // not have fired first (none fires early), so the task must be cancelled.
+    if (rec.cancel_ok && rec.cancel_end_ns < rec.deadline_ns && o != 2) ++fired_after_cancel;
+    if (rec.mode != timer_mode::short_rand && (o != 2 || !rec.cancel_ok)) ++not_cancelled;
+  }
+  EXPECT_EQ(fired_after_cancel, 0);
+  EXPECT_EQ(not_cancelled, 0);
+  EXPECT_EQ(even_cancelled, 0);
+  std::printf(
+      "[ timers   ] n=%ld: arm all %.3f s, %ld cancel() calls %.3f s (true: %ld), cancelled "
+      "tasks finished %.3f s after the first cancel, all done %.3f s; VmRSS before %ld KiB, "
+      "VmHWM %ld KiB (+%ld KiB, %.0f B/timer)\n",
+      n, arm_s, n / 2, cancel_calls_s, cancel_true, cancel_all_s, total_s, rss_before, hwm,
+      hwm - rss_before, 1024.0 * static_cast<double>(hwm - rss_before) / static_cast<double>(n));
+}
+
+}  // namespace
