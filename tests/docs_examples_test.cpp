@@ -15,6 +15,7 @@
 #include <fstream>
 #include <latch>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -551,6 +552,120 @@ TEST(DocsExamplesTest, AsyncioEventIsWeftEvent) {
 // ---------------------------------------------------------------- the doc holds these
 
 // Every ```cpp block of docs/cancellation.md must appear verbatim in this file.
+// ---------------------------------------------------------------- TaskGroup
+
+weft::task<int> may_fail(int i) {
+  if (i == 2) throw std::runtime_error("boom");
+  co_await weft::sleep_for(1h);  // the siblings wait until the failure cancels them
+  co_return i;
+}
+
+weft::task<std::string> run_group() {
+  weft::task_group g;  // asyncio.TaskGroup
+  for (int i = 0; i < 4; ++i) (void)g.spawn(may_fail(i));
+  try {
+    co_await g.join();  // when it returns or throws, every child has finished
+  } catch (const weft::task_group_error& e) {
+    co_return e.what();  // every child failure; siblings were cancelled (kind group)
+  }
+  co_return "no failure";
+}
+
+TEST(DocsExamplesTest, AsyncioTaskGroupIsWeftTaskGroup) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt;
+  const std::string what = rt.block_on(run_group());
+  EXPECT_NE(what.find("boom"), std::string::npos) << what;
+}
+
+// ---------------------------------------------------------------- gather
+
+weft::task<int> square(int x) { co_return x * x; }
+
+weft::task<int> sum_of_squares() {
+  auto [a, b, c] = co_await weft::when_all(square(1), square(2), square(3));  // asyncio.gather
+  co_return a + b + c;
+}
+
+TEST(DocsExamplesTest, AsyncioGatherIsWeftWhenAll) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt;
+  EXPECT_EQ(rt.block_on(sum_of_squares()), 14);
+}
+
+// ---------------------------------------------------------------- FIRST_COMPLETED
+
+weft::task<std::string> answer_fast() { co_return "fast"; }
+weft::task<std::string> answer_slow() {
+  co_await weft::sleep_for(1h);
+  co_return "slow";
+}
+
+weft::task<std::string> first_answer() {
+  std::vector<weft::task<std::string>> racers;
+  racers.push_back(answer_slow());
+  racers.push_back(answer_fast());
+  // The first to finish wins; the others are cancelled and awaited first.
+  weft::when_any_result<std::string> first = co_await weft::when_any(std::move(racers));
+  co_return std::to_string(first.index) + ":" + first.value;
+}
+
+TEST(DocsExamplesTest, AsyncioWaitFirstCompletedIsWeftWhenAny) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt;
+  EXPECT_EQ(rt.block_on(first_answer()), "1:fast");
+}
+
+// ---------------------------------------------------------------- cancellation source
+
+weft::task<void> serve_forever() { co_await weft::sleep_for(1h); }
+
+TEST(DocsExamplesTest, ACancellationSourceCancelsEveryBoundTask) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::cancellation_source src;
+  weft::runtime rt;
+  std::vector<weft::join_handle<void>> tasks;
+  std::vector<weft::cancellation_registration> bound;  // a binding lasts while it lives
+  for (int i = 0; i < 3; ++i) {
+    tasks.push_back(rt.spawn(serve_forever()));
+    bound.push_back(src.token().bind(tasks.back()));
+  }
+  src.cancel("closing");  // one call cancels all three
+  for (auto& t : tasks) {
+    try {
+      t.join();
+      ADD_FAILURE() << "not cancelled";
+    } catch (const weft::cancelled_error& e) {
+      EXPECT_EQ(e.reason(), "closing");
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Semaphore
+
+weft::task<void> limited(weft::semaphore* sem, std::atomic<int>* inside, std::atomic<int>* most) {
+  co_await sem->acquire();  // a cancellation point; a cancelled acquire takes no permit
+  const int now = inside->fetch_add(1) + 1;
+  int seen = most->load();
+  while (now > seen && !most->compare_exchange_weak(seen, now)) {
+  }
+  co_await weft::yield();
+  inside->fetch_sub(1);
+  sem->release();
+}
+
+TEST(DocsExamplesTest, AsyncioSemaphoreIsWeftSemaphore) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::semaphore sem(2);  // declared before the runtime: it outlives every waiter
+  std::atomic<int> inside{0}, most{0};
+  weft::runtime rt;
+  std::vector<weft::join_handle<void>> hs;
+  for (int i = 0; i < 20; ++i) hs.push_back(rt.spawn(limited(&sem, &inside, &most)));
+  for (auto& h : hs) h.join();
+  EXPECT_LE(most.load(), 2);
+  EXPECT_EQ(sem.available(), 2);
+}
+
 TEST(DocsExamplesTest, EveryDocBlockIsCopiedFromThisFile) {
   namespace fs = std::filesystem;
   const fs::path here = fs::path(__FILE__);
