@@ -432,6 +432,20 @@ void rethrow_outcome(promise_base& p) {
   }
 }
 
+cancelled_error cancellation_of(const promise_base& p) {
+  if (p.error) {
+    try {
+      std::rethrow_exception(p.error);
+    } catch (const cancelled_error& e) {
+      return e;
+    } catch (...) {
+    }
+  }
+  const cancel_request* r = const_cast<promise_base&>(p).own_core().final_cancel;
+  if (r != nullptr) return cancelled_error(r->reason, r->kind, r->where);
+  return cancelled_error("", cancel_kind::explicit_request);
+}
+
 void throw_invalid_handle() {
   throw usage_error("weft: this join_handle is empty (moved from or default constructed)");
 }

@@ -120,3 +120,52 @@ TEST(MisuseDeathTest, DestroyingTheRuntimeFromItsOwnWorkerAbortsWithAMessage) {
 }
 
 }  // namespace
+
+namespace {
+
+weft::task<int> sleeps_long(std::latch* asleep) {
+  asleep->count_down();
+  co_await weft::sleep_for(std::chrono::hours(1));
+  co_return 1;
+}
+
+weft::task<int> awaits_it(std::latch* started, weft::join_handle<int>* inner) {
+  started->count_down();
+  co_return co_await *inner;  // a request that arrives before this await is forwarded too
+}
+
+// Provenance without taking the outcome: the handle tells kind, reason and the
+// line of the cancel() call, also for a task cancelled through the await chain.
+TEST(ProvenanceTest, ACancelledHandleTellsKindReasonAndWhereWithoutTakingTheOutcome) {
+  weft_test::watchdog dog(std::chrono::seconds(30));
+  std::latch asleep{1};
+  weft::runtime rt(weft_test::with_workers(2));
+  std::latch started{1};
+  auto inner = rt.spawn(sleeps_long(&asleep));
+  auto outer = rt.spawn(awaits_it(&started, &inner));
+  asleep.wait();
+  started.wait();
+  const int line = __LINE__ + 1;
+  outer.cancel("enough");  // forwarded down to `inner`
+  EXPECT_THROW((void)outer.join(), weft::cancelled_error);
+  ASSERT_TRUE(inner.done());
+  const std::optional<weft::cancelled_error> why = inner.cancellation();
+  ASSERT_TRUE(why.has_value());
+  EXPECT_EQ(why->reason(), "enough");
+  EXPECT_EQ(why->kind(), weft::cancel_kind::explicit_request);
+  EXPECT_EQ(static_cast<int>(why->where().line()), line);
+  EXPECT_EQ(inner.cancellation()->reason(), "enough") << "looking twice works";
+  EXPECT_THROW((void)inner.join(), weft::usage_error) << "outer's co_await took the outcome";
+
+  // A handle nobody awaited: cancellation() looks, join() still takes.
+  std::latch asleep2{1};
+  auto direct = rt.spawn(sleeps_long(&asleep2));
+  asleep2.wait();
+  direct.cancel_as(weft::cancel_kind::timeout, "deadline");
+  weft_test::wait_done(direct, std::chrono::milliseconds(10'000));
+  ASSERT_TRUE(direct.cancellation().has_value());
+  EXPECT_EQ(direct.cancellation()->kind(), weft::cancel_kind::timeout);
+  EXPECT_THROW((void)direct.join(), weft::cancelled_error) << "looking did not take the outcome";
+}
+
+}  // namespace

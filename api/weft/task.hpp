@@ -22,6 +22,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <optional>
 #include <source_location>
 #include <string>
 #include <type_traits>
@@ -86,6 +87,8 @@ void sleep_resume(task_core* ctx, timer_node* node);
 // The outcome of a spawned task, for the awaiter/joiner: rethrows exceptions
 // and cancellation.  Marks it observed.
 [[noreturn]] void rethrow_outcome(promise_base& p);
+// The cancelled_error a task that finished by cancellation ended with.
+cancelled_error cancellation_of(const promise_base& p);
 [[noreturn]] void throw_invalid_handle();
 [[noreturn]] void throw_already_taken();
 inline void mark_taken(task_core* core) {
@@ -485,6 +488,15 @@ class [[nodiscard]] join_handle {
   bool cancelled() const noexcept {
     return done() && h_.promise().result == detail::outcome::cancelled;
   }
+  // When the task finished by cancellation: the cancelled_error it ended with
+  // (kind, reason, and the location of the cancel() call that caused it --
+  // also when it travelled through nested awaits or a task group), without
+  // taking the outcome.  Empty otherwise.
+  std::optional<cancelled_error> cancellation() const {
+    if (!cancelled()) return std::nullopt;
+    return detail::cancellation_of(h_.promise());
+  }
+
   // Cancel requests made and not withdrawn by uncancel() (asyncio).
   unsigned cancelling() const noexcept {
     if (!h_) return 0;
