@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""Turn the raw JSON of one scripts/bench.sh run into results.json, results.md
+and PNG plots.
+
+    python3 benchmarks/report.py RAW_DIR OUT_DIR
+
+RAW_DIR holds what the benchmark programs wrote (fib.json, skynet.json,
+nqueens.json, uts.json, cancel_latency.json, mass_cancel.json, memory.json,
+micro.json from Google Benchmark) and meta.json from scripts/bench.sh (machine,
+load, compiler, commit).  A missing file leaves its section out.  Writes
+OUT_DIR/results.json (everything, merged), OUT_DIR/results.md (medians and
+ratios, and the issue-4 targets against the measured figures) and
+OUT_DIR/img/*.png (matplotlib, Agg backend: no display needed).
+"""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+WEFT_COLOR = "#1f77b4"
+TBB_COLOR = "#d62728"
+SERIAL_COLOR = "#555555"
+
+
+def load(raw, name):
+    path = os.path.join(raw, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fmt_ms(v):
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "—"
+    return f"{v:.{digits}f}"
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def throughput_groups(docs):
+    """{(problem, instance): {(runtime, workers): result}} in the order seen."""
+    groups = {}
+    for doc in docs:
+        if not doc:
+            continue
+        for r in doc["results"]:
+            key = (r["problem"], r["instance"])
+            groups.setdefault(key, {})[(r["runtime"], r["workers"])] = r
+    return groups
+
+
+def throughput_table(groups):
+    lines = [
+        "| problem | instance | tasks | workers | serial ms | weft ms | oneTBB ms "
+        "| oneTBB / weft | weft ns/task | oneTBB ns/task | weft / serial |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (problem, instance), g in groups.items():
+        serial = g.get(("serial", 1))
+        workers = sorted({w for (rt, w) in g if rt == "weft"})
+        for k in workers:
+            w, t = g.get(("weft", k)), g.get(("oneTBB", k))
+            if not w or not t:
+                continue
+            tasks = w["tasks"]
+            lines.append(
+                f"| {problem} | {instance} | {tasks:,.0f} | {k} "
+                f"| {fmt_ms(serial['median_ms']) if serial else '—'} "
+                f"| {fmt_ms(w['median_ms'])} ({fmt_ms(w['min_ms'])}–{fmt_ms(w['max_ms'])}) "
+                f"| {fmt_ms(t['median_ms'])} ({fmt_ms(t['min_ms'])}–{fmt_ms(t['max_ms'])}) "
+                f"| **{t['median_ms'] / w['median_ms']:.2f}x** "
+                f"| {w['median_ms'] * 1e6 / tasks:.1f} | {t['median_ms'] * 1e6 / tasks:.1f} "
+                f"| {w['median_ms'] / serial['median_ms']:.1f}x |"
+                if serial
+                else ""
+            )
+    lines.append("")
+    lines.append("Scaling from 1 to 2 workers (median 1-worker time / median 2-worker time):")
+    lines.append("")
+    lines.append("| problem | instance | weft | oneTBB |")
+    lines.append("|---|---|---:|---:|")
+    for (problem, instance), g in groups.items():
+        if ("weft", 1) in g and ("weft", 2) in g:
+            sw = g[("weft", 1)]["median_ms"] / g[("weft", 2)]["median_ms"]
+            st = g[("oneTBB", 1)]["median_ms"] / g[("oneTBB", 2)]["median_ms"]
+            lines.append(f"| {problem} | {instance} | {sw:.2f}x | {st:.2f}x |")
+    return "\n".join(lines)
+
+
+def slug(problem, instance):
+    s = f"{problem}_{instance}".lower()
+    out = "".join(c if c.isalnum() else "_" for c in s)
+    while "__" in out:
+        out = out.replace("__", "_")
+    return out.strip("_")[:60]
+
+
+def plot_throughput(groups, img_dir, subtitle):
+    files = []
+    for (problem, instance), g in groups.items():
+        workers = sorted({w for (rt, w) in g if rt == "weft"})
+        serial = g.get(("serial", 1))
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+        width = 0.36
+        xs = list(range(len(workers)))
+        for i, (rt, color) in enumerate((("weft", WEFT_COLOR), ("oneTBB", TBB_COLOR))):
+            med = [g[(rt, k)]["median_ms"] for k in workers]
+            lo = [g[(rt, k)]["median_ms"] - g[(rt, k)]["min_ms"] for k in workers]
+            hi = [g[(rt, k)]["max_ms"] - g[(rt, k)]["median_ms"] for k in workers]
+            pos = [x + (i - 0.5) * width for x in xs]
+            bars = ax1.bar(pos, med, width, yerr=[lo, hi], capsize=4, color=color, label=rt)
+            for b, v in zip(bars, med):
+                ax1.annotate(fmt_ms(v), (b.get_x() + b.get_width() / 2, v / 2), ha="center",
+                             va="center", fontsize=8, color="white", fontweight="bold",
+                             rotation=90)
+        if serial:
+            ax1.axhline(serial["median_ms"], color=SERIAL_COLOR, linestyle="--",
+                        label=f"serial {fmt_ms(serial['median_ms'])} ms")
+        ax1.set_xticks(xs)
+        ax1.set_xticklabels([f"{k} worker{'s' if k > 1 else ''}" for k in workers])
+        ax1.set_ylabel("wall time, ms (median; bars: min–max)")
+        ax1.set_title("time")
+        ax1.legend(fontsize=8)
+        ax1.set_ylim(0, ax1.get_ylim()[1] * 1.08)
+
+        top = 2.0
+        for rt, color in (("weft", WEFT_COLOR), ("oneTBB", TBB_COLOR)):
+            base = g[(rt, workers[0])]["median_ms"]
+            sp = [base / g[(rt, k)]["median_ms"] for k in workers]
+            top = max(top, max(sp))
+            label = f"{rt}"
+            if serial:
+                vs = ", ".join(f"{serial['median_ms'] / g[(rt, k)]['median_ms']:.3g}x"
+                               for k in workers)
+                label += f" (vs serial: {vs})"
+            ax2.plot(workers, sp, "o-", color=color, label=label)
+            for k, v in list(zip(workers, sp))[1:]:
+                ax2.annotate(f"{v:.2f}x", (k, v), fontsize=8, color=color,
+                             xytext=(6, -12 if rt == "oneTBB" else 4), textcoords="offset points")
+        ax2.plot(workers, [k / workers[0] for k in workers], color="#999999", linewidth=0.8,
+                 linestyle="--", label="ideal")
+        ax2.set_xticks(workers)
+        ax2.set_xlim(workers[0] - 0.3, workers[-1] + 0.5)
+        ax2.set_ylim(0, top * 1.15)
+        ax2.set_xlabel("workers")
+        ax2.set_ylabel(f"speedup over its own {workers[0]}-worker time")
+        ax2.set_title("speedup (self-relative; vs serial in the legend)")
+        ax2.legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"{problem}, {instance}\n{subtitle}", fontsize=9)
+        fig.tight_layout()
+        name = f"throughput_{slug(problem, instance)}.png"
+        fig.savefig(os.path.join(img_dir, name), dpi=110)
+        plt.close(fig)
+        files.append((f"{problem}, {instance}", name))
+    return files
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+def latency_table(doc):
+    lines = [
+        "| workers | variant | measured to | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs "
+        "| p50 of each fifth µs | samples |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    names = {"to_handler": "catch block / flag seen", "to_join": "join() / wait() returns"}
+    for r in doc["results"]:
+        fifths = " ".join(f"{v:.1f}" for v in r["chunk_p50_us"])
+        lines.append(
+            f"| {r['workers']} | {r['variant']} | {names[r['metric']]} | {r['p50_us']:.2f} "
+            f"| {r['p90_us']:.2f} | {r['p99_us']:.1f} | {r['p999_us']:.1f} | {r['max_us']:.0f} "
+            f"| {fifths} | {r['count']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_latency(doc, img_dir, subtitle):
+    results = doc["results"]
+    workers = sorted({r["workers"] for r in results})
+    metrics = ("to_handler", "to_join")
+    titles = {"to_handler": "cancel() → catch block (weft) / flag seen (oneTBB)",
+              "to_join": "cancel() → join() (weft) / wait() (oneTBB) returns"}
+    styles = {"weft_parked": (WEFT_COLOR, "-"), "weft_checkpoint": ("#2ca02c", "-"),
+              "tbb_poll": (TBB_COLOR, "--")}
+    labels = {"weft_parked": "weft, parked in sleep_for",
+              "weft_checkpoint": "weft, checkpoint() loop",
+              "tbb_poll": "oneTBB, polling loop"}
+    fig, axes = plt.subplots(len(workers), 2, figsize=(11, 3.6 * len(workers)), squeeze=False)
+    for i, k in enumerate(workers):
+        for j, m in enumerate(metrics):
+            ax = axes[i][j]
+            for r in results:
+                if r["workers"] != k or r["metric"] != m:
+                    continue
+                s = sorted(r["samples_us"])
+                n = len(s)
+                ys = [(idx + 1) / n for idx in range(n)]
+                color, ls = styles.get(r["variant"], ("black", "-"))
+                ax.plot(s, ys, ls, color=color, linewidth=1.4,
+                        label=f"{labels.get(r['variant'], r['variant'])}: p50 {r['p50_us']:.1f}, "
+                              f"p99 {r['p99_us']:.0f} µs")
+            ax.set_xscale("log")
+            ax.set_ylim(0, 1.0)
+            ax.axhline(0.5, color="#bbbbbb", linewidth=0.6)
+            ax.axhline(0.99, color="#bbbbbb", linewidth=0.6)
+            ax.set_xlabel("latency, µs (log scale)")
+            ax.set_ylabel("fraction of samples ≤ x")
+            ax.set_title(f"{k} worker{'s' if k > 1 else ''}: {titles[m]}", fontsize=9)
+            ax.legend(fontsize=7, loc="lower right")
+            ax.grid(True, which="both", alpha=0.25)
+    fig.suptitle(f"cancellation latency, CDF of {results[0]['count']} samples per line\n{subtitle}",
+                 fontsize=9)
+    fig.tight_layout()
+    name = "cancel_latency.png"
+    fig.savefig(os.path.join(img_dir, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
+def mass_table(doc):
+    lines = [
+        "| workers | runtime | tasks | total ns/task | cancel calls ns/task | drain ns/task "
+        "| total, each rep (ns/task) | bodies run |",
+        "|---:|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in doc["results"]:
+        reps = " ".join(f"{v:.0f}" for v in r["total_ns_per_task"])
+        lines.append(
+            f"| {r['workers']} | {r['runtime']} | {r['tasks']:,} | **{r['median_total_ns_per_task']:.1f}** "
+            f"| {r['median_cancel_ns_per_task']:.1f} | {r['median_drain_ns_per_task']:.1f} "
+            f"| {reps} | {r['bodies_ran']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_mass(doc, img_dir, subtitle):
+    rs = doc["results"]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    labels, cancel, drain, colors, totals = [], [], [], [], []
+    for r in rs:
+        labels.append(f"{r['runtime']}\n{r['workers']} worker{'s' if r['workers'] > 1 else ''}")
+        cancel.append(r["median_cancel_ns_per_task"])
+        drain.append(r["median_drain_ns_per_task"])
+        totals.append(r["median_total_ns_per_task"])
+        colors.append(WEFT_COLOR if r["runtime"] == "weft" else TBB_COLOR)
+    xs = range(len(rs))
+    ax.bar(xs, cancel, color=colors, alpha=0.45, label="cancel call(s)")
+    ax.bar(xs, drain, bottom=cancel, color=colors, label="drain until all resolved")
+    for x, c, d, t in zip(xs, cancel, drain, totals):
+        ax.annotate(f"total {t:.0f}", (x, c + d), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("ns per task (medians of the reps)")
+    ax.set_title(f"mass cancel of {rs[0]['tasks']:,} queued tasks\n{subtitle}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
+    fig.tight_layout()
+    name = "mass_cancel.png"
+    fig.savefig(os.path.join(img_dir, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
+def memory_table(doc):
+    lines = [
+        f"fib({doc['fib_n']}), peak RSS (VmHWM) of a fresh process per measurement:",
+        "",
+        "| runtime | workers | peak MiB (median) | before fib MiB | each rep, MiB |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in doc["results"]:
+        if r["case"] != "fib_peak_rss":
+            continue
+        reps = " ".join(f"{v:.2f}" for v in r["peak_mib"])
+        w = "—" if r["runtime"] == "serial" else r["workers"]
+        lines.append(f"| {r['runtime']} | {w} | **{r['median_peak_mib']:.2f}** "
+                     f"| {r['median_before_mib']:.2f} | {reps} |")
+    lines += [
+        "",
+        f"{doc['sleeping_tasks']:,} weft tasks suspended in `sleep_for(1h)`:",
+        "",
+        "| workers | bytes per task (median) | each rep | RSS before → after, MiB "
+        "| then cancel all: ns/task (median) |",
+        "|---:|---:|---|---|---:|",
+    ]
+    for r in doc["results"]:
+        if r["case"] != "suspended_tasks":
+            continue
+        reps = " ".join(f"{v:.0f}" for v in r["bytes_per_task"])
+        b = sorted(r["rss_before_mib"])[len(r["rss_before_mib"]) // 2]
+        a = sorted(r["rss_after_mib"])[len(r["rss_after_mib"]) // 2]
+        lines.append(f"| {r['workers']} | **{r['median_bytes_per_task']:.0f}** | {reps} "
+                     f"| {b:.1f} → {a:.1f} | {r['median_cancel_ns_per_task']:.0f} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- micro
+
+
+def micro_rows(doc):
+    rows = []
+    for b in doc.get("benchmarks", []):
+        if b.get("aggregate_name") != "median":
+            continue
+        name = b["run_name"] if "run_name" in b else b["name"]
+        per_op = b.get("per_op")
+        rows.append((name, per_op, b))
+    return rows
+
+
+def micro_table(doc):
+    lines = ["| benchmark | per operation (median of the repetitions) |", "|---|---:|"]
+    for name, per_op, b in micro_rows(doc):
+        if per_op is None:
+            continue
+        v = per_op * 1e9
+        shown = f"{v:.2f} ns" if v < 1000 else f"{v / 1000:.2f} µs"
+        lines.append(f"| {name} | {shown} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- targets
+
+
+def targets(groups, lat, mass, mem, micro, meta=None):
+    rows = []
+    meta = meta or {}
+    idle_note = (f"the target asks for an idle machine; load average before the run "
+                 f"{meta.get('load_before', '?').split()[0]}, after {meta.get('load_after', '?').split()[0]}")
+
+    def add(target, weft, tbb, met, note=""):
+        rows.append((target, weft, tbb, met, note))
+
+    def ok(b):
+        return "met" if b else "**not met**"
+
+    fib = next((g for (p, i), g in groups.items() if p == "fib"), None)
+    fib_inst = next((i for (p, i) in groups if p == "fib"), "")
+    if fib and ("weft", 2) in fib:
+        w2, t2 = fib[("weft", 2)]["median_ms"], fib[("oneTBB", 2)]["median_ms"]
+        add(f"fib({fib_inst[2:]}), 2 workers: weft ≥ 3.5x faster than oneTBB",
+            f"{fmt_ms(w2)} ms ({t2 / w2:.2f}x)", f"{fmt_ms(t2)} ms", ok(t2 / w2 >= 3.5))
+        s = fib[("serial", 1)]["median_ms"]
+        w1, t1 = fib[("weft", 1)]["median_ms"], fib[("oneTBB", 1)]["median_ms"]
+        add("fib, 1 worker within 12x of the serial function",
+            f"{w1 / s:.1f}x ({fmt_ms(w1)} vs {fmt_ms(s)} ms)", f"{t1 / s:.1f}x", ok(w1 / s <= 12))
+        add("fib, scaling from 1 to 2 workers ≥ 1.9x", f"{w1 / w2:.2f}x", f"{t1 / t2:.2f}x",
+            ok(w1 / w2 >= 1.9))
+    for (p, inst), g in groups.items():
+        if ("weft", 2) not in g:
+            continue
+        w2, t2 = g[("weft", 2)]["median_ms"], g[("oneTBB", 2)]["median_ms"]
+        if p == "skynet" and inst.startswith("10^8"):
+            add("skynet 10^8, 2 workers: ≥ 2.5x faster than oneTBB",
+                f"{fmt_ms(w2)} ms ({t2 / w2:.2f}x)", f"{fmt_ms(t2)} ms", ok(t2 / w2 >= 2.5))
+        elif p in ("nqueens", "uts_geo", "uts_bin"):
+            add(f"{p} ({inst}), 2 workers: faster than oneTBB",
+                f"{fmt_ms(w2)} ms ({t2 / w2:.2f}x)", f"{fmt_ms(t2)} ms", ok(w2 < t2))
+    if mem:
+        peaks = {(r["runtime"], r["workers"]): r for r in mem["results"]
+                 if r["case"] == "fib_peak_rss"}
+        if ("weft", 2) in peaks:
+            w, t = peaks[("weft", 2)]["median_peak_mib"], peaks[("oneTBB", 2)]["median_peak_mib"]
+            add(f"peak RSS for fib({mem['fib_n']}) under 8 MiB (2 workers)", f"{w:.2f} MiB",
+                f"{t:.2f} MiB", ok(w < 8))
+        for r in mem["results"]:
+            if r["case"] == "suspended_tasks" and r["workers"] == 2:
+                add(f"under 256 bytes per suspended task at {r['tasks']:,} tasks (2 workers)",
+                    f"{r['median_bytes_per_task']:.0f} B", "n/a (a oneTBB task cannot suspend)",
+                    ok(r["median_bytes_per_task"] < 256))
+    if lat:
+        by = {(r["variant"], r["metric"], r["workers"]): r for r in lat["results"]}
+        for k in (2, 1):
+            p = by.get(("weft_parked", "to_handler", k))
+            pj = by.get(("weft_parked", "to_join", k))
+            t = by.get(("tbb_poll", "to_join", k))
+            if p and t:
+                add(f"parked task, {k} worker{'s' if k > 1 else ''}: cancel() → catch, median < 5 µs",
+                    f"{p['p50_us']:.1f} µs (to join(): {pj['p50_us']:.1f})",
+                    f"{t['p50_us']:.1f} µs (cancel() → wait() returns)", ok(p["p50_us"] < 5),
+                    idle_note)
+                add(f"parked task, {k} worker{'s' if k > 1 else ''}: p99 < 50 µs",
+                    f"{p['p99_us']:.1f} µs (to join(): {pj['p99_us']:.1f})",
+                    f"{t['p99_us']:.1f} µs", ok(p["p99_us"] < 50), idle_note)
+            c = by.get(("weft_checkpoint", "to_handler", k))
+            if c and t:
+                lim = lat.get("time_slice_us", 2000) + 50
+                add(f"checkpoint() loop, {k} worker{'s' if k > 1 else ''}: p99 within one time "
+                    f"slice + 50 µs ({lim} µs)",
+                    f"{c['p99_us']:.1f} µs (p50 {c['p50_us']:.1f})",
+                    f"{t['p99_us']:.1f} µs (p50 {t['p50_us']:.1f})", ok(c["p99_us"] <= lim))
+    if mass:
+        by = {(r["runtime"], r["workers"]): r for r in mass["results"]}
+        for k in (2, 1):
+            w, t = by.get(("weft", k)), by.get(("oneTBB", k))
+            if w and t:
+                add(f"mass cancel of {w['tasks']:,} queued tasks, {k} worker{'s' if k > 1 else ''}: "
+                    f"< 50 ns per task, 0 bodies run" if k == 2 else
+                    f"mass cancel, 1 worker (no target; for reference)",
+                    f"{w['median_total_ns_per_task']:.1f} ns, {w['bodies_ran']} bodies",
+                    f"{t['median_total_ns_per_task']:.1f} ns, {t['bodies_ran']} bodies",
+                    ok(w["median_total_ns_per_task"] < 50 and w["bodies_ran"] == 0)
+                    if k == 2 else "—")
+    if micro:
+        for name, per_op, b in micro_rows(micro):
+            if name.startswith("BM_Checkpoint") and per_op is not None:
+                v = per_op * 1e9
+                add(f"checkpoint() with nothing pending < 5 ns ({name})", f"{v:.2f} ns",
+                    "n/a", ok(v < 5))
+    add("plain spawn+join within 1.5x of a dedicated fork-join form",
+        "n/a: weft has no dedicated form; spawn+join is the documented one and is what is measured",
+        "—", "—")
+    lines = ["| target (issue 4) | weft | oneTBB | result |", "|---|---|---|---|"]
+    for target, w, t, m, note in rows:
+        lines.append(f"| {target} | {w} | {t} | {m}{' (' + note + ')' if note else ''} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    raw, out = sys.argv[1], sys.argv[2]
+    img_dir = os.path.join(out, "img")
+    os.makedirs(img_dir, exist_ok=True)
+
+    meta = load(raw, "meta.json") or {}
+    fib, skynet, nq, uts = (load(raw, f) for f in ("fib.json", "skynet.json", "nqueens.json",
+                                                  "uts.json"))
+    lat, mass, mem, micro = (load(raw, f) for f in ("cancel_latency.json", "mass_cancel.json",
+                                                   "memory.json", "micro.json"))
+    docs = [d for d in (fib, skynet, nq, uts, lat, mass, mem) if d]
+    compiler = meta.get("compiler") or (docs[0]["compiler"] if docs else "?")
+    for d in docs:
+        if d.get("compiler") != compiler:
+            print(f"warning: {d['benchmark']} was built by {d.get('compiler')}, not {compiler}")
+    subtitle = (f"{compiler}, {docs[0]['build'] if docs else ''}; {meta.get('cpu', '?')} x "
+                f"{meta.get('nproc', '?')}; load avg {meta.get('load_before', '?')} → "
+                f"{meta.get('load_after', '?')}; weft {meta.get('commit', '?')}"
+                f"{' (quick)' if meta.get('quick') else ''}")
+
+    merged = {"meta": meta, "fib": fib, "skynet": skynet, "nqueens": nq, "uts": uts,
+              "cancel_latency": lat, "mass_cancel": mass, "memory": mem, "micro": micro}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(merged, f, indent=1)
+
+    groups = throughput_groups([fib, skynet, nq, uts])
+    md = ["# weft benchmark results", ""]
+    md.append(f"- compiler: **{compiler}**; {docs[0]['build'] if docs else ''}; "
+              f"{docs[0]['tbb'] if docs else ''}")
+    md.append(f"- machine: {meta.get('cpu', '?')}, nproc {meta.get('nproc', '?')}")
+    changed = meta.get("changed_files") or []
+    md.append(f"- weft commit: `{meta.get('commit', '?')}`"
+              f"{' plus uncommitted changes in: ' + ', '.join(changed) if changed else ''}; "
+              f"run {meta.get('started', '?')} to {meta.get('date', '?')}"
+              f"{'; --quick' if meta.get('quick') else ''}")
+    md.append(f"- load average (1, 5, 15 min) before: {meta.get('load_before', '?')}; "
+              f"after: {meta.get('load_after', '?')}")
+    if meta.get("busy_before") or meta.get("busy_after"):
+        md.append(f"- other processes using CPU at the start: {meta.get('busy_before') or 'none seen'}; "
+                  f"at the end: {meta.get('busy_after') or 'none seen'}")
+    md.append("")
+    md.append("## Issue 4 targets vs measured")
+    md.append("")
+    md.append(targets(groups, lat, mass, mem, micro, meta))
+    md.append("")
+    if groups:
+        md.append("## Throughput (medians; min–max in parentheses)")
+        md.append("")
+        md.append(throughput_table(groups))
+        md.append("")
+        for title, name in plot_throughput(groups, img_dir, subtitle):
+            md.append(f"![{title}](img/{name})")
+            md.append("")
+    if lat:
+        md.append("## Cancellation latency")
+        md.append("")
+        md.append(latency_table(lat))
+        md.append("")
+        md.append(f"![cancellation latency](img/{plot_latency(lat, img_dir, subtitle)})")
+        md.append("")
+    if mass:
+        md.append("## Mass cancel")
+        md.append("")
+        md.append(mass_table(mass))
+        md.append("")
+        md.append(f"![mass cancel](img/{plot_mass(mass, img_dir, subtitle)})")
+        md.append("")
+    if mem:
+        md.append("## Memory")
+        md.append("")
+        md.append(memory_table(mem))
+        md.append("")
+    if micro:
+        md.append("## Runtime micro-benchmarks (Google Benchmark, weft only)")
+        md.append("")
+        md.append(micro_table(micro))
+        md.append("")
+    failed = [d["benchmark"] for d in docs if not d.get("verified", False)]
+    md.append("Every result was checked against its reference: "
+              + ("all passed." if not failed else f"**FAILED in {', '.join(failed)}**."))
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print(f"report: wrote {out}/results.json, {out}/results.md, {img_dir}/*.png")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
