@@ -22,9 +22,17 @@ struct bound_state {
 };
 
 weft::task<int> counted_body(bound_state* s) {
-  s->started.fetch_add(1);
-  // Keep the workers busy until the test has cancelled everything.
-  while (!s->release.load()) co_await weft::yield();
+  // seq_cst (default): the test reads the count right after its last cancel().
+  s->started.fetch_add(1, std::memory_order_seq_cst);
+  // Keep the workers busy until the test has cancelled everything.  At least
+  // one yield even when `release` is already set: a body that a worker popped
+  // before its cancel() and started after the release must still pass a
+  // resume point, where its request is delivered.  Without it, it would
+  // return 1 without ever seeing the request ("completed despite the
+  // cancel"), which is correct behaviour but not what this test counts.
+  do {
+    co_await weft::yield();
+  } while (!s->release.load(std::memory_order_seq_cst));  // pairs with the test's store
   co_return 1;
 }
 
@@ -44,8 +52,9 @@ TEST(CancellationBoundTest, TasksStartingAfterCancelAreAtMostOnePerWorker) {
     hs.reserve(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) hs.push_back(rt.spawn(counted_body(&s)));
     for (auto& h : hs) h.cancel("bound");
-    const int started_at_cancel = s.started.load();
-    s.release.store(true);
+    const int started_at_cancel = s.started.load(std::memory_order_seq_cst);
+    // seq_cst: every cancel() above happens-before a body that sees this.
+    s.release.store(true, std::memory_order_seq_cst);
     int values = 0, cancelled = 0;
     for (auto& h : hs) {
       try {
@@ -54,11 +63,12 @@ TEST(CancellationBoundTest, TasksStartingAfterCancelAreAtMostOnePerWorker) {
         ++cancelled;
       }
     }
-    const int started_after = s.started.load() - started_at_cancel;
+    const int started_after = s.started.load(std::memory_order_seq_cst) - started_at_cancel;
     EXPECT_LE(started_after, static_cast<int>(kWorkers)) << "round " << round;
     EXPECT_EQ(values + cancelled, n);
-    // A body that started before its cancel() sees the request at its next
-    // yield: so every started body ends cancelled too, none with a value.
+    // Every body that started yields at least once after its cancel() was
+    // issued (the cancels all happen before `release`), so every started body
+    // ends cancelled too, none with a value.
     EXPECT_EQ(values, 0);
   }
 }
