@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <latch>
 #include <memory>
 #include <random>
 #include <thread>
@@ -28,23 +29,32 @@ struct deque_stress_result {
   std::int64_t steals = 0;
 };
 
+// Pushes at least `items` items (more, up to `max_items`, until the thieves
+// have met the size-0/1 boundary `min_boundary` times: on a loaded machine or
+// under TSan a thief may get little CPU while the owner runs, and a stress
+// that never met the boundary proves nothing).  Thieves are all running
+// before the owner pushes its first item.
 inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_t seed,
-                                            int take_every = 1) {
+                                            int take_every = 1, std::int64_t min_boundary = 0,
+                                            int max_items = 0) {
   struct item_t {
     int id;
   };
-  std::vector<item_t> pool(static_cast<std::size_t>(items));
-  std::vector<std::atomic<int>> seen(static_cast<std::size_t>(items));
-  for (int i = 0; i < items; ++i) pool[static_cast<std::size_t>(i)].id = i;
+  if (max_items < items) max_items = items;
+  std::vector<item_t> pool(static_cast<std::size_t>(max_items));
+  std::vector<std::atomic<int>> seen(static_cast<std::size_t>(max_items));
+  for (int i = 0; i < max_items; ++i) pool[static_cast<std::size_t>(i)].id = i;
   weft::detail::chase_lev_deque<item_t*> dq(2);
-  // Relaxed flags: the threads only need to stop eventually; the counts are
-  // read after join().
+  // Relaxed flags and counters: the threads only need to stop eventually;
+  // the counts are read again after join(), which synchronises.
   std::atomic<bool> done{false};
   std::atomic<std::int64_t> boundary{0}, steals{0};
+  std::latch started(thieves + 1);
   std::vector<std::thread> ts;
   for (int t = 0; t < thieves; ++t) {
     ts.emplace_back([&] {
-      std::int64_t local_boundary = 0, local_steals = 0;
+      started.count_down();
+      std::int64_t local_boundary = 0, local_steals = 0, published = 0;
       while (!done.load(std::memory_order_relaxed)) {
         if (dq.size_hint() <= 1) ++local_boundary;
         item_t* got = nullptr;
@@ -52,14 +62,27 @@ inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_
           ++local_steals;
           seen[static_cast<std::size_t>(got->id)].fetch_add(1, std::memory_order_relaxed);
         }
+        if (local_boundary - published >= 64) {
+          // Relaxed: a progress hint for the owner's stopping rule.
+          boundary.fetch_add(local_boundary - published, std::memory_order_relaxed);
+          published = local_boundary;
+        }
       }
-      boundary.fetch_add(local_boundary, std::memory_order_relaxed);
+      // Relaxed: read after join().
+      boundary.fetch_add(local_boundary - published, std::memory_order_relaxed);
       steals.fetch_add(local_steals, std::memory_order_relaxed);
     });
   }
+  started.arrive_and_wait();
   std::mt19937_64 rng(seed);
-  for (int i = 0; i < items; ++i) {
-    dq.push(&pool[static_cast<std::size_t>(i)]);
+  int pushed = 0;
+  auto enough = [&] {
+    if (pushed >= max_items) return true;
+    // Relaxed: see above.
+    return pushed >= items && boundary.load(std::memory_order_relaxed) >= min_boundary;
+  };
+  while (!enough()) {
+    dq.push(&pool[static_cast<std::size_t>(pushed++)]);
     // Mostly take right away (size 0-1); sometimes let it grow (forces the
     // buffer to double while thieves read it).
     if (take_every > 0 && rng() % static_cast<std::uint64_t>(take_every + 1) != 0) {
@@ -68,7 +91,7 @@ inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_
     if (rng() % 4096 == 0) {
       // A burst: push a few hundred before taking again.
       int burst = static_cast<int>(rng() % 300);
-      for (int k = 0; k < burst && i + 1 < items; ++k) dq.push(&pool[static_cast<std::size_t>(++i)]);
+      for (int k = 0; k < burst && pushed < max_items; ++k) dq.push(&pool[static_cast<std::size_t>(pushed++)]);
     }
   }
   while (item_t* got = dq.take()) seen[static_cast<std::size_t>(got->id)].fetch_add(1, std::memory_order_relaxed);
@@ -76,9 +99,9 @@ inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_
   done.store(true, std::memory_order_relaxed);
   for (auto& t : ts) t.join();
   deque_stress_result r;
-  r.items = items;
-  for (auto& s : seen) {
-    int v = s.load(std::memory_order_relaxed);
+  r.items = pushed;
+  for (int i = 0; i < pushed; ++i) {
+    int v = seen[static_cast<std::size_t>(i)].load(std::memory_order_relaxed);
     if (v == 0) ++r.lost;
     if (v > 1) r.duplicated += v - 1;
   }
