@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "runtime_impl.hpp"
+#include "sim_driver.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
@@ -278,7 +279,9 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept {
 
 void finish_inline_atomic(task_core* core) noexcept {
   // As complete_task: a forwarded cancel may hold a reference, or a watcher
-  // may be registered.
+  // may be registered.  (A simulation marks the tasks it names `hooked`, so
+  // that their inline finish comes here and it can forget the name.)
+  if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
   std::uint32_t prev = mark_done(core);
   if (prev & task_core::kWatched) {
     fire_watchers(core);  // we still hold the running reference
@@ -346,6 +349,9 @@ void destroy_one(task_core* core) noexcept {
 
 bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
+  if (core->rt->sim != nullptr) [[unlikely]] {
+    sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
+  }
   // Acquire: pairs with complete_task's release; a finished task says false.
   if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
   hand_over(core, new cancel_request{std::move(reason), kind, where}, true);
@@ -457,6 +463,7 @@ void join_blocking(task_core* core) {
   require_not_worker(core->rt, "weft::join_handle::join");
   // Acquire: pairs with complete_task's release.
   if (core->state.load(std::memory_order_acquire) & task_core::kDone) return;
+  if (core->rt->sim != nullptr) return sim_join(core);  // this thread drives the simulation
   std::binary_semaphore sem{0};
   core->thread_waiter = &sem;
   // acq_rel: release publishes thread_waiter to the completing worker (its

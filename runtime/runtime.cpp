@@ -15,6 +15,11 @@
 // worker's *own* deque reads num_sleepers relaxed: missing a sleeper there
 // costs parallelism for a moment, never progress, because the owner runs its
 // own deque.
+//
+// A simulation (runtime_options::simulation) uses the same structures without
+// threads: start() creates the workers but no thread, and the driver in
+// sim.cpp steps them; the hooks here (count_finish, schedule_yield, inject,
+// resolve_runtime, stop) hand over to it when `sim` is set.
 #include <sched.h>
 
 #include <algorithm>
@@ -23,6 +28,7 @@
 #include <string>
 
 #include "runtime_impl.hpp"
+#include "sim_driver.hpp"
 #include "weft/runtime.hpp"
 #include "weft/task.hpp"
 
@@ -83,7 +89,10 @@ void require_not_worker(const runtime_impl* rt, const char* what) {
 }
 
 runtime_impl* resolve_runtime(runtime_impl* rt) {
-  if (rt != nullptr) return rt;
+  if (rt != nullptr) {
+    if (rt->sim != nullptr) [[unlikely]] sim_require_owner(rt, "weft::runtime::spawn");
+    return rt;
+  }
   worker* w = tls_worker;
   if (w == nullptr) {
     throw usage_error(
@@ -125,21 +134,30 @@ void count_finish(task_core* core) noexcept {
   worker* w = tls_worker;
   if (w != nullptr && w->rt == core->rt) {
     --w->live_tasks;
+    if (w->sim != nullptr) [[unlikely]] sim_finished(core);
   } else {
     // Relaxed: counter, read after the drain.
     core->rt->outside_live.fetch_sub(1, std::memory_order_relaxed);
+    if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
   }
 }
 
 void wake_one(runtime_impl* rt) noexcept { rt->wake_one(); }
 
-void schedule_yield(task_core* core) noexcept { core->rt->inject(core); }
+void schedule_yield(task_core* core) noexcept {
+  // A simulation decides here whether a checkpoint's slice is spent.
+  if (core->rt->sim != nullptr) [[unlikely]] return sim_yield(core);
+  core->rt->inject(core);
+}
 
 void schedule_wake(task_core* core) noexcept { core->rt->push_local_or_inject(core); }
 
 // ---------------------------------------------------------------------------
 
 void runtime_impl::inject(task_core* c) {
+  // A wake-up of a simulation's task from another thread (event::set, ...)
+  // would race with its driver: refuse it loudly (it cannot throw here).
+  if (sim != nullptr) [[unlikely]] sim_require_owner_or_abort(this, "a wake-up or re-queue");
   {
     std::lock_guard lk(inject_mutex);
     injected.push_back(c);
@@ -153,6 +171,7 @@ void runtime_impl::inject(task_core* c) {
 }
 
 bool runtime_impl::inject_spawn(task_core* c) {
+  if (sim != nullptr) [[unlikely]] sim_require_owner_or_abort(this, "a spawn");
   {
     std::lock_guard lk(inject_mutex);
     if (closed) return false;
@@ -222,19 +241,20 @@ void runtime_impl::wake_all() noexcept {
   }
 }
 
+task_core* runtime_impl::pop_injected() noexcept {
+  // Relaxed: a hint to skip the mutex; the queue itself is read under it.
+  if (injected_count.load(std::memory_order_relaxed) <= 0) return nullptr;
+  std::lock_guard lk(inject_mutex);
+  if (injected.empty()) return nullptr;
+  task_core* c = injected.front();
+  injected.pop_front();
+  // Relaxed: guarded by inject_mutex for writers; readers use it as a hint
+  // or in the seq_cst Dekker check (an over-count there only delays a park).
+  injected_count.fetch_sub(1, std::memory_order_relaxed);
+  return c;
+}
+
 task_core* runtime_impl::find_work(worker* w) {
-  auto pop_injected = [this]() -> task_core* {
-    // Relaxed: a hint to skip the mutex; the queue itself is read under it.
-    if (injected_count.load(std::memory_order_relaxed) <= 0) return nullptr;
-    std::lock_guard lk(inject_mutex);
-    if (injected.empty()) return nullptr;
-    task_core* c = injected.front();
-    injected.pop_front();
-    // Relaxed: guarded by inject_mutex for writers; readers use it as a hint
-    // or in the seq_cst Dekker check (an over-count there only delays a park).
-    injected_count.fetch_sub(1, std::memory_order_relaxed);
-    return c;
-  };
   // Every 61st look goes to the injection queue first, so tasks from outside
   // and yielded tasks are not starved by a busy local deque.
   if (++w->tick % 61 == 0) {
@@ -355,7 +375,12 @@ void runtime_impl::worker_main(worker* w) {
 }
 
 void runtime_impl::start() {
-  n = options.workers != 0 ? options.workers : default_worker_count();
+  if (options.simulation) {
+    // Virtual workers: never taken from the machine, so a seed replays anywhere.
+    n = options.workers != 0 ? options.workers : 4;
+  } else {
+    n = options.workers != 0 ? options.workers : default_worker_count();
+  }
   auto slice = options.time_slice.count() > 0 ? options.time_slice : std::chrono::microseconds(2000);
   options.time_slice = slice;
   slice_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count());
@@ -368,6 +393,10 @@ void runtime_impl::start() {
     w->rng = 0x9E3779B97F4A7C15ull * (i + 1) | 1;
     workers.push_back(std::move(w));
   }
+  if (options.simulation) {
+    sim_create(this);  // no worker thread, no timer thread: the owner drives
+    return;
+  }
   // Every deque exists before any thread can steal from it.
   for (auto& w : workers) {
     worker* wp = w.get();
@@ -377,6 +406,7 @@ void runtime_impl::start() {
 }
 
 void runtime_impl::stop() {
+  if (sim != nullptr) return sim_stop(this, false);
   std::lock_guard guard(shutdown_mutex);
   if (shut_down) return;
 
@@ -479,7 +509,12 @@ runtime::~runtime() {
         stderr);
     std::abort();
   }
-  impl_->stop();
+  if (impl_->sim != nullptr) {
+    detail::sim_stop(impl_, true);  // never throws
+    detail::sim_destroy(impl_);
+  } else {
+    impl_->stop();
+  }
   detail::unregister_runtime(impl_);
   delete impl_;
 }

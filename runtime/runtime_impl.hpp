@@ -23,6 +23,8 @@ namespace weft::detail {
 
 inline constexpr std::size_t kCacheLine = 128;  // two lines: adjacent-line prefetch
 
+struct sim_driver;  // sim_driver.hpp: the deterministic simulation
+
 // Per-worker cache of coroutine frames by 16-byte size class.
 struct frame_cache {
   static constexpr std::size_t kGranule = 16;
@@ -38,6 +40,9 @@ struct frame_cache {
 
 struct alignas(kCacheLine) worker : worker_hot {
   unsigned index = 0;
+  // Set on the virtual workers of a simulation (never changes): count_finish
+  // tells the driver about completions.  Null on real workers.
+  sim_driver* sim = nullptr;
   std::uint64_t rng = 0;           // victim choice (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
   frame_cache frames;              // owner only
@@ -65,6 +70,9 @@ struct runtime_impl {
   std::vector<std::unique_ptr<worker>> workers;
   unsigned n = 0;
   std::uint64_t slice_ns = 0;
+  // Non-null: a simulation (options.simulation), driven by its owner thread;
+  // no worker or timer thread runs.  Set by start(), never changes after.
+  sim_driver* sim = nullptr;
 
   // ---- injection queue: tasks from outside the workers, yields, wake-ups ----
   std::mutex inject_mutex;
@@ -116,6 +124,7 @@ struct runtime_impl {
   void start();
   void worker_main(worker* w);
   task_core* find_work(worker* w);  // THE scheduling seam: which task runs next
+  task_core* pop_injected() noexcept;  // front of the injection queue, or null
   void run(worker* w, task_core* c);
   bool park(worker* w);
   bool has_visible_work() noexcept;
@@ -132,6 +141,14 @@ struct runtime_impl {
   void timer_cancel_all() noexcept;
   bool timer_empty() noexcept;
   void timer_notify_busy() noexcept;
+  // Under timer_mutex: pop the earliest timer if it is due at `now` and end
+  // its sleep.  False when none is due.  *woken: the task whose sleep it
+  // ended, or null when interrupt() had claimed the node first; with other
+  // threads running it may already be resumed (and gone), so only the
+  // single-threaded simulation reads it.  (timer_main, the simulation.)
+  bool timer_pop_due_locked(std::uint64_t now, task_core** woken) noexcept;
+  // The earliest deadline, if a timer is armed.
+  bool timer_next_deadline(std::uint64_t* deadline) noexcept;
 };
 
 // The worker running on this thread (null elsewhere).  runtime.cpp.

@@ -17,16 +17,23 @@
 // The same thread watches time slices: a worker whose `resumes` counter has
 // not moved for a whole slice gets `slice_expired` set, and its next
 // checkpoint() reschedules.  While every worker is parked it does not tick.
+//
+// A simulation (sim.cpp) has no timer thread: its driver pops due timers with
+// the same timer_pop_due_locked, and now_ns() on the driving thread is the
+// simulation's virtual clock.
 #include <algorithm>
 #include <chrono>
 #include <limits>
 
 #include "runtime_impl.hpp"
+#include "sim_driver.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
 
 std::uint64_t now_ns() noexcept {
+  // The thread driving a simulation (inside its tasks too) reads virtual time.
+  if (const sim_driver* s = tls_sim) [[unlikely]] return s->now;
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                         std::chrono::steady_clock::now().time_since_epoch())
                                         .count());
@@ -124,6 +131,30 @@ void runtime_impl::timer_cancel_all() noexcept {
   }
 }
 
+bool runtime_impl::timer_pop_due_locked(std::uint64_t now, task_core** woken) noexcept {
+  *woken = nullptr;
+  if (heap.empty() || heap.front()->deadline > now) return false;
+  timer_node* due = heap.front();
+  heap_erase(heap, 0);
+  std::uint8_t expected = timer_node::kArmed;
+  // acq_rel: decides against interrupt().
+  if (due->claim.compare_exchange_strong(expected, timer_node::kFired, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed)) {
+    task_core* c = due->core;
+    *woken = c;
+    // acq_rel: the latch; see sleep_suspend.
+    if (due->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+  }
+  return true;
+}
+
+bool runtime_impl::timer_next_deadline(std::uint64_t* deadline) noexcept {
+  std::lock_guard lk(timer_mutex);
+  if (heap.empty()) return false;
+  *deadline = heap.front()->deadline;
+  return true;
+}
+
 bool runtime_impl::timer_empty() noexcept {
   std::lock_guard lk(timer_mutex);
   return heap.empty();
@@ -141,18 +172,8 @@ void runtime_impl::timer_main() {
     // Fire what is due.  Scheduling happens under timer_mutex so that a task
     // is never "in flight" between the heap and the injection queue (the
     // shutdown drain looks at both).
-    while (!heap.empty() && heap.front()->deadline <= now) {
-      timer_node* due = heap.front();
-      heap_erase(heap, 0);
-      std::uint8_t expected = timer_node::kArmed;
-      // acq_rel: decides against interrupt().
-      if (due->claim.compare_exchange_strong(expected, timer_node::kFired,
-                                             std::memory_order_acq_rel,
-                                             std::memory_order_relaxed)) {
-        task_core* c = due->core;
-        // acq_rel: the latch; see sleep_suspend.
-        if (due->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
-      }
+    task_core* woken = nullptr;
+    while (timer_pop_due_locked(now, &woken)) {
     }
     // Time slices: a worker that resumed nothing for a whole slice is told.
     // Relaxed: num_sleepers is a hint here; a missed tick only delays a

@@ -5,16 +5,20 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <utility>
 
 #include "weft/detail/core.hpp"
+#include "weft/sim.hpp"
 #include "weft/task.hpp"
 
 namespace weft {
 
 struct runtime_options {
   // Worker threads.  0: the WEFT_WORKERS environment variable if set, else the
-  // number of CPUs this process may run on (its affinity mask).
+  // number of CPUs this process may run on (its affinity mask).  In a
+  // simulation: virtual workers, 0 meaning 4 (never taken from the machine, so
+  // that a seed replays anywhere).
   unsigned workers = 0;
   // How long a task may run before checkpoint() reschedules it.  A pending
   // cancellation does not wait for the slice: the next checkpoint() takes it.
@@ -23,12 +27,20 @@ struct runtime_options {
   // (its handle was dropped).  Runs on a worker; must not throw.  Default:
   // print it on stderr.
   std::function<void(std::exception_ptr)> unhandled_exception;
+  // Set: a deterministic simulation instead of worker threads (weft/sim.hpp).
+  // time_slice does not apply then (the generator decides slice expiry).
+  std::optional<sim::options> simulation;
 };
+
+namespace detail {
+struct runtime_access;
+}
 
 // A pool of worker threads running weft tasks.  Not copyable or movable.
 //
 // Thread safety: spawn(), block_on() (from non-worker threads) and shutdown()
-// may be called from any thread concurrently.
+// may be called from any thread concurrently -- except on a simulation
+// runtime, which belongs to the thread that created it (weft/sim.hpp).
 class runtime {
  public:
   explicit runtime(runtime_options options = {});
@@ -73,6 +85,7 @@ class runtime {
   counters stats() const noexcept;
 
  private:
+  friend struct detail::runtime_access;
   detail::runtime_impl* impl_;
 };
 

@@ -123,6 +123,18 @@ class chase_lev_deque {
     return buf_.load(std::memory_order_relaxed)->load(b);
   }
 
+  // The item steal() would take, without taking it (null when the deque looks
+  // empty).  For single-threaded inspection only (the simulation driver, which
+  // owns every deque of its runtime): with a thief or the owner running, the
+  // answer may be stale at once.
+  T peek_top() const noexcept {
+    // Relaxed: single-threaded use; nothing is published or consumed here.
+    std::int64_t t = top_.load(std::memory_order_relaxed);
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    if (t >= b) return nullptr;
+    return buf_.load(std::memory_order_relaxed)->load(t);
+  }
+
   // Any thread.
   steal_result steal(T& out) noexcept {
     // seq_cst loads of top then bottom: pairs with take's exchange of bottom

@@ -1,0 +1,129 @@
+// runtime/sim_driver.hpp -- the deterministic simulation driver (private).
+//
+// A simulation runtime is a runtime_impl with `sim` set: its workers exist
+// (deques, frame caches, counters) but no thread runs them, and no timer
+// thread runs.  The thread that owns the runtime drives it (sim.cpp): each
+// step it picks a virtual worker and a source with the seeded generator, takes
+// a task out of that deque / the injection queue / a victim's deque, sets
+// tls_worker to that worker and calls runtime_impl::run -- the same code a
+// real worker runs.  See weft/sim.hpp for the user's view and
+// docs/architecture.md ("The simulation driver") for the design.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime_impl.hpp"
+#include "weft/sim.hpp"
+
+namespace weft::detail {
+
+// splitmix64: one 64-bit state, good enough statistics for scheduling, and
+// trivially reproducible from the seed.
+struct sim_rng {
+  std::uint64_t state;
+  explicit sim_rng(std::uint64_t seed) noexcept : state(seed) {}
+  std::uint64_t next() noexcept {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, n); n > 0.  (The modulo bias is irrelevant at these sizes.)
+  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+  bool percent(unsigned p) noexcept { return below(100) < p; }
+};
+
+struct sim_driver {
+  sim_driver(runtime_impl* rt, const sim::options& o);
+
+  runtime_impl* const rt;
+  const sim::options opt;
+  const std::thread::id owner;  // the thread that created the runtime
+  sim_rng rng;
+
+  // Virtual clock (now_ns() on the driving thread).  Starts at kBase so that
+  // deadlines computed from it never come near 0.
+  static constexpr std::uint64_t kBase = std::uint64_t{1} << 50;
+  std::uint64_t now = kBase;
+
+  // Figures for sim::stats().  Written by the driving thread only; atomics so
+  // that a progress reporter on another thread may read them.  Every access
+  // is relaxed: counters that publish nothing.
+  std::atomic<std::uint64_t> resume_points{0};
+  std::atomic<std::uint64_t> steps{0};
+  std::atomic<std::uint64_t> steals{0};
+  std::atomic<std::uint64_t> timers_fired{0};
+  std::atomic<std::uint64_t> slices_expired{0};
+  std::atomic<std::uint64_t> tasks_seen{0};
+  std::atomic<std::uint64_t> virtual_ns{0};
+  std::atomic<bool> cancel_delivered{false};
+  std::atomic<std::uint64_t> cancel_task{0};
+
+  // Deterministic task ids: handed out in the order the driver first sees a
+  // task (picked from a queue, woken by a timer, named by a note), and
+  // forgotten when the task completes (sim_finished), so that a frame whose
+  // memory is reused later gets a fresh id.  Lookups only: never iterated in
+  // an order that could leak into a decision.
+  std::unordered_map<const task_core*, std::uint64_t> ids;
+  std::uint64_t next_id = 1;
+
+  // PCT (policy::pct): priority by task id; change points (sorted step
+  // numbers); the next one to apply; the floor for tasks that yielded.
+  std::unordered_map<std::uint64_t, std::int64_t> priority;
+  std::vector<std::uint64_t> change_points;
+  std::size_t next_change = 0;
+  std::int64_t yield_floor = 0;
+
+  bool driving = false;           // a drive_scope is active (re-entrance is refused)
+  std::uint64_t drive_start = 0;  // resume_points when the current drive began
+
+  // ---- operations (sim.cpp) ----
+  std::uint64_t id_of(task_core* c);
+  void forget(const task_core* c) noexcept;
+  void record(sim::event::kind what, std::uint32_t worker, std::uint64_t task, std::int64_t arg,
+              std::string text = {});
+  bool has_ready() noexcept;
+  // One decision: fire a timer, step a task, or jump time to the next timer.
+  // False when nothing can happen any more.
+  bool advance_once();
+  void step();
+  void pick_random(worker*& w, task_core*& c, std::int64_t& source);
+  void pick_pct(worker*& w, task_core*& c, std::int64_t& source);
+  std::int64_t priority_of(task_core* c);
+  void demote(task_core* c);
+  void fire_timer();
+  void deliver_cancel(task_core* c, std::uint64_t id);
+  void check_step_limit();
+  // Drive until `target` is done (null: until nothing can happen) or `budget`
+  // resume points ran.  Throws deadlock_error when `target` can never finish.
+  std::uint64_t drive(task_core* target, std::uint64_t budget);
+  std::string describe_stuck(task_core* target);
+};
+
+// The simulation the calling thread is driving right now (now_ns() reads its
+// clock), or null.
+extern thread_local sim_driver* tls_sim;
+
+// ---- hooks the rest of the runtime calls (sim.cpp) ----
+void sim_create(runtime_impl* rt);
+void sim_destroy(runtime_impl* rt) noexcept;
+// usage_error unless called on the simulation's own thread.
+void sim_require_owner(const runtime_impl* rt, const char* what);
+// For noexcept paths (wake-ups): abort with a message instead of throwing.
+void sim_require_owner_or_abort(const runtime_impl* rt, const char* what) noexcept;
+// join_handle::join / block_on: drive until `core` is done.
+void sim_join(task_core* core);
+// runtime_impl::stop for a simulation.  `destructor`: never throws (prints).
+void sim_stop(runtime_impl* rt, bool destructor);
+// schedule_yield for a simulation: the slice decision of a checkpoint, or a
+// plain re-queue (yield).
+void sim_yield(task_core* core) noexcept;
+// A spawned task completed (complete_task, complete_unstarted, inline finish).
+void sim_finished(task_core* core) noexcept;
+
+}  // namespace weft::detail
