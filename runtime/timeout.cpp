@@ -24,18 +24,11 @@ void retain_for_timer(task_core* target) noexcept {
   target->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
 }
 
-namespace {
-struct ref_guard {
-  task_core* core;
-  ~ref_guard() { release_ref(core); }
-};
-}  // namespace
-
-task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
+task<void> deadline_canceller(timer_ref target, std::uint64_t deadline,
                               std::source_location where) {
-  ref_guard keep{target};  // dropped however this task ends
+  // `target` is dropped with the frame, however this task ends (or never starts).
   co_await sleep_tag{deadline, false};
-  request_cancel(target, "timeout", cancel_kind::timeout, where);
+  request_cancel(target.get(), "timeout", cancel_kind::timeout, where);
 }
 
 void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline) {

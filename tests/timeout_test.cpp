@@ -475,4 +475,25 @@ TEST(MillionTimersTest, PendingTimersHalfCancelledNoneEarlyNoneAfterCancelMemory
       hwm - rss_before, 1024.0 * static_cast<double>(hwm - rss_before) / static_cast<double>(n));
 }
 
+// Found by weft-stress: wait_for on a task that was already done cancelled its
+// deadline task before that one started, so the reference it was to drop (a
+// local of its body) never existed and the target's frame leaked.  The
+// reference is now a parameter of the deadline task (it goes with the frame).
+weft::task<int> done_then_wait_for(int v, std::chrono::nanoseconds d) {
+  auto h = weft::spawn(sleeps_then(0ns, v));
+  while (!h.done()) co_await weft::yield();
+  int got = co_await weft::wait_for(h, d);
+  co_return got;
+}
+
+TEST(WaitForTest, WaitingForAFinishedTaskLeaksNoFrame) {
+  watchdog wd(30s);
+  frame_baseline frames;
+  for (unsigned workers : {1u, 2u}) {
+    weft::runtime rt(with_workers(workers));
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(rt.block_on(done_then_wait_for(i, 1h)), i);
+  }
+  EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
+}
+
 }  // namespace
