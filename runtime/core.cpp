@@ -135,7 +135,9 @@ void hand_over(task_core* core, cancel_request* req, bool count) {
   // acq_rel: release publishes the request's fields to the taker (acquire in
   // take_from_chain); acquire makes a replaced request's fields ours to free.
   cancel_request* old = core->pending.exchange(req, std::memory_order_acq_rel);
+#if !defined(WEFT_BREAK_NO_WAKE_ON_CANCEL)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
+#endif
   core->unlock_hook();
   delete old;
 }

@@ -285,7 +285,13 @@ void runtime_impl::run(worker* w, task_core* c) {
   c->w = w;
   if (!c->started) {
     c->started = true;
+#if defined(WEFT_BREAK_LOST_CANCEL_BEFORE_START)
+    // Deliberately broken variant (tests only): no cancel-before-start check,
+    // so a task cancelled before it started runs its body anyway.
+    if (false) {
+#else
     if (maybe_cancel(c)) {
+#endif
       if (cancel_request* r = take_pending(c)) {
         complete_unstarted(c, r);
         return;

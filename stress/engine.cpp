@@ -1,0 +1,906 @@
+// stress/engine.cpp -- rounds, invariants, progress, watchdog, summary.
+//
+// A round: a fresh runtime (real, or a simulation seeded with the round's
+// seed), the selected scenarios run to completion -- or cut short by
+// shutdown() in a shutdown round --, the runtime destroyed, and then the
+// invariants checked over every tracked task of the round:
+//   * its outcome was observed exactly once (taken == 1);
+//   * its body ran at most once, and its cleanup exactly as often (the body's
+//     guard was destroyed once per body);
+//   * in a simulation: no body ran after a cancel() that returned true while
+//     the body had not begun (exact there: one thread);
+//   * a cancel() that returned true while the body ran was observed (the body
+//     ended) within the bound;
+//   * the live-frame count is back to what it was before the round;
+//   * nothing reached the unhandled-exception hook;
+// plus what the scenarios check as they go (values, timeouts, groups).
+#include <weft/weft.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "internal.hpp"
+#include "scenarios.hpp"
+
+namespace weft_stress {
+
+namespace {
+
+constexpr const char* kNames[kScenarioCount] = {"storm", "cancel",  "timeout",  "checkpoint",
+                                                "group", "cleanup", "shutdown", "outside"};
+
+std::string strprintf(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "a non-std exception";
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------ names
+
+const char* scenario_name(std::uint32_t bit) noexcept {
+  for (std::uint32_t i = 0; i < kScenarioCount; ++i)
+    if (bit == (1u << i)) return kNames[i];
+  return "round";
+}
+
+std::uint32_t scenario_index(std::uint32_t bit) noexcept {
+  for (std::uint32_t i = 0; i < kScenarioCount; ++i)
+    if (bit == (1u << i)) return i;
+  return kScenarioCount;
+}
+
+bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* error) {
+  std::uint32_t out = 0;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string name = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (name.empty()) continue;
+    if (name == "all") {
+      out |= kAllScenarios;
+    } else if (name == "core") {
+      out |= kCoreScenarios;
+    } else {
+      bool found = false;
+      for (std::uint32_t i = 0; i < kScenarioCount; ++i) {
+        if (name == kNames[i]) {
+          out |= 1u << i;
+          found = true;
+        }
+      }
+      if (!found) {
+        *error = "unknown scenario '" + name +
+                 "' (storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, core, "
+                 "all)";
+        return false;
+      }
+    }
+  }
+  if (out == 0) {
+    *error = "no scenario selected";
+    return false;
+  }
+  *bits = out;
+  return true;
+}
+
+std::string scenario_list(std::uint32_t bits) {
+  std::string s;
+  for (std::uint32_t i = 0; i < kScenarioCount; ++i) {
+    if ((bits & (1u << i)) == 0) continue;
+    if (!s.empty()) s += ",";
+    s += kNames[i];
+  }
+  return s;
+}
+
+const char* to_string(task_state s) noexcept {
+  switch (s) {
+    case task_state::created:
+      return "not started";
+    case task_state::running:
+      return "running";
+    case task_state::suspended:
+      return "suspended";
+    case task_state::finished:
+      return "finished";
+  }
+  return "?";
+}
+
+// ------------------------------------------------------------ registry
+
+registry::registry() : chunks_(new std::atomic<record*>[kMaxChunks]) {
+  for (std::size_t i = 0; i < kMaxChunks; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
+}
+
+registry::~registry() {
+  for (std::size_t i = 0; i < kMaxChunks; ++i) delete[] chunks_[i].load(std::memory_order_relaxed);
+}
+
+record* registry::make(std::uint32_t si, std::source_location where) {
+  // Relaxed: only a unique index is needed; the record is published by `ready`.
+  const std::uint64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t c = i / kChunk;
+  if (c >= kMaxChunks) {
+    std::fprintf(stderr, "weft-stress: more than %zu tasks in one round; lower --tasks\n",
+                 kChunk * kMaxChunks);
+    std::abort();
+  }
+  // Acquire: pairs with the release store below (another thread's new chunk).
+  record* chunk = chunks_[c].load(std::memory_order_acquire);
+  if (chunk == nullptr) {
+    std::lock_guard lk(grow_);
+    chunk = chunks_[c].load(std::memory_order_relaxed);  // Relaxed: under grow_
+    if (chunk == nullptr) {
+      chunk = new record[kChunk];
+      // Release: the constructed records are visible to every later reader.
+      chunks_[c].store(chunk, std::memory_order_release);
+    }
+  }
+  record* r = &chunk[i % kChunk];
+  r->id = i + 1;
+  r->scenario_index = si;
+  r->file = where.file_name();
+  r->line = where.line();
+  // Release: publishes the fields above to the watchdog's dump (acquire).
+  r->ready.store(true, std::memory_order_release);
+  return r;
+}
+
+std::uint64_t registry::size() const noexcept {
+  // Relaxed: a count for reports; records are published by their `ready`.
+  return next_.load(std::memory_order_relaxed);
+}
+
+record* registry::at(std::uint64_t i) const noexcept {
+  // Acquire: pairs with make()'s release store of the chunk.
+  record* chunk = chunks_[i / kChunk].load(std::memory_order_acquire);
+  if (chunk == nullptr) return nullptr;
+  record* r = &chunk[i % kChunk];
+  // Acquire: pairs with make()'s release store of `ready`.
+  return r->ready.load(std::memory_order_acquire) ? r : nullptr;
+}
+
+// ------------------------------------------------------------ figures
+
+figures& global_figures() {
+  static figures f;
+  return f;
+}
+
+void note_stretch(std::int64_t ns) noexcept {
+  auto& m = global_figures().max_stretch_ns;
+  // Relaxed: a maximum for reports.
+  std::int64_t cur = m.load(std::memory_order_relaxed);
+  while (ns > cur && !m.compare_exchange_weak(cur, ns, std::memory_order_relaxed)) {
+  }
+}
+
+std::string describe(const record& r) {
+  const char* file = r.file;
+  if (const char* slash = std::strrchr(file, '/')) file = slash + 1;
+  // Relaxed loads throughout: a snapshot for a message.
+  return strprintf("task #%" PRIu64
+                   " [%s] spawned at %s:%u, %s at \"%s\", bodies %u, cleanups %u, taken %u%s%s%s",
+                   r.id, r.scenario_index < kScenarioCount ? kNames[r.scenario_index] : "round",
+                   file, r.line, to_string(r.state.load(std::memory_order_relaxed)),
+                   r.at.load(std::memory_order_relaxed), r.bodies.load(std::memory_order_relaxed),
+                   r.cleanups.load(std::memory_order_relaxed),
+                   r.taken.load(std::memory_order_relaxed),
+                   r.cancel_sent.load(std::memory_order_relaxed) ? ", cancel sent" : "",
+                   r.cancel_before_start.load(std::memory_order_relaxed) ? " (before start)" : "",
+                   r.infinite.load(std::memory_order_relaxed) ? ", waits until cancelled" : "");
+}
+
+void round_ctx::violation(const record* r, const std::string& what) {
+  std::string text = r != nullptr ? what + ": " + describe(*r) : what;
+  if (sim) weft::sim::note("VIOLATION: " + text);
+  add(global_figures().violations);
+  std::lock_guard lk(mu);
+  if (violations.size() < 200) violations.push_back(std::move(text));
+}
+
+bool same_cancellation(const std::exception_ptr& e, const std::optional<weft::cancelled_error>& c) {
+  if (!c) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const weft::cancelled_error& x) {
+    return x.kind() == c->kind() && x.reason() == c->reason() &&
+           x.where().line() == c->where().line() &&
+           std::string_view(x.where().file_name()) == c->where().file_name();
+  } catch (...) {
+  }
+  return false;
+}
+
+body_guard::body_guard(round_ctx* c, record* r) : c_(c), r_(r) {
+  // acq_rel: orders the body's start after a cancel_tracked that read 0.
+  if (r->bodies.fetch_add(1, std::memory_order_acq_rel) != 0)
+    c->violation(r, "a task body ran twice");
+  if (c->strict_start && r->cancel_before_start.load(std::memory_order_acquire)) {
+    c->violation(r, "the body ran although cancel() returned true before it started");
+  } else if (r->cancel_before_start.load(std::memory_order_acquire)) {
+    add(global_figures().started_after_cancel);  // real runtime: the cancel raced the start
+  }
+  r->state.store(task_state::running, std::memory_order_relaxed);
+  r->at.store("in its body", std::memory_order_relaxed);
+  if (c->sim) weft::sim::note("body of #" + std::to_string(r->id) + " begins");
+}
+
+body_guard::~body_guard() {
+  r_->finish_ns.store(clock_ns(), std::memory_order_relaxed);
+  r_->state.store(task_state::finished, std::memory_order_relaxed);
+  // Release: the fields above are visible to whoever reads the count.
+  r_->cleanups.fetch_add(1, std::memory_order_release);
+}
+
+void record_taken(round_ctx* c, record* r, got kind, bool handle_cancelled) {
+  if (r->taken.fetch_add(1, std::memory_order_acq_rel) != 0)
+    c->violation(r, "the outcome was observed twice");
+  r->outcome.store(static_cast<std::uint8_t>(1 + static_cast<int>(kind)),
+                   std::memory_order_relaxed);
+  auto& f = global_figures();
+  auto& p = f.per[r->scenario_index];
+  add(kind == got::value ? p.values : kind == got::cancelled ? p.cancelled : p.errors);
+  add(f.taken);
+  add(c->progress);
+  if ((kind == got::cancelled) != handle_cancelled)
+    c->violation(r, "join_handle::cancelled() disagrees with the outcome taken");
+}
+
+// ------------------------------------------------------------ one round
+
+namespace {
+
+// The round the watchdog and the progress line may look at.
+std::mutex g_live_mu;
+round_ctx* g_live_ctx = nullptr;     // guarded by g_live_mu
+weft::runtime* g_live_rt = nullptr;  // guarded by g_live_mu
+
+struct live_round {
+  live_round(round_ctx* c, weft::runtime* rt) {
+    std::lock_guard lk(g_live_mu);
+    g_live_ctx = c;
+    g_live_rt = rt;
+  }
+  ~live_round() {
+    std::lock_guard lk(g_live_mu);
+    g_live_ctx = nullptr;
+    g_live_rt = nullptr;
+  }
+};
+
+// Every tracked task whose body has not ended (not started, running or
+// suspended: where it waits, where it was spawned), then a count of those that
+// ended but whose owner has not taken the outcome yet.
+void dump_registry(FILE* f, round_ctx& c, std::size_t max) {
+  std::size_t shown = 0, unfinished = 0, untaken = 0;
+  const std::uint64_t n = c.reg.size();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    record* r = c.reg.at(i);
+    if (r == nullptr) continue;
+    // Relaxed: a snapshot.
+    const bool ended = r->state.load(std::memory_order_relaxed) == task_state::finished ||
+                       (r->bodies.load(std::memory_order_relaxed) == 0 &&
+                        r->taken.load(std::memory_order_relaxed) != 0);
+    if (ended) {
+      if (r->taken.load(std::memory_order_relaxed) == 0) ++untaken;
+      continue;
+    }
+    ++unfinished;
+    if (shown++ < max) std::fprintf(f, "  %s\n", describe(*r).c_str());
+  }
+  if (shown > max) std::fprintf(f, "  ... and %zu more\n", shown - max);
+  std::fprintf(f,
+               "  (%zu of %" PRIu64
+               " tracked tasks have not finished; %zu more finished but "
+               "their owner has not taken the outcome)\n",
+               unfinished, n, untaken);
+}
+
+// Outside threads (real runtime): spawn, cancel some, join every handle.
+void outside_thread(round_ctx* c, weft::runtime* rt, std::uint64_t seed, unsigned n) {
+  rng rr(seed);
+  const auto si = scenario_index(kOutside);
+  struct item {
+    record* r;
+    weft::join_handle<std::uint64_t> h;
+    bool late_cancel;
+  };
+  std::vector<item> items;
+  for (unsigned i = 0; i < n; ++i) {
+    record* r = c->reg.make(si, std::source_location::current());
+    add(global_figures().per[si].spawned);
+    add(c->spawned[si]);
+    items.push_back({r, rt->spawn(outside_work(c, r, rr.next())), false});
+    item& it = items.back();
+    if (rr.chance(c->cfg->cancel_rate)) {
+      if (rr.below(2) == 0) {
+        cancel_tracked(c, it.r, it.h, "outside: right after spawn");
+      } else {
+        it.late_cancel = true;
+      }
+    }
+    if (i % 8 == 7) {
+      for (auto& x : items) {
+        if (!x.late_cancel) continue;
+        x.late_cancel = false;
+        cancel_tracked(c, x.r, x.h, "outside: later");
+      }
+    }
+  }
+  for (auto& x : items) {
+    if (x.r->infinite.load() && !x.r->cancel_sent.load())
+      cancel_tracked(c, x.r, x.h, "outside: wind-down");
+  }
+  for (auto& x : items) {
+    got kind = got::value;
+    try {
+      (void)x.h.join();
+    } catch (const weft::cancelled_error&) {
+      kind = got::cancelled;  // from a thread, every exception is the outcome
+    } catch (...) {
+      kind = got::error;
+    }
+    record_taken(c, x.r, kind, x.h.cancelled());
+  }
+}
+
+std::uint64_t derived_pct_steps(const config& cfg) {
+  if (cfg.pct_steps != 0) return cfg.pct_steps;
+  std::uint64_t per = 0;
+  for (std::uint32_t i = 0; i < kScenarioCount; ++i)
+    if (cfg.scenarios & (1u << i)) ++per;
+  return std::max<std::uint64_t>(100, per * cfg.tasks * 6);
+}
+
+}  // namespace
+
+round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t cancel_at,
+                       std::vector<weft::sim::event>* trace) {
+  round_report rep;
+  rep.seed = seed;
+  rep.cancel_at = cancel_at;
+  auto ctx = std::make_unique<round_ctx>();  // outlives the runtime (never_set)
+  round_ctx* c = ctx.get();
+  c->cfg = &cfg;
+  c->seed = seed;
+  c->sim = cfg.sim;
+  c->strict_start = cfg.sim;
+  c->cancel_at = cancel_at;
+  c->cancel_bound_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(cfg.cancel_bound).count();
+  const std::int64_t frames_before = weft::diagnostics::live_frames();
+  rng rr(seed ^ 0x0B5E'55ED'F00Dull);
+  {
+    weft::runtime_options o;
+    o.workers = cfg.workers;
+    o.unhandled_exception = [c](std::exception_ptr e) {
+      add(c->unhandled);
+      c->violation(nullptr, "an exception reached the unhandled-exception hook: " + what_of(e));
+    };
+    if (cfg.sim) {
+      weft::sim::options so;
+      so.seed = seed;
+      so.schedule = cfg.policy;
+      so.pct_depth = cfg.pct_depth;
+      so.pct_steps = derived_pct_steps(cfg);
+      so.cancel_at = cancel_at;
+      so.trace = trace;
+      so.max_steps = 20'000'000;
+      o.simulation = so;
+    }
+    weft::runtime rt(o);
+    c->rt = &rt;
+    live_round live(c, &rt);
+
+    // Outside: threads on the real runtime; the driving thread between
+    // slices of the run in a simulation.
+    std::vector<std::thread> outside;
+    struct outside_item {
+      record* r;
+      weft::join_handle<std::uint64_t> h;
+    };
+    std::vector<outside_item> sim_outside;
+    const bool with_outside = (cfg.scenarios & kOutside) != 0;
+    const unsigned outside_n = std::max(2u, cfg.tasks / 2);
+    auto spawn_outside_batch = [&](unsigned n) {
+      const auto si = scenario_index(kOutside);
+      for (unsigned i = 0; i < n; ++i) {
+        record* r = c->reg.make(si, std::source_location::current());
+        add(global_figures().per[si].spawned);
+        add(c->spawned[si]);
+        sim_outside.push_back({r, rt.spawn(outside_work(c, r, rr.next()))});
+        if (rr.chance(cfg.cancel_rate))
+          cancel_tracked(c, sim_outside.back().r, sim_outside.back().h,
+                         "outside: right after spawn");
+      }
+    };
+    if (with_outside && !cfg.sim) {
+      for (unsigned t = 0; t < 2; ++t) {
+        const std::uint64_t s = rr.next();
+        outside.emplace_back(outside_thread, c, &rt, s, outside_n);
+      }
+    }
+    if (with_outside && cfg.sim) spawn_outside_batch(outside_n / 2);
+
+    auto root = rt.spawn(round_root(c));
+    try {
+      if (with_outside && cfg.sim) {
+        // A slice of the run, then more spawns and cancels from "outside".
+        weft::sim::run(rt, 1 + rr.below(derived_pct_steps(cfg) / 2 + 1));
+        spawn_outside_batch(outside_n - outside_n / 2);
+        for (auto& x : sim_outside)
+          if (rr.chance(cfg.cancel_rate) && !x.r->cancel_sent.load())
+            cancel_tracked(c, x.r, x.h, "outside: later");
+      }
+      // Shutdown under load: every round when it is the only scenario (the
+      // load is then every core scenario), else every other round.
+      const bool shutdown_only = (cfg.scenarios & ~(kShutdown | kOutside)) == 0;
+      if ((cfg.scenarios & kShutdown) && (shutdown_only || rr.below(2) == 0)) {
+        // Shutdown under load, at a random moment.
+        if (cfg.sim) {
+          weft::sim::run(rt, 1 + rr.below(derived_pct_steps(cfg)));
+        } else {
+          const std::uint64_t want = 1 + rr.below(std::max<std::uint64_t>(cfg.tasks, 2));
+          const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+          while (c->progress.load(std::memory_order_relaxed) < want && !root.done() &&
+                 std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+          }
+        }
+        const std::int64_t t0 = wall_ns();
+        const std::uint64_t v0 = weft::sim::stats(rt).virtual_ns;
+        rt.shutdown();
+        const std::int64_t took =
+            cfg.sim ? static_cast<std::int64_t>(weft::sim::stats(rt).virtual_ns - v0)
+                    : wall_ns() - t0;
+        if (took > c->cancel_bound_ns)
+          c->violation(nullptr, strprintf("shutdown() took %.3f s (bound %.3f s)", took / 1e9,
+                                          c->cancel_bound_ns / 1e9));
+      }
+      try {
+        root.join();
+      } catch (const weft::cancelled_error&) {
+        // cancel_points hit the root, or the shutdown did
+      }
+      for (auto& x : sim_outside) {
+        got kind = got::value;
+        try {
+          (void)x.h.join();
+        } catch (const weft::cancelled_error&) {
+          kind = got::cancelled;
+        } catch (const weft::sim::failure&) {
+          throw;
+        } catch (...) {
+          kind = got::error;
+        }
+        record_taken(c, x.r, kind, x.h.cancelled());
+      }
+    } catch (const weft::sim::failure& f) {
+      rep.hang = true;
+      c->violation(nullptr, f.what());
+    }
+    for (auto& t : outside) t.join();
+    if (cfg.sim) {
+      const auto st = weft::sim::stats(rt);
+      rep.resume_points = st.resume_points;
+      add(global_figures().resume_points, st.resume_points);
+      if (cancel_at != 0 && !st.cancel_delivered && !rep.hang) {
+        c->violation(nullptr, strprintf("resume point %" PRIu64
+                                        " was never reached: this replay diverged from the run "
+                                        "that counted it",
+                                        cancel_at));
+      }
+    }
+    add(global_figures().steals, rt.stats().steals);
+    sim_outside.clear();
+    root = {};
+    if (rep.hang && !cfg.quiet) {
+      std::fprintf(stderr,
+                   "weft-stress: seed %" PRIu64 ": the simulation reports a hang; live tasks:\n",
+                   seed);
+      dump_registry(stderr, *c, 40);
+    }
+    c->rt = nullptr;
+  }  // the runtime shuts down and is destroyed here
+
+  // ---- the invariants over every tracked task ----
+  const std::uint64_t n = c->reg.size();
+  rep.tasks = n;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    record* r = c->reg.at(i);
+    if (r == nullptr) continue;
+    const auto taken = r->taken.load();
+    const auto bodies = r->bodies.load();
+    const auto cleanups = r->cleanups.load();
+    if (taken != 1) c->violation(r, strprintf("outcome observed %u times (want exactly 1)", taken));
+    if (bodies > 1) c->violation(r, "the body ran more than once");
+    if (cleanups != bodies)
+      c->violation(r, strprintf("cleanup ran %u times for %u bodies", cleanups, bodies));
+    const std::int64_t cancel_ns = r->cancel_ns.load();
+    const std::int64_t finish_ns = r->finish_ns.load();
+    if (cancel_ns != 0 && finish_ns != 0 && finish_ns - cancel_ns > c->cancel_bound_ns) {
+      c->violation(r,
+                   strprintf("the cancellation was observed %.3f s after cancel() (bound %.3f s)",
+                             (finish_ns - cancel_ns) / 1e9, c->cancel_bound_ns / 1e9));
+    }
+  }
+  const std::int64_t frames_after = weft::diagnostics::live_frames();
+  if (frames_after != frames_before) {
+    c->violation(nullptr, strprintf("%lld coroutine frame(s) leaked (live_frames() did not come "
+                                    "back to its value before the round)",
+                                    static_cast<long long>(frames_after - frames_before)));
+  }
+  add(global_figures().rounds);
+  rep.violations = std::move(c->violations);
+  return rep;
+}
+
+// ------------------------------------------------------------ a run
+
+std::string replay_command(const config& cfg, std::uint64_t seed, std::uint64_t cancel_at) {
+  std::string s = strprintf("weft-stress --sim --seed=%" PRIu64
+                            " --iterations=1 --workers=%u "
+                            "--scenario=%s --tasks=%u --cancel_rate=%g",
+                            seed, cfg.workers, scenario_list(cfg.scenarios).c_str(), cfg.tasks,
+                            cfg.cancel_rate);
+  if (cfg.policy == weft::sim::policy::pct)
+    s += strprintf(" --sim_policy=pct --pct_depth=%u --pct_steps=%" PRIu64, cfg.pct_depth,
+                   derived_pct_steps(cfg));
+  if (cancel_at != 0) s += strprintf(" --cancel_at=%" PRIu64, cancel_at);
+  s += " --trace=trace.txt";
+  return s;
+}
+
+namespace {
+
+std::atomic<bool> g_run_done{false};
+std::atomic<std::int64_t> g_round_started_ns{0};
+std::atomic<std::uint64_t> g_round_seed{0};
+
+void print_config(const config& cfg, FILE* f) {
+  std::fprintf(f,
+               "weft-stress: seed=%" PRIu64 " mode=%s workers=%u duration=%.1fs iterations=%" PRIu64
+               "%s\n",
+               cfg.seed, cfg.sim ? "simulation" : "real", cfg.workers, cfg.duration.count(),
+               cfg.iterations, cfg.iterations == 0 ? " (until the duration)" : "");
+  std::fprintf(f, "  scenarios=%s tasks=%u cancel_rate=%.2f cancel_bound=%.3fs watchdog=%.0fs\n",
+               scenario_list(cfg.scenarios).c_str(), cfg.tasks, cfg.cancel_rate,
+               cfg.cancel_bound.count(), cfg.watchdog.count());
+  if (cfg.sim) {
+    std::fprintf(f,
+                 "  simulation: policy=%s pct_depth=%u pct_steps=%" PRIu64
+                 " explore=%s%s cancel_at=%" PRIu64 " trace=%s\n",
+                 cfg.policy == weft::sim::policy::pct ? "pct" : "random", cfg.pct_depth,
+                 derived_pct_steps(cfg),
+                 cfg.explore == explore_mode::cancel_points ? "cancel_points" : "none",
+                 cfg.explore == explore_mode::cancel_points
+                     ? strprintf(" (max %" PRIu64 " per seed)", cfg.max_cancel_points).c_str()
+                     : "",
+                 cfg.cancel_at, cfg.trace_path.empty() ? "-" : cfg.trace_path.c_str());
+  }
+  std::fflush(f);
+}
+
+std::string fmt_count(std::uint64_t v) {
+  std::string s = std::to_string(v);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
+    s.insert(static_cast<std::size_t>(i), ",");
+  return s;
+}
+
+std::uint64_t total(std::atomic<std::uint64_t> scenario_figures::*m) {
+  std::uint64_t t = 0;
+  for (auto& p : global_figures().per) t += (p.*m).load(std::memory_order_relaxed);
+  return t;
+}
+
+void progress_line(const config& cfg, double secs, std::uint64_t seeds) {
+  auto& f = global_figures();
+  std::uint64_t steals = f.steals.load(std::memory_order_relaxed);
+  {
+    std::lock_guard lk(g_live_mu);
+    if (g_live_rt != nullptr) steals += g_live_rt->stats().steals;
+  }
+  const std::uint64_t done = f.taken.load(std::memory_order_relaxed);
+  std::fprintf(cfg.out,
+               "[%7.1fs] %s %s  tasks done %s (%s/s)  cancels %s  timeouts %s  steals %s  "
+               "max stretch %.3f ms  violations %s\n",
+               secs, cfg.sim ? "seeds" : "rounds", fmt_count(seeds).c_str(),
+               fmt_count(done).c_str(),
+               fmt_count(static_cast<std::uint64_t>(done / std::max(secs, 1e-9))).c_str(),
+               fmt_count(total(&scenario_figures::cancels)).c_str(),
+               fmt_count(total(&scenario_figures::timeouts)).c_str(), fmt_count(steals).c_str(),
+               f.max_stretch_ns.load(std::memory_order_relaxed) / 1e6,
+               fmt_count(f.violations.load(std::memory_order_relaxed)).c_str());
+  std::fflush(cfg.out);
+}
+
+void write_trace(const config& cfg, std::uint64_t seed, std::uint64_t cancel_at,
+                 const std::vector<weft::sim::event>& trace, const round_report& rep) {
+  std::ofstream out(cfg.trace_path);
+  out << "# weft-stress trace: seed " << seed << ", cancel_at " << cancel_at << ", " << trace.size()
+      << " events\n# replay: " << replay_command(cfg, seed, cancel_at) << "\n";
+  for (const auto& v : rep.violations) out << "# violation: " << v << "\n";
+  for (const auto& e : trace) out << e.to_string() << "\n";
+  std::fprintf(cfg.out, "trace of seed %" PRIu64 " written to %s (%zu events)\n", seed,
+               cfg.trace_path.c_str(), trace.size());
+}
+
+void watchdog_main(const config* cfg) {
+  using namespace std::chrono;
+  const auto limit = duration_cast<nanoseconds>(cfg->watchdog).count();
+  while (!g_run_done.load(std::memory_order_acquire)) {
+    std::this_thread::sleep_for(milliseconds(100));
+    const std::int64_t started = g_round_started_ns.load(std::memory_order_acquire);
+    if (started == 0 || wall_ns() - started < limit) continue;
+    std::fprintf(stderr,
+                 "\nweft-stress: WATCHDOG: round with seed %" PRIu64
+                 " has run for more than %.0f s: a hang.  Live tracked tasks:\n",
+                 g_round_seed.load(), cfg->watchdog.count());
+    {
+      std::lock_guard lk(g_live_mu);
+      if (g_live_ctx != nullptr) dump_registry(stderr, *g_live_ctx, 200);
+      if (g_live_rt != nullptr) {
+        auto st = g_live_rt->stats();
+        std::fprintf(stderr,
+                     "  runtime: steals %" PRIu64 ", parks %" PRIu64 ", injected %" PRIu64 "\n",
+                     st.steals, st.parks, st.injected);
+      }
+    }
+    if (cfg->sim)
+      std::fprintf(stderr, "  replay: %s\n", replay_command(*cfg, g_round_seed.load(), 0).c_str());
+    std::fflush(stderr);
+    std::_Exit(3);
+  }
+}
+
+}  // namespace
+
+int run(const config& cfg) {
+  using namespace std::chrono;
+  FILE* out = cfg.out;
+  print_config(cfg, out);
+  const auto t0 = steady_clock::now();
+  auto elapsed = [&] { return duration<double>(steady_clock::now() - t0).count(); };
+
+  std::thread dog(watchdog_main, &cfg);
+  std::mutex rep_mu;
+  std::condition_variable rep_cv;
+  bool rep_stop = false;
+  std::atomic<std::uint64_t> seeds{0};
+  std::thread reporter([&] {
+    std::unique_lock lk(rep_mu);
+    while (!rep_stop) {
+      rep_cv.wait_for(lk, cfg.progress_interval);
+      if (rep_stop) break;
+      if (!cfg.quiet) progress_line(cfg, elapsed(), seeds.load());
+    }
+  });
+
+  struct failure_t {
+    std::uint64_t seed, cancel_at;
+    std::vector<std::string> violations;
+    bool hang;
+  };
+  std::vector<failure_t> failures;
+  std::uint64_t rounds = 0, hangs = 0;
+  auto one = [&](std::uint64_t seed, std::uint64_t cancel_at,
+                 std::vector<weft::sim::event>* trace) -> round_report {
+    g_round_seed.store(seed);
+    g_round_started_ns.store(wall_ns(), std::memory_order_release);
+    round_report r = run_round(cfg, seed, cancel_at, trace);
+    g_round_started_ns.store(0, std::memory_order_release);
+    ++rounds;
+    if (r.hang) ++hangs;
+    if (!r.violations.empty() && failures.size() < 20)
+      failures.push_back({seed, cancel_at, r.violations, r.hang});
+    return r;
+  };
+  const bool single = cfg.iterations == 1;
+  std::vector<weft::sim::event> single_trace;
+  std::uint64_t replays_checked = 0;
+  // check_replay: the same seed twice, full traces compared event by event.
+  auto replay_check = [&](std::uint64_t seed, std::uint64_t cancel_at) {
+    std::vector<weft::sim::event> t1, t2;
+    round_report a = one(seed, cancel_at, &t1);
+    round_report b = run_round(cfg, seed, cancel_at, &t2);
+    std::size_t i = 0;
+    while (i < t1.size() && i < t2.size() && t1[i] == t2[i]) ++i;
+    if (i == t1.size() && i == t2.size() && a.violations == b.violations) {
+      ++replays_checked;
+      return a;
+    }
+    std::string why =
+        strprintf("replay diverged at event %zu of %zu/%zu: ", i, t1.size(), t2.size()) +
+        (i < t1.size() ? t1[i].to_string() : std::string("(end)")) + " vs " +
+        (i < t2.size() ? t2[i].to_string() : std::string("(end)"));
+    if (failures.size() < 20) failures.push_back({seed, cancel_at, {why}, false});
+    add(global_figures().violations);
+    return a;
+  };
+  for (std::uint64_t i = 0; cfg.iterations == 0 || i < cfg.iterations; ++i) {
+    if (i > 0 && elapsed() >= cfg.duration.count()) break;
+    const std::uint64_t seed = cfg.seed + i;
+    const bool trace_this = cfg.sim && single && !cfg.trace_path.empty();
+    round_report base = cfg.sim && cfg.check_replay && !trace_this
+                            ? replay_check(seed, cfg.cancel_at)
+                            : one(seed, cfg.cancel_at, trace_this ? &single_trace : nullptr);
+    if (trace_this) write_trace(cfg, seed, cfg.cancel_at, single_trace, base);
+    if (cfg.sim && cfg.explore == explore_mode::cancel_points && cfg.cancel_at == 0) {
+      const std::uint64_t k_max = base.resume_points;
+      const std::uint64_t count = std::min(k_max, cfg.max_cancel_points);
+      for (std::uint64_t j = 1; j <= count; ++j) {
+        const std::uint64_t k = count == k_max ? j : 1 + (j - 1) * k_max / count;
+        (void)one(seed, k, nullptr);
+        if (elapsed() >= cfg.duration.count() && cfg.iterations == 0) break;
+      }
+    }
+    seeds.fetch_add(1);
+    if (!failures.empty() && failures.size() >= 20) break;
+  }
+  {
+    std::lock_guard lk(rep_mu);
+    rep_stop = true;
+  }
+  rep_cv.notify_all();
+  reporter.join();
+  const double secs = elapsed();
+  if (!cfg.quiet) progress_line(cfg, secs, seeds.load());
+
+  // Replay the first failure with a trace (a simulation replays exactly).
+  if (cfg.sim && !failures.empty() && !single) {
+    const auto& f0 = failures.front();
+    std::vector<weft::sim::event> trace;
+    round_report again = run_round(cfg, f0.seed, f0.cancel_at, &trace);
+    const bool same =
+        again.violations.size() == f0.violations.size() &&
+        std::equal(again.violations.begin(), again.violations.end(), f0.violations.begin());
+    std::fprintf(out, "replay of seed %" PRIu64 "%s: %s\n", f0.seed,
+                 f0.cancel_at ? strprintf(" (cancel_at %" PRIu64 ")", f0.cancel_at).c_str() : "",
+                 same ? "the same violations again (deterministic)"
+                      : "DIFFERENT violations -- the simulation is not deterministic here");
+    if (!same) failures.push_back({f0.seed, f0.cancel_at, {"replay diverged"}, false});
+    if (!cfg.trace_path.empty()) write_trace(cfg, f0.seed, f0.cancel_at, trace, again);
+  }
+
+  // ---- summary ----
+  auto& g = global_figures();
+  std::fprintf(out, "\n%-11s %10s %10s %10s %8s %8s %9s %9s\n", "scenario", "tasks", "values",
+               "cancelled", "errors", "refused", "timeouts", "cancels");
+  for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
+    auto& p = g.per[i];
+    if (p.spawned.load() == 0) continue;
+    std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n",
+                 i < kScenarioCount ? kNames[i] : "(drivers)", fmt_count(p.spawned.load()).c_str(),
+                 fmt_count(p.values.load()).c_str(), fmt_count(p.cancelled.load()).c_str(),
+                 fmt_count(p.errors.load()).c_str(), fmt_count(p.refused.load()).c_str(),
+                 fmt_count(p.timeouts.load()).c_str(), fmt_count(p.cancels.load()).c_str());
+  }
+  const std::uint64_t tasks = total(&scenario_figures::spawned);
+  std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n", "total", fmt_count(tasks).c_str(),
+               fmt_count(total(&scenario_figures::values)).c_str(),
+               fmt_count(total(&scenario_figures::cancelled)).c_str(),
+               fmt_count(total(&scenario_figures::errors)).c_str(),
+               fmt_count(total(&scenario_figures::refused)).c_str(),
+               fmt_count(total(&scenario_figures::timeouts)).c_str(),
+               fmt_count(total(&scenario_figures::cancels)).c_str());
+  std::fprintf(out,
+               "\n%s: %" PRIu64 " in %.2f s (%.1f/s); rounds %" PRIu64
+               "; tasks %.0f/s; steals %s; "
+               "max stretch between resume points %.3f ms\n",
+               cfg.sim ? "seeds" : "rounds", seeds.load(), secs, seeds.load() / secs, rounds,
+               tasks / secs, fmt_count(g.steals.load()).c_str(), g.max_stretch_ns.load() / 1e6);
+  if (cfg.sim)
+    std::fprintf(
+        out, "resume points %s (%.0f/s)%s\n", fmt_count(g.resume_points.load()).c_str(),
+        g.resume_points.load() / secs,
+        replays_checked != 0
+            ? strprintf("; %" PRIu64 " seeds run twice with identical traces", replays_checked)
+                  .c_str()
+            : "");
+  else
+    std::fprintf(out,
+                 "bodies that began after a cancel() that found them unstarted (a race on a real "
+                 "runtime): %s\n",
+                 fmt_count(g.started_after_cancel.load()).c_str());
+  const int code = failures.empty() ? 0 : (hangs > 0 ? 3 : 1);
+  if (failures.empty()) {
+    std::fprintf(out, "all invariants held\n");
+  } else {
+    std::fprintf(out, "\nINVARIANT VIOLATIONS in %zu round(s):\n", failures.size());
+    for (const auto& f : failures) {
+      std::fprintf(out, "  seed %" PRIu64 "%s%s:\n", f.seed,
+                   f.cancel_at ? strprintf(" cancel_at %" PRIu64, f.cancel_at).c_str() : "",
+                   f.hang ? " (hang)" : "");
+      std::size_t k = 0;
+      for (const auto& v : f.violations) {
+        if (++k > 8) {
+          std::fprintf(out, "    ... %zu more\n", f.violations.size() - 8);
+          break;
+        }
+        std::fprintf(out, "    %s\n", v.c_str());
+      }
+      if (cfg.sim)
+        std::fprintf(out, "    replay: %s\n", replay_command(cfg, f.seed, f.cancel_at).c_str());
+    }
+  }
+
+  if (!cfg.json_path.empty()) {
+    std::ofstream j(cfg.json_path);
+    j << "{\n  \"seed\": " << cfg.seed << ",\n  \"mode\": \"" << (cfg.sim ? "simulation" : "real")
+      << "\",\n  \"workers\": " << cfg.workers << ",\n  \"scenarios\": \""
+      << scenario_list(cfg.scenarios) << "\",\n  \"tasks_per_scenario\": " << cfg.tasks
+      << ",\n  \"cancel_rate\": " << cfg.cancel_rate << ",\n  \"seconds\": " << secs
+      << ",\n  \"rounds\": " << rounds << ",\n  \"seeds\": " << seeds.load()
+      << ",\n  \"seeds_per_second\": " << seeds.load() / secs << ",\n  \"tasks\": " << tasks
+      << ",\n  \"tasks_per_second\": " << tasks / secs << ",\n  \"steals\": " << g.steals.load()
+      << ",\n  \"resume_points\": " << g.resume_points.load()
+      << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load() / 1e6
+      << ",\n  \"violations\": " << g.violations.load() << ",\n  \"exit_code\": " << code
+      << ",\n  \"per_scenario\": {";
+    bool first = true;
+    for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
+      auto& p = g.per[i];
+      if (p.spawned.load() == 0) continue;
+      j << (first ? "\n" : ",\n") << "    \"" << (i < kScenarioCount ? kNames[i] : "drivers")
+        << "\": {\"tasks\": " << p.spawned.load() << ", \"values\": " << p.values.load()
+        << ", \"cancelled\": " << p.cancelled.load() << ", \"errors\": " << p.errors.load()
+        << ", \"refused\": " << p.refused.load() << ", \"timeouts\": " << p.timeouts.load()
+        << ", \"cancels\": " << p.cancels.load() << "}";
+      first = false;
+    }
+    j << "\n  },\n  \"failures\": [";
+    first = true;
+    for (const auto& f : failures) {
+      j << (first ? "\n" : ",\n") << "    {\"seed\": " << f.seed
+        << ", \"cancel_at\": " << f.cancel_at << ", \"first\": \"";
+      for (char ch : f.violations.empty() ? std::string() : f.violations.front()) {
+        if (ch == '"' || ch == '\\') j << '\\';
+        j << ch;
+      }
+      j << "\"}";
+      first = false;
+    }
+    j << "\n  ]\n}\n";
+    std::fprintf(out, "JSON summary written to %s\n", cfg.json_path.c_str());
+  }
+  std::fflush(out);
+  g_run_done.store(true, std::memory_order_release);
+  dog.join();
+  return code;
+}
+
+}  // namespace weft_stress

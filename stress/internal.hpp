@@ -1,0 +1,316 @@
+// stress/internal.hpp -- what the scenarios and the round runner share: the
+// registry of tracked tasks, the round context, and the helpers every
+// scenario uses to spawn, cancel and observe a task.
+//
+// Rules the scenario code keeps (g++ 12 and C++20 coroutine pitfalls):
+//   * no co_await inside a catch handler (ill-formed): handlers record, the
+//     awaiting happens after;
+//   * no capturing lambda temporary in a co_await full-expression;
+//   * coroutine parameters by value or pointer; a reference only to an object
+//     in the awaiting frame of a direct await;
+//   * no shared random generator between tasks (each task owns one, seeded
+//     from its parent), so that on the real runtime the scenario's choices do
+//     not depend on thread interleavings either.
+#pragma once
+
+#include <weft/weft.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <source_location>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "stress.hpp"
+
+namespace weft_stress {
+
+// splitmix64, owned by one task.
+struct rng {
+  std::uint64_t s;
+  explicit rng(std::uint64_t seed) noexcept
+      : s(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
+  std::uint64_t next() noexcept {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+  bool chance(double p) noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53 < p; }
+};
+
+inline std::uint64_t mix(std::uint64_t x) noexcept {
+  return rng(x ^ 0xA5A5'5A5A'F00D'BEEFull).next();
+}
+
+// The scenario clock: virtual time inside a simulation's tasks, steady_clock
+// elsewhere (weft::sim::now() does both).
+inline std::int64_t clock_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(weft::sim::now().time_since_epoch())
+      .count();
+}
+inline std::int64_t wall_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// ------------------------------------------------------------ the registry
+
+enum class task_state : std::uint8_t { created, running, suspended, finished };
+const char* to_string(task_state s) noexcept;
+
+// One tracked task.  Every field is atomic: the watchdog reads records while
+// the tasks run.  `ready` publishes the plain identity fields written by
+// make() (release there, acquire in the dump).
+struct record {
+  std::atomic<bool> ready{false};
+  std::uint64_t id = 0;
+  std::uint32_t scenario_index = 0;
+  const char* file = "";
+  std::uint32_t line = 0;
+
+  std::atomic<task_state> state{task_state::created};
+  std::atomic<const char*> at{"not started"};  // where it is (what it awaits)
+  std::atomic<std::uint32_t> bodies{0};        // body entered
+  std::atomic<std::uint32_t> cleanups{0};      // body's guard destroyed
+  std::atomic<std::uint32_t> taken{0};         // outcome observed by its owner
+  std::atomic<std::uint8_t> outcome{0};        // 0 none, 1 value, 2 cancelled, 3 exception
+  std::atomic<std::int64_t> cancel_ns{
+      0};  // clock_ns() of the first cancel() that returned true while it ran
+  std::atomic<std::int64_t> finish_ns{0};        // clock_ns() when its body ended
+  std::atomic<bool> cancel_before_start{false};  // a cancel() returned true before the body began
+  std::atomic<bool> cancel_sent{false};
+  std::atomic<bool> infinite{false};    // waits until cancelled
+  std::atomic<bool> saw_cancel{false};  // its body caught a cancelled_error
+  std::atomic<bool> refused{false};     // ... and returned a value instead
+  std::atomic<bool> threw{false};       // its body threw its planned failure
+};
+
+class registry {
+ public:
+  static constexpr std::size_t kChunk = 4096;
+  static constexpr std::size_t kMaxChunks = 4096;  // 16 M records per round
+
+  registry();
+  ~registry();
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
+
+  record* make(std::uint32_t scenario_index, std::source_location where);
+  std::uint64_t size() const noexcept;
+  record* at(std::uint64_t i) const noexcept;  // null when not (yet) allocated
+
+ private:
+  std::unique_ptr<std::atomic<record*>[]> chunks_;
+  std::atomic<std::uint64_t> next_{0};
+  std::mutex grow_;
+};
+
+// ------------------------------------------------------------ counters
+
+// Process-wide figures for progress lines and the summary (relaxed atomics:
+// counters that publish nothing).
+struct scenario_figures {
+  std::atomic<std::uint64_t> spawned{0}, values{0}, cancelled{0}, errors{0}, refused{0},
+      timeouts{0}, cancels{0}, cancels_late_false{0};
+};
+
+struct figures {
+  std::array<scenario_figures, kScenarioCount + 1> per;  // + 1: the round's own tasks
+  std::atomic<std::uint64_t> taken{0};
+  std::atomic<std::uint64_t> steals{0};
+  std::atomic<std::uint64_t> resume_points{0};
+  std::atomic<std::uint64_t> rounds{0};
+  std::atomic<std::uint64_t> violations{0};
+  std::atomic<std::int64_t> max_stretch_ns{0};
+  std::atomic<std::uint64_t> started_after_cancel{0};  // real runtime: a cancel raced the start
+};
+figures& global_figures();
+
+inline void add(std::atomic<std::uint64_t>& a, std::uint64_t d = 1) noexcept {
+  a.fetch_add(d, std::memory_order_relaxed);
+}
+void note_stretch(std::int64_t ns) noexcept;
+
+// ------------------------------------------------------------ a round
+
+struct round_ctx {
+  const config* cfg = nullptr;
+  std::uint64_t seed = 0;
+  bool sim = false;
+  bool strict_start = false;  // a cancel-before-start is exact (simulation)
+  std::int64_t cancel_bound_ns = 0;
+  std::uint64_t cancel_at = 0;  // the simulation's cancel_points mode is on
+  registry reg;
+  std::array<std::atomic<std::uint64_t>, kScenarioCount + 1> spawned{};  // this round
+  weft::runtime* rt = nullptr;
+  weft::event never_set;  // infinite waits wait on this
+
+  std::mutex mu;  // guards `violations`
+  std::vector<std::string> violations;
+  std::atomic<std::uint64_t> unhandled{0};
+  std::atomic<std::uint64_t> progress{0};  // outcomes taken this round
+
+  void violation(const record* r, const std::string& what);
+};
+
+std::string describe(const record& r);
+
+// Index of the scenario bit (0..7); kScenarioCount for the round's own tasks.
+std::uint32_t scenario_index(std::uint32_t bit) noexcept;
+
+// ------------------------------------------------------------ task helpers
+
+// The first statement of every tracked body: counts the body (exactly once),
+// checks that no successful cancel-before-start preceded it (exact in a
+// simulation), and counts the cleanup when the body's scope ends, however it
+// ends.
+class body_guard {
+ public:
+  body_guard(round_ctx* c, record* r);
+  ~body_guard();
+  body_guard(const body_guard&) = delete;
+  body_guard& operator=(const body_guard&) = delete;
+
+ private:
+  round_ctx* c_;
+  record* r_;
+};
+
+// Marks the record suspended at `what` before an await and running after it,
+// and measures the stretch since the last resume point (wall time).
+class resume_meter {
+ public:
+  explicit resume_meter(record* r) noexcept : r_(r), since_(wall_ns()) {}
+  void before(const char* what) noexcept {
+    note_stretch(wall_ns() - since_);
+    r_->at.store(what, std::memory_order_relaxed);
+    r_->state.store(task_state::suspended, std::memory_order_relaxed);
+  }
+  void after() noexcept {
+    r_->state.store(task_state::running, std::memory_order_relaxed);
+    since_ = wall_ns();
+  }
+
+ private:
+  record* r_;
+  std::int64_t since_;
+};
+
+// cancel() with the bookkeeping the invariants need.  Returns cancel()'s answer.
+template <class T>
+bool cancel_tracked(round_ctx* c, record* r, weft::join_handle<T>& h, const char* reason) {
+  const std::uint32_t bodies = r->bodies.load(std::memory_order_acquire);
+  const bool ok = h.cancel(reason);
+  r->cancel_sent.store(true, std::memory_order_relaxed);
+  add(global_figures().per[r->scenario_index].cancels);
+  if (ok) {
+    if (bodies == 0) {
+      r->cancel_before_start.store(true, std::memory_order_release);
+    } else if (r->cleanups.load(std::memory_order_acquire) == 0 &&
+               (!c->sim || weft::sim::in_simulation())) {
+      // (In a simulation, only a cancel() from inside its tasks reads virtual
+      // time; the driving thread's "outside" cancels are not timed.)
+      std::int64_t zero = 0;
+      r->cancel_ns.compare_exchange_strong(zero, clock_ns(), std::memory_order_relaxed);
+    }
+  }
+  if (c->sim)
+    weft::sim::note(std::string(reason) + " -> " + (ok ? "true" : "false") + " (" + describe(*r) +
+                    ")");
+  return ok;
+}
+
+// What take() found.
+enum class got : std::uint8_t { value, cancelled, error };
+
+template <class T>
+struct taken_value {
+  got kind = got::error;
+  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
+};
+
+void record_taken(round_ctx* c, record* r, got kind, bool handle_cancelled);
+
+// Take the outcome of `h` exactly once, whatever cancellations the calling
+// task receives meanwhile.  A cancelled_error out of `co_await h` is either
+// h's outcome or a request for the caller delivered at the await (the outcome
+// then stays in h); awaiting again tells: "already taken" (usage_error) means
+// the previous one was the outcome.  The caller's own cancellations are
+// collected in *own (the first one kept) for it to rethrow once everything it
+// owns was observed.  A caller whose own cancellation was forwarded to h (so
+// that h's cancellation is really the caller's) sees cancelling() > 0 and
+// gets it in *own too.
+// Is `e` (a cancelled_error) the cancellation `h` ended with?
+bool same_cancellation(const std::exception_ptr& e, const std::optional<weft::cancelled_error>& c);
+
+template <class T>
+weft::task<taken_value<T>> take(round_ctx* c, record* r, weft::join_handle<T>* h,
+                                std::exception_ptr* own, std::exception_ptr first = nullptr) {
+  taken_value<T> out;
+  std::vector<std::exception_ptr> cancels;  // cancelled_errors out of `co_await *h`
+  if (first) cancels.push_back(first);
+  for (bool done = false; !done;) {
+    std::exception_ptr caught;
+    bool already_taken = false;
+    try {
+      if constexpr (std::is_void_v<T>) {
+        co_await *h;
+        out.value.emplace(true);
+      } else {
+        out.value.emplace(co_await *h);
+      }
+      out.kind = got::value;
+      done = true;
+    } catch (const weft::usage_error&) {
+      already_taken = true;
+    } catch (const weft::cancelled_error&) {
+      caught = std::current_exception();
+    } catch (...) {
+      out.kind = got::error;  // exceptions other than cancellations are always the outcome
+      done = true;
+    }
+    if (already_taken) {
+      if (cancels.empty()) {
+        c->violation(r, "the outcome was already taken before its owner took it");
+        co_return out;
+      }
+      // One of the cancelled_errors was the outcome (the one h ended with);
+      // the others were requests for us.
+      out.kind = got::cancelled;
+      const auto mine = h->cancellation();
+      std::size_t which = cancels.size() - 1;
+      for (std::size_t i = 0; i < cancels.size(); ++i) {
+        if (same_cancellation(cancels[i], mine)) {
+          which = i;
+          break;
+        }
+      }
+      cancels.erase(cancels.begin() + static_cast<std::ptrdiff_t>(which));
+      done = true;
+    } else if (caught) {
+      cancels.push_back(caught);  // await again: "already taken" tells it was the outcome
+    }
+  }
+  for (auto& e : cancels)
+    if (!*own) *own = e;
+  if (out.kind == got::cancelled && !*own && weft::this_task::cancelling() > 0) {
+    // A cancellation of ours went to the task we awaited (forwarding): it is
+    // ours as much as h's.
+    *own = std::make_exception_ptr(weft::cancelled_error(
+        "a cancellation forwarded to an awaited task", weft::cancel_kind::explicit_request));
+  }
+  record_taken(c, r, out.kind, h->cancelled());
+  co_return out;
+}
+
+}  // namespace weft_stress

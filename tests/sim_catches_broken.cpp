@@ -1,0 +1,73 @@
+// A program, not a gtest: the weft-stress engine in simulation mode, linked
+// against a deliberately broken build of the runtime (tests/CMakeLists.txt
+// builds it once per variant), must catch the planted bug within 10^4 seeds of
+// the core scenarios -- and the failing seed must replay: the same violations
+// and the same event trace, twice.  Exits 0 only then: proof that the seeds CI
+// runs can fail.
+//
+//   WEFT_BREAK_NO_WAKE_ON_CANCEL          cancel() does not end a blocking wait
+//   WEFT_BREAK_LOST_CANCEL_BEFORE_START   the worker runs a body although a
+//                                         cancel was pending before it started
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "stress.hpp"
+
+#if defined(WEFT_EXPECT_NO_WAKE)
+static const char* const kVariant = "WEFT_BREAK_NO_WAKE_ON_CANCEL";
+// What the invariants report when a cancelled task stays asleep: its
+// cancellation comes late, a task that waits until cancelled ends normally,
+// a wait_for times out late, or a wait that only a cancel could end hangs.
+static const char* const kExpected[] = {"observed", "finished normally", "long after", "deadlock",
+                                        "sleeps an hour"};
+#elif defined(WEFT_EXPECT_LOST_CANCEL)
+static const char* const kVariant = "WEFT_BREAK_LOST_CANCEL_BEFORE_START";
+static const char* const kExpected[] = {"before it started"};
+#else
+#error "define WEFT_EXPECT_NO_WAKE or WEFT_EXPECT_LOST_CANCEL"
+#endif
+
+int main() {
+  weft_stress::config cfg;
+  cfg.sim = true;
+  cfg.scenarios = weft_stress::kCoreScenarios;
+  cfg.tasks = 100;
+  cfg.quiet = true;
+  const std::uint64_t kSeeds = 10'000;
+  for (std::uint64_t seed = 1; seed <= kSeeds; ++seed) {
+    weft_stress::round_report rep = weft_stress::run_round(cfg, seed);
+    if (rep.violations.empty()) continue;
+    std::printf("%s caught at seed %llu (after %llu seeds): %s\n", kVariant,
+                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed),
+                rep.violations.front().c_str());
+    bool expected = false;
+    for (const auto& v : rep.violations)
+      for (const char* e : kExpected) expected = expected || v.find(e) != std::string::npos;
+    if (!expected) {
+      std::printf("but not by the violation this variant should cause; all of them:\n");
+      for (const auto& v : rep.violations) std::printf("  %s\n", v.c_str());
+      return 1;
+    }
+    std::vector<weft::sim::event> t1, t2;
+    weft_stress::round_report a = weft_stress::run_round(cfg, seed, 0, &t1);
+    weft_stress::round_report b = weft_stress::run_round(cfg, seed, 0, &t2);
+    if (a.violations != rep.violations || b.violations != rep.violations) {
+      std::printf("the replay of seed %llu gave other violations: not deterministic\n",
+                  static_cast<unsigned long long>(seed));
+      return 1;
+    }
+    if (t1 != t2 || t1.empty()) {
+      std::printf("two replays of seed %llu gave different traces (%zu vs %zu events)\n",
+                  static_cast<unsigned long long>(seed), t1.size(), t2.size());
+      return 1;
+    }
+    std::printf("replayed twice: the same %zu violation(s) and the same trace of %zu events\n",
+                rep.violations.size(), t1.size());
+    std::printf("replay: %s\n", weft_stress::replay_command(cfg, seed, 0).c_str());
+    return 0;
+  }
+  std::printf("%s NOT caught in %llu seeds: the seeds are too weak\n", kVariant,
+              static_cast<unsigned long long>(kSeeds));
+  return 1;
+}
