@@ -135,6 +135,7 @@ void hand_over(task_core* core, cancel_request* req, bool count) {
   // acq_rel: release publishes the request's fields to the taker (acquire in
   // take_from_chain); acquire makes a replaced request's fields ours to free.
   cancel_request* old = core->pending.exchange(req, std::memory_order_acq_rel);
+  WEFT_CHAOS_POINT();
 #if !defined(WEFT_BREAK_NO_WAKE_ON_CANCEL)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
 #endif
@@ -169,6 +170,7 @@ void fire_watchers(task_core* core) noexcept {
 std::uint32_t mark_done(task_core* core) noexcept {
   // Relaxed: the CAS below re-reads it.
   std::uint32_t s = core->state.load(std::memory_order_relaxed);
+  WEFT_CHAOS_POINT();
   for (;;) {
     std::uint32_t next = (s & task_core::kWatched) != 0
                              ? (s | task_core::kDone)
@@ -497,6 +499,7 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
   target->continuation = self;
   target->continuation_core = ctx;
   ctx->resume_point = self;
+  WEFT_CHAOS_POINT();
   // acq_rel: release publishes continuation to the completer's acquire RMW;
   // acquire (if kDone is already set) makes the outcome visible.  This is the
   // publish: the target may resume us (on another thread) right after it.
@@ -527,6 +530,7 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
     node->claim.store(timer_node::kRefused, std::memory_order_relaxed);
     return false;
   }
+  WEFT_CHAOS_POINT();
   // acq_rel: whoever brings the latch to zero resumes the task; release orders
   // our last use of the node before it, acquire makes the other side's visible.
   return node->latch.fetch_sub(1, std::memory_order_acq_rel) != 1;
@@ -548,6 +552,7 @@ void timer_node::interrupt() noexcept {
   if (!claim.compare_exchange_strong(expected, kCancelled, std::memory_order_acq_rel,
                                      std::memory_order_relaxed))
     return;  // fired first (or never armed): the other side resumes the task
+  WEFT_CHAOS_POINT();
   task_core* c = core;
   c->rt->timer_remove(this);  // after this the timer thread cannot see the node
   // acq_rel: see sleep_suspend.

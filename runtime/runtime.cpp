@@ -114,6 +114,7 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
                                                 std::source_location::current()});
     return;
   }
+  WEFT_CHAOS_POINT();
   if (w != nullptr) {
     // A worker of this runtime is running a task: shutdown's drain cannot have
     // finished, and this deque is drained like any other.
@@ -166,6 +167,7 @@ void runtime_impl::inject(task_core* c) {
   }
   // Relaxed: statistics.
   injected_total.fetch_add(1, std::memory_order_relaxed);
+  WEFT_CHAOS_POINT();
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
   if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
 }
@@ -220,6 +222,7 @@ void runtime_impl::wake_one() noexcept {
     // Relaxed: read under idle_mutex by the drain.
     wake_generation.fetch_add(1, std::memory_order_relaxed);
   }
+  WEFT_CHAOS_POINT();
   // Release: pairs with the parked worker's acquire load of its token.
   w->wake_token.store(1, std::memory_order_release);
   w->wake_token.notify_one();
@@ -271,6 +274,7 @@ task_core* runtime_impl::find_work(worker* w) {
       unsigned v = static_cast<unsigned>(w->rng % (n - 1));
       if (v >= w->index) ++v;
       task_core* item = nullptr;
+      WEFT_CHAOS_POINT();
       if (workers[v]->deque.steal(item) == steal_result::success) {
         // Relaxed: statistics, owner-written.
         w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -331,6 +335,7 @@ bool runtime_impl::park(worker* w) {
     // Relaxed: read under idle_mutex.
     if (stopping.load(std::memory_order_relaxed)) drain_cv.notify_all();
   }
+  WEFT_CHAOS_POINT();  // between announcing the park and re-checking the queues
   if (has_visible_work()) {
     std::lock_guard lk(idle_mutex);
     auto it = std::find(sleepers.begin(), sleepers.end(), w);
@@ -342,6 +347,7 @@ bool runtime_impl::park(worker* w) {
     }
     // A waker already took us off the list; its token is on the way.
   }
+  WEFT_CHAOS_POINT();
   // Relaxed: statistics.
   w->parks.store(w->parks.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   // Acquire: pairs with the waker's release store.
@@ -443,6 +449,7 @@ void runtime_impl::stop() {
         // Relaxed: read and written under idle_mutex.
         std::uint64_t gen = wake_generation.load(std::memory_order_relaxed);
         lk.unlock();
+        WEFT_CHAOS_POINT();
         bool empty = timer_empty() && !has_visible_work();
         lk.lock();
         if (empty && sleepers.size() == n && gen == wake_generation.load(std::memory_order_relaxed)) {

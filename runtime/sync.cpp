@@ -84,6 +84,7 @@ void list_wait::interrupt() noexcept {
   if (!claim.compare_exchange_strong(expected, kCancelled, std::memory_order_acq_rel,
                                      std::memory_order_relaxed))
     return;
+  WEFT_CHAOS_POINT();
   task_core* c = core;
   owner->lock();
   if (linked) owner->erase(this);
@@ -136,6 +137,7 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
     return false;
   }
   bool claimed_now = false;
+  WEFT_CHAOS_POINT();
   list->lock();
   if (op(obj, false)) {
     std::uint8_t expected = list_wait::kArmed;
@@ -152,6 +154,7 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
     list->push_back(node);
   }
   list->unlock();
+  WEFT_CHAOS_POINT();
   // acq_rel: the latch.  The claimant's share, when we claimed ourselves.
   if (claimed_now) node->latch.fetch_sub(1, std::memory_order_acq_rel);
   // acq_rel: our own share; true (suspend) unless we were last.

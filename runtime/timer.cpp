@@ -136,6 +136,7 @@ bool runtime_impl::timer_pop_due_locked(std::uint64_t now, task_core** woken) no
   if (heap.empty() || heap.front()->deadline > now) return false;
   timer_node* due = heap.front();
   heap_erase(heap, 0);
+  WEFT_CHAOS_POINT();
   std::uint8_t expected = timer_node::kArmed;
   // acq_rel: decides against interrupt().
   if (due->claim.compare_exchange_strong(expected, timer_node::kFired, std::memory_order_acq_rel,

@@ -24,3 +24,17 @@ weft_configure() {
   fi
   cmake -S . -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$want" "$@"
 }
+
+# weft_symbolizer_option: ":external_symbolizer_path=..." for TSAN_OPTIONS /
+# ASAN_OPTIONS, or nothing.  clang-19's sanitizer runtime does not find
+# Debian's llvm-symbolizer (package llvm) by itself; unsymbolized stacks would
+# also keep the function-name suppressions in tests/tsan.supp from matching.
+weft_symbolizer_option() {
+  local s
+  for s in llvm-symbolizer-19 llvm-symbolizer; do
+    if command -v "$s" >/dev/null 2>&1; then
+      echo ":external_symbolizer_path=$(command -v "$s")"
+      return
+    fi
+  done
+}

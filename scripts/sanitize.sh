@@ -37,7 +37,8 @@ cmake --build "$build" -j2
 
 # tests/tsan.supp: races TSan reports in uninstrumented libstdc++ (each one
 # explained there).
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
-export ASAN_OPTIONS="detect_stack_use_after_return=1:detect_leaks=1:strict_init_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+sym="$(weft_symbolizer_option)"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp$sym${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+export ASAN_OPTIONS="detect_stack_use_after_return=1:detect_leaks=1:strict_init_order=1$sym${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 ctest --test-dir "$build" --output-on-failure -j2 -LE consumer "$@"

@@ -8,7 +8,7 @@ packages=(
   cmake ninja-build g++
   libtbb-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-19 libclang-rt-19-dev
+  clang-19 libclang-rt-19-dev llvm
   python3-matplotlib
 )
 

@@ -244,7 +244,7 @@ bool same_cancellation(const std::exception_ptr& e, const std::optional<weft::ca
   return false;
 }
 
-body_guard::body_guard(round_ctx* c, record* r) : c_(c), r_(r) {
+body_guard::body_guard(round_ctx* c, record* r) : r_(r) {
   // acq_rel: orders the body's start after a cancel_tracked that read 0.
   if (r->bodies.fetch_add(1, std::memory_order_acq_rel) != 0)
     c->violation(r, "a task body ran twice");
@@ -611,6 +611,10 @@ void print_config(const config& cfg, FILE* f) {
                      : "",
                  cfg.cancel_at, cfg.trace_path.empty() ? "-" : cfg.trace_path.c_str());
   }
+#if defined(WEFT_CHAOS)
+  std::fprintf(
+      f, "  chaos build: random yields and delays at the runtime's atomics and park points\n");
+#endif
   std::fflush(f);
 }
 

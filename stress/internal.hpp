@@ -182,7 +182,6 @@ class body_guard {
   body_guard& operator=(const body_guard&) = delete;
 
  private:
-  round_ctx* c_;
   record* r_;
 };
 

@@ -27,6 +27,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "weft/detail/chaos.hpp"
+
 namespace weft::detail {
 
 enum class steal_result : std::uint8_t { success, empty, lost_race };
@@ -74,6 +76,7 @@ class chase_lev_deque {
     buffer* a = buf_.load(std::memory_order_relaxed);
     if (b - t > a->capacity - 1) a = grow(a, t, b);
     a->store(b, item);
+    WEFT_CHAOS_POINT();
     // Release: publishes the slot (and the task it points to) to thieves,
     // whose seq_cst load of bottom synchronises with it.
     bottom_.store(b + 1, std::memory_order_release);
@@ -87,6 +90,7 @@ class chase_lev_deque {
     // seq_cst exchange: the store of bottom must be ordered before the load of
     // top (the paper's seq_cst fence); pairs with steal's seq_cst loads.
     bottom_.exchange(b, std::memory_order_seq_cst);
+    WEFT_CHAOS_POINT();
     // seq_cst: see above.
     std::int64_t t = top_.load(std::memory_order_seq_cst);
     if (t > b) {
@@ -140,11 +144,13 @@ class chase_lev_deque {
     // seq_cst loads of top then bottom: pairs with take's exchange of bottom
     // and its seq_cst load of top (the fence-free variant).
     std::int64_t t = top_.load(std::memory_order_seq_cst);
+    WEFT_CHAOS_POINT();
     std::int64_t b = bottom_.load(std::memory_order_seq_cst);
     if (t >= b) return steal_result::empty;
     // Acquire: pairs with grow()'s release store of a new buffer.
     buffer* a = buf_.load(std::memory_order_acquire);
     T item = a->load(t);
+    WEFT_CHAOS_POINT();
     // seq_cst CAS: decides the race with other thieves and with take().
     if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
                                       std::memory_order_relaxed))
