@@ -127,7 +127,7 @@ std::string scenario_list(std::uint32_t bits) {
 const char* to_string(task_state s) noexcept {
   switch (s) {
     case task_state::created:
-      return "not started";
+      return "not started (or ended unstarted)";
     case task_state::running:
       return "running";
     case task_state::suspended:
@@ -211,16 +211,15 @@ std::string describe(const record& r) {
   const char* file = r.file;
   if (const char* slash = std::strrchr(file, '/')) file = slash + 1;
   // Relaxed loads throughout: a snapshot for a message.
-  return strprintf("task #%" PRIu64
-                   " [%s] spawned at %s:%u, %s at \"%s\", bodies %u, cleanups %u, taken %u%s%s%s",
-                   r.id, r.scenario_index < kScenarioCount ? kNames[r.scenario_index] : "round",
-                   file, r.line, to_string(r.state.load(std::memory_order_relaxed)),
-                   r.at.load(std::memory_order_relaxed), r.bodies.load(std::memory_order_relaxed),
-                   r.cleanups.load(std::memory_order_relaxed),
-                   r.taken.load(std::memory_order_relaxed),
-                   r.cancel_sent.load(std::memory_order_relaxed) ? ", cancel sent" : "",
-                   r.cancel_before_start.load(std::memory_order_relaxed) ? " (before start)" : "",
-                   r.infinite.load(std::memory_order_relaxed) ? ", waits until cancelled" : "");
+  return strprintf(
+      "t%" PRIu64 " [%s] spawned at %s:%u, %s at \"%s\", bodies %u, cleanups %u, taken %u%s%s%s",
+      r.id, r.scenario_index < kScenarioCount ? kNames[r.scenario_index] : "round", file, r.line,
+      to_string(r.state.load(std::memory_order_relaxed)), r.at.load(std::memory_order_relaxed),
+      r.bodies.load(std::memory_order_relaxed), r.cleanups.load(std::memory_order_relaxed),
+      r.taken.load(std::memory_order_relaxed),
+      r.cancel_sent.load(std::memory_order_relaxed) ? ", cancel sent" : "",
+      r.cancel_before_start.load(std::memory_order_relaxed) ? " (before start)" : "",
+      r.infinite.load(std::memory_order_relaxed) ? ", waits until cancelled" : "");
 }
 
 void round_ctx::violation(const record* r, const std::string& what) {
@@ -255,7 +254,7 @@ body_guard::body_guard(round_ctx* c, record* r) : r_(r) {
   }
   r->state.store(task_state::running, std::memory_order_relaxed);
   r->at.store("in its body", std::memory_order_relaxed);
-  if (c->sim) weft::sim::note("body of #" + std::to_string(r->id) + " begins");
+  if (c->sim) weft::sim::note("body of t" + std::to_string(r->id) + " begins");
 }
 
 body_guard::~body_guard() {
@@ -406,6 +405,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
   {
     weft::runtime_options o;
     o.workers = cfg.workers;
+    o.time_slice = cfg.time_slice;
     o.unhandled_exception = [c](std::exception_ptr e) {
       add(c->unhandled);
       c->violation(nullptr, "an exception reached the unhandled-exception hook: " + what_of(e));
@@ -527,7 +527,8 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     add(global_figures().steals, rt.stats().steals);
     sim_outside.clear();
     root = {};
-    if (rep.hang && !cfg.quiet) {
+    static std::atomic<int> dumps{0};  // the first three hangs of a run only
+    if (rep.hang && !cfg.quiet && dumps.fetch_add(1, std::memory_order_relaxed) < 3) {
       std::fprintf(stderr,
                    "weft-stress: seed %" PRIu64 ": the simulation reports a hang; live tasks:\n",
                    seed);
@@ -596,9 +597,12 @@ void print_config(const config& cfg, FILE* f) {
                "%s\n",
                cfg.seed, cfg.sim ? "simulation" : "real", cfg.workers, cfg.duration.count(),
                cfg.iterations, cfg.iterations == 0 ? " (until the duration)" : "");
-  std::fprintf(f, "  scenarios=%s tasks=%u cancel_rate=%.2f cancel_bound=%.3fs watchdog=%.0fs\n",
+  std::fprintf(f,
+               "  scenarios=%s tasks=%u cancel_rate=%.2f cancel_bound=%.3fs watchdog=%.0fs "
+               "time_slice=%lldus\n",
                scenario_list(cfg.scenarios).c_str(), cfg.tasks, cfg.cancel_rate,
-               cfg.cancel_bound.count(), cfg.watchdog.count());
+               cfg.cancel_bound.count(), cfg.watchdog.count(),
+               static_cast<long long>(cfg.time_slice.count()));
   if (cfg.sim) {
     std::fprintf(f,
                  "  simulation: policy=%s pct_depth=%u pct_steps=%" PRIu64

@@ -40,6 +40,10 @@ ABSL_FLAG(std::string, scenario, "all",
           "all.");
 ABSL_FLAG(double, cancel_rate, 0.3, "Share of tasks that get a cancel() at some moment (0..1).");
 ABSL_FLAG(uint32_t, tasks, 200, "Tracked tasks per scenario per round (about).");
+ABSL_FLAG(absl::Duration, time_slice, absl::Microseconds(250),
+          "The real runtime's time slice (runtime_options::time_slice): how long a task may run "
+          "before checkpoint() reschedules it.  Short slices preempt CPU loops often.  (In --sim "
+          "the generator decides slice expiry.)");
 ABSL_FLAG(std::string, json, "", "Write a machine-readable summary to this file.");
 ABSL_FLAG(bool, sim, false,
           "Run on the deterministic simulation (weft/sim.hpp) instead of worker threads: one OS "
@@ -167,6 +171,9 @@ int main(int argc, char** argv) {
   cfg.tasks = absl::GetFlag(FLAGS_tasks);
   if (cfg.tasks == 0) bad("--tasks must be at least 1");
   cfg.json_path = absl::GetFlag(FLAGS_json);
+  cfg.time_slice =
+      std::chrono::microseconds(absl::ToInt64Microseconds(absl::GetFlag(FLAGS_time_slice)));
+  if (cfg.time_slice.count() <= 0) bad("--time_slice must be positive");
   cfg.sim = absl::GetFlag(FLAGS_sim);
   const std::string policy = absl::GetFlag(FLAGS_sim_policy);
   if (policy == "random") {

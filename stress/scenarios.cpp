@@ -421,65 +421,83 @@ weft::task<void> cancel_scenario(round_ctx* c, std::uint64_t seed) {
 
 // ------------------------------------------------------------ timeout
 
+// One race: a target against wait_for's deadline.  A tracked task of its own,
+// so that the races of a round run side by side.
+weft::task<std::uint64_t> timeout_racer(round_ctx* c, record* r, std::uint64_t seed) {
+  body_guard g(c, r);
+  resume_meter m(r);
+  rng rr(seed);
+  const auto si = scenario_index(kTimeout);
+  target b;
+  b.seed = rr.next();
+  const auto d = std::chrono::microseconds(rr.below(3000));
+  const op kinds[] = {op::sleeps, op::yields, op::checkpoints, op::forever_sleep};
+  b.p.kind = kinds[rr.below(4)];
+  b.p.n = static_cast<std::uint16_t>(1 + rr.below(3));
+  b.p.sleep_us = static_cast<std::uint32_t>(rr.below(3000));
+  b.p.refuse = rr.below(6) == 0;
+  b.r = make_record(c, si);
+  b.r->infinite.store(is_infinite(b.p.kind), std::memory_order_relaxed);
+  b.h = weft::spawn(work(c, b.r, b.p, b.seed));
+  const std::int64_t t0 = clock_ns();
+  std::exception_ptr ex;
+  bool timed_out = false, returned = false;
+  got kind = got::value;
+  try {
+    m.before("wait_for");
+    (void)co_await weft::wait_for(b.h, d);
+    returned = true;
+  } catch (const weft::timeout_error&) {
+    timed_out = true;
+    kind = got::cancelled;
+  } catch (const weft::cancelled_error&) {
+    ex = std::current_exception();  // ours, or b's outcome: take() below tells
+  } catch (...) {
+    kind = got::error;  // b's exception: taken
+  }
+  m.after();
+  const std::int64_t took = clock_ns() - t0;
+  if (ex) {
+    std::exception_ptr own;
+    m.before("take after a cancelled wait_for");
+    (void)co_await take(c, b.r, &b.h, &own, ex);
+    m.after();
+    if (own) std::rethrow_exception(own);
+    co_return mix(seed);
+  }
+  // wait_for took the outcome.
+  record_taken(c, b.r, kind, b.h.cancelled());
+  const auto dn = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  if (timed_out) {
+    add(global_figures().per[si].timeouts);
+    if (!b.h.done()) c->violation(b.r, "wait_for timed out before the task had finished");
+    if (b.r->bodies.load() != b.r->cleanups.load())
+      c->violation(b.r, "wait_for timed out before the task's cleanup ran");
+    if (took < dn) c->violation(b.r, "wait_for timed out before its deadline");
+    if (took > dn + c->cancel_bound_ns)
+      c->violation(b.r, "wait_for's timeout was observed long after the deadline");
+  } else if (returned) {
+    const bool refused = b.r->refused.load();
+    // (Unless cancel_points cancelled wait_for's own deadline task: then
+    // nothing times out, legitimately.)
+    if (c->cancel_at == 0 && is_infinite(b.p.kind) && !refused && b.r->bodies.load() != 0 &&
+        !b.h.cancelled())
+      c->violation(b.r, "wait_for returned the value of a task that sleeps an hour");
+  }
+  co_return mix(seed);
+}
+
 weft::task<void> timeout_races(round_ctx* c, std::uint64_t seed, std::vector<target>* ts) {
   rng rr(seed);
   const auto si = scenario_index(kTimeout);
   for (unsigned i = 0; i < c->cfg->tasks; ++i) {
     target t;
     t.seed = rr.next();
-    const auto d = std::chrono::microseconds(rr.below(3000));
-    const op kinds[] = {op::sleeps, op::yields, op::checkpoints, op::forever_sleep};
-    t.p.kind = kinds[rr.below(4)];
-    t.p.n = static_cast<std::uint16_t>(1 + rr.below(3));
-    t.p.sleep_us = static_cast<std::uint32_t>(rr.below(3000));
-    t.p.refuse = rr.below(6) == 0;
+    t.p.kind = op::child;  // its value is not checked
     t.r = make_record(c, si);
-    t.r->infinite.store(is_infinite(t.p.kind), std::memory_order_relaxed);
-    t.h = weft::spawn(work(c, t.r, t.p, t.seed));
+    t.h = weft::spawn(timeout_racer(c, t.r, t.seed));
     ts->push_back(std::move(t));
-    target& b = ts->back();
-    const std::int64_t t0 = clock_ns();
-    std::exception_ptr ex;
-    bool timed_out = false, returned = false;
-    got kind = got::value;
-    try {
-      (void)co_await weft::wait_for(b.h, d);
-      returned = true;
-    } catch (const weft::timeout_error&) {
-      timed_out = true;
-      kind = got::cancelled;
-    } catch (const weft::cancelled_error&) {
-      ex = std::current_exception();  // ours, or b's outcome: take() below tells
-    } catch (...) {
-      kind = got::error;  // b's exception: taken
-    }
-    const std::int64_t took = clock_ns() - t0;
-    if (ex) {
-      std::exception_ptr own;
-      (void)co_await take(c, b.r, &b.h, &own, ex);
-      if (own) std::rethrow_exception(own);
-      continue;
-    }
-    // wait_for took the outcome.
-    record_taken(c, b.r, kind, b.h.cancelled());
-    if (timed_out) {
-      add(global_figures().per[si].timeouts);
-      if (!b.h.done()) c->violation(b.r, "wait_for timed out before the task had finished");
-      if (b.r->bodies.load() != b.r->cleanups.load())
-        c->violation(b.r, "wait_for timed out before the task's cleanup ran");
-      if (took < std::chrono::duration_cast<std::chrono::nanoseconds>(d).count())
-        c->violation(b.r, "wait_for timed out before its deadline");
-      if (took >
-          std::chrono::duration_cast<std::chrono::nanoseconds>(d).count() + c->cancel_bound_ns)
-        c->violation(b.r, "wait_for's timeout was observed long after the deadline");
-    } else if (returned) {
-      const bool refused = b.r->refused.load();
-      // (Unless cancel_points cancelled wait_for's own deadline task: then
-      // nothing times out, legitimately.)
-      if (c->cancel_at == 0 && is_infinite(b.p.kind) && !refused && b.r->bodies.load() != 0 &&
-          !b.h.cancelled())
-        c->violation(b.r, "wait_for returned the value of a task that sleeps an hour");
-    }
+    if (rr.below(4) == 0) co_await weft::yield();
   }
 }
 
@@ -491,12 +509,7 @@ weft::task<void> timeout_scenario(round_ctx* c, std::uint64_t seed) {
   } catch (const weft::cancelled_error&) {
     own = std::current_exception();
   }
-  // Targets whose outcome wait_for did not take (interrupted): take them now.
-  std::vector<target> rest;
-  for (auto& t : ts)
-    if (t.r->taken.load(std::memory_order_relaxed) == 0) rest.push_back(std::move(t));
-  release_infinite(c, rest);
-  co_await take_all(c, &rest, &own);
+  co_await take_all(c, &ts, &own);
   if (own) std::rethrow_exception(own);
 }
 
@@ -664,17 +677,31 @@ weft::task<std::uint64_t> group_member(round_ctx* c, record* r, std::uint64_t se
   co_return mix(seed);
 }
 
-weft::task<void> group_scenario(round_ctx* c, std::uint64_t seed) {
+weft::task<void> group_runs(round_ctx* c, std::uint64_t seed, std::vector<target>* ts) {
   rng rr(seed);
   const auto si = scenario_index(kGroup);
+  // Groups side by side, until the round's share of group tasks is spawned.
+  while (c->spawned[si].load(std::memory_order_relaxed) < c->cfg->tasks &&
+         ts->size() < c->cfg->tasks / 8 + 1) {
+    target t;
+    t.seed = rr.next();
+    t.p.kind = op::child;  // its value is not checked
+    t.r = make_record(c, si);
+    t.h = weft::spawn(group_member(c, t.r, t.seed, 2));
+    ts->push_back(std::move(t));
+    co_await weft::yield();
+  }
+}
+
+weft::task<void> group_scenario(round_ctx* c, std::uint64_t seed) {
+  std::vector<target> ts;
   std::exception_ptr own;
   try {
-    while (c->spawned[si].load(std::memory_order_relaxed) < c->cfg->tasks) {
-      co_await one_group(c, rr.next(), 2);
-    }
+    co_await group_runs(c, seed, &ts);
   } catch (const weft::cancelled_error&) {
     own = std::current_exception();
   }
+  co_await take_all(c, &ts, &own);
   if (own) std::rethrow_exception(own);
 }
 

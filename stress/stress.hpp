@@ -46,6 +46,9 @@ struct config {
   std::uint32_t scenarios = kAllScenarios;
   double cancel_rate = 0.3;  // share of tasks that get a cancel
   unsigned tasks = 200;      // tasks per scenario per round (about)
+  // runtime_options::time_slice of the real runtime: short slices mean more
+  // preemption at checkpoint() and CPU loops that do not hog a worker.
+  std::chrono::microseconds time_slice{250};
   bool sim = false;
   weft::sim::policy policy = weft::sim::policy::random;
   unsigned pct_depth = 3;
