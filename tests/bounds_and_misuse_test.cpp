@@ -24,15 +24,18 @@ struct bound_state {
 weft::task<int> counted_body(bound_state* s) {
   // seq_cst (default): the test reads the count right after its last cancel().
   s->started.fetch_add(1, std::memory_order_seq_cst);
-  // Keep the workers busy until the test has cancelled everything.  At least
-  // one yield even when `release` is already set: a body that a worker popped
-  // before its cancel() and started after the release must still pass a
-  // resume point, where its request is delivered.  Without it, it would
-  // return 1 without ever seeing the request ("completed despite the
-  // cancel"), which is correct behaviour but not what this test counts.
-  do {
+  // Keep the workers busy until the test has cancelled everything, and pass
+  // one more resume point *after* seeing `release`: every cancel() happened
+  // before the release, so that yield delivers this body's request.  (Reading
+  // `release` after the last yield instead left a window: the yield's check
+  // found nothing pending, the cancel and the release came, the read saw
+  // true, and the body returned 1 -- "completed despite the cancel", correct
+  // behaviour but not what this test counts.  Seen under ASan.)
+  for (;;) {
+    const bool released = s->release.load(std::memory_order_seq_cst);  // pairs with the test's store
     co_await weft::yield();
-  } while (!s->release.load(std::memory_order_seq_cst));  // pairs with the test's store
+    if (released) break;
+  }
   co_return 1;
 }
 
