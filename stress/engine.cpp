@@ -211,12 +211,15 @@ std::string describe(const record& r) {
   const char* file = r.file;
   if (const char* slash = std::strrchr(file, '/')) file = slash + 1;
   // Relaxed loads throughout: a snapshot for a message.
+  const task_state st = r.state.load(std::memory_order_relaxed);
+  const std::string where = st == task_state::created
+                                ? std::string()
+                                : strprintf(" at \"%s\"", r.at.load(std::memory_order_relaxed));
   return strprintf(
-      "t%" PRIu64 " [%s] spawned at %s:%u, %s at \"%s\", bodies %u, cleanups %u, taken %u%s%s%s",
-      r.id, r.scenario_index < kScenarioCount ? kNames[r.scenario_index] : "round", file, r.line,
-      to_string(r.state.load(std::memory_order_relaxed)), r.at.load(std::memory_order_relaxed),
-      r.bodies.load(std::memory_order_relaxed), r.cleanups.load(std::memory_order_relaxed),
-      r.taken.load(std::memory_order_relaxed),
+      "t%" PRIu64 " [%s] spawned at %s:%u, %s%s, bodies %u, cleanups %u, taken %u%s%s%s", r.id,
+      r.scenario_index < kScenarioCount ? kNames[r.scenario_index] : "round", file, r.line,
+      to_string(st), where.c_str(), r.bodies.load(std::memory_order_relaxed),
+      r.cleanups.load(std::memory_order_relaxed), r.taken.load(std::memory_order_relaxed),
       r.cancel_sent.load(std::memory_order_relaxed) ? ", cancel sent" : "",
       r.cancel_before_start.load(std::memory_order_relaxed) ? " (before start)" : "",
       r.infinite.load(std::memory_order_relaxed) ? ", waits until cancelled" : "");
@@ -676,7 +679,7 @@ void watchdog_main(const config* cfg) {
     if (started == 0 || wall_ns() - started < limit) continue;
     std::fprintf(stderr,
                  "\nweft-stress: WATCHDOG: round with seed %" PRIu64
-                 " has run for more than %.0f s: a hang.  Live tracked tasks:\n",
+                 " has run for more than %.0f s: a hang.  Tracked tasks not finished:\n",
                  g_round_seed.load(), cfg->watchdog.count());
     {
       std::lock_guard lk(g_live_mu);
