@@ -378,7 +378,7 @@ std::string sim_driver::describe_stuck(task_core* target) {
   std::snprintf(buf, sizeof buf,
                 "weft::sim: deadlock at resume point %" PRIu64 " (virtual time %" PRIu64
                 " ns, seed %" PRIu64
-                "): no task can run and no timer is armed, but the awaited task #%" PRIu64
+                "): no task can run and no timer is armed, but the awaited task %" PRIu64
                 " has not finished.  ",
                 get(resume_points), now - kBase, opt.seed, id_of(target));
   s += buf;
@@ -393,7 +393,7 @@ std::string sim_driver::describe_stuck(task_core* target) {
       s += " ...";
       break;
     }
-    s += " #" + std::to_string(id);
+    s += (shown == 1 ? " " : ", ") + std::to_string(id);
   }
   return s;
 }

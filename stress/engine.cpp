@@ -533,7 +533,8 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     static std::atomic<int> dumps{0};  // the first three hangs of a run only
     if (rep.hang && !cfg.quiet && dumps.fetch_add(1, std::memory_order_relaxed) < 3) {
       std::fprintf(stderr,
-                   "weft-stress: seed %" PRIu64 ": the simulation reports a hang; live tasks:\n",
+                   "weft-stress: seed %" PRIu64
+                   ": the simulation reports a hang.  Tracked tasks not finished:\n",
                    seed);
       dump_registry(stderr, *c, 40);
     }
