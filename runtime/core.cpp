@@ -37,7 +37,7 @@ std::set<const runtime_impl*>& live_runtimes() {
   return s;
 }
 
-void report_unhandled(runtime_impl* rt, std::exception_ptr e) noexcept {
+[[gnu::noinline]] void report_unhandled(runtime_impl* rt, std::exception_ptr e) noexcept {
   std::function<void(std::exception_ptr)> hook;
   {
     std::lock_guard lk(g_runtimes_mutex);
@@ -276,6 +276,13 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept {
   wake_joiner_from_loop(core, prev);
 }
 
+bool cancel_before_start(task_core* core) noexcept {
+  cancel_request* r = take_pending(core);
+  if (r == nullptr) return false;
+  complete_unstarted(core, r);
+  return true;
+}
+
 void finish_inline_atomic(task_core* core) noexcept {
   // As complete_task: a forwarded cancel may hold a reference, or a watcher
   // may be registered.
@@ -331,13 +338,25 @@ void destroy_task(task_core* core) noexcept {
 }
 
 namespace {
-void destroy_one(task_core* core) noexcept {
+// What a frame may own besides itself: an unobserved exception to report, an
+// undelivered request, the request that ended it before it started.
+[[gnu::noinline]] void destroy_extras(task_core* core) noexcept {
   promise_base* p = core->owner;
   if (p->result == outcome::exception && !core->observed) report_unhandled(core->rt, p->error);
   // Acquire: pairs with hand_over's exchange; we own a request left there.
   // No RMW needed: with the last reference gone nobody can hand over another.
   delete core->pending.load(std::memory_order_acquire);
   delete core->final_cancel;
+}
+
+inline void destroy_one(task_core* core) noexcept {
+  // Relaxed: a look only; destroy_extras loads it again with acquire when it
+  // is not null.  Nobody can store to it any more (the last reference is gone).
+  if ((core->owner->result == outcome::exception && !core->observed) ||
+      core->pending.load(std::memory_order_relaxed) != nullptr ||
+      core->final_cancel != nullptr) [[unlikely]] {
+    destroy_extras(core);
+  }
   std::coroutine_handle<> frame = core->frame;
   core->~task_core();
   frame.destroy();

@@ -265,12 +265,7 @@ void runtime_impl::run(worker* w, task_core* c) {
   c->w = w;
   if (!c->started) {
     c->started = true;
-    if (maybe_cancel(c)) {
-      if (cancel_request* r = take_pending(c)) {
-        complete_unstarted(c, r);
-        return;
-      }
-    }
+    if (maybe_cancel(c) && cancel_before_start(c)) return;
   }
   // Relaxed: a sample for the timer thread's slice check; owner-written.
   w->resumes.store(w->resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -366,6 +361,7 @@ void runtime_impl::start() {
     w->rt = this;
     w->sleepers = &num_sleepers;
     w->rng = 0x9E3779B97F4A7C15ull * (i + 1) | 1;
+    init_frame_cache(w.get());
     workers.push_back(std::move(w));
   }
   // Every deque exists before any thread can steal from it.

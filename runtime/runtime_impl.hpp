@@ -23,25 +23,16 @@ namespace weft::detail {
 
 inline constexpr std::size_t kCacheLine = 128;  // two lines: adjacent-line prefetch
 
-// Per-worker cache of coroutine frames by 16-byte size class.
-struct frame_cache {
-  static constexpr std::size_t kGranule = 16;
-  static constexpr std::size_t kClasses = 64;      // frames up to 1 KiB
-  static constexpr std::uint32_t kMaxPerClass = 4096;
-  struct free_node {
-    free_node* next;
-  };
-  free_node* heads[kClasses] = {};
-  std::uint32_t counts[kClasses] = {};
-  ~frame_cache();
-};
+// Blocks a worker's frame cache keeps per size class (frame_cache::limit).
+inline constexpr std::uint32_t kFramesPerClass = 4096;
+
+struct worker;
+void free_frame_cache(worker* w) noexcept;  // alloc.cpp; the worker is destroyed
 
 struct alignas(kCacheLine) worker : worker_hot {
   unsigned index = 0;
   std::uint64_t rng = 0;           // victim choice (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
-  frame_cache frames;              // owner only
-  std::int64_t frames_live = 0;    // owner only; flushed at exit (see alloc.cpp)
 
   // Written by the owner (relaxed), read by the timer thread: changes on every
   // resume from the worker loop; unchanged for a whole slice = overstaying.
@@ -58,6 +49,8 @@ struct alignas(kCacheLine) worker : worker_hot {
   std::uint64_t seen_since_ns = 0;
 
   std::thread thread;
+
+  ~worker() { free_frame_cache(this); }
 };
 
 struct runtime_impl {
@@ -137,7 +130,8 @@ struct runtime_impl {
 // The worker running on this thread (null elsewhere).  runtime.cpp.
 extern thread_local worker* tls_worker;
 
-void flush_frame_count(worker* w) noexcept;
+void init_frame_cache(worker* w) noexcept;   // before the worker thread starts
+void flush_frame_count(worker* w) noexcept;  // the worker thread exits
 void count_finish(task_core* core) noexcept;  // a spawned task finished on this thread
 std::int64_t frames_outside_workers() noexcept;
 
