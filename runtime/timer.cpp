@@ -34,7 +34,7 @@ std::uint64_t now_ns() noexcept {
 
 namespace {
 
-constexpr std::size_t kNoIndex = static_cast<std::size_t>(-1);
+constexpr std::uint32_t kNoIndex = timer_node::kNoIndex;
 
 void sift_up(std::vector<timer_node*>& h, std::size_t i) noexcept {
   timer_node* n = h[i];
@@ -42,11 +42,11 @@ void sift_up(std::vector<timer_node*>& h, std::size_t i) noexcept {
     std::size_t parent = (i - 1) / 2;
     if (h[parent]->deadline <= n->deadline) break;
     h[i] = h[parent];
-    h[i]->heap_index = i;
+    h[i]->heap_index = static_cast<std::uint32_t>(i);
     i = parent;
   }
   h[i] = n;
-  n->heap_index = i;
+  n->heap_index = static_cast<std::uint32_t>(i);
 }
 
 void sift_down(std::vector<timer_node*>& h, std::size_t i) noexcept {
@@ -58,11 +58,11 @@ void sift_down(std::vector<timer_node*>& h, std::size_t i) noexcept {
     std::size_t m = (l + 1 < size && h[l + 1]->deadline < h[l]->deadline) ? l + 1 : l;
     if (n->deadline <= h[m]->deadline) break;
     h[i] = h[m];
-    h[i]->heap_index = i;
+    h[i]->heap_index = static_cast<std::uint32_t>(i);
     i = m;
   }
   h[i] = n;
-  n->heap_index = i;
+  n->heap_index = static_cast<std::uint32_t>(i);
 }
 
 void heap_erase(std::vector<timer_node*>& h, std::size_t i) noexcept {
@@ -72,7 +72,7 @@ void heap_erase(std::vector<timer_node*>& h, std::size_t i) noexcept {
   gone->heap_index = kNoIndex;
   if (i < h.size()) {
     h[i] = last;
-    last->heap_index = i;
+    last->heap_index = static_cast<std::uint32_t>(i);
     sift_down(h, i);
     sift_up(h, last->heap_index);
   }

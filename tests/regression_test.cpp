@@ -582,7 +582,9 @@ TEST(RegressionTest, ShieldWatchersAreWokenUnderAReferenceOfTheirOwn) {
   await_true([&] { return (state_of(core) & task_core::kWatched) != 0; });
   w.cancel("leave");
   w.join();
-  core.watchers.lock();  // completion will wait for this lock in fire_watchers
+  // Relaxed: the watcher above created the list (it registered kWatched).
+  weft::detail::wait_list* watchers = core.watchers.load(std::memory_order_relaxed);
+  watchers->lock();  // completion will wait for this lock in fire_watchers
   go.set();
   await_true([&] { return h.done(); });
   // HEAD takes its temporary reference in fire_watchers, one RMW after the one
@@ -596,7 +598,7 @@ TEST(RegressionTest, ShieldWatchersAreWokenUnderAReferenceOfTheirOwn) {
       << "the frame was destroyed while complete_task was still waking its watchers";
   // At f619ea2 this unlock writes into the freed frame (that is the bug): it
   // lets the stuck completion finish so the test can end.
-  core.watchers.unlock();
+  watchers->unlock();
   await_true([&] { return destroyed.load() == 1; });
 }
 

@@ -582,7 +582,6 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
   task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
   p.ctx = c;
-  c->owner = &p;
   c->frame = h;
   c->resume_point = h;
   // Relaxed: the core is published to other threads by the deque push

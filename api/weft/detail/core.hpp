@@ -13,6 +13,7 @@
 #include <exception>
 #include <source_location>
 #include <string>
+#include <type_traits>
 
 #include "weft/detail/deque.hpp"
 #include "weft/errors.hpp"
@@ -188,9 +189,11 @@ struct task_core {
   task_core* inline_joiner = nullptr;
   cancel_request* final_cancel = nullptr;  // request that ended it before it started
 
-  // Tasks waiting for this one to finish without joining it (shield()); has
-  // its own lock, see wait_list.  Fired by complete_task when kWatched is set.
-  wait_list watchers;
+  // Tasks waiting for this one to finish without joining it (shield()): a
+  // wait_list with its own lock, created by the first watcher (watch_list())
+  // and freed with the task; null until then.  Fired by complete_task when
+  // kWatched is set.
+  std::atomic<wait_list*> watchers{nullptr};
 
   // ---- touched only by whoever currently runs the task chain ----
   // (Fields without an initializer are written before they are first read:
@@ -200,9 +203,12 @@ struct task_core {
   std::coroutine_handle<> frame;         // the spawned coroutine itself
   std::coroutine_handle<> resume_point;  // innermost suspended frame of the chain
   std::coroutine_handle<> continuation;  // joiner (coroutine) to resume on completion
-  task_core* continuation_core;
-  void* thread_waiter;                   // blocking joiner's semaphore
-  struct promise_base* owner;            // the promise this core lives in
+  union {
+    task_core* continuation_core;  // the joiner's core (kJoiner)
+    void* thread_waiter;           // blocking joiner's semaphore (kThreadJoiner)
+  };
+  // (The promise this core lives in is owner_of(core): the core sits at a
+  // fixed offset inside it.)
   runtime_impl* rt;
   worker_hot* w;                         // worker currently running the chain
 
@@ -234,6 +240,19 @@ struct promise_base {
   task_core& own_core() noexcept { return *reinterpret_cast<task_core*>(core_storage); }
 };
 
+static_assert(std::is_standard_layout_v<promise_base>,
+              "owner_of() computes the promise from the core with offsetof");
+
+// The promise a spawned task's core lives in (promise_base::core_storage).
+// promise_base is standard-layout, so offsetof is well defined.
+inline promise_base* owner_of(task_core* core) noexcept {
+  return reinterpret_cast<promise_base*>(reinterpret_cast<unsigned char*>(core) -
+                                         offsetof(promise_base, core_storage));
+}
+inline const promise_base* owner_of(const task_core* core) noexcept {
+  return owner_of(const_cast<task_core*>(core));
+}
+
 // A task suspended in sleep_for/sleep_until.  Lives in the sleeping frame.
 // Two parties may end the wait: the timer thread (deadline reached) and
 // cancel()/shutdown (interrupt).  Each must win `claim` (kArmed -> kFired or
@@ -242,9 +261,12 @@ struct promise_base {
 // while the suspending thread or the timer still touches the node.
 struct timer_node final : wait_node {
   static constexpr std::uint8_t kArmed = 0, kFired = 1, kCancelled = 2, kRefused = 3;
+  static constexpr std::uint32_t kNoIndex = ~std::uint32_t{0};
   std::uint64_t deadline = 0;  // now_ns() clock
-  std::size_t heap_index = static_cast<std::size_t>(-1);  // guarded by the timer lock
   task_core* core = nullptr;
+  // Position in the timer heap, guarded by the timer lock.  32 bits: 2^32 - 1
+  // pending sleeps would take hundreds of GiB of frames first.
+  std::uint32_t heap_index = kNoIndex;
   std::atomic<std::uint8_t> claim{kArmed};
   std::atomic<std::uint8_t> latch{2};
   void interrupt() noexcept override;
@@ -321,6 +343,8 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept;
 void finish_inline_atomic(task_core* core) noexcept;
 // list op for watching a task's completion (shield): see list_wait_suspend.
 bool watch_op(void* obj, bool take) noexcept;
+// The list of tasks watching `core` (shield), created on first use.
+wait_list* watch_list(task_core* core);
 
 // Drop one reference; destroys the frame (and reports an unobserved
 // exception) when it was the last.
