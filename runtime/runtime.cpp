@@ -324,6 +324,7 @@ bool runtime_impl::park(worker* w) {
 void runtime_impl::worker_main(worker* w) {
   tls_worker = w;
   unsigned idle_rounds = 0;
+  std::uint64_t idle_since = 0;
   for (;;) {
     if (task_core* c = find_work(w)) {
       idle_rounds = 0;
@@ -332,14 +333,18 @@ void runtime_impl::worker_main(worker* w) {
     }
     // Acquire: pairs with stop()'s release store; all tasks are done by then.
     if (exiting.load(std::memory_order_acquire)) break;
-    // Look again a few times before sleeping: parking and waking cost
-    // microseconds, a steal attempt nanoseconds.
-    if (++idle_rounds < 64) {
-      if (idle_rounds < 32) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
+    // Look again before sleeping: parking and waking cost microseconds, a
+    // steal attempt nanoseconds.  At least 64 looks (32 with a pause, then
+    // yielding the core), and for idle_spin in all (the clock is read every
+    // 16th look, yielding in between).
+    ++idle_rounds;
+    if (idle_rounds < 32) {
+      cpu_relax();
+      continue;
+    }
+    if (idle_rounds == 32) idle_since = now_ns();
+    if (idle_rounds < 64 || (idle_rounds % 16 != 0) || now_ns() - idle_since < idle_spin_ns) {
+      std::this_thread::yield();
       continue;
     }
     idle_rounds = 0;
@@ -354,6 +359,9 @@ void runtime_impl::start() {
   auto slice = options.time_slice.count() > 0 ? options.time_slice : std::chrono::microseconds(2000);
   options.time_slice = slice;
   slice_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count());
+  if (options.idle_spin.count() < 0) options.idle_spin = std::chrono::microseconds(0);
+  idle_spin_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_spin).count());
   workers.reserve(n);
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<worker>();

@@ -58,6 +58,7 @@ struct runtime_impl {
   std::vector<std::unique_ptr<worker>> workers;
   unsigned n = 0;
   std::uint64_t slice_ns = 0;
+  std::uint64_t idle_spin_ns = 0;
 
   // ---- injection queue: tasks from outside the workers, yields, wake-ups ----
   std::mutex inject_mutex;

@@ -60,6 +60,41 @@ INSTANTIATE_TEST_SUITE_P(Slices, CheckpointCancelTest,
                            return "Slice" + std::to_string(info.param.count()) + "us";
                          });
 
+// ---------------------------------------------------------------- idle spin
+
+weft::task<int> trivial_task() { co_return 7; }
+
+// runtime_options::idle_spin bounds how long an idle worker spins: with any
+// setting, every worker of a runtime with nothing to do parks, and a task
+// spawned afterwards still runs (the parked workers are woken).
+class IdleSpinTest : public ::testing::TestWithParam<std::chrono::microseconds> {};
+
+TEST_P(IdleSpinTest, IdleWorkersParkOnceTheirSpinIsOverAndWakeForNewWork) {
+  watchdog dog(60s);
+  weft::runtime_options o = with_workers(2);
+  o.idle_spin = GetParam();
+  weft::runtime rt(std::move(o));
+  EXPECT_EQ(rt.block_on(trivial_task()), 7);
+  // Both workers run dry after the task: each must park (parks counts every
+  // park, so >= 2 also covers a worker that parked, was woken and parked
+  // again).  Bounded by the watchdog, not a sleep.
+  EXPECT_TRUE(spin_until([&] { return rt.stats().parks >= 2; }, 20'000ms))
+      << "an idle worker never parked (spinning forever?)";
+  EXPECT_EQ(rt.block_on(trivial_task()), 7);
+}
+
+INSTANTIATE_TEST_SUITE_P(Spins, IdleSpinTest,
+                         ::testing::Values(std::chrono::microseconds(0),
+                                           std::chrono::microseconds(100),
+                                           std::chrono::microseconds(20'000)),
+                         [](const auto& info) {
+                           return "Spin" + std::to_string(info.param.count()) + "us";
+                         });
+
+TEST(RuntimeOptionsTest, DefaultIdleSpinIsOneHundredMicroseconds) {
+  EXPECT_EQ(weft::runtime_options{}.idle_spin, std::chrono::microseconds(100));
+}
+
 TEST(CheckpointTest, DefaultTimeSliceIsTwoMilliseconds) {
   weft::runtime rt(with_workers(1));
   EXPECT_EQ(rt.time_slice(), std::chrono::microseconds(2000));
