@@ -895,4 +895,56 @@ TEST(RegressionTest, NestedWaitForReportsTheOuterTimeoutOnlyAtTheOuterWaitFor) {
   EXPECT_EQ(inner_saw.load(), 2) << "1: the inner wait_for threw timeout_error; 3: other kind";
 }
 
+// ---- 14: wait_for leaked the awaited task when its deadline task never ran ----
+// wait_for(h, d) takes a reference on h's task for the deadline task it spawns
+// (which may outlive the wait).  The deadline task dropped that reference from
+// a guard declared in its body -- but a task cancelled before it starts never
+// runs its body, so the reference was never dropped and h's frame leaked.
+// That happens whenever the wait ends before the deadline task got a worker:
+// (a) h is already done (one worker: the waiter does not suspend, cancels the
+// deadline task, and only then lets it run); (b) during shutdown, where the
+// spawn of the deadline task completes it at once as cancelled.  Leaked one
+// frame per wait_for before the fix (frames.now() - frames.start == rounds + 1).
+
+weft::task<int> wait_for_finished_handles(int rounds) {
+  int sum = 0;
+  for (int i = 0; i < rounds; ++i) {
+    auto h = weft::spawn(weft_test::value_task(i));
+    while (!h.done()) co_await weft::yield();
+    sum += co_await weft::wait_for(h, std::chrono::hours(1));
+  }
+  co_return sum;
+}
+
+weft::task<int> wait_for_during_shutdown(std::latch* asleep) {
+  asleep->count_down();
+  try {
+    co_await weft::sleep_for(std::chrono::hours(1));
+  } catch (const weft::cancelled_error&) {
+    // refused: carry on with a wait_for while the runtime stops
+  }
+  auto h = weft::spawn(weft_test::value_task(5));  // comes back cancelled ("shutdown")
+  try {
+    co_return co_await weft::wait_for(h, std::chrono::hours(1));
+  } catch (const weft::cancelled_error& e) {
+    co_return e.kind() == weft::cancel_kind::shutdown ? -1 : -2;
+  }
+}
+
+TEST(RegressionTest, WaitForFreesTheAwaitedTaskWhenItsDeadlineTaskNeverRan) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  const weft_test::frame_baseline frames;
+  const int rounds = 100;
+  {
+    std::latch asleep{1};
+    weft::runtime rt(weft_test::with_workers(1));
+    EXPECT_EQ(rt.block_on(wait_for_finished_handles(rounds)), rounds * (rounds - 1) / 2);
+    auto h = rt.spawn(wait_for_during_shutdown(&asleep));
+    asleep.wait();
+    rt.shutdown();
+    EXPECT_EQ(h.join(), -1) << "the handle spawned during shutdown is cancelled (shutdown)";
+  }
+  EXPECT_EQ(frames.now(), frames.start) << "frames leaked (one per wait_for before the fix)";
+}
+
 }  // namespace
