@@ -340,6 +340,38 @@ TEST(ExceptionTest, DetachedChildExceptionReachesTheHookNotTheParent) {
   EXPECT_EQ(calls.load(), 10);
 }
 
+// With no hook set, an exception nobody observed is printed on stderr (the
+// default hook), with its what().  The task publishes that it is past its last
+// resume point before throwing, so the runtime's shutdown cannot turn it into
+// a cancellation; the shutdown then waits for it, and the report happens when
+// its frame goes (its handle was dropped).
+weft::task<int> throws_after_flag(std::atomic<int>* past_last_await, std::string msg) {
+  co_await weft::yield();
+  // Release: pairs with the test's acquire poll (nothing else is published).
+  past_last_await->fetch_add(1, std::memory_order_release);
+  throw test_error(msg);
+  co_return 0;
+}
+
+TEST(ExceptionTest, DefaultHookPrintsAnUnobservedExceptionOnStderr) {
+  watchdog wd(30s);
+  std::atomic<int> past{0};
+  ::testing::internal::CaptureStderr();
+  {
+    weft::runtime rt(with_workers(2));  // default options: no hook
+    { auto dropped = rt.spawn(throws_after_flag(&past, "nobody awaited me")); }
+    { auto dropped = rt.spawn(throws_now("nor me")); }
+    // Acquire: pairs with the task's release increment.
+    EXPECT_TRUE(spin_until([&] { return past.load(std::memory_order_acquire) == 1; }));
+  }  // ~runtime: both tasks have ended, their frames are gone
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("weft: exception in a task nobody awaited: nobody awaited me"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("weft: exception in a task nobody awaited: nor me"), std::string::npos)
+      << err;
+}
+
 // ---------------------------------------------------------------- misuse
 
 weft::task<std::string> await_twice(weft::join_handle<int>* h) {
@@ -410,6 +442,36 @@ TEST(RuntimeOptionsTest, ZeroWorkersMeansWeftWorkersThenTheAffinityMask) {
     EXPECT_EQ(rt.workers(), 5u);
   }
   if (old) ::setenv("WEFT_WORKERS", saved.c_str(), 1);
+}
+
+// "0: the CPUs this process may use": with the calling thread restricted to
+// one CPU, a default runtime has one worker although the machine has more.
+TEST(RuntimeOptionsTest, ZeroWorkersFollowsARestrictedAffinityMask) {
+  watchdog wd(30s);
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  if (CPU_COUNT(&all) < 2) GTEST_SKIP() << "needs at least 2 usable CPUs to restrict";
+  int first = 0;
+  while (!CPU_ISSET(first, &all)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  // No runtime is alive here, so no other thread reads the environment.
+  const char* old = std::getenv("WEFT_WORKERS");
+  const std::string saved = old ? old : "";
+  ::unsetenv("WEFT_WORKERS");
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);  // this thread only
+  unsigned workers = 0;
+  int v = 0;
+  {
+    weft::runtime rt;  // its threads inherit the one-CPU mask
+    workers = rt.workers();
+    v = rt.block_on(value_task(9));
+  }
+  EXPECT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  if (old) ::setenv("WEFT_WORKERS", saved.c_str(), 1);
+  EXPECT_EQ(workers, 1u) << "the worker count ignored the affinity mask";
+  EXPECT_EQ(v, 9);
 }
 
 // ---------------------------------------------------------------- this_task

@@ -65,6 +65,50 @@ TEST(CheckpointTest, DefaultTimeSliceIsTwoMilliseconds) {
   EXPECT_EQ(rt.time_slice(), std::chrono::microseconds(2000));
 }
 
+// A pending cancel does not wait for the slice: the very next checkpoint
+// delivers it.  The test publishes "cancel() has returned" (release) after the
+// call; an iteration that saw that (acquire) has the request visible at its
+// checkpoint (cancel()'s exchange happens-before it), so that checkpoint must
+// throw: no iteration may complete after it.  A 10 s slice: the slice cannot
+// be what ends the loop.
+struct next_checkpoint_state {
+  std::latch running{1};
+  std::atomic<bool> cancel_returned{false};
+  std::atomic<long> passed_after_cancel{0};  // checkpoints passed with the request visible
+};
+
+weft::task<long> checkpoint_loop_after_cancel(next_checkpoint_state* s) {
+  s->running.count_down();
+  for (;;) {
+    // Acquire: pairs with the test's release store made after cancel() returned.
+    const bool cancel_visible = s->cancel_returned.load(std::memory_order_acquire);
+    co_await weft::checkpoint();
+    // Relaxed: a counter the test reads after join().
+    if (cancel_visible) s->passed_after_cancel.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+TEST(CheckpointTest, PendingCancelIsDeliveredAtTheVeryNextCheckpointNotAtTheSliceEnd) {
+  watchdog wd(30s);
+  weft::runtime_options opts;
+  opts.workers = 2;
+  opts.time_slice = std::chrono::seconds(10);
+  weft::runtime rt(opts);
+  for (int round = 0; round < 200; ++round) {
+    next_checkpoint_state st;
+    auto h = rt.spawn(checkpoint_loop_after_cancel(&st));
+    st.running.wait();
+    EXPECT_TRUE(h.cancel("next checkpoint"));
+    // Release: pairs with the task's acquire load (see the struct comment).
+    st.cancel_returned.store(true, std::memory_order_release);
+    EXPECT_THROW((void)h.join(), cancelled_error);
+    // Relaxed: the join above ordered the task's writes before this read.
+    EXPECT_EQ(st.passed_after_cancel.load(std::memory_order_relaxed), 0)
+        << "a checkpoint let the loop go on with a cancel pending (round " << round << ")";
+    if (::testing::Test::HasFailure()) break;
+  }
+}
+
 // Documents a limit, as asyncio does: a loop with no resume point cannot be
 // cancelled.  It runs to its (bounded) end and the task completes despite the
 // request, which stays visible to this_task::cancel_requested().
