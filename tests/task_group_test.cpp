@@ -8,6 +8,7 @@
 #include <weft/task_group.hpp>
 
 #include <latch>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -779,6 +780,91 @@ TEST(ProvenanceTest, CancelledErrorKeepsKindReasonAndLineThroughANestedAwaitAndA
   EXPECT_EQ(p.line, line);
 }
 
+// A timeout, through a nested await and a group: the task wait_for gave up on
+// ends with kind timeout, reason "timeout" and the location of the wait_for
+// call; the group's children (two levels down) see kind parent with the same
+// reason and location.
+struct timeout_provenance {
+  unsigned line = 0;
+  bool timed_out = false;
+};
+
+weft::task<void> wait_for_a_nested_group(probe* p, int n, weft::join_handle<int>* target,
+                                         timeout_provenance* out) {
+  *target = weft::spawn(outer_layer(p, n, nullptr));
+  // Every child has started (the timeout must find them asleep, not unstarted).
+  while (p->started.load(std::memory_order_relaxed) < n) co_await weft::yield();
+  try {
+    out->line = __LINE__; (void)co_await weft::wait_for(*target, 50ms);
+  } catch (const weft::timeout_error&) {
+    out->timed_out = true;
+  }
+}
+
+TEST(ProvenanceTest, TimeoutKeepsKindReasonAndTheWaitForLineThroughANestedAwaitAndAGroup) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    const int n = 4;
+    probe p;
+    timeout_provenance out;
+    weft::join_handle<int> target;
+    weft::runtime rt(with_workers(2));
+    rt.block_on(wait_for_a_nested_group(&p, n, &target, &out));
+    EXPECT_TRUE(out.timed_out);
+    ASSERT_TRUE(target.done());
+    const std::optional<cancelled_error> why = target.cancellation();
+    ASSERT_TRUE(why.has_value()) << "the task behind the wait_for did not end cancelled";
+    EXPECT_EQ(why->kind(), cancel_kind::timeout);
+    EXPECT_EQ(why->reason(), "timeout");
+    EXPECT_EQ(why->where().line(), out.line) << "not the wait_for call's line";
+    EXPECT_NE(std::string(why->where().file_name()).find("task_group_test.cpp"), std::string::npos);
+    EXPECT_EQ(p.cancelled.load(), n);
+    EXPECT_EQ(p.kind, cancel_kind::parent);
+    EXPECT_EQ(p.reason, "timeout");
+    EXPECT_EQ(p.line, out.line) << "the children do not see the wait_for call's line";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// A sibling's failure, through a nested await: a child that awaits a task it
+// spawned (not a group child) passes the group's cancellation down to it, which
+// sees kind group, reason "sibling failed: <what>" and the failing child's
+// spawn() line.  The awaiting child ends with that task's outcome (cancelled):
+// not a failure, so join() reports the one real failure.
+weft::task<int> child_awaits_its_own_task(probe* p, probe* grandchild) {
+  life l(p);
+  auto h = weft::spawn(child_sleeper(grandchild, nullptr));
+  co_return co_await h;  // the group's cancel of this child is forwarded to `h`
+}
+
+weft::task<std::size_t> owner_failure_through_an_await(probe* p, probe* grandchild,
+                                                       unsigned* fail_line) {
+  weft::task_group g;
+  (void)g.spawn(child_awaits_its_own_task(p, grandchild));
+  while (grandchild->started.load(std::memory_order_relaxed) < 1) co_await weft::yield();
+  *fail_line = __LINE__; (void)g.spawn(child_fail_after(p, nullptr, "boom"));
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error& e) {
+    co_return e.size();
+  }
+  co_return 0;
+}
+
+TEST(ProvenanceTest, SiblingFailureKeepsKindReasonAndLineThroughANestedAwait) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p, grandchild;
+  unsigned fail_line = 0;
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(owner_failure_through_an_await(&p, &grandchild, &fail_line)), 1u);
+  EXPECT_EQ(grandchild.cancelled.load(), 1) << "the awaited task was not cancelled";
+  EXPECT_EQ(grandchild.kind, cancel_kind::group);
+  EXPECT_EQ(grandchild.reason, "sibling failed: boom");
+  EXPECT_EQ(grandchild.line, fail_line) << "not the failing child's spawn() line";
+  EXPECT_EQ(grandchild.finished.load(), 1);
+}
+
 // ------------------------------------------------------------ when_all
 
 weft::task<std::string> string_task(std::string s) {
@@ -868,6 +954,54 @@ TEST(WhenAllTest, CancellingTheAwaiterCancelsEveryTaskAndRethrows) {
   }
   EXPECT_EQ(p.finished.load(), 2);
   EXPECT_EQ(p.kind, cancel_kind::parent);
+}
+
+// The vector forms fail fast too (the void one is compiled in the runtime):
+// the first failure cancels the others, they finish, and the failure itself
+// is rethrown.
+weft::task<void> void_sleeper(probe* p, std::latch* started) {
+  (void)co_await child_sleeper(p, started);
+}
+
+weft::task<void> void_failure(probe* p, std::latch* started, std::string what) {
+  (void)co_await child_fail_after(p, started, std::move(what));
+}
+
+weft::task<std::string> when_all_vector_fails(probe* p, bool void_tasks, int* live_at_catch) {
+  std::latch started(2);
+  try {
+    if (void_tasks) {
+      std::vector<weft::task<void>> ts;
+      ts.push_back(void_sleeper(p, &started));
+      ts.push_back(void_failure(p, &started, "void vector failure"));
+      ts.push_back(void_sleeper(p, &started));
+      co_await weft::when_all(std::move(ts));
+    } else {
+      std::vector<weft::task<int>> ts;
+      ts.push_back(child_sleeper(p, &started));
+      ts.push_back(child_fail_after(p, &started, "vector failure"));
+      ts.push_back(child_sleeper(p, &started));
+      (void)co_await weft::when_all(std::move(ts));
+    }
+  } catch (const std::runtime_error& e) {  // the failure itself, not a task_group_error
+    *live_at_catch = p->live.load();
+    co_return e.what();
+  }
+  co_return "no failure";
+}
+
+TEST(WhenAllTest, VectorFormsFailFastToo) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  for (bool void_tasks : {false, true}) {
+    probe p;
+    int live = -1;
+    EXPECT_EQ(rt.block_on(when_all_vector_fails(&p, void_tasks, &live)),
+              void_tasks ? "void vector failure" : "vector failure");
+    EXPECT_EQ(live, 0) << "rethrown before the others finished";
+    EXPECT_EQ(p.cancelled.load(), 2);
+    EXPECT_EQ(p.kind, cancel_kind::group);
+  }
 }
 
 // ------------------------------------------------------------ when_any

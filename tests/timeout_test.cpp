@@ -274,6 +274,36 @@ TEST(WaitUntilTest, ExpiresAtTheDeadlineAndAPastDeadlineStillGivesADoneResult) {
   EXPECT_LT(seconds_since(t1), 5.0);
 }
 
+// The extremes below zero: time_point::min() and nanoseconds::min() are
+// already expired (no overflow computing a deadline from them): a running
+// task is cancelled at once and the timeout comes after its cleanup.
+weft::task<std::string> already_expired_extremes(task_probe* p, bool use_wait_until) {
+  auto h = weft::spawn(slow_with_cleanup(p, nullptr));
+  while (p->started.load() == 0) co_await weft::yield();
+  try {
+    if (use_wait_until) {
+      (void)co_await weft::wait_until(h, clock_type::time_point::min());
+    } else {
+      (void)co_await weft::wait_for(h, std::chrono::nanoseconds::min());
+    }
+  } catch (const weft::timeout_error&) {
+    co_return p->cleanup_done.load() == 1 ? "timeout after cleanup" : "timeout before cleanup";
+  }
+  co_return "no timeout";
+}
+
+TEST(WaitUntilTest, MinimalTimePointAndDurationAreAlreadyExpired) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  for (bool use_wait_until : {true, false}) {
+    task_probe p;
+    const auto t0 = clock_type::now();
+    EXPECT_EQ(rt.block_on(already_expired_extremes(&p, use_wait_until)), "timeout after cleanup");
+    EXPECT_LT(seconds_since(t0), 5.0);
+    EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+  }
+}
+
 // ------------------------------------------------------------ sleep_until
 
 weft::task<int> sleeps_until(clock_type::time_point tp, std::latch* started, task_probe* p) {
