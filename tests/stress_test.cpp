@@ -94,15 +94,20 @@ struct storm_state {
   void record(std::uint64_t id, plan p, int cancel_result, bool cancelled, std::uint64_t v,
               bool handle_cancelled) {
     const std::uint8_t mine = cancelled ? 2 : 1;
-    if (outcome[id].exchange(mine, std::memory_order_relaxed) != 0) duplicate.fetch_add(1);
-    if (handle_cancelled != cancelled) handle_state_mismatch.fetch_add(1);
+    // Relaxed, every counter and outcome slot here: each is an RMW (no update
+    // is lost) read only after the drivers and the outside thread were joined.
+    if (outcome[id].exchange(mine, std::memory_order_relaxed) != 0)
+      duplicate.fetch_add(1, std::memory_order_relaxed);
+    if (handle_cancelled != cancelled)
+      handle_state_mismatch.fetch_add(1, std::memory_order_relaxed);
     if (cancelled) {
       cancels.fetch_add(1, std::memory_order_relaxed);
-      if (p == none || p == after_completion) unexpected_cancel.fetch_add(1);
-      if (cancel_result == 0) cancel_false_then_cancelled.fetch_add(1);
+      if (p == none || p == after_completion)
+        unexpected_cancel.fetch_add(1, std::memory_order_relaxed);
+      if (cancel_result == 0) cancel_false_then_cancelled.fetch_add(1, std::memory_order_relaxed);
     } else {
       values.fetch_add(1, std::memory_order_relaxed);
-      if (v != mix(id)) wrong_value.fetch_add(1);
+      if (v != mix(id)) wrong_value.fetch_add(1, std::memory_order_relaxed);
     }
     // Relaxed: the task's last store happens-before this (we observed its
     // outcome through its handle, which synchronises with its completion).
@@ -204,7 +209,7 @@ weft::task<void> observe_in_task(weft::join_handle<std::uint64_t>* h, std::uint6
   } catch (const cancelled_error&) {
     s->record(id, p, cancel_result, true, 0, h->cancelled());
   } catch (...) {
-    s->wrong_exception.fetch_add(1);
+    s->wrong_exception.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
@@ -270,7 +275,7 @@ void storm_outside(weft::runtime* rt, storm_state* s, std::uint64_t first, std::
       } catch (const cancelled_error&) {
         s->record(id, p, cr, true, 0, hs[i].cancelled());
       } catch (...) {
-        s->wrong_exception.fetch_add(1);
+        s->wrong_exception.fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -302,27 +307,34 @@ TEST(StormTest, MillionTasksWithRandomCancellationObservedExactlyOnce) {
   }
   const double secs = seconds_since(t0);
 
+  // Relaxed, every read below: the runtime is gone (its workers were joined),
+  // and so is the outside thread.
   long missing = 0;
   for (long i = 0; i < n; ++i)
-    if (s.outcome[i].load() == 0) ++missing;
+    if (s.outcome[i].load(std::memory_order_relaxed) == 0) ++missing;
   EXPECT_EQ(missing, 0) << "outcomes never observed";
-  EXPECT_EQ(s.duplicate.load(), 0) << "outcomes observed twice";
-  EXPECT_EQ(s.observed.load(), n);
-  EXPECT_EQ(s.values.load() + s.cancels.load(), n);
-  EXPECT_EQ(s.wrong_value.load(), 0);
-  EXPECT_EQ(s.wrong_exception.load(), 0);
-  EXPECT_EQ(s.unexpected_cancel.load(), 0)
+  EXPECT_EQ(s.duplicate.load(std::memory_order_relaxed), 0) << "outcomes observed twice";
+  EXPECT_EQ(s.observed.load(std::memory_order_relaxed), n);
+  EXPECT_EQ(s.values.load(std::memory_order_relaxed) + s.cancels.load(std::memory_order_relaxed),
+            n);
+  EXPECT_EQ(s.wrong_value.load(std::memory_order_relaxed), 0);
+  EXPECT_EQ(s.wrong_exception.load(std::memory_order_relaxed), 0);
+  EXPECT_EQ(s.unexpected_cancel.load(std::memory_order_relaxed), 0)
       << "tasks never cancelled (or cancelled after completion) ended cancelled";
-  EXPECT_EQ(s.cancel_false_then_cancelled.load(), 0)
+  EXPECT_EQ(s.cancel_false_then_cancelled.load(std::memory_order_relaxed), 0)
       << "cancel() returned false yet the task ended cancelled";
-  EXPECT_EQ(s.late_cancel_returned_true.load(), 0) << "cancel after completion returned true";
-  EXPECT_EQ(s.handle_state_mismatch.load(), 0) << "cancelled() disagrees with the observed outcome";
-  EXPECT_EQ(s.step_mismatch.load(), 0);
-  EXPECT_EQ(s.rc.constructed.load(), s.rc.destroyed.load())
+  EXPECT_EQ(s.late_cancel_returned_true.load(std::memory_order_relaxed), 0)
+      << "cancel after completion returned true";
+  EXPECT_EQ(s.handle_state_mismatch.load(std::memory_order_relaxed), 0)
+      << "cancelled() disagrees with the observed outcome";
+  EXPECT_EQ(s.step_mismatch.load(std::memory_order_relaxed), 0);
+  EXPECT_EQ(s.rc.constructed.load(std::memory_order_relaxed),
+            s.rc.destroyed.load(std::memory_order_relaxed))
       << "RAII locals not destroyed exactly once";
-  EXPECT_GT(s.cancels.load(), 0);
-  EXPECT_GT(s.values.load(), n / 2);
-  EXPECT_LT(s.bodies_started.load(), n) << "no task cancelled before it started skipped its body";
+  EXPECT_GT(s.cancels.load(std::memory_order_relaxed), 0);
+  EXPECT_GT(s.values.load(std::memory_order_relaxed), n / 2);
+  EXPECT_LT(s.bodies_started.load(std::memory_order_relaxed), n)
+      << "no task cancelled before it started skipped its body";
   EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
   EXPECT_EQ(s.never_started_not_cancelled.load(std::memory_order_relaxed), 0)
       << "a task whose body never started did not end cancelled (or was never asked to be)";
@@ -341,8 +353,10 @@ TEST(StormTest, MillionTasksWithRandomCancellationObservedExactlyOnce) {
   std::printf(
       "[ info ] storm: %ld tasks in %.2f s = %.0f tasks/s (2 workers + 1 outside thread); "
       "%ld cancelled, %ld values, %ld bodies never ran, %ld refusals, %ld RAII locals\n",
-      n, secs, n / secs, s.cancels.load(), s.values.load(), n - s.bodies_started.load(),
-      s.refused.load(), s.rc.constructed.load());
+      n, secs, n / secs, s.cancels.load(std::memory_order_relaxed),
+      s.values.load(std::memory_order_relaxed),
+      n - s.bodies_started.load(std::memory_order_relaxed),
+      s.refused.load(std::memory_order_relaxed), s.rc.constructed.load(std::memory_order_relaxed));
   std::printf(
       "[ info ] storm: cancel() found the task (not started / running / suspended / returned): "
       "before start %ld/%ld/%ld/%ld, deferred %ld/%ld/%ld/%ld, after completion %ld/%ld/%ld/%ld\n",
@@ -454,6 +468,9 @@ TEST(WakeupTest, CrossThreadWakeChainsResolve) {
 // other tasks, destroyed at a random moment.  Every destruction is bounded,
 // every handle resolves (value or cancelled), nothing leaks.
 
+// Counters, relaxed everywhere: `started` is polled by the test only to pick
+// a moment (it publishes nothing); the others are read after the runtime was
+// destroyed (its workers joined).
 struct cycle_state {
   raii_counter rc;
   std::atomic<long> started{0};
@@ -472,9 +489,9 @@ struct spawn_on_destroy {
   ~spawn_on_destroy() {
     try {
       auto h = weft::spawn(cycle_leaf(st));
-      st->dtor_spawned.fetch_add(1);
+      st->dtor_spawned.fetch_add(1, std::memory_order_relaxed);
     } catch (...) {
-      st->dtor_spawn_threw.fetch_add(1);
+      st->dtor_spawn_threw.fetch_add(1, std::memory_order_relaxed);
     }
   }
 };
@@ -487,20 +504,20 @@ struct cancel_on_destroy {
 weft::task<int> cycle_sleeper(cycle_state* st) {
   raii_probe g(st->rc);
   spawn_on_destroy sd{st};
-  st->started.fetch_add(1);
+  st->started.fetch_add(1, std::memory_order_relaxed);
   co_await weft::sleep_for(std::chrono::hours(1));
   co_return 1;
 }
 
 weft::task<int> cycle_yielder(cycle_state* st) {
   raii_probe g(st->rc);
-  st->started.fetch_add(1);
+  st->started.fetch_add(1, std::memory_order_relaxed);
   for (;;) co_await weft::yield();
 }
 
 weft::task<int> cycle_spawner(cycle_state* st) {
   raii_probe g(st->rc);
-  st->started.fetch_add(1);
+  st->started.fetch_add(1, std::memory_order_relaxed);
   int sum = 0;
   for (int i = 0;; ++i) {
     auto a = weft::spawn(cycle_leaf(st));
@@ -513,14 +530,14 @@ weft::task<int> cycle_spawner(cycle_state* st) {
 
 weft::task<int> cycle_joiner(cycle_state* st, weft::join_handle<int>* other) {
   raii_probe g(st->rc);
-  st->started.fetch_add(1);
+  st->started.fetch_add(1, std::memory_order_relaxed);
   co_return co_await *other;
 }
 
 weft::task<int> cycle_waker(cycle_state* st, weft::join_handle<int>* victim) {
   raii_probe g(st->rc);
   cancel_on_destroy cd{victim};
-  st->started.fetch_add(1);
+  st->started.fetch_add(1, std::memory_order_relaxed);
   co_await weft::sleep_for(std::chrono::hours(1));
   co_return 1;
 }
@@ -538,7 +555,7 @@ TEST(LifecycleTest, ThousandRuntimeCreateLoadDestroyCycles) {
     rng r(c);
     std::vector<weft::join_handle<int>> hs;  // outlive the runtime
     hs.reserve(16);
-    st.started = 0;
+    st.started.store(0, std::memory_order_relaxed);  // no runtime alive: nobody else touches it
     {
       std::optional<weft::runtime> rt_storage;
       rt_storage.emplace(with_workers(1 + static_cast<unsigned>(c % 2)));
@@ -556,10 +573,13 @@ TEST(LifecycleTest, ThousandRuntimeCreateLoadDestroyCycles) {
         case 0:  // destroy at once: some tasks may not have started
           break;
         case 1:  // destroy once everything started
-          (void)spin_until([&] { return st.started.load() >= 8; }, 10'000ms);
+          (void)spin_until([&] { return st.started.load(std::memory_order_relaxed) >= 8; },
+                           10'000ms);
           break;
         case 2:  // destroy after an explicit shutdown, from another thread
-          (void)spin_until([&] { return st.started.load() >= long(r.below(8)); }, 10'000ms);
+          (void)spin_until(
+              [&] { return st.started.load(std::memory_order_relaxed) >= long(r.below(8)); },
+              10'000ms);
           std::jthread([&] { rt.shutdown(); }).join();
           break;
       }
@@ -593,13 +613,15 @@ TEST(LifecycleTest, ThousandRuntimeCreateLoadDestroyCycles) {
   EXPECT_EQ(unresolved, 0) << "handles not done after the runtime was destroyed";
   EXPECT_EQ(others, 0);
   EXPECT_LT(worst_destroy, 5.0);
-  EXPECT_EQ(st.dtor_spawn_threw.load(), 0);
-  EXPECT_EQ(st.rc.constructed.load(), st.rc.destroyed.load());
+  EXPECT_EQ(st.dtor_spawn_threw.load(std::memory_order_relaxed), 0);
+  EXPECT_EQ(st.rc.constructed.load(std::memory_order_relaxed),
+            st.rc.destroyed.load(std::memory_order_relaxed));
   EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
   std::printf(
       "[ info ] %d runtime cycles in %.2f s; worst destruction %.1f ms; handles: %ld values, "
       "%ld cancelled; destructor spawns %ld\n",
-      cycles, secs, worst_destroy * 1e3, values, cancels, st.dtor_spawned.load());
+      cycles, secs, worst_destroy * 1e3, values, cancels,
+      st.dtor_spawned.load(std::memory_order_relaxed));
 }
 
 }  // namespace

@@ -25,12 +25,18 @@ using namespace std::chrono_literals;
 using weft::cancel_kind;
 using weft::cancelled_error;
 
+// What a task saw.  Relaxed, every access: the readers are ordered after the
+// writes by weft itself -- the test reads after join()/block_on(), and a
+// waiter reads `cleanup_done` after its wait for the task returned (a join:
+// the task's completion synchronises with it; if weft failed to wait for the
+// cleanup, the load could see 0, which is the failure the tests look for).
+// `started` is only polled as a sign of progress.
 struct task_probe {
   std::atomic<int> started{0};
   std::atomic<int> cancelled{0};
   std::atomic<int> cleanup_done{0};
   std::atomic<int> kind{-1};
-  std::string reason;  // written before cleanup_done (release by the atomic)
+  std::string reason;  // read after join()/block_on()
 };
 
 weft::task<int> sleeps_then(std::chrono::nanoseconds d, int v) {
@@ -48,19 +54,19 @@ weft::task<int> throws_soon() {
 // (30 ms), then rethrows.
 weft::task<int> slow_with_cleanup(task_probe* p, std::latch* started) {
   if (started != nullptr) started->count_down();
-  p->started.store(1);
+  p->started.store(1, std::memory_order_relaxed);
   std::exception_ptr cancel;
   try {
     co_await weft::sleep_for(1h);
   } catch (const cancelled_error& e) {
-    p->kind = static_cast<int>(e.kind());
+    p->kind.store(static_cast<int>(e.kind()), std::memory_order_relaxed);
     p->reason = std::string(e.reason());
-    p->cancelled.fetch_add(1);
+    p->cancelled.fetch_add(1, std::memory_order_relaxed);
     cancel = std::current_exception();
   }
   if (!cancel) co_return 0;
   co_await weft::sleep_for(30ms);  // no request pending any more: a real sleep
-  p->cleanup_done.store(1);
+  p->cleanup_done.store(1, std::memory_order_relaxed);
   std::rethrow_exception(cancel);
 }
 
@@ -99,7 +105,8 @@ weft::task<std::string> wait_for_times_out(task_probe* p) {
   try {
     (void)co_await weft::wait_for(slow_with_cleanup(p, nullptr), 50ms);
   } catch (const weft::timeout_error&) {
-    co_return p->cleanup_done.load() == 1 ? "timeout after cleanup" : "timeout before cleanup";
+    co_return p->cleanup_done.load(std::memory_order_relaxed) == 1 ? "timeout after cleanup"
+                                                                   : "timeout before cleanup";
   }
   co_return "no timeout";
 }
@@ -115,8 +122,8 @@ TEST(WaitForTest, TimesOutOnlyAfterTheTaskFinishedItsCleanup) {
     const double took = seconds_since(t0);
     EXPECT_GE(took, 0.050 + 0.030) << "timeout + cleanup";
     EXPECT_LT(took, 5.0);
-    EXPECT_EQ(p.cancelled.load(), 1);
-    EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+    EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 1);
+    EXPECT_EQ(p.kind.load(std::memory_order_relaxed), static_cast<int>(cancel_kind::timeout));
     EXPECT_EQ(p.reason, "timeout");
   }
   EXPECT_EQ(frames.now(), frames.start);
@@ -140,11 +147,12 @@ weft::task<int> nonpositive_with_done_handle(std::chrono::nanoseconds d) {
 // timeout comes after its cleanup.
 weft::task<std::string> nonpositive_with_running_task(task_probe* p) {
   auto h = weft::spawn(slow_with_cleanup(p, nullptr));
-  while (p->started.load() == 0) co_await weft::yield();
+  while (p->started.load(std::memory_order_relaxed) == 0) co_await weft::yield();
   try {
     (void)co_await weft::wait_for(h, -5s);
   } catch (const weft::timeout_error&) {
-    co_return p->cleanup_done.load() == 1 ? "timeout after cleanup" : "timeout before cleanup";
+    co_return p->cleanup_done.load(std::memory_order_relaxed) == 1 ? "timeout after cleanup"
+                                                                   : "timeout before cleanup";
   }
   co_return "no timeout";
 }
@@ -170,11 +178,12 @@ TEST(WaitForTest, NonPositiveDurationIsAlreadyExpiredButADoneTaskGivesItsResult)
   const auto t0 = clock_type::now();
   EXPECT_EQ(rt.block_on(nonpositive_with_running_task(&p)), "timeout after cleanup");
   EXPECT_LT(seconds_since(t0), 5.0);
-  EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+  EXPECT_EQ(p.kind.load(std::memory_order_relaxed), static_cast<int>(cancel_kind::timeout));
   task_probe q;
   weft::runtime one(with_workers(1));
   EXPECT_EQ(one.block_on(nonpositive_with_fresh_task(&q)), "timeout");
-  EXPECT_EQ(q.started.load(), 0) << "a task cancelled before it started ran its body";
+  EXPECT_EQ(q.started.load(std::memory_order_relaxed), 0)
+      << "a task cancelled before it started ran its body";
 }
 
 weft::task<int> never_expires(std::chrono::nanoseconds d) {
@@ -229,10 +238,12 @@ TEST(WaitForTest, CancellingTheWaiterCancelsTheTaskAndTheWaiterSeesCancelledNotT
     }
     EXPECT_LT(seconds_since(t0), 5.0);
     EXPECT_TRUE(inner.cancelled()) << "the awaited task was not cancelled";
-    EXPECT_EQ(p.cancelled.load(), 1);
-    EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::explicit_request));
+    EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 1);
+    EXPECT_EQ(p.kind.load(std::memory_order_relaxed),
+              static_cast<int>(cancel_kind::explicit_request));
     EXPECT_EQ(p.reason, "stop waiting");
-    EXPECT_EQ(p.cleanup_done.load(), 1) << "the waiter returned before the task's cleanup";
+    EXPECT_EQ(p.cleanup_done.load(std::memory_order_relaxed), 1)
+        << "the waiter returned before the task's cleanup";
     inner = weft::join_handle<int>();  // after every read of the exception
   }
   EXPECT_EQ(frames.now(), frames.start);
@@ -267,7 +278,7 @@ TEST(WaitUntilTest, ExpiresAtTheDeadlineAndAPastDeadlineStillGivesADoneResult) {
   EXPECT_EQ(rt.block_on(wait_until_expires(&p, t0 + 60ms)), "timeout");
   EXPECT_GE(seconds_since(t0), 0.060);
   EXPECT_LT(seconds_since(t0), 5.0);
-  EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+  EXPECT_EQ(p.kind.load(std::memory_order_relaxed), static_cast<int>(cancel_kind::timeout));
   EXPECT_EQ(rt.block_on(wait_until_past_with_done_handle()), 11);
   const auto t1 = clock_type::now();
   EXPECT_EQ(rt.block_on(wait_until_in_time()), 12);
@@ -279,7 +290,7 @@ TEST(WaitUntilTest, ExpiresAtTheDeadlineAndAPastDeadlineStillGivesADoneResult) {
 // task is cancelled at once and the timeout comes after its cleanup.
 weft::task<std::string> already_expired_extremes(task_probe* p, bool use_wait_until) {
   auto h = weft::spawn(slow_with_cleanup(p, nullptr));
-  while (p->started.load() == 0) co_await weft::yield();
+  while (p->started.load(std::memory_order_relaxed) == 0) co_await weft::yield();
   try {
     if (use_wait_until) {
       (void)co_await weft::wait_until(h, clock_type::time_point::min());
@@ -287,7 +298,8 @@ weft::task<std::string> already_expired_extremes(task_probe* p, bool use_wait_un
       (void)co_await weft::wait_for(h, std::chrono::nanoseconds::min());
     }
   } catch (const weft::timeout_error&) {
-    co_return p->cleanup_done.load() == 1 ? "timeout after cleanup" : "timeout before cleanup";
+    co_return p->cleanup_done.load(std::memory_order_relaxed) == 1 ? "timeout after cleanup"
+                                                                   : "timeout before cleanup";
   }
   co_return "no timeout";
 }
@@ -300,7 +312,7 @@ TEST(WaitUntilTest, MinimalTimePointAndDurationAreAlreadyExpired) {
     const auto t0 = clock_type::now();
     EXPECT_EQ(rt.block_on(already_expired_extremes(&p, use_wait_until)), "timeout after cleanup");
     EXPECT_LT(seconds_since(t0), 5.0);
-    EXPECT_EQ(p.kind.load(), static_cast<int>(cancel_kind::timeout));
+    EXPECT_EQ(p.kind.load(std::memory_order_relaxed), static_cast<int>(cancel_kind::timeout));
   }
 }
 
@@ -311,8 +323,8 @@ weft::task<int> sleeps_until(clock_type::time_point tp, std::latch* started, tas
   try {
     co_await weft::sleep_until(tp);
   } catch (const cancelled_error& e) {
-    p->kind = static_cast<int>(e.kind());
-    p->cancelled.fetch_add(1);
+    p->kind.store(static_cast<int>(e.kind()), std::memory_order_relaxed);
+    p->cancelled.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
   co_return 1;
@@ -329,7 +341,7 @@ TEST(SleepUntilTest, IsACancellationPointThatWakesPromptly) {
   h.cancel("wake up");
   EXPECT_THROW((void)h.join(), cancelled_error);
   EXPECT_LT(seconds_since(t0), 2.0);
-  EXPECT_EQ(p.cancelled.load(), 1);
+  EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 1);
   // A time point in the past: no wait at all (behaves as yield()).
   std::latch started2(1);
   auto h2 = rt.spawn(sleeps_until(clock_type::now() - 1h, &started2, &p));
@@ -466,7 +478,10 @@ TEST(MillionTimersTest, PendingTimersHalfCancelledNoneEarlyNoneAfterCancelNoFram
     std::vector<weft::join_handle<void>> hs;
     const auto t0 = clock_type::now();
     rt.block_on(spawn_timers(&st, recs.get(), n, &hs));
-    ASSERT_TRUE(spin_until([&] { return st.armed.load() == n; }, 100'000ms));
+    // Relaxed: `armed` is only a sign of progress.  Acquire (the two waits
+    // below): pairs with the timers' release increments.
+    ASSERT_TRUE(
+        spin_until([&] { return st.armed.load(std::memory_order_relaxed) == n; }, 100'000ms));
     arm_s = seconds_since(t0);
 
     const auto t1 = clock_type::now();
@@ -476,15 +491,23 @@ TEST(MillionTimersTest, PendingTimersHalfCancelledNoneEarlyNoneAfterCancelNoFram
       cancel_true += recs[i].cancel_ok;
     }
     cancel_calls_s = seconds_since(t1);
-    ASSERT_TRUE(spin_until([&] { return st.cancelled.load() >= must_cancel; }, 100'000ms));
+    ASSERT_TRUE(spin_until(
+        [&] { return st.cancelled.load(std::memory_order_acquire) >= must_cancel; }, 100'000ms));
     cancel_all_s = seconds_since(t1);
-    ASSERT_TRUE(spin_until([&] { return st.woke.load() + st.cancelled.load() == n; }, 100'000ms));
+    ASSERT_TRUE(spin_until(
+        [&] {
+          return st.woke.load(std::memory_order_acquire) +
+                     st.cancelled.load(std::memory_order_acquire) ==
+                 n;
+        },
+        100'000ms));
     total_s = seconds_since(t0);
     hs.clear();
   }
   const long hwm = read_status_kib("VmHWM");
   EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
-  EXPECT_EQ(st.early.load(), 0) << "timers fired before their deadline";
+  EXPECT_EQ(st.early.load(std::memory_order_relaxed), 0)  // the runtime is gone
+      << "timers fired before their deadline";
   long fired_after_cancel = 0, not_cancelled = 0, even_cancelled = 0;
   for (long i = 0; i < n; ++i) {
     const timer_rec& rec = recs[i];
