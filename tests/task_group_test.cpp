@@ -23,12 +23,15 @@ using weft::cancel_kind;
 using weft::cancelled_error;
 
 // What the children of one test did.  Atomics: children run on any worker.
-// Relaxed, every access: the readers run after join() (or after the task that
-// joined was itself joined), and join() synchronises with each child's end
-// (group_state's mutex), so a child's counts happen-before them -- unless join
-// returned too early, which is what the `live` checks look for.  The few
-// polls (spin_until) only wait for a state.  The fields behind `seen` are
-// written once by the CAS winner and read after the joins.
+// Relaxed, nearly every access: the readers run after join() (or after the
+// task that joined was itself joined), and join() synchronises with each
+// child's end (group_state's mutex), so a child's counts happen-before them --
+// unless join returned too early, which is what the `live` checks look for.
+// The fields behind `seen` are written once by the CAS winner and read after
+// the joins.  The exception: `finished` is incremented with release, for the
+// test whose children outlive their group (destroyed on a worker) -- nothing
+// joins them, so the test's acquire poll of `finished` is what orders their
+// records before its reads.
 struct probe {
   std::atomic<int> started{0};
   std::atomic<int> finished{0};  // last statement of a child (RAII, any outcome)
@@ -63,7 +66,8 @@ class life {
   life& operator=(const life&) = delete;
   ~life() {
     p_->live.fetch_sub(1, std::memory_order_relaxed);
-    p_->finished.fetch_add(1, std::memory_order_relaxed);
+    // Release: pairs with the acquire poll of a test that joins nothing.
+    p_->finished.fetch_add(1, std::memory_order_release);
   }
 
  private:
@@ -545,7 +549,9 @@ TEST(TaskGroupTest, DestroyedOnAWorkerWithLiveChildren_OwnerSeesOnlyItsOwnExcept
     }
     // The destructor did not wait (it ran on a worker): the children finish on
     // their own, cancelled.
-    EXPECT_TRUE(spin_until([&] { return p.finished.load(std::memory_order_relaxed) == n; }));
+    // Acquire: pairs with the children's release increments (nothing joined
+    // them); their records are read below.
+    EXPECT_TRUE(spin_until([&] { return p.finished.load(std::memory_order_acquire) == n; }));
     EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), n);
     EXPECT_EQ(p.kind, cancel_kind::parent);
     EXPECT_EQ(p.reason, "task_group destroyed");
