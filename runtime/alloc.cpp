@@ -1,12 +1,14 @@
 // runtime/alloc.cpp -- coroutine frame memory.
 //
-// Frames come from per-worker free lists by 16-byte size class (up to 1 KiB),
-// refilled from and spilled to the system allocator.  A frame freed on another
-// worker than the one that allocated it joins the freeing worker's list (at
-// most kMaxPerClass per class; beyond that it goes back to the system).
-// Threads that are not workers, and every sanitizer build
-// (WEFT_SYSTEM_ALLOCATOR), use the system allocator directly, so ASan sees
-// every frame.
+// Frames come from per-worker free lists by 16-byte size class (up to 1008
+// bytes): the promise's operator new/delete pop and push them inline
+// (alloc_frame_fast / free_frame_fast in detail/core.hpp); this file holds the
+// slow paths.  A list is refilled one block at a time from the system
+// allocator when empty; a frame freed on another worker than the one that
+// allocated it joins the freeing worker's list (at most kFramesPerClass per
+// class; beyond that it goes back to the system).  Threads that are not
+// workers, and every sanitizer build (WEFT_SYSTEM_ALLOCATOR: the cache limit
+// is 0), use the system allocator directly, so ASan sees every frame.
 //
 // Live-frame accounting (diagnostics::live_frames): each worker counts in a
 // plain owner-only integer and adds it to a process-wide atomic when it exits;
@@ -35,74 +37,63 @@ namespace {
 // Frames allocated minus freed by non-workers, plus the totals flushed by
 // exited workers.  Relaxed everywhere: a counter, read when quiescent.
 std::atomic<std::int64_t> g_frames_outside{0};
+
+#if defined(WEFT_SYSTEM_ALLOCATOR)
+constexpr bool kCacheFrames = false;
+#else
+constexpr bool kCacheFrames = true;
+#endif
+
+// Blocks of a cacheable size are allocated rounded up to their class on every
+// thread: a block may end up in any worker's cache and serve any frame of its
+// class there.
+std::size_t block_size(std::size_t size) noexcept {
+  if (!kCacheFrames || size > frame_cache::kMaxCached) return size;
+  return frame_cache::size_class(size) * frame_cache::kGranule;
+}
 }  // namespace
 
-frame_cache::~frame_cache() {
-  for (auto& head : heads) {
+void init_frame_cache(worker* w) noexcept { w->frames.limit = kCacheFrames ? kFramesPerClass : 0; }
+
+void free_frame_cache(worker* w) noexcept {
+  for (auto& head : w->frames.heads) {
     while (head != nullptr) {
-      free_node* n = head;
+      frame_cache::free_node* n = head;
       head = n->next;
-      ::operator delete(static_cast<void*>(n));
+      WEFT_FRAME_DELETE(static_cast<void*>(n));
     }
   }
 }
 
 void* alloc_frame(std::size_t size) {
-#if !defined(WEFT_SYSTEM_ALLOCATOR)
-  worker* w = tls_worker;
-  if (w != nullptr) {
-    ++w->frames_live;
-    std::size_t cls = (size + frame_cache::kGranule - 1) / frame_cache::kGranule;
-    if (cls < frame_cache::kClasses) {
-      frame_cache& fc = w->frames;
-      if (frame_cache::free_node* n = fc.heads[cls]) {
-        fc.heads[cls] = n->next;
-        --fc.counts[cls];
-        return n;
-      }
-      return ::operator new(cls * frame_cache::kGranule);
-    }
-    return ::operator new(size);
-  }
-#endif
-  // Relaxed: counter only.
-  g_frames_outside.fetch_add(1, std::memory_order_relaxed);
-  void* p = WEFT_FRAME_NEW(size);
+  // The inline fast path (alloc_frame_fast) found no cached block.
+  void* p = WEFT_FRAME_NEW(block_size(size));
   if (p == nullptr) throw std::bad_alloc();
+  if (worker_hot* w = tls_worker) {
+    ++w->frames.live;
+  } else {
+    // Relaxed: counter only.
+    g_frames_outside.fetch_add(1, std::memory_order_relaxed);
+  }
   return p;
 }
 
 void free_frame(void* p, std::size_t size) noexcept {
-#if !defined(WEFT_SYSTEM_ALLOCATOR)
-  worker* w = tls_worker;
-  if (w != nullptr) {
-    --w->frames_live;
-    std::size_t cls = (size + frame_cache::kGranule - 1) / frame_cache::kGranule;
-    if (cls < frame_cache::kClasses) {
-      frame_cache& fc = w->frames;
-      if (fc.counts[cls] < frame_cache::kMaxPerClass) {
-        auto* n = static_cast<frame_cache::free_node*>(p);
-        n->next = fc.heads[cls];
-        fc.heads[cls] = n;
-        ++fc.counts[cls];
-        return;
-      }
-    }
-    ::operator delete(p);
-    return;
-  }
-#else
+  // The inline fast path (free_frame_fast) could not cache the block.
   (void)size;
-#endif
-  // Relaxed: counter only.
-  g_frames_outside.fetch_sub(1, std::memory_order_relaxed);
+  if (worker_hot* w = tls_worker) {
+    --w->frames.live;
+  } else {
+    // Relaxed: counter only.
+    g_frames_outside.fetch_sub(1, std::memory_order_relaxed);
+  }
   WEFT_FRAME_DELETE(p);
 }
 
 void flush_frame_count(worker* w) noexcept {
   // Relaxed: counter only; read when quiescent (thread join orders it).
-  g_frames_outside.fetch_add(w->frames_live, std::memory_order_relaxed);
-  w->frames_live = 0;
+  g_frames_outside.fetch_add(w->frames.live, std::memory_order_relaxed);
+  w->frames.live = 0;
 }
 
 std::int64_t frames_outside_workers() noexcept {

@@ -38,7 +38,7 @@ std::set<const runtime_impl*>& live_runtimes() {
   return s;
 }
 
-void report_unhandled(runtime_impl* rt, std::exception_ptr e) noexcept {
+[[gnu::noinline]] void report_unhandled(runtime_impl* rt, std::exception_ptr e) noexcept {
   std::function<void(std::exception_ptr)> hook;
   {
     std::lock_guard lk(g_runtimes_mutex);
@@ -155,9 +155,12 @@ bool grant_all(void*) noexcept { return true; }
 // Wake the tasks watching `core` (shield).  The caller still holds its own
 // reference (see mark_done), so the list outlives this call.
 void fire_watchers(task_core* core) noexcept {
-  core->watchers.lock();
-  list_wake(&core->watchers, grant_all, nullptr);
-  core->watchers.unlock();
+  // Acquire: pairs with watch_list's release CAS; kWatched is set only by
+  // watch_op under the list's lock, so the list exists.
+  wait_list* l = core->watchers.load(std::memory_order_acquire);
+  l->lock();
+  list_wake(l, grant_all, nullptr);
+  l->unlock();
 }
 
 // The completion step: set kDone and drop the running reference in one RMW --
@@ -263,7 +266,7 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
 
 void complete_unstarted(task_core* core, cancel_request* req) noexcept {
   core->final_cancel = req;
-  core->owner->result = outcome::cancelled;
+  owner_of(core)->result = outcome::cancelled;
   count_finish(core);
   std::uint32_t prev = mark_done(core);
   if (prev & task_core::kWatched) [[unlikely]] {
@@ -281,6 +284,13 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept {
   wake_joiner_from_loop(core, prev);
 }
 
+bool cancel_before_start(task_core* core) noexcept {
+  cancel_request* r = take_pending(core);
+  if (r == nullptr) return false;
+  complete_unstarted(core, r);
+  return true;
+}
+
 void finish_inline_atomic(task_core* core) noexcept {
   // As complete_task: a forwarded cancel may hold a reference, or a watcher
   // may be registered.  (A simulation marks the tasks it names `hooked`, so
@@ -291,6 +301,20 @@ void finish_inline_atomic(task_core* core) noexcept {
     fire_watchers(core);  // we still hold the running reference
     release_ref(core);
   }
+}
+
+wait_list* watch_list(task_core* core) {
+  // Acquire: pairs with the release CAS below (another watcher's list).
+  if (wait_list* l = core->watchers.load(std::memory_order_acquire)) return l;
+  auto* mine = new wait_list;
+  wait_list* expected = nullptr;
+  // acq_rel: release publishes the new list; acquire (on failure) makes the
+  // winner's list visible.  The caller holds a handle: the core is alive.
+  if (core->watchers.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
+                                             std::memory_order_acquire))
+    return mine;
+  delete mine;
+  return expected;
 }
 
 bool watch_op(void* obj, bool take) noexcept {
@@ -338,13 +362,29 @@ void destroy_task(task_core* core) noexcept {
 }
 
 namespace {
-void destroy_one(task_core* core) noexcept {
-  promise_base* p = core->owner;
+// What a frame may own besides itself: an unobserved exception to report, an
+// undelivered request, the request that ended it before it started.
+[[gnu::noinline]] void destroy_extras(task_core* core) noexcept {
+  promise_base* p = owner_of(core);
   if (p->result == outcome::exception && !core->observed) report_unhandled(core->rt, p->error);
+  // Relaxed: the last reference is gone; the list was published to us by the
+  // reference count's acq_rel RMWs.
+  delete core->watchers.load(std::memory_order_relaxed);
   // Acquire: pairs with hand_over's exchange; we own a request left there.
   // No RMW needed: with the last reference gone nobody can hand over another.
   delete core->pending.load(std::memory_order_acquire);
   delete core->final_cancel;
+}
+
+inline void destroy_one(task_core* core) noexcept {
+  // Relaxed: a look only; destroy_extras loads it again with acquire when it
+  // is not null.  Nobody can store to it any more (the last reference is gone).
+  if ((owner_of(core)->result == outcome::exception && !core->observed) ||
+      core->pending.load(std::memory_order_relaxed) != nullptr ||
+      core->final_cancel != nullptr ||
+      core->watchers.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
+    destroy_extras(core);
+  }
   std::coroutine_handle<> frame = core->frame;
   core->~task_core();
   frame.destroy();

@@ -292,15 +292,9 @@ void runtime_impl::run(worker* w, task_core* c) {
 #if defined(WEFT_BREAK_LOST_CANCEL_BEFORE_START)
     // Deliberately broken variant (tests only): no cancel-before-start check,
     // so a task cancelled before it started runs its body anyway.
-    if (false) {
 #else
-    if (maybe_cancel(c)) {
+    if (maybe_cancel(c) && cancel_before_start(c)) return;
 #endif
-      if (cancel_request* r = take_pending(c)) {
-        complete_unstarted(c, r);
-        return;
-      }
-    }
   }
   // Relaxed: a sample for the timer thread's slice check; owner-written.
   w->resumes.store(w->resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -361,6 +355,7 @@ bool runtime_impl::park(worker* w) {
 void runtime_impl::worker_main(worker* w) {
   tls_worker = w;
   unsigned idle_rounds = 0;
+  std::uint64_t idle_since = 0;
   for (;;) {
     if (task_core* c = find_work(w)) {
       idle_rounds = 0;
@@ -369,14 +364,18 @@ void runtime_impl::worker_main(worker* w) {
     }
     // Acquire: pairs with stop()'s release store; all tasks are done by then.
     if (exiting.load(std::memory_order_acquire)) break;
-    // Look again a few times before sleeping: parking and waking cost
-    // microseconds, a steal attempt nanoseconds.
-    if (++idle_rounds < 64) {
-      if (idle_rounds < 32) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
+    // Look again before sleeping: parking and waking cost microseconds, a
+    // steal attempt nanoseconds.  At least 64 looks (32 with a pause, then
+    // yielding the core), and for idle_spin in all (the clock is read every
+    // 16th look, yielding in between).
+    ++idle_rounds;
+    if (idle_rounds < 32) {
+      cpu_relax();
+      continue;
+    }
+    if (idle_rounds == 32) idle_since = now_ns();
+    if (idle_rounds < 64 || (idle_rounds % 16 != 0) || now_ns() - idle_since < idle_spin_ns) {
+      std::this_thread::yield();
       continue;
     }
     idle_rounds = 0;
@@ -396,6 +395,9 @@ void runtime_impl::start() {
   auto slice = options.time_slice.count() > 0 ? options.time_slice : std::chrono::microseconds(2000);
   options.time_slice = slice;
   slice_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count());
+  if (options.idle_spin.count() < 0) options.idle_spin = std::chrono::microseconds(0);
+  idle_spin_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_spin).count());
   workers.reserve(n);
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<worker>();
@@ -403,6 +405,7 @@ void runtime_impl::start() {
     w->rt = this;
     w->sleepers = &num_sleepers;
     w->rng = 0x9E3779B97F4A7C15ull * (i + 1) | 1;
+    init_frame_cache(w.get());
     workers.push_back(std::move(w));
   }
   if (options.simulation) {

@@ -25,18 +25,11 @@ inline constexpr std::size_t kCacheLine = 128;  // two lines: adjacent-line pref
 
 struct sim_driver;  // sim_driver.hpp: the deterministic simulation
 
-// Per-worker cache of coroutine frames by 16-byte size class.
-struct frame_cache {
-  static constexpr std::size_t kGranule = 16;
-  static constexpr std::size_t kClasses = 64;      // frames up to 1 KiB
-  static constexpr std::uint32_t kMaxPerClass = 4096;
-  struct free_node {
-    free_node* next;
-  };
-  free_node* heads[kClasses] = {};
-  std::uint32_t counts[kClasses] = {};
-  ~frame_cache();
-};
+// Blocks a worker's frame cache keeps per size class (frame_cache::limit).
+inline constexpr std::uint32_t kFramesPerClass = 4096;
+
+struct worker;
+void free_frame_cache(worker* w) noexcept;  // alloc.cpp; the worker is destroyed
 
 struct alignas(kCacheLine) worker : worker_hot {
   unsigned index = 0;
@@ -45,8 +38,6 @@ struct alignas(kCacheLine) worker : worker_hot {
   sim_driver* sim = nullptr;
   std::uint64_t rng = 0;           // victim choice (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
-  frame_cache frames;              // owner only
-  std::int64_t frames_live = 0;    // owner only; flushed at exit (see alloc.cpp)
 
   // Written by the owner (relaxed), read by the timer thread: changes on every
   // resume from the worker loop; unchanged for a whole slice = overstaying.
@@ -63,6 +54,8 @@ struct alignas(kCacheLine) worker : worker_hot {
   std::uint64_t seen_since_ns = 0;
 
   std::thread thread;
+
+  ~worker() { free_frame_cache(this); }
 };
 
 struct runtime_impl {
@@ -70,6 +63,7 @@ struct runtime_impl {
   std::vector<std::unique_ptr<worker>> workers;
   unsigned n = 0;
   std::uint64_t slice_ns = 0;
+  std::uint64_t idle_spin_ns = 0;
   // Non-null: a simulation (options.simulation), driven by its owner thread;
   // no worker or timer thread runs.  Set by start(), never changes after.
   sim_driver* sim = nullptr;
@@ -154,7 +148,8 @@ struct runtime_impl {
 // The worker running on this thread (null elsewhere).  runtime.cpp.
 extern thread_local worker* tls_worker;
 
-void flush_frame_count(worker* w) noexcept;
+void init_frame_cache(worker* w) noexcept;   // before the worker thread starts
+void flush_frame_count(worker* w) noexcept;  // the worker thread exits
 void count_finish(task_core* core) noexcept;  // a spawned task finished on this thread
 std::int64_t frames_outside_workers() noexcept;
 

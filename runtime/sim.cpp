@@ -539,7 +539,7 @@ void sim_finished(task_core* core) noexcept {
   sim_driver* s = core->rt->sim;
   auto it = s->ids.find(core);
   if (it == s->ids.end()) return;
-  const bool cancelled = core->owner->result == outcome::cancelled;
+  const bool cancelled = owner_of(core)->result == outcome::cancelled;
   s->record(sim::event::kind::finish, 0, it->second, cancelled ? 1 : 0);
   s->forget(core);
 }

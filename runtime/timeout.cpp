@@ -2,6 +2,7 @@
 #include "weft/timeout.hpp"
 
 #include <limits>
+#include <utility>
 
 namespace weft::detail {
 
@@ -24,11 +25,39 @@ void retain_for_timer(task_core* target) noexcept {
   target->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
 }
 
-task<void> deadline_canceller(timer_ref target, std::uint64_t deadline,
+namespace {
+// The deadline task's reference to its target.  A coroutine parameter, not a
+// local of the body: the frame owns it from its creation and drops it when the
+// frame is destroyed, also when the task never runs its body (it is cancelled
+// before it starts whenever the wait ends first, and during shutdown).
+class target_ref {
+ public:
+  explicit target_ref(task_core* c) noexcept : core_(c) {}
+  target_ref(target_ref&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+  target_ref(const target_ref&) = delete;
+  target_ref& operator=(const target_ref&) = delete;
+  target_ref& operator=(target_ref&&) = delete;
+  ~target_ref() {
+    if (core_ != nullptr) release_ref(core_);
+  }
+  task_core* get() const noexcept { return core_; }
+
+ private:
+  task_core* core_;
+};
+
+task<void> cancel_at_deadline(target_ref target, std::uint64_t deadline,
                               std::source_location where) {
-  // `target` is dropped with the frame, however this task ends (or never starts).
   co_await sleep_tag{deadline, false};
   request_cancel(target.get(), "timeout", cancel_kind::timeout, where);
+}
+}  // namespace
+
+task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
+                              std::source_location where) {
+  // If creating the frame throws, the temporary still owns the reference and
+  // drops it here.
+  return cancel_at_deadline(target_ref(target), deadline, where);
 }
 
 void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline) {

@@ -26,12 +26,13 @@ weft_configure() {
 }
 
 # weft_symbolizer_option: ":external_symbolizer_path=..." for TSAN_OPTIONS /
-# ASAN_OPTIONS, or nothing.  clang-19's sanitizer runtime does not find
-# Debian's llvm-symbolizer (package llvm) by itself; unsymbolized stacks would
-# also keep the function-name suppressions in tests/tsan.supp from matching.
+# ASAN_OPTIONS, or nothing (scripts/stress.sh; sanitize.sh does the same
+# search itself).  clang-19's sanitizer runtime does not find Debian's
+# llvm-symbolizer (package llvm) by itself; unsymbolized stacks would also keep
+# the function-name suppressions in tests/tsan.supp from matching.
 weft_symbolizer_option() {
   local s
-  for s in llvm-symbolizer-19 llvm-symbolizer; do
+  for s in /usr/lib/llvm-19/bin/llvm-symbolizer llvm-symbolizer-19 llvm-symbolizer; do
     if command -v "$s" >/dev/null 2>&1; then
       echo ":external_symbolizer_path=$(command -v "$s")"
       return

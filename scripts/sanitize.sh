@@ -35,10 +35,29 @@ weft_configure "$build" "$cxx" \
   -DWEFT_BUILD_TESTS=ON -DWEFT_BUILD_EXAMPLES=ON -DWEFT_BUILD_BENCHMARKS=OFF
 cmake --build "$build" -j2
 
+# Reports must be symbolized: tests/tsan.supp matches function names, and an
+# unsymbolized report (frames "<null>") matches none of them.  The sanitizer
+# runtime does not find a symbolizer by itself here ("WARNING: invalid path to
+# external symbolizer!"; clang-19 is installed without llvm-19), so point it
+# at one explicitly: llvm-19's if present, else any llvm-symbolizer.
+symbolizer=""
+for s in /usr/lib/llvm-19/bin/llvm-symbolizer llvm-symbolizer-19 llvm-symbolizer; do
+  if p="$(command -v "$s" 2>/dev/null)"; then
+    symbolizer="$p"
+    break
+  fi
+done
+sym=""
+if [[ -n "$symbolizer" ]]; then
+  sym=":external_symbolizer_path=$symbolizer"
+else
+  echo "warning: no llvm-symbolizer found: sanitizer reports stay unsymbolized and" \
+       "tests/tsan.supp cannot match them" >&2
+fi
+
 # tests/tsan.supp: races TSan reports in uninstrumented libstdc++ (each one
 # explained there).
-sym="$(weft_symbolizer_option)"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp$sym${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 export ASAN_OPTIONS="detect_stack_use_after_return=1:detect_leaks=1:strict_init_order=1$sym${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1$sym${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 ctest --test-dir "$build" --output-on-failure -j2 -LE consumer "$@"

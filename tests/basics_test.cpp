@@ -36,8 +36,11 @@ TEST(BlockOnTest, ReturnsTheValue) {
   EXPECT_EQ(frames.now(), frames.start);
 }
 
+// Relaxed, here and in every test that reads the flag: they read it after
+// block_on()/join() (which synchronise with the task's end) or poll it only
+// as a sign of progress; it publishes nothing.
 weft::task<void> set_flag(std::atomic<bool>* f) {
-  f->store(true);
+  f->store(true, std::memory_order_relaxed);
   co_return;
 }
 
@@ -46,7 +49,7 @@ TEST(BlockOnTest, RunsAVoidTask) {
   std::atomic<bool> ran{false};
   weft::runtime rt(with_workers(1));
   rt.block_on(set_flag(&ran));
-  EXPECT_TRUE(ran.load());
+  EXPECT_TRUE(ran.load(std::memory_order_relaxed));
 }
 
 weft::task<std::string> make_string(std::string s) {
@@ -106,14 +109,14 @@ TEST(SpawnTest, FromOutsideThreadsConcurrently) {
           hs.push_back(rt.spawn(long_value_task(t * 1000000L + i)));
         long sum = 0;
         for (auto& h : hs) sum += h.join();
-        total.fetch_add(sum);
+        total.fetch_add(sum, std::memory_order_relaxed);  // read after the threads joined
       });
     }
     threads.clear();  // joins
     long expect = 0;
     for (int t = 0; t < 3; ++t)
       for (int i = 0; i < per_thread; ++i) expect += t * 1000000L + i;
-    EXPECT_EQ(total.load(), expect);
+    EXPECT_EQ(total.load(std::memory_order_relaxed), expect);
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -158,7 +161,8 @@ TEST(SpawnTest, SpawnedTaskStartsWithoutBeingJoined) {
   weft::runtime rt(with_workers(2));
   std::atomic<bool> ran{false};
   auto h = rt.spawn(set_flag(&ran));
-  EXPECT_TRUE(spin_until([&] { return ran.load(); }));  // "starts promptly"
+  EXPECT_TRUE(
+      spin_until([&] { return ran.load(std::memory_order_relaxed); }));  // "starts promptly"
   EXPECT_TRUE(wait_done(h));
   h.join();
 }
@@ -245,10 +249,13 @@ TEST(ExceptionTest, PropagatesThroughBlockOn) {
 
 TEST(ExceptionTest, WorkersSurviveAThrowingTask) {
   watchdog wd(30s);
+  // Relaxed: a counter; the test polls it and publishes nothing through it.
   std::atomic<int> hook_calls{0};
   weft::runtime_options opts;
   opts.workers = 1;
-  opts.unhandled_exception = [&](std::exception_ptr) { hook_calls.fetch_add(1); };
+  opts.unhandled_exception = [&](std::exception_ptr) {
+    hook_calls.fetch_add(1, std::memory_order_relaxed);
+  };
   weft::runtime rt(opts);
   for (int i = 0; i < 20; ++i) {
     EXPECT_THROW(rt.block_on(throws_now("a")), test_error);
@@ -256,7 +263,7 @@ TEST(ExceptionTest, WorkersSurviveAThrowingTask) {
     { auto dropped = rt.spawn(throws_after_suspend("dropped")); }
     EXPECT_EQ(rt.block_on(value_task(i)), i);  // the single worker still runs tasks
   }
-  EXPECT_TRUE(spin_until([&] { return hook_calls.load() == 20; }));
+  EXPECT_TRUE(spin_until([&] { return hook_calls.load(std::memory_order_relaxed) == 20; }));
   EXPECT_EQ(rt.block_on(add_three(1, 1, 1)), 3);
 }
 
@@ -267,6 +274,8 @@ class UnhandledHookTest : public ::testing::TestWithParam<bool> {};
 TEST_P(UnhandledHookTest, UnobservedExceptionReachesTheHookExactlyOnce) {
   watchdog wd(30s);
   const bool after_suspend = GetParam();
+  // Relaxed, both counters: polled as a sign of progress, then read after the
+  // runtime was destroyed (its workers joined).
   std::atomic<int> calls{0};
   std::atomic<int> right_type{0};
   frame_baseline frames;
@@ -274,11 +283,12 @@ TEST_P(UnhandledHookTest, UnobservedExceptionReachesTheHookExactlyOnce) {
     weft::runtime_options opts;
     opts.workers = 2;
     opts.unhandled_exception = [&](std::exception_ptr e) {
-      calls.fetch_add(1);
+      calls.fetch_add(1, std::memory_order_relaxed);
       try {
         std::rethrow_exception(e);
       } catch (const test_error& t) {
-        if (std::string(t.what()) == "unobserved") right_type.fetch_add(1);
+        if (std::string(t.what()) == "unobserved")
+          right_type.fetch_add(1, std::memory_order_relaxed);
       } catch (...) {
       }
     };
@@ -288,12 +298,12 @@ TEST_P(UnhandledHookTest, UnobservedExceptionReachesTheHookExactlyOnce) {
                              : rt.spawn(throws_now("unobserved"));
       // dropped here, maybe before, maybe after the task threw
     }
-    EXPECT_TRUE(spin_until([&] { return calls.load() >= 1; }));
+    EXPECT_TRUE(spin_until([&] { return calls.load(std::memory_order_relaxed) >= 1; }));
     // A later task still runs: the worker survived.
     EXPECT_EQ(rt.block_on(value_task(5)), 5);
   }
-  EXPECT_EQ(calls.load(), 1);
-  EXPECT_EQ(right_type.load(), 1);
+  EXPECT_EQ(calls.load(std::memory_order_relaxed), 1);
+  EXPECT_EQ(right_type.load(std::memory_order_relaxed), 1);
   EXPECT_EQ(frames.now(), frames.start);
 }
 
@@ -305,39 +315,76 @@ INSTANTIATE_TEST_SUITE_P(ThrowPoint, UnhandledHookTest, ::testing::Values(false,
 
 TEST(ExceptionTest, ObservedExceptionDoesNotReachTheHook) {
   watchdog wd(30s);
-  std::atomic<int> calls{0};
+  std::atomic<int> calls{0};  // relaxed: read after the runtime was destroyed
   {
     weft::runtime_options opts;
     opts.workers = 2;
-    opts.unhandled_exception = [&](std::exception_ptr) { calls.fetch_add(1); };
+    opts.unhandled_exception = [&](std::exception_ptr) {
+      calls.fetch_add(1, std::memory_order_relaxed);
+    };
     weft::runtime rt(opts);
     auto h = rt.spawn(throws_after_suspend("seen"));
     EXPECT_THROW((void)h.join(), test_error);
     EXPECT_THROW(rt.block_on(throws_now("seen")), test_error);
     EXPECT_EQ(rt.block_on(await_handle_and_catch(true)), "caught from-handle");
   }
-  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(calls.load(std::memory_order_relaxed), 0);
 }
 
 weft::task<int> spawn_thrower_and_drop(std::atomic<int>* spawned) {
   { auto h = weft::spawn(throws_after_suspend("inner-dropped")); }
-  spawned->fetch_add(1);
+  spawned->fetch_add(1, std::memory_order_relaxed);  // a counter
   co_return 1;
 }
 
 TEST(ExceptionTest, DetachedChildExceptionReachesTheHookNotTheParent) {
   watchdog wd(30s);
+  // Relaxed: a counter, polled, then read after the runtime was destroyed.
   std::atomic<int> calls{0};
   std::atomic<int> spawned{0};
   {
     weft::runtime_options opts;
     opts.workers = 2;
-    opts.unhandled_exception = [&](std::exception_ptr) { calls.fetch_add(1); };
+    opts.unhandled_exception = [&](std::exception_ptr) {
+      calls.fetch_add(1, std::memory_order_relaxed);
+    };
     weft::runtime rt(opts);
     for (int i = 0; i < 10; ++i) EXPECT_EQ(rt.block_on(spawn_thrower_and_drop(&spawned)), 1);
-    EXPECT_TRUE(spin_until([&] { return calls.load() == 10; }));
+    EXPECT_TRUE(spin_until([&] { return calls.load(std::memory_order_relaxed) == 10; }));
   }
-  EXPECT_EQ(calls.load(), 10);
+  EXPECT_EQ(calls.load(std::memory_order_relaxed), 10);
+}
+
+// With no hook set, an exception nobody observed is printed on stderr (the
+// default hook), with its what().  The task publishes that it is past its last
+// resume point before throwing, so the runtime's shutdown cannot turn it into
+// a cancellation; the shutdown then waits for it, and the report happens when
+// its frame goes (its handle was dropped).
+weft::task<int> throws_after_flag(std::atomic<int>* past_last_await, std::string msg) {
+  co_await weft::yield();
+  // Release: pairs with the test's acquire poll (nothing else is published).
+  past_last_await->fetch_add(1, std::memory_order_release);
+  throw test_error(msg);
+  co_return 0;
+}
+
+TEST(ExceptionTest, DefaultHookPrintsAnUnobservedExceptionOnStderr) {
+  watchdog wd(30s);
+  std::atomic<int> past{0};
+  ::testing::internal::CaptureStderr();
+  {
+    weft::runtime rt(with_workers(2));  // default options: no hook
+    { auto dropped = rt.spawn(throws_after_flag(&past, "nobody awaited me")); }
+    { auto dropped = rt.spawn(throws_now("nor me")); }
+    // Acquire: pairs with the task's release increment.
+    EXPECT_TRUE(spin_until([&] { return past.load(std::memory_order_acquire) == 1; }));
+  }  // ~runtime: both tasks have ended, their frames are gone
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("weft: exception in a task nobody awaited: nobody awaited me"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("weft: exception in a task nobody awaited: nor me"), std::string::npos)
+      << err;
 }
 
 // ---------------------------------------------------------------- misuse
@@ -381,7 +428,7 @@ TEST(MisuseTest, AnUnstartedTaskIsDestroyedWithoutRunning) {
   frame_baseline frames;
   std::atomic<bool> ran{false};
   { weft::task<void> t = set_flag(&ran); }
-  EXPECT_FALSE(ran.load());
+  EXPECT_FALSE(ran.load(std::memory_order_relaxed));
   EXPECT_EQ(frames.now(), frames.start);
 }
 
@@ -410,6 +457,36 @@ TEST(RuntimeOptionsTest, ZeroWorkersMeansWeftWorkersThenTheAffinityMask) {
     EXPECT_EQ(rt.workers(), 5u);
   }
   if (old) ::setenv("WEFT_WORKERS", saved.c_str(), 1);
+}
+
+// "0: the CPUs this process may use": with the calling thread restricted to
+// one CPU, a default runtime has one worker although the machine has more.
+TEST(RuntimeOptionsTest, ZeroWorkersFollowsARestrictedAffinityMask) {
+  watchdog wd(30s);
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  if (CPU_COUNT(&all) < 2) GTEST_SKIP() << "needs at least 2 usable CPUs to restrict";
+  int first = 0;
+  while (!CPU_ISSET(first, &all)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  // No runtime is alive here, so no other thread reads the environment.
+  const char* old = std::getenv("WEFT_WORKERS");
+  const std::string saved = old ? old : "";
+  ::unsetenv("WEFT_WORKERS");
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);  // this thread only
+  unsigned workers = 0;
+  int v = 0;
+  {
+    weft::runtime rt;  // its threads inherit the one-CPU mask
+    workers = rt.workers();
+    v = rt.block_on(value_task(9));
+  }
+  EXPECT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  if (old) ::setenv("WEFT_WORKERS", saved.c_str(), 1);
+  EXPECT_EQ(workers, 1u) << "the worker count ignored the affinity mask";
+  EXPECT_EQ(v, 9);
 }
 
 // ---------------------------------------------------------------- this_task

@@ -17,7 +17,9 @@ using weft::cancel_kind;
 using weft::cancelled_error;
 
 // What a task saw of a cancellation.  Written by the task before it finishes,
-// read by the test after join() (which orders the two).
+// read by the test after join() (which orders the two): relaxed is enough for
+// `times`, as for every flag and counter in this file that the test reads
+// after join() / block_on() or polls only as a sign of progress.
 struct seen_cancel {
   std::atomic<int> times{0};
   std::string reason;
@@ -25,7 +27,7 @@ struct seen_cancel {
   void record(const cancelled_error& e) {
     reason = std::string(e.reason());
     kind = e.kind();
-    times.fetch_add(1);
+    times.fetch_add(1, std::memory_order_relaxed);
   }
 };
 
@@ -77,7 +79,7 @@ TEST(CancelTest, SleepingTaskWakesAtOnceOnCancel) {
     EXPECT_TRUE(h.done());
     EXPECT_TRUE(h.cancelled());
     EXPECT_EQ(h.cancelling(), 1u);
-    EXPECT_EQ(seen.times.load(), 1);
+    EXPECT_EQ(seen.times.load(std::memory_order_relaxed), 1);
     EXPECT_EQ(seen.reason, "why");
     EXPECT_EQ(seen.kind, cancel_kind::explicit_request);
   }
@@ -140,10 +142,10 @@ TEST(CancelTest, TaskCatchesCancelCleansUpAndReturnsAValue) {
   EXPECT_FALSE(h.cancelled());
   EXPECT_TRUE(h.done());
   EXPECT_EQ(h.cancelling(), 1u);
-  EXPECT_EQ(seen.times.load(), 1);
+  EXPECT_EQ(seen.times.load(std::memory_order_relaxed), 1);
   EXPECT_EQ(seen.reason, "stop");
-  EXPECT_EQ(rc.constructed.load(), 2);
-  EXPECT_EQ(rc.destroyed.load(), 2);
+  EXPECT_EQ(rc.constructed.load(std::memory_order_relaxed), 2);
+  EXPECT_EQ(rc.destroyed.load(std::memory_order_relaxed), 2);
 }
 
 // ------------------------------------------------------------- refusal
@@ -162,7 +164,7 @@ weft::task<int> refuse_twice(refusal_state* s) {
   try {
     co_await weft::sleep_for(5s);
   } catch (const cancelled_error& e) {
-    s->caught.fetch_add(1);
+    s->caught.fetch_add(1, std::memory_order_relaxed);
     s->reasons += std::string(e.reason()) + ";";
   }
   s->cancelling_inside_after_first = weft::this_task::cancelling();
@@ -172,13 +174,13 @@ weft::task<int> refuse_twice(refusal_state* s) {
     co_await weft::checkpoint();
     co_await weft::sleep_for(0ns);
   } catch (const cancelled_error&) {
-    s->yield_threw = true;
+    s->yield_threw.store(true, std::memory_order_relaxed);
   }
   s->second_phase.count_down();
   try {
     co_await weft::sleep_for(5s);
   } catch (const cancelled_error& e) {
-    s->caught.fetch_add(1);
+    s->caught.fetch_add(1, std::memory_order_relaxed);
     s->reasons += std::string(e.reason()) + ";";
   }
   co_return 5;
@@ -199,9 +201,10 @@ TEST(CancelTest, RefusedCancelIsDeliveredOnceAndASecondCancelDeliversAgain) {
   EXPECT_EQ(h.cancelling(), 2u);
   EXPECT_EQ(h.join(), 5);
   EXPECT_LT(seconds_since(t0), 2.0) << "a 5 s sleep was not interrupted";
-  EXPECT_EQ(s.caught.load(), 2);
+  EXPECT_EQ(s.caught.load(std::memory_order_relaxed), 2);
   EXPECT_EQ(s.reasons, "one;two;");
-  EXPECT_FALSE(s.yield_threw.load()) << "a delivered request was delivered again";
+  EXPECT_FALSE(s.yield_threw.load(std::memory_order_relaxed))
+      << "a delivered request was delivered again";
   EXPECT_EQ(s.cancelling_inside_after_first, 1u);
   EXPECT_FALSE(h.cancelled());
   EXPECT_EQ(h.cancelling(), 2u);
@@ -219,7 +222,7 @@ weft::task<int> spin_until_flag_then_yield(std::latch* running, std::atomic<bool
     co_await weft::yield();
     co_await weft::sleep_for(1ms);
   } catch (const cancelled_error&) {
-    threw->store(true);
+    threw->store(true, std::memory_order_relaxed);
   }
   co_return 8;
 }
@@ -236,7 +239,7 @@ TEST(CancelTest, UncancelToZeroWithdrawsAnUndeliveredRequest) {
   EXPECT_EQ(h.uncancel(), 0u);
   go.store(true, std::memory_order_release);
   EXPECT_EQ(h.join(), 8);
-  EXPECT_FALSE(threw.load());
+  EXPECT_FALSE(threw.load(std::memory_order_relaxed));
   EXPECT_FALSE(h.cancelled());
 }
 
@@ -249,7 +252,7 @@ weft::task<void> block_worker(std::latch* started, std::latch* release) {
 }
 
 weft::task<int> mark_ran(std::atomic<bool>* ran) {
-  ran->store(true);
+  ran->store(true, std::memory_order_relaxed);
   co_return 3;
 }
 
@@ -269,7 +272,8 @@ TEST(CancelTest, CancelBeforeFirstRunSkipsTheBody) {
     auto e = expect_cancelled([&] { (void)h.join(); });
     EXPECT_EQ(e.reason(), "early");
     EXPECT_EQ(e.kind(), cancel_kind::explicit_request);
-    EXPECT_FALSE(ran.load()) << "the body of a task cancelled before it started ran";
+    EXPECT_FALSE(ran.load(std::memory_order_relaxed))
+        << "the body of a task cancelled before it started ran";
     EXPECT_TRUE(h.cancelled());
     EXPECT_EQ(h.cancelling(), 1u);
     blocker.join();
@@ -293,7 +297,7 @@ TEST(CancelTest, ChildCancelledBeforeItRunsNeverRunsItsBody) {
   std::atomic<bool> ran{false};
   weft::runtime rt(with_workers(1));  // one worker: the child cannot start before the cancel
   EXPECT_EQ(rt.block_on(spawn_cancel_await_child(&ran)), "ok:child-early");
-  EXPECT_FALSE(ran.load());
+  EXPECT_FALSE(ran.load(std::memory_order_relaxed));
 }
 
 // --------------------------------------------------------- after completion
@@ -324,7 +328,7 @@ TEST(CancelTest, CancelTwiceIsHarmless) {
   EXPECT_TRUE(e.reason() == "first" || e.reason() == "second") << e.reason();
   EXPECT_TRUE(h.cancelled());
   EXPECT_EQ(h.cancelling(), second ? 2u : 1u);
-  EXPECT_EQ(seen.times.load(), 1) << "delivered more than once";
+  EXPECT_EQ(seen.times.load(std::memory_order_relaxed), 1) << "delivered more than once";
   EXPECT_FALSE(h.cancel("third"));  // finished now
 }
 
@@ -332,7 +336,7 @@ weft::task<int> spin_then_return_without_await(std::latch* running, std::atomic<
                                                std::atomic<bool>* saw_request) {
   running->count_down();
   while (!go->load(std::memory_order_acquire)) std::this_thread::yield();
-  saw_request->store(weft::this_task::cancel_requested());
+  saw_request->store(weft::this_task::cancel_requested(), std::memory_order_relaxed);
   co_return 9;  // no resume point after the request: completes despite it
 }
 
@@ -348,7 +352,8 @@ TEST(CancelTest, TaskReturningWithoutAnotherResumePointCompletesDespiteTheCancel
   EXPECT_EQ(h.join(), 9);
   EXPECT_FALSE(h.cancelled());
   EXPECT_EQ(h.cancelling(), 1u);
-  EXPECT_TRUE(saw.load()) << "cancel_requested() did not see the pending request";
+  EXPECT_TRUE(saw.load(std::memory_order_relaxed))
+      << "cancel_requested() did not see the pending request";
 }
 
 weft::task<void> detached_work(std::latch* done, raii_counter* rc) {
@@ -370,8 +375,8 @@ TEST(CancelTest, DroppingTheHandleDetachesTheTask) {
     { auto h = rt.spawn(detached_work(&done, &rc)); }
     done.wait();  // both ran to completion without anybody holding a handle
   }
-  EXPECT_EQ(rc.constructed.load(), 2);
-  EXPECT_EQ(rc.destroyed.load(), 2);
+  EXPECT_EQ(rc.constructed.load(std::memory_order_relaxed), 2);
+  EXPECT_EQ(rc.destroyed.load(std::memory_order_relaxed), 2);
   EXPECT_EQ(frames.now(), frames.start);
 }
 
@@ -403,7 +408,7 @@ TEST(CancelTest, RequestWhileRunningIsDeliveredAtTheNextAwaitWhichDoesNotBlock) 
   go.store(true, std::memory_order_release);
   const double slept = h.join();
   EXPECT_LT(slept, 2.0) << "the await after a pending request blocked";
-  EXPECT_EQ(seen.times.load(), 1);
+  EXPECT_EQ(seen.times.load(std::memory_order_relaxed), 1);
   EXPECT_EQ(seen.reason, "while running");
 }
 
@@ -489,16 +494,18 @@ struct chain_state {
 };
 
 weft::task<int> chain_inner(chain_state* s) {
-  s->inner_sleeping = true;  // set just before the sleep (nothing suspends in between)
+  // Relaxed: a progress flag outer polls; it publishes nothing.  Set just
+  // before the sleep (nothing suspends in between).
+  s->inner_sleeping.store(true, std::memory_order_relaxed);
   try {
     co_await weft::sleep_for(5s);
   } catch (const cancelled_error& e) {
     s->inner_seen.record(e);
-    s->inner_finished = true;
+    s->inner_finished.store(true, std::memory_order_relaxed);
     if (s->inner_refuses) co_return 11;
     throw;
   }
-  s->inner_finished = true;
+  s->inner_finished.store(true, std::memory_order_relaxed);
   co_return 1;
 }
 
@@ -519,7 +526,8 @@ weft::task<int> chain_outer(chain_state* s, bool inline_join) {
     inner = weft::spawn(chain_inner(s));
   } else {
     inner = weft::spawn(chain_inner(s));
-    while (!s->inner_sleeping.load()) co_await weft::yield();  // inner runs up to its sleep
+    while (!s->inner_sleeping.load(std::memory_order_relaxed))
+      co_await weft::yield();  // inner runs up to its sleep
     { auto n = weft::spawn(notify(&s->outer_waiting)); }
   }
   try {
@@ -546,13 +554,15 @@ TEST_P(CancelChainTest, CancellingTheAwaiterCancelsTheAwaitedTask) {
     EXPECT_LT(seconds_since(t0), 2.0) << "inner's 5 s sleep was not interrupted";
     EXPECT_EQ(e.reason(), "why");
     EXPECT_TRUE(outer.cancelled());
-    EXPECT_EQ(s.inner_seen.times.load(), 1) << "the awaited task was not cancelled";
+    EXPECT_EQ(s.inner_seen.times.load(std::memory_order_relaxed), 1)
+        << "the awaited task was not cancelled";
     EXPECT_EQ(s.inner_seen.reason, "why");
     EXPECT_TRUE(s.inner_seen.kind == cancel_kind::explicit_request ||
                 s.inner_seen.kind == cancel_kind::parent)
         << weft::to_string(s.inner_seen.kind);
-    EXPECT_EQ(s.outer_seen.times.load(), 1);  // outer's await rethrew inner's outcome
-    EXPECT_TRUE(s.inner_finished.load());
+    EXPECT_EQ(s.outer_seen.times.load(std::memory_order_relaxed),
+              1);  // outer's await rethrew inner's outcome
+    EXPECT_TRUE(s.inner_finished.load(std::memory_order_relaxed));
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -569,8 +579,8 @@ TEST_P(CancelChainTest, AwaitedTaskThatRefusesGivesItsValueToTheAwaiter) {
   EXPECT_EQ(outer.join(), 11);
   EXPECT_LT(seconds_since(t0), 2.0);
   EXPECT_FALSE(outer.cancelled());
-  EXPECT_EQ(s.inner_seen.times.load(), 1);
-  EXPECT_EQ(s.outer_seen.times.load(), 0);
+  EXPECT_EQ(s.inner_seen.times.load(std::memory_order_relaxed), 1);
+  EXPECT_EQ(s.outer_seen.times.load(std::memory_order_relaxed), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(JoinPath, CancelChainTest, ::testing::Values(true, false),
@@ -591,22 +601,24 @@ struct poll_state {
 };
 
 weft::task<int> poll_cancel_requested(poll_state* s) {
-  s->false_before = !weft::this_task::cancel_requested();
+  s->false_before.store(!weft::this_task::cancel_requested(), std::memory_order_relaxed);
   weft::this_task::throw_if_cancel_requested();  // nothing pending: no throw
   s->running.count_down();
   while (!weft::this_task::cancel_requested()) std::this_thread::yield();
-  s->still_pending_after_query = weft::this_task::cancel_requested();  // consumed nothing
+  // consumed nothing:
+  s->still_pending_after_query.store(weft::this_task::cancel_requested(),
+                                     std::memory_order_relaxed);
   try {
     weft::this_task::throw_if_cancel_requested();
   } catch (const cancelled_error& e) {
-    s->threw = true;
+    s->threw.store(true, std::memory_order_relaxed);
     s->reason = std::string(e.reason());
   }
-  s->clear_after_throw = !weft::this_task::cancel_requested();
+  s->clear_after_throw.store(!weft::this_task::cancel_requested(), std::memory_order_relaxed);
   try {
     co_await weft::yield();  // already delivered: does not throw
   } catch (const cancelled_error&) {
-    s->yield_threw = true;
+    s->yield_threw.store(true, std::memory_order_relaxed);
   }
   co_return 3;
 }
@@ -619,12 +631,12 @@ TEST(ThisTaskTest, CancelRequestedAndThrowIfCancelRequestedInsideATask) {
   s.running.wait();
   EXPECT_TRUE(h.cancel("polled"));
   EXPECT_EQ(h.join(), 3);
-  EXPECT_TRUE(s.false_before.load());
-  EXPECT_TRUE(s.still_pending_after_query.load());
-  EXPECT_TRUE(s.threw.load());
+  EXPECT_TRUE(s.false_before.load(std::memory_order_relaxed));
+  EXPECT_TRUE(s.still_pending_after_query.load(std::memory_order_relaxed));
+  EXPECT_TRUE(s.threw.load(std::memory_order_relaxed));
   EXPECT_EQ(s.reason, "polled");
-  EXPECT_TRUE(s.clear_after_throw.load());
-  EXPECT_FALSE(s.yield_threw.load());
+  EXPECT_TRUE(s.clear_after_throw.load(std::memory_order_relaxed));
+  EXPECT_FALSE(s.yield_threw.load(std::memory_order_relaxed));
   EXPECT_FALSE(h.cancelled());
 }
 

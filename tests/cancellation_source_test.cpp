@@ -26,7 +26,11 @@ using weft::cancel_kind;
 using weft::cancelled_error;
 
 // What bound tasks saw.  Each task checks the cancellation against the
-// expectation itself (reason/kind/line) and counts.
+// expectation itself (reason/kind/line) and counts.  Relaxed, every access:
+// the counters are read after the tasks were joined (or polled as progress);
+// `want_line` is stored by the test just before the cancel() whose request
+// reaches the task, and that hand-over (release/acquire inside weft) orders
+// the store before the task's load.
 struct bound_probe {
   std::atomic<int> started{0};
   std::atomic<int> body_ran{0};
@@ -37,16 +41,17 @@ struct bound_probe {
   cancel_kind want_kind = cancel_kind::explicit_request;
   std::atomic<unsigned> want_line{0};
   void check(const cancelled_error& e) {
-    if (e.reason() == want_reason && e.kind() == want_kind && e.where().line() == want_line.load())
-      matched.fetch_add(1);
+    if (e.reason() == want_reason && e.kind() == want_kind &&
+        e.where().line() == want_line.load(std::memory_order_relaxed))
+      matched.fetch_add(1, std::memory_order_relaxed);
     else
-      mismatched.fetch_add(1);
+      mismatched.fetch_add(1, std::memory_order_relaxed);
   }
 };
 
 weft::task<int> bound_sleeper(bound_probe* p, std::latch* started) {
-  p->started.fetch_add(1);
-  p->body_ran.fetch_add(1);
+  p->started.fetch_add(1, std::memory_order_relaxed);
+  p->body_ran.fetch_add(1, std::memory_order_relaxed);
   if (started != nullptr) started->count_down();
   try {
     co_await weft::sleep_for(1h);
@@ -54,7 +59,7 @@ weft::task<int> bound_sleeper(bound_probe* p, std::latch* started) {
     p->check(e);
     throw;
   }
-  p->not_cancelled.fetch_add(1);
+  p->not_cancelled.fetch_add(1, std::memory_order_relaxed);
   co_return 0;
 }
 
@@ -86,7 +91,8 @@ TEST(CancellationSourceTest, CancelCancelsEveryBoundTaskAtOnce) {
     }
     started.wait();
     const auto t0 = clock_type::now();
-    p.want_line = __LINE__; EXPECT_TRUE(src.cancel("mass cancel"));
+    p.want_line.store(__LINE__ + 1, std::memory_order_relaxed);  // the next line
+    EXPECT_TRUE(src.cancel("mass cancel"));
     for (auto* v : {&hs, &more}) {
       for (auto& h : *v) {
         EXPECT_THROW((void)h.join(), cancelled_error);
@@ -94,9 +100,9 @@ TEST(CancellationSourceTest, CancelCancelsEveryBoundTaskAtOnce) {
       }
     }
     EXPECT_LT(seconds_since(t0), 10.0);
-    EXPECT_EQ(p.matched.load(), 2 * n);
-    EXPECT_EQ(p.mismatched.load(), 0);
-    EXPECT_EQ(p.not_cancelled.load(), 0);
+    EXPECT_EQ(p.matched.load(std::memory_order_relaxed), 2 * n);
+    EXPECT_EQ(p.mismatched.load(std::memory_order_relaxed), 0);
+    EXPECT_EQ(p.not_cancelled.load(std::memory_order_relaxed), 0);
     EXPECT_FALSE(src.cancel("again")) << "a source is cancelled once";
     EXPECT_EQ(src.token().reason(), "mass cancel");
   }
@@ -117,17 +123,18 @@ TEST(CancellationSourceTest, ChildSourcesFollowTheirParentWithKindParent) {
   auto b = rt.block_on(spawn_bound(&p, &started, 10, grandchild.token()));
   started.wait();
   EXPECT_FALSE(grandchild.cancel_requested());
-  p.want_line = __LINE__; EXPECT_TRUE(parent.cancel("top"));
+  p.want_line.store(__LINE__ + 1, std::memory_order_relaxed);  // the next line
+  EXPECT_TRUE(parent.cancel("top"));
   for (auto* v : {&a, &b})
     for (auto& h : *v) EXPECT_THROW((void)h.join(), cancelled_error);
-  EXPECT_EQ(p.matched.load(), 20);
-  EXPECT_EQ(p.mismatched.load(), 0);
+  EXPECT_EQ(p.matched.load(std::memory_order_relaxed), 20);
+  EXPECT_EQ(p.mismatched.load(std::memory_order_relaxed), 0);
   for (const auto* s : {&child, &grandchild}) {
     auto t = s->token();
     EXPECT_TRUE(t.cancel_requested());
     EXPECT_EQ(t.kind(), cancel_kind::parent);
     EXPECT_EQ(t.reason(), "top");
-    EXPECT_EQ(t.where().line(), p.want_line.load());
+    EXPECT_EQ(t.where().line(), p.want_line.load(std::memory_order_relaxed));
   }
   EXPECT_EQ(parent.token().kind(), cancel_kind::explicit_request);
   EXPECT_FALSE(child.cancel("too late")) << "already cancelled through its parent";
@@ -176,21 +183,22 @@ TEST(CancellationSourceTest, DefaultTokenIsNeverCancelledAndRegistersNothing) {
 
 TEST(CancellationSourceTest, CallbackRunsExactlyOnceOnCancel) {
   weft::cancellation_source src;
+  // Relaxed: read before the cancelling thread starts and after it joined.
   std::atomic<int> calls{0};
   std::thread::id ran_on;
   auto reg = src.token().on_cancel([&] {
-    calls.fetch_add(1);
+    calls.fetch_add(1, std::memory_order_relaxed);
     ran_on = std::this_thread::get_id();
   });
   EXPECT_TRUE(reg.active());
-  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(calls.load(std::memory_order_relaxed), 0);
   std::thread t([&] { src.cancel("from another thread"); });
   t.join();
-  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(calls.load(std::memory_order_relaxed), 1);
   EXPECT_NE(ran_on, std::this_thread::get_id()) << "runs on the cancelling thread";
   src.cancel("again");
   reg.reset();
-  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(calls.load(std::memory_order_relaxed), 1);
 }
 
 TEST(CancellationSourceTest, CallbackRegisteredAfterCancelRunsAtOnceOnTheRegisteringThread) {
@@ -239,11 +247,12 @@ TEST(CancellationSourceTest, RegistrationRacingCancelRunsTheCallbackExactlyOnce)
   for (int i = 0; i < rounds; ++i) {
     std::atomic<int>* c = &calls[i];
     sync.arrive_and_wait();
-    regs[i] = sources[i]->token().on_cancel([c] { c->fetch_add(1); });
+    // Relaxed: each count is read after the canceller was joined.
+    regs[i] = sources[i]->token().on_cancel([c] { c->fetch_add(1, std::memory_order_relaxed); });
   }
   canceller.join();
   int wrong = 0;
-  for (int i = 0; i < rounds; ++i) wrong += calls[i].load() != 1;
+  for (int i = 0; i < rounds; ++i) wrong += calls[i].load(std::memory_order_relaxed) != 1;
   EXPECT_EQ(wrong, 0) << "callbacks that did not run exactly once";
 }
 
@@ -271,20 +280,28 @@ TEST(CancellationSourceTest, DeregistrationRacingCancelIsSafe) {
   int ran_during_or_after = 0;
   for (int i = 0; i < rounds; ++i) {
     slot* s = &slots[i];
+    // seq_cst for `deregistered` and `running`: the checks rely on one total
+    // order of the callback's and this thread's accesses -- a callback that
+    // started after reset() returned must see `deregistered`, and one still
+    // running after it must show `running`.  `calls`: relaxed, read after the
+    // canceller was joined.
     auto reg = sources[i]->token().on_cancel([s] {
-      if (s->deregistered.load()) s->after_reset.fetch_add(1);
-      s->running.store(true);
-      s->calls.fetch_add(1);
-      s->running.store(false);
+      if (s->deregistered.load(std::memory_order_seq_cst))
+        s->after_reset.fetch_add(1, std::memory_order_relaxed);
+      s->running.store(true, std::memory_order_seq_cst);
+      s->calls.fetch_add(1, std::memory_order_relaxed);
+      s->running.store(false, std::memory_order_seq_cst);
     });
     sync.arrive_and_wait();
     reg.reset();
-    s->deregistered.store(true);
-    ran_during_or_after += s->running.load() ? 1 : 0;
+    s->deregistered.store(true, std::memory_order_seq_cst);
+    ran_during_or_after += s->running.load(std::memory_order_seq_cst) ? 1 : 0;
   }
   canceller.join();
   int bad = 0;
-  for (auto& s : slots) bad += (s.calls.load() > 1) + s.after_reset.load();
+  for (auto& s : slots)
+    bad += (s.calls.load(std::memory_order_relaxed) > 1) +
+           s.after_reset.load(std::memory_order_relaxed);
   EXPECT_EQ(bad, 0);
   EXPECT_EQ(ran_during_or_after, 0) << "a callback was still running after reset() returned";
 }
@@ -303,7 +320,7 @@ TEST(CancellationSourceTest, TokenInterruptsWaitsOutsideWeft) {
     std::unique_lock lk(mu);
     waiting.count_down();
     bool got = cv.wait(lk, src.token().stop_token(), [&] { return item; });
-    woke_by_stop = !got;
+    woke_by_stop.store(!got, std::memory_order_relaxed);  // read after a.join()
   });
   // A queue that does not know stop tokens: the callback wakes it.
   std::mutex qmu;
@@ -319,14 +336,14 @@ TEST(CancellationSourceTest, TokenInterruptsWaitsOutsideWeft) {
     std::unique_lock lk(qmu);
     waiting.count_down();
     qcv.wait(lk, [&] { return interrupted; });
-    b_interrupted = true;
+    b_interrupted.store(true, std::memory_order_relaxed);  // read after b.join()
   });
   waiting.wait();
   src.cancel("wake the threads");
   a.join();
   b.join();
-  EXPECT_TRUE(woke_by_stop.load());
-  EXPECT_TRUE(b_interrupted.load());
+  EXPECT_TRUE(woke_by_stop.load(std::memory_order_relaxed));
+  EXPECT_TRUE(b_interrupted.load(std::memory_order_relaxed));
 }
 
 // ------------------------------------------------------------ spawn / bind
@@ -341,7 +358,8 @@ TEST(CancellationSourceTest, SpawnWithACancelledTokenNeverRunsTheBody) {
   p.want_reason = "cancelled before spawn";
   weft::runtime rt(with_workers(2));
   weft::cancellation_source src;
-  p.want_line = __LINE__; src.cancel("cancelled before spawn");
+  p.want_line.store(__LINE__ + 1, std::memory_order_relaxed);  // the next line
+  src.cancel("cancelled before spawn");
   auto h = rt.block_on(spawn_one_bound(&p, src.token()));
   try {
     (void)h.join();
@@ -349,9 +367,9 @@ TEST(CancellationSourceTest, SpawnWithACancelledTokenNeverRunsTheBody) {
   } catch (const cancelled_error& e) {
     EXPECT_EQ(e.reason(), "cancelled before spawn");
     EXPECT_EQ(e.kind(), cancel_kind::explicit_request);
-    EXPECT_EQ(e.where().line(), p.want_line.load());
+    EXPECT_EQ(e.where().line(), p.want_line.load(std::memory_order_relaxed));
   }
-  EXPECT_EQ(p.body_ran.load(), 0);
+  EXPECT_EQ(p.body_ran.load(std::memory_order_relaxed), 0);
 }
 
 TEST(CancellationSourceTest, BindAfterCancelCancelsAtOnceAndARegistrationMayOutliveTheHandle) {
@@ -377,8 +395,9 @@ TEST(CancellationSourceTest, BindAfterCancelCancelsAtOnceAndARegistrationMayOutl
     auto reg2 = early.token().bind(h2);
     EXPECT_THROW((void)h2.join(), cancelled_error);
     started.wait();
-    p.want_line = __LINE__; src.cancel("later");
-    EXPECT_TRUE(spin_until([&] { return p.matched.load() == 1; }));
+    p.want_line.store(__LINE__ + 1, std::memory_order_relaxed);  // the next line
+    src.cancel("later");
+    EXPECT_TRUE(spin_until([&] { return p.matched.load(std::memory_order_relaxed) == 1; }));
     reg.reset();  // may drop the last reference: the frame goes now
   }
   EXPECT_EQ(frames.now(), frames.start);
@@ -414,7 +433,8 @@ TEST(ProvenanceTest, SourceCancellationKeepsItsLineThroughANestedAwaitAndAGroup)
   weft::cancellation_source src(parent.token());
   auto h = rt.block_on(spawn_nested_bound(&p, &started, n, src.token()));
   started.wait();
-  p.want_line = __LINE__; parent.cancel("source says stop");
+  p.want_line.store(__LINE__ + 1, std::memory_order_relaxed);  // the next line
+  parent.cancel("source says stop");
   try {
     (void)h.join();
     ADD_FAILURE() << "not cancelled";
@@ -422,10 +442,10 @@ TEST(ProvenanceTest, SourceCancellationKeepsItsLineThroughANestedAwaitAndAGroup)
     // The bound task: cancelled by `src`, which followed `parent`.
     EXPECT_EQ(e.kind(), cancel_kind::parent);
     EXPECT_EQ(e.reason(), "source says stop");
-    EXPECT_EQ(e.where().line(), p.want_line.load());
+    EXPECT_EQ(e.where().line(), p.want_line.load(std::memory_order_relaxed));
   }
-  EXPECT_EQ(p.matched.load(), n);
-  EXPECT_EQ(p.mismatched.load(), 0);
+  EXPECT_EQ(p.matched.load(std::memory_order_relaxed), n);
+  EXPECT_EQ(p.mismatched.load(std::memory_order_relaxed), 0);
 }
 
 }  // namespace

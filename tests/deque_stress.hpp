@@ -82,11 +82,18 @@ inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_
     return pushed >= items && boundary.load(std::memory_order_relaxed) >= min_boundary;
   };
   while (!enough()) {
-    dq.push(&pool[static_cast<std::size_t>(pushed++)]);
+    item_t* just_pushed = &pool[static_cast<std::size_t>(pushed++)];
+    dq.push(just_pushed);
     // Mostly take right away (size 0-1); sometimes let it grow (forces the
-    // buffer to double while thieves read it).
+    // buffer to double while thieves read it).  Half of the takes are
+    // take_if(just pushed), the joiner's "is my child still here?".
     if (take_every > 0 && rng() % static_cast<std::uint64_t>(take_every + 1) != 0) {
-      if (item_t* got = dq.take()) seen[static_cast<std::size_t>(got->id)].fetch_add(1, std::memory_order_relaxed);
+      if (rng() % 2 == 0) {
+        if (dq.take_if(just_pushed))
+          seen[static_cast<std::size_t>(just_pushed->id)].fetch_add(1, std::memory_order_relaxed);
+      } else if (item_t* got = dq.take()) {
+        seen[static_cast<std::size_t>(got->id)].fetch_add(1, std::memory_order_relaxed);
+      }
     }
     if (rng() % 4096 == 0) {
       // A burst: push a few hundred before taking again.

@@ -23,8 +23,28 @@ TEST(DequeTest, OwnerAloneIsLifo) {
   EXPECT_EQ(dq.take(), nullptr);
   EXPECT_EQ(dq.take(), nullptr);  // take on empty twice: indices stay sane
   dq.push(&v[0]);
-  EXPECT_EQ(dq.peek_bottom(), &v[0]);
   EXPECT_EQ(dq.take(), &v[0]);
+}
+
+TEST(DequeTest, TakeIfTakesOnlyTheExpectedBottomItem) {
+  weft::detail::chase_lev_deque<int*> dq(2);
+  int v[3];
+  EXPECT_FALSE(dq.take_if(nullptr)) << "an empty, never used deque has nothing to take";
+  EXPECT_FALSE(dq.take_if(&v[0]));
+  dq.push(&v[0]);
+  dq.push(&v[1]);
+  EXPECT_FALSE(dq.take_if(&v[0])) << "v[0] is not at the bottom";
+  EXPECT_TRUE(dq.take_if(&v[1]));
+  EXPECT_FALSE(dq.take_if(&v[1])) << "taken once only";
+  int* got = nullptr;
+  ASSERT_EQ(dq.steal(got), weft::detail::steal_result::success);
+  EXPECT_EQ(got, &v[0]);
+  // The slot below bottom still holds v[0]: the deque is empty all the same.
+  EXPECT_FALSE(dq.take_if(&v[0]));
+  EXPECT_EQ(dq.take(), nullptr);
+  dq.push(&v[2]);
+  EXPECT_TRUE(dq.take_if(&v[2]));
+  EXPECT_EQ(dq.take(), nullptr);
 }
 
 TEST(DequeTest, StealTakesFromTheTopInFifoOrder) {

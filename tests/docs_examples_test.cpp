@@ -203,7 +203,8 @@ TEST(DocsExamplesTest, RefusingACancelWithUncancel) {
 weft::task<long> spin_without_awaits(std::latch* started, std::atomic<bool>* stop) {
   started->count_down();
   long n = 0;
-  while (!stop->load()) ++n;  // no co_await: nothing can deliver a cancel here
+  // Relaxed: a stop flag; it publishes nothing.
+  while (!stop->load(std::memory_order_relaxed)) ++n;  // no co_await: no cancel is delivered here
   co_return n;
 }
 
@@ -216,7 +217,7 @@ TEST(DocsExamplesTest, ALoopWithoutResumePointsCannotBeCancelled) {
   started.wait();
   EXPECT_TRUE(h.cancel("too late"));  // accepted, but never delivered
   EXPECT_EQ(h.cancelling(), 1u);
-  stop = true;
+  stop.store(true, std::memory_order_relaxed);
   EXPECT_GE(h.join(), 0);       // completed despite the cancel
   EXPECT_FALSE(h.cancelled());  // ... and the handle says so
   EXPECT_EQ(h.cancelling(), 1u);
@@ -234,7 +235,7 @@ TEST(DocsExamplesTest, CancellingCountsRequestsAndUncancelWithdrawsThem) {
   EXPECT_EQ(h.cancelling(), 2u);
   EXPECT_EQ(h.uncancel(), 1u);
   EXPECT_EQ(h.uncancel(), 0u);  // at zero the undelivered request is dropped too
-  stop = true;
+  stop.store(true, std::memory_order_relaxed);
   EXPECT_GE(h.join(), 0);
   EXPECT_FALSE(h.cancelled());
 }
@@ -268,14 +269,16 @@ TEST(DocsExamplesTest, CurrentTaskCancellingIsThisTaskCancelling) {
 
 // ---------------------------------------------------------------- asyncio.sleep(0)
 
+// Relaxed, the flag everywhere: it publishes nothing, and the test reads it
+// after block_on().
 weft::task<void> wait_for_flag(std::atomic<bool>* flag) {
-  while (!flag->load()) {
+  while (!flag->load(std::memory_order_relaxed)) {
     co_await weft::yield();  // asyncio.sleep(0): let the others run
   }
 }
 
 weft::task<void> set_flag(std::atomic<bool>* flag) {
-  flag->store(true);
+  flag->store(true, std::memory_order_relaxed);
   co_return;
 }
 
@@ -293,7 +296,7 @@ TEST(DocsExamplesTest, SleepZeroIsYield) {
   one_worker.workers = 1;
   weft::runtime rt(one_worker);
   rt.block_on(two_tasks(&flag));
-  EXPECT_TRUE(flag.load());
+  EXPECT_TRUE(flag.load(std::memory_order_relaxed));
 }
 
 // ---------------------------------------------------------------- await task
@@ -420,7 +423,7 @@ TEST(DocsExamplesTest, CpuLoopWithCheckpointIsCancellable) {
 }
 
 weft::task<void> crunch_until(std::atomic<bool>* flag) {
-  while (!flag->load()) {
+  while (!flag->load(std::memory_order_relaxed)) {
     co_await weft::checkpoint();  // reschedules once the time slice is spent
   }
 }
@@ -440,7 +443,7 @@ TEST(DocsExamplesTest, CheckpointSharesTheWorkerAfterATimeSlice) {
   one_worker.time_slice = std::chrono::milliseconds(1);
   weft::runtime rt(one_worker);
   rt.block_on(crunchers(&flag));
-  EXPECT_TRUE(flag.load());
+  EXPECT_TRUE(flag.load(std::memory_order_relaxed));
 }
 
 // ---------------------------------------------------------------- shutdown
@@ -645,12 +648,14 @@ TEST(DocsExamplesTest, ACancellationSourceCancelsEveryBoundTask) {
 
 weft::task<void> limited(weft::semaphore* sem, std::atomic<int>* inside, std::atomic<int>* most) {
   co_await sem->acquire();  // a cancellation point; a cancelled acquire takes no permit
-  const int now = inside->fetch_add(1) + 1;
-  int seen = most->load();
-  while (now > seen && !most->compare_exchange_weak(seen, now)) {
+  // Relaxed: the RMWs on `inside` are totally ordered anyway, and the
+  // semaphore orders a leaver's decrement before the next entrant's increment.
+  const int now = inside->fetch_add(1, std::memory_order_relaxed) + 1;
+  int seen = most->load(std::memory_order_relaxed);
+  while (now > seen && !most->compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
   }
   co_await weft::yield();
-  inside->fetch_sub(1);
+  inside->fetch_sub(1, std::memory_order_relaxed);
   sem->release();
 }
 
@@ -662,7 +667,7 @@ TEST(DocsExamplesTest, AsyncioSemaphoreIsWeftSemaphore) {
   std::vector<weft::join_handle<void>> hs;
   for (int i = 0; i < 20; ++i) hs.push_back(rt.spawn(limited(&sem, &inside, &most)));
   for (auto& h : hs) h.join();
-  EXPECT_LE(most.load(), 2);
+  EXPECT_LE(most.load(std::memory_order_relaxed), 2);  // after every join()
   EXPECT_EQ(sem.available(), 2);
 }
 

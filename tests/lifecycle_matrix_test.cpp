@@ -39,7 +39,7 @@ struct matrix_state {
 
 weft::task<int> matrix_body(matrix_state* s, bool throws, bool long_wait) {
   raii_probe g(s->rc);
-  s->body_ran = true;
+  s->body_ran.store(true, std::memory_order_relaxed);  // read after the runtime is gone
   s->at_suspend.count_down();
   if (long_wait)
     co_await weft::sleep_for(std::chrono::hours(1));  // only a cancel ends this
@@ -86,6 +86,8 @@ TEST_P(LifecycleMatrixTest, OutcomeIsExactlyAsSpecified) {
   const int expect_hook = (!expect_cancelled && throws && !handle_observes) ? 1 : 0;
 
   matrix_state s;
+  // Relaxed, these and the RAII counters: polled as signs of progress, and
+  // checked after the runtime was destroyed (its workers joined).
   std::atomic<int> hook_calls{0}, hook_right_type{0};
   std::latch blockers_started{static_cast<std::ptrdiff_t>(workers)}, release{1};
   int r1 = -1, r2 = -1;  // cancel() results: -1 not called, 0 false, 1 true
@@ -93,11 +95,11 @@ TEST_P(LifecycleMatrixTest, OutcomeIsExactlyAsSpecified) {
     weft::runtime_options opts;
     opts.workers = workers;
     opts.unhandled_exception = [&](std::exception_ptr e) {
-      hook_calls.fetch_add(1);
+      hook_calls.fetch_add(1, std::memory_order_relaxed);
       try {
         std::rethrow_exception(e);
       } catch (const matrix_error&) {
-        hook_right_type.fetch_add(1);
+        hook_right_type.fetch_add(1, std::memory_order_relaxed);
       } catch (...) {
       }
     };
@@ -138,9 +140,11 @@ TEST_P(LifecycleMatrixTest, OutcomeIsExactlyAsSpecified) {
         // Wait (bounded) until the detached task has run its course, so that
         // the runtime's shutdown does not change its outcome.
         if (expect_body) {
-          ASSERT_TRUE(spin_until([&] { return s.rc.destroyed.load() == 1; }));
+          ASSERT_TRUE(
+              spin_until([&] { return s.rc.destroyed.load(std::memory_order_relaxed) == 1; }));
           if (expect_hook) {
-            ASSERT_TRUE(spin_until([&] { return hook_calls.load() == expect_hook; }));
+            ASSERT_TRUE(spin_until(
+                [&] { return hook_calls.load(std::memory_order_relaxed) == expect_hook; }));
           }
         }
         break;
@@ -210,11 +214,13 @@ TEST_P(LifecycleMatrixTest, OutcomeIsExactlyAsSpecified) {
       EXPECT_EQ(r1, 0) << "cancel after completion must return false";
       break;
   }
-  EXPECT_EQ(s.body_ran.load(), expect_body);
-  EXPECT_EQ(hook_calls.load(), expect_hook) << "unhandled-exception hook calls";
-  EXPECT_EQ(hook_right_type.load(), expect_hook);
-  EXPECT_EQ(s.rc.constructed.load(), expect_body ? 1 : 0);
-  EXPECT_EQ(s.rc.destroyed.load(), s.rc.constructed.load());
+  EXPECT_EQ(s.body_ran.load(std::memory_order_relaxed), expect_body);
+  EXPECT_EQ(hook_calls.load(std::memory_order_relaxed), expect_hook)
+      << "unhandled-exception hook calls";
+  EXPECT_EQ(hook_right_type.load(std::memory_order_relaxed), expect_hook);
+  EXPECT_EQ(s.rc.constructed.load(std::memory_order_relaxed), expect_body ? 1 : 0);
+  EXPECT_EQ(s.rc.destroyed.load(std::memory_order_relaxed),
+            s.rc.constructed.load(std::memory_order_relaxed));
   EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
 }
 

@@ -173,6 +173,8 @@ class freezer {
 // catch block never ran, the joiner got cancelled_error.  Deterministic (one
 // worker); fails at f619ea2 every time.
 
+// Relaxed, both: `asleep` is polled as a sign of progress (one worker), and
+// `caught` is read after block_on().
 struct woken_child {
   std::atomic<bool> asleep{false};
   std::atomic<int> caught{0};
@@ -180,10 +182,10 @@ struct woken_child {
 
 weft::task<std::string> sleeps_until_cancelled(woken_child* s) {
   try {
-    s->asleep.store(true);
+    s->asleep.store(true, std::memory_order_relaxed);
     co_await weft::sleep_for(1h);
   } catch (const weft::cancelled_error&) {
-    s->caught.fetch_add(1);
+    s->caught.fetch_add(1, std::memory_order_relaxed);
     co_return "Canceled";
   }
   co_return "Finished";
@@ -192,7 +194,7 @@ weft::task<std::string> sleeps_until_cancelled(woken_child* s) {
 weft::task<std::string> cancel_sleeping_child_then_join(woken_child* s) {
   weft::join_handle<std::string> h = weft::spawn(sleeps_until_cancelled(s));
   // One worker: once the flag is up, the child has run into its sleep.
-  while (!s->asleep.load()) co_await weft::yield();
+  while (!s->asleep.load(std::memory_order_relaxed)) co_await weft::yield();
   h.cancel("stop");      // wakes the child onto this worker's own deque
   co_return co_await h;  // taken inline: it must resume the child, not start it
 }
@@ -208,7 +210,7 @@ TEST(RegressionTest, InlineJoinOfAWokenChildRunsItsCatchBlock) {
       ADD_FAILURE() << "the joiner got cancelled_error (" << e.what()
                     << "): the woken child was treated as never started";
     }
-    EXPECT_EQ(s.caught.load(), 1) << "the child's catch block did not run";
+    EXPECT_EQ(s.caught.load(std::memory_order_relaxed), 1) << "the child's catch block did not run";
     if (::testing::Test::HasFailure()) break;
   }
 }
@@ -219,18 +221,20 @@ TEST(RegressionTest, InlineJoinOfAWokenChildRunsItsCatchBlock) {
 // neither delivered nor rescheduled: the loop ran on as if nothing was asked.
 // Fails at f619ea2 every time (the loop runs to its 5 s bound).
 
+// Relaxed, both: `running` is polled as a sign of progress, `delivered` is
+// read after join().
 struct inline_cruncher {
   std::atomic<bool> running{false};
   std::atomic<bool> delivered{false};
 };
 
 weft::task<int> crunch_with_checkpoints(inline_cruncher* s) {
-  s->running.store(true);
+  s->running.store(true, std::memory_order_relaxed);
   const auto t0 = weft_test::clock_type::now();
   try {
     while (weft_test::clock_type::now() - t0 < 5s * kSlowdown) co_await weft::checkpoint();
   } catch (const weft::cancelled_error&) {
-    s->delivered.store(true);
+    s->delivered.store(true, std::memory_order_relaxed);
     throw;
   }
   co_return 0;
@@ -246,11 +250,12 @@ TEST(RegressionTest, CheckpointInAnInlineChildDeliversTheJoinersCancel) {
   inline_cruncher s;
   weft::runtime rt(weft_test::with_workers(1));
   weft::join_handle<int> h = rt.spawn(join_cruncher_inline(&s));
-  await_true([&] { return s.running.load(); });
+  await_true([&] { return s.running.load(std::memory_order_relaxed); });
   const auto t0 = weft_test::clock_type::now();
   EXPECT_TRUE(h.cancel("stop the joiner"));
   EXPECT_THROW(h.join(), weft::cancelled_error);
-  EXPECT_TRUE(s.delivered.load()) << "checkpoint() in the inline child never delivered the cancel";
+  EXPECT_TRUE(s.delivered.load(std::memory_order_relaxed))
+      << "checkpoint() in the inline child never delivered the cancel";
   EXPECT_LT(weft_test::seconds_since(t0), 2.0 * kSlowdown);
 }
 
@@ -265,13 +270,14 @@ TEST(RegressionTest, CheckpointInAnInlineChildDeliversTheJoinersCancel) {
 // test holds, so it holds none and took no wake-up.  Fails at f619ea2 in the
 // first round.
 
+// Relaxed: the tests read it after block_on().
 weft::task<void> find_runtime(std::atomic<weft::detail::runtime_impl*>* out) {
-  out->store(weft::detail::current_worker()->rt);
+  out->store(weft::detail::current_worker()->rt, std::memory_order_relaxed);
   co_return;
 }
 
 void spawn_one(weft::runtime* rt, weft::join_handle<int>* h, std::atomic<bool>* calling) {
-  calling->store(true);
+  calling->store(true, std::memory_order_relaxed);  // a sign of progress; publishes nothing
   freezable_region region;
   *h = rt->spawn(weft_test::value_task(3));
 }
@@ -288,11 +294,12 @@ TEST(RegressionTest, SpawnRacingShutdownIsNeverLost) {
     std::atomic<weft::detail::runtime_impl*> impl{nullptr};
     weft::runtime rt(weft_test::with_workers(2));
     rt.block_on(find_runtime(&impl));
-    weft::detail::runtime_impl* ri = impl.load();
+    weft::detail::runtime_impl* ri = impl.load(std::memory_order_relaxed);
     // Nothing is queued, so the workers do not touch the injection mutex.
     std::unique_lock<std::mutex> injection(ri->inject_mutex);
     std::thread spawner(spawn_one, &rt, &h, &calling);
-    await_true([&] { return calling.load() && has_waiter(ri->inject_mutex); });
+    await_true(
+        [&] { return calling.load(std::memory_order_relaxed) && has_waiter(ri->inject_mutex); });
     // The spawner waits for the mutex (so it saw the runtime running) and
     // holds nothing: freeze it there.
     while (!fz.try_freeze(spawner.native_handle())) {
@@ -352,14 +359,16 @@ weft::task<int> cancel_self_and_refuse(uncancel_race* s) {
     }
     // The test's cancel() may still be on its way (it waited for our lock).
     while (s->check.load(std::memory_order_acquire) < r) std::this_thread::yield();
-    s->count_after.store(weft::this_task::cancelling());
+    // Relaxed, this and `delivered`: published by the release store of
+    // `finished` below.
+    s->count_after.store(weft::this_task::cancelling(), std::memory_order_relaxed);
     bool delivered = false;
     try {
       weft::this_task::throw_if_cancel_requested();
     } catch (const weft::cancelled_error&) {
       delivered = true;
     }
-    s->delivered.store(delivered);
+    s->delivered.store(delivered, std::memory_order_relaxed);
     weft::this_task::uncancel();  // back to zero for the next round
     s->finished.store(r, std::memory_order_release);
   }
@@ -377,7 +386,7 @@ TEST(RegressionTest, UncancelRacingCancelKeepsTheNewRequest) {
   const int rounds = static_cast<int>(scaled(500, 300, 300));
   int inside_lock = 0, frozen_rounds = 0;
   for (int r = 1; r <= rounds; ++r) {
-    s.stop.store(false);
+    s.stop.store(false, std::memory_order_relaxed);  // published by the release of `round`
     s.round.store(r, std::memory_order_release);
     bool frozen = false;
     for (int k = 0; k < 100'000 && !frozen; ++k) frozen = fz.try_freeze(s.worker);
@@ -402,9 +411,10 @@ TEST(RegressionTest, UncancelRacingCancelKeepsTheNewRequest) {
     if (late_canceller.joinable()) late_canceller.join();
     s.check.store(r, std::memory_order_release);
     await_true([&] { return s.finished.load(std::memory_order_acquire) == r; });
-    EXPECT_EQ(s.count_after.load(), 1u) << "round " << r;
-    EXPECT_TRUE(s.delivered.load()) << "round " << r << ": cancelling() is " << s.count_after.load()
-                                    << " but the request was withdrawn by uncancel()";
+    EXPECT_EQ(s.count_after.load(std::memory_order_relaxed), 1u) << "round " << r;
+    EXPECT_TRUE(s.delivered.load(std::memory_order_relaxed))
+        << "round " << r << ": cancelling() is " << s.count_after.load(std::memory_order_relaxed)
+        << " but the request was withdrawn by uncancel()";
     if (::testing::Test::HasFailure()) break;
   }
   s.finish.store(true, std::memory_order_release);
@@ -422,15 +432,17 @@ TEST(RegressionTest, UncancelRacingCancelKeepsTheNewRequest) {
 // the waiter moves from T1 to T2.  At f619ea2 every freeze in that window
 // fails: all of 20 runs failed in their first attempt, after 1 to 51 signals.
 
-// Blocks its worker thread (without spinning) until the gate opens.
+// Blocks its worker thread (without spinning) until the gate opens.  Relaxed,
+// every access to a gate: it publishes nothing (what the test then checks is
+// ordered by weft's own joins and the tasks' states).
 weft::task<void> hold_worker(std::atomic<int>* gate) {
-  gate->store(1);  // running
-  gate->wait(1);
+  gate->store(1, std::memory_order_relaxed);  // running
+  gate->wait(1, std::memory_order_relaxed);
   co_return;
 }
 
 void open_gate(std::atomic<int>& gate) {
-  gate.store(2);
+  gate.store(2, std::memory_order_relaxed);
   gate.notify_all();
 }
 
@@ -447,6 +459,8 @@ weft::task<void> await_one_then_another(weft::join_handle<int>* t1, weft::join_h
   (void)co_await *t2;
 }
 
+// Relaxed, `stop` and `calls`: a stop flag and a sign of progress; the
+// canceller thread is joined before anything else is read.
 struct forward_race {
   weft::join_handle<void>* waiter = nullptr;
   std::atomic<bool> stop{false};
@@ -454,12 +468,12 @@ struct forward_race {
 };
 
 void cancel_in_a_loop(forward_race* f) {
-  while (!f->stop.load()) {
+  while (!f->stop.load(std::memory_order_relaxed)) {
     {
       freezable_region region;
       f->waiter->cancel();
     }
-    f->calls.fetch_add(1);
+    f->calls.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
@@ -481,13 +495,13 @@ TEST(RegressionTest, CancelIsForwardedToTheTaskTheWaiterMovedOnTo) {
     auto e2 = std::make_unique<weft::event>();
     std::atomic<int> gate_a{0}, gate_b{0};
     weft::join_handle<void> block_b = b.spawn(hold_worker(&gate_b));
-    await_true([&] { return gate_b.load() == 1; });
+    await_true([&] { return gate_b.load(std::memory_order_relaxed) == 1; });
     weft::join_handle<int> t1 = b.spawn(weft_test::value_task(1));  // queued behind block_b
     weft::join_handle<int> t2 = b.spawn(wait_on_event(e2.get()));
     weft::join_handle<void> waiter = a.spawn(await_one_then_another(&t1, &t2));
     await_true([&] { return (state_of(core_of(t1)) & task_core::kJoiner) != 0; });
     weft::join_handle<void> block_a = a.spawn(hold_worker(&gate_a));
-    await_true([&] { return gate_a.load() == 1; });
+    await_true([&] { return gate_a.load(std::memory_order_relaxed) == 1; });
     EXPECT_TRUE(t1.cancel("before it starts"));
     open_gate(gate_b);  // t1 completes unstarted; the waiter is queued on blocked `a`
     await_true([&] { return t1.done(); });
@@ -495,7 +509,7 @@ TEST(RegressionTest, CancelIsForwardedToTheTaskTheWaiterMovedOnTo) {
     forward_race f;
     f.waiter = &waiter;
     std::thread canceller(cancel_in_a_loop, &f);
-    await_true([&] { return f.calls.load() > 0; });
+    await_true([&] { return f.calls.load(std::memory_order_relaxed) > 0; });
     // Freeze the canceller after it took its temporary reference on T1 and
     // let go of the waiter's hook lock.
     bool in_window = false;
@@ -513,13 +527,13 @@ TEST(RegressionTest, CancelIsForwardedToTheTaskTheWaiterMovedOnTo) {
       ++armed;
       open_gate(gate_a);  // the waiter runs: T1's outcome, then it awaits T2
       await_true([&] { return (state_of(core_of(t2)) & task_core::kJoiner) != 0; });
-      f.stop.store(true);
+      f.stop.store(true, std::memory_order_relaxed);
       fz.thaw();
       canceller.join();
       EXPECT_EQ(t2.cancelling(), 1u)
           << "attempt " << attempt << ": the cancel stayed on the waiter instead of reaching T2";
     } else {
-      f.stop.store(true);
+      f.stop.store(true, std::memory_order_relaxed);
       canceller.join();
       open_gate(gate_a);
     }
@@ -553,7 +567,10 @@ struct frame_sentinel {
   explicit frame_sentinel(std::atomic<int>* d) : destroyed(d) {}
   frame_sentinel(frame_sentinel&& o) noexcept : destroyed(o.destroyed), in_frame(true) {}
   ~frame_sentinel() {
-    if (in_frame) destroyed->fetch_add(1);  // the copy in the coroutine frame
+    // seq_cst, with the test's "too early" check: that check looks for a
+    // destruction on another thread with no happens-before edge to it, so
+    // both sides take part in the one total order.
+    if (in_frame) destroyed->fetch_add(1, std::memory_order_seq_cst);  // the copy in the frame
   }
 };
 
@@ -582,7 +599,9 @@ TEST(RegressionTest, ShieldWatchersAreWokenUnderAReferenceOfTheirOwn) {
   await_true([&] { return (state_of(core) & task_core::kWatched) != 0; });
   w.cancel("leave");
   w.join();
-  core.watchers.lock();  // completion will wait for this lock in fire_watchers
+  // Relaxed: the watcher above created the list (it registered kWatched).
+  weft::detail::wait_list* watchers = core.watchers.load(std::memory_order_relaxed);
+  watchers->lock();  // completion will wait for this lock in fire_watchers
   go.set();
   await_true([&] { return h.done(); });
   // HEAD takes its temporary reference in fire_watchers, one RMW after the one
@@ -591,13 +610,13 @@ TEST(RegressionTest, ShieldWatchersAreWokenUnderAReferenceOfTheirOwn) {
   // a narrower window HEAD leaves open (docs/architecture.md, "Open issues").
   (void)weft_test::spin_until([&] { return refs_of(core) == 2; }, 500ms);
   h = {};  // drop the only handle while completion still works on the task
-  const bool destroyed_too_early = destroyed.load() != 0;
+  const bool destroyed_too_early = destroyed.load(std::memory_order_seq_cst) != 0;
   EXPECT_FALSE(destroyed_too_early)
       << "the frame was destroyed while complete_task was still waking its watchers";
   // At f619ea2 this unlock writes into the freed frame (that is the bug): it
   // lets the stuck completion finish so the test can end.
-  core.watchers.unlock();
-  await_true([&] { return destroyed.load() == 1; });
+  watchers->unlock();
+  await_true([&] { return destroyed.load(std::memory_order_relaxed) == 1; });
 }
 
 // ================================================================ defect 7
@@ -765,6 +784,7 @@ TEST(RegressionTest, WaitForDoesNotSwallowALateCancelOfTheWaiter) {
 // sibling on its worker has cleaned up then spins forever (shutdown never
 // returns).  Here it gives up after 10^6 yields.  Fails at f619ea2 every time.
 
+// `sibling_done`: relaxed, a sign of progress between two tasks on one worker.
 struct refusing_pair {
   std::latch both{2};
   std::atomic<bool> sibling_done{false};
@@ -779,7 +799,7 @@ weft::task<bool> refuse_shutdown_and_yield(refusing_pair* s) {
     // refused: carry on until the sibling has cleaned up
   }
   for (long i = 0; i < 1'000'000; ++i) {
-    if (s->sibling_done.load()) co_return true;
+    if (s->sibling_done.load(std::memory_order_relaxed)) co_return true;
     co_await weft::yield();
   }
   co_return false;  // yield() never let the sibling run
@@ -791,7 +811,7 @@ weft::task<void> clean_up_at_shutdown(refusing_pair* s) {
     co_await s->never.wait();
   } catch (const weft::cancelled_error&) {
   }
-  s->sibling_done.store(true);
+  s->sibling_done.store(true, std::memory_order_relaxed);
 }
 
 TEST(RegressionTest, YieldStillReschedulesWhileTheRuntimeStops) {
@@ -805,7 +825,11 @@ TEST(RegressionTest, YieldStillReschedulesWhileTheRuntimeStops) {
   s.both.wait();
   // Both suspended: the only worker has parked.  Shutdown then wakes the
   // sleeper first (timers before list waits), so `a` runs before `b`.
-  await_true([&] { return impl.load()->num_sleepers.load() == 1; });
+  // Relaxed: `impl` was stored before block_on() returned; num_sleepers is
+  // only polled for a state.
+  await_true([&] {
+    return impl.load(std::memory_order_relaxed)->num_sleepers.load(std::memory_order_relaxed) == 1;
+  });
   rt.shutdown();
   EXPECT_TRUE(a.join()) << "yield() did not let the sibling run after shutdown began";
   b.join();
@@ -867,14 +891,15 @@ weft::task<int> sleeps_an_hour() {
 // The inner wait_for (1 h) sees the outer timeout's cancellation come through
 // its task; it must let the cancelled_error through (its own deadline is far
 // away), and only the outer wait_for turns it into timeout_error.
+// `inner_saw`: relaxed, read after block_on().
 weft::task<int> inner_wait(std::atomic<int>* inner_saw) {
   try {
     co_return co_await weft::wait_for(sleeps_an_hour(), std::chrono::hours(1));
   } catch (const weft::timeout_error&) {
-    inner_saw->store(1);  // wrong: not the inner one's timeout
+    inner_saw->store(1, std::memory_order_relaxed);  // wrong: not the inner one's timeout
     throw;
   } catch (const weft::cancelled_error& e) {
-    inner_saw->store(e.kind() == weft::cancel_kind::timeout ? 2 : 3);
+    inner_saw->store(e.kind() == weft::cancel_kind::timeout ? 2 : 3, std::memory_order_relaxed);
     throw;
   }
 }
@@ -892,7 +917,60 @@ TEST(RegressionTest, NestedWaitForReportsTheOuterTimeoutOnlyAtTheOuterWaitFor) {
   std::atomic<int> inner_saw{0};
   weft::runtime rt(weft_test::with_workers(2));
   EXPECT_EQ(rt.block_on(outer_wait(&inner_saw)), -1) << "the outer wait_for times out";
-  EXPECT_EQ(inner_saw.load(), 2) << "1: the inner wait_for threw timeout_error; 3: other kind";
+  EXPECT_EQ(inner_saw.load(std::memory_order_relaxed), 2)
+      << "1: the inner wait_for threw timeout_error; 3: other kind";
+}
+
+// ---- 14: wait_for leaked the awaited task when its deadline task never ran ----
+// wait_for(h, d) takes a reference on h's task for the deadline task it spawns
+// (which may outlive the wait).  The deadline task dropped that reference from
+// a guard declared in its body -- but a task cancelled before it starts never
+// runs its body, so the reference was never dropped and h's frame leaked.
+// That happens whenever the wait ends before the deadline task got a worker:
+// (a) h is already done (one worker: the waiter does not suspend, cancels the
+// deadline task, and only then lets it run); (b) during shutdown, where the
+// spawn of the deadline task completes it at once as cancelled.  Leaked one
+// frame per wait_for before the fix (frames.now() - frames.start == rounds + 1).
+
+weft::task<int> wait_for_finished_handles(int rounds) {
+  int sum = 0;
+  for (int i = 0; i < rounds; ++i) {
+    auto h = weft::spawn(weft_test::value_task(i));
+    while (!h.done()) co_await weft::yield();
+    sum += co_await weft::wait_for(h, std::chrono::hours(1));
+  }
+  co_return sum;
+}
+
+weft::task<int> wait_for_during_shutdown(std::latch* asleep) {
+  asleep->count_down();
+  try {
+    co_await weft::sleep_for(std::chrono::hours(1));
+  } catch (const weft::cancelled_error&) {
+    // refused: carry on with a wait_for while the runtime stops
+  }
+  auto h = weft::spawn(weft_test::value_task(5));  // comes back cancelled ("shutdown")
+  try {
+    co_return co_await weft::wait_for(h, std::chrono::hours(1));
+  } catch (const weft::cancelled_error& e) {
+    co_return e.kind() == weft::cancel_kind::shutdown ? -1 : -2;
+  }
+}
+
+TEST(RegressionTest, WaitForFreesTheAwaitedTaskWhenItsDeadlineTaskNeverRan) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  const weft_test::frame_baseline frames;
+  const int rounds = 100;
+  {
+    std::latch asleep{1};
+    weft::runtime rt(weft_test::with_workers(1));
+    EXPECT_EQ(rt.block_on(wait_for_finished_handles(rounds)), rounds * (rounds - 1) / 2);
+    auto h = rt.spawn(wait_for_during_shutdown(&asleep));
+    asleep.wait();
+    rt.shutdown();
+    EXPECT_EQ(h.join(), -1) << "the handle spawned during shutdown is cancelled (shutdown)";
+  }
+  EXPECT_EQ(frames.now(), frames.start) << "frames leaked (one per wait_for before the fix)";
 }
 
 }  // namespace

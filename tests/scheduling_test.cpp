@@ -16,6 +16,7 @@ using weft::cancelled_error;
 
 // ------------------------------------------------------------- checkpoint
 
+// `iters`: relaxed, polled by the test as a sign of progress only.
 weft::task<long> cpu_loop_with_checkpoint(std::latch* running, std::atomic<long>* iters) {
   running->count_down();
   for (;;) {
@@ -38,7 +39,7 @@ TEST_P(CheckpointCancelTest, CpuLoopWithCheckpointIsCancelledPromptly) {
   auto h = rt.spawn(cpu_loop_with_checkpoint(&running, &iters));
   running.wait();
   // Let it spin a little (no sleep: wait for visible progress).
-  ASSERT_TRUE(spin_until([&] { return iters.load() > 1000; }));
+  ASSERT_TRUE(spin_until([&] { return iters.load(std::memory_order_relaxed) > 1000; }));
   const auto t0 = clock_type::now();
   EXPECT_TRUE(h.cancel("cpu"));
   try {
@@ -60,9 +61,88 @@ INSTANTIATE_TEST_SUITE_P(Slices, CheckpointCancelTest,
                            return "Slice" + std::to_string(info.param.count()) + "us";
                          });
 
+// ---------------------------------------------------------------- idle spin
+
+weft::task<int> trivial_task() { co_return 7; }
+
+// runtime_options::idle_spin bounds how long an idle worker spins: with any
+// setting, every worker of a runtime with nothing to do parks, and a task
+// spawned afterwards still runs (the parked workers are woken).
+class IdleSpinTest : public ::testing::TestWithParam<std::chrono::microseconds> {};
+
+TEST_P(IdleSpinTest, IdleWorkersParkOnceTheirSpinIsOverAndWakeForNewWork) {
+  watchdog dog(60s);
+  weft::runtime_options o = with_workers(2);
+  o.idle_spin = GetParam();
+  weft::runtime rt(std::move(o));
+  EXPECT_EQ(rt.block_on(trivial_task()), 7);
+  // Both workers run dry after the task: each must park (parks counts every
+  // park, so >= 2 also covers a worker that parked, was woken and parked
+  // again).  Bounded by the watchdog, not a sleep.
+  EXPECT_TRUE(spin_until([&] { return rt.stats().parks >= 2; }, 20'000ms))
+      << "an idle worker never parked (spinning forever?)";
+  EXPECT_EQ(rt.block_on(trivial_task()), 7);
+}
+
+INSTANTIATE_TEST_SUITE_P(Spins, IdleSpinTest,
+                         ::testing::Values(std::chrono::microseconds(0),
+                                           std::chrono::microseconds(100),
+                                           std::chrono::microseconds(20'000)),
+                         [](const auto& info) {
+                           return "Spin" + std::to_string(info.param.count()) + "us";
+                         });
+
+TEST(RuntimeOptionsTest, DefaultIdleSpinIsOneHundredMicroseconds) {
+  EXPECT_EQ(weft::runtime_options{}.idle_spin, std::chrono::microseconds(100));
+}
+
 TEST(CheckpointTest, DefaultTimeSliceIsTwoMilliseconds) {
   weft::runtime rt(with_workers(1));
   EXPECT_EQ(rt.time_slice(), std::chrono::microseconds(2000));
+}
+
+// A pending cancel does not wait for the slice: the very next checkpoint
+// delivers it.  The test publishes "cancel() has returned" (release) after the
+// call; an iteration that saw that (acquire) has the request visible at its
+// checkpoint (cancel()'s exchange happens-before it), so that checkpoint must
+// throw: no iteration may complete after it.  A 10 s slice: the slice cannot
+// be what ends the loop.
+struct next_checkpoint_state {
+  std::latch running{1};
+  std::atomic<bool> cancel_returned{false};
+  std::atomic<long> passed_after_cancel{0};  // checkpoints passed with the request visible
+};
+
+weft::task<long> checkpoint_loop_after_cancel(next_checkpoint_state* s) {
+  s->running.count_down();
+  for (;;) {
+    // Acquire: pairs with the test's release store made after cancel() returned.
+    const bool cancel_visible = s->cancel_returned.load(std::memory_order_acquire);
+    co_await weft::checkpoint();
+    // Relaxed: a counter the test reads after join().
+    if (cancel_visible) s->passed_after_cancel.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+TEST(CheckpointTest, PendingCancelIsDeliveredAtTheVeryNextCheckpointNotAtTheSliceEnd) {
+  watchdog wd(30s);
+  weft::runtime_options opts;
+  opts.workers = 2;
+  opts.time_slice = std::chrono::seconds(10);
+  weft::runtime rt(opts);
+  for (int round = 0; round < 200; ++round) {
+    next_checkpoint_state st;
+    auto h = rt.spawn(checkpoint_loop_after_cancel(&st));
+    st.running.wait();
+    EXPECT_TRUE(h.cancel("next checkpoint"));
+    // Release: pairs with the task's acquire load (see the struct comment).
+    st.cancel_returned.store(true, std::memory_order_release);
+    EXPECT_THROW((void)h.join(), cancelled_error);
+    // Relaxed: the join above ordered the task's writes before this read.
+    EXPECT_EQ(st.passed_after_cancel.load(std::memory_order_relaxed), 0)
+        << "a checkpoint let the loop go on with a cancel pending (round " << round << ")";
+    if (::testing::Test::HasFailure()) break;
+  }
 }
 
 // Documents a limit, as asyncio does: a loop with no resume point cannot be
@@ -75,7 +155,8 @@ weft::task<long> cpu_loop_without_await(std::latch* running, std::atomic<bool>* 
   volatile long sink = 0;
   const long n = scaled(20'000'000, 2'000'000);
   for (long i = 0; i < n; ++i) sink = sink + i;
-  saw_request->store(weft::this_task::cancel_requested());
+  saw_request->store(weft::this_task::cancel_requested(),
+                     std::memory_order_relaxed);  // read after join()
   co_return n;
 }
 
@@ -91,7 +172,7 @@ TEST(CheckpointTest, LoopWithoutAnyAwaitCannotBeCancelled) {
   EXPECT_EQ(h.join(), scaled(20'000'000, 2'000'000));  // ran to its end
   EXPECT_FALSE(h.cancelled());
   EXPECT_EQ(h.cancelling(), 1u);
-  EXPECT_TRUE(saw.load());
+  EXPECT_TRUE(saw.load(std::memory_order_relaxed));
 }
 
 // Two CPU-bound tasks on ONE worker, each with checkpoint() in its loop.  Each
@@ -132,8 +213,8 @@ TEST(CheckpointTest, TimeSliceInterleavesCpuBoundTasksOnOneWorker) {
   auto b = rt.spawn(sliced_spinner(&s, 1));
   const long ia = a.join();
   const long ib = b.join();
-  EXPECT_GE(s.switches_seen[0].load(), 3);
-  EXPECT_GE(s.switches_seen[1].load(), 3);
+  EXPECT_GE(s.switches_seen[0].load(std::memory_order_relaxed), 3);
+  EXPECT_GE(s.switches_seen[1].load(std::memory_order_relaxed), 3);
   EXPECT_GT(ia, 0);
   EXPECT_GT(ib, 0);
   std::printf("[ info ] time-slice interleave: %ld and %ld iterations\n", ia, ib);
@@ -141,6 +222,8 @@ TEST(CheckpointTest, TimeSliceInterleavesCpuBoundTasksOnOneWorker) {
 
 // ------------------------------------------------------------------ yield
 
+// One worker: every access is made on the same thread, so relaxed is enough
+// throughout.
 struct yield_state {
   std::atomic<bool> b_started{false};
   std::atomic<bool> a_done{false};
@@ -149,23 +232,24 @@ struct yield_state {
 };
 
 weft::task<int> yielder_a(yield_state* s, int n) {
-  while (!s->b_started.load()) co_await weft::yield();
+  while (!s->b_started.load(std::memory_order_relaxed)) co_await weft::yield();
   for (int i = 0; i < n; ++i) {
-    const long before = s->b_count.load();
+    const long before = s->b_count.load(std::memory_order_relaxed);
     co_await weft::yield();
-    if (s->b_count.load() == before) s->a_yields_without_b_progress.fetch_add(1);
+    if (s->b_count.load(std::memory_order_relaxed) == before)
+      s->a_yields_without_b_progress.fetch_add(1, std::memory_order_relaxed);
   }
-  s->a_done = true;
+  s->a_done.store(true, std::memory_order_relaxed);
   co_return n;
 }
 
 weft::task<long> counter_b(yield_state* s) {
-  s->b_started = true;
-  while (!s->a_done.load()) {
-    s->b_count.fetch_add(1);
+  s->b_started.store(true, std::memory_order_relaxed);
+  while (!s->a_done.load(std::memory_order_relaxed)) {
+    s->b_count.fetch_add(1, std::memory_order_relaxed);
     co_await weft::yield();
   }
-  co_return s->b_count.load();
+  co_return s->b_count.load(std::memory_order_relaxed);
 }
 
 TEST(YieldTest, YieldAlwaysReschedulesBehindOtherReadyTasks) {
@@ -176,7 +260,7 @@ TEST(YieldTest, YieldAlwaysReschedulesBehindOtherReadyTasks) {
   auto b = rt.spawn(counter_b(&s));
   EXPECT_EQ(a.join(), 1000);
   EXPECT_GE(b.join(), 1000);
-  EXPECT_EQ(s.a_yields_without_b_progress.load(), 0)
+  EXPECT_EQ(s.a_yields_without_b_progress.load(std::memory_order_relaxed), 0)
       << "yield() resumed A although B was ready to run";
 }
 
@@ -191,9 +275,10 @@ TEST(YieldTest, YieldWithNothingElseToRunReturns) {
   EXPECT_EQ(rt.block_on(lone_yielder(10000)), 10000);
 }
 
+// `woke`: relaxed, read after the tasks were joined.
 weft::task<int> sleeper_set(std::chrono::nanoseconds d, std::atomic<int>* woke) {
   co_await weft::sleep_for(d);
-  woke->fetch_add(1);
+  woke->fetch_add(1, std::memory_order_relaxed);
   co_return 1;
 }
 
@@ -207,7 +292,7 @@ TEST(SleepTest, SleepLastsAtLeastItsDurationAndNonPositiveBehavesAsYield) {
   EXPECT_EQ(rt.block_on(sleeper_set(0ns, &woke)), 1);
   EXPECT_EQ(rt.block_on(sleeper_set(-5s, &woke)), 1);
   EXPECT_EQ(rt.block_on(sleeper_set(std::chrono::nanoseconds::min(), &woke)), 1);
-  EXPECT_EQ(woke.load(), 4);
+  EXPECT_EQ(woke.load(std::memory_order_relaxed), 4);
 }
 
 TEST(SleepTest, HugeDeadlineSaturatesAndIsStillCancellable) {
@@ -220,7 +305,7 @@ TEST(SleepTest, HugeDeadlineSaturatesAndIsStillCancellable) {
   EXPECT_TRUE(h2.cancel("hour"));
   EXPECT_THROW((void)h.join(), cancelled_error);
   EXPECT_THROW((void)h2.join(), cancelled_error);
-  EXPECT_EQ(woke.load(), 0);
+  EXPECT_EQ(woke.load(std::memory_order_relaxed), 0);
 }
 
 // ------------------------------------------------------------------ timers
@@ -232,6 +317,7 @@ TEST(SleepTest, HugeDeadlineSaturatesAndIsStillCancellable) {
 // after a successful cancel); deadline arithmetic saturates (UBSan build);
 // every frame is freed.
 
+// Relaxed counters: read after every handle was joined.
 struct timer_state {
   std::atomic<long> early{0};
   std::atomic<long> woke{0};
@@ -269,8 +355,8 @@ weft::task<int> timed_sleeper(timer_kind k, std::chrono::nanoseconds d, timer_st
   const auto slept = clock_type::now() - t0;
   const bool unreachable =
       k == timer_kind::max || k == timer_kind::hour || k == timer_kind::until_max;
-  if (unreachable || (d.count() > 0 && slept < d)) s->early.fetch_add(1);
-  s->woke.fetch_add(1);
+  if (unreachable || (d.count() > 0 && slept < d)) s->early.fetch_add(1, std::memory_order_relaxed);
+  s->woke.fetch_add(1, std::memory_order_relaxed);
   co_return 1;
 }
 
@@ -341,11 +427,11 @@ TEST(TimerTest, ManyTimersNoneEarlyNoneAfterASuccessfulCancel) {
       if (::testing::Test::HasFailure()) break;
     }
   }
-  EXPECT_EQ(s.early.load(), 0) << "timers fired before their deadline";
+  EXPECT_EQ(s.early.load(std::memory_order_relaxed), 0) << "timers fired before their deadline";
   EXPECT_EQ(unreachable_not_cancelled, 0);
   EXPECT_EQ(cancel_refused, 0);
   EXPECT_EQ(values + cancelled, n);
-  EXPECT_EQ(s.woke.load(), values);
+  EXPECT_EQ(s.woke.load(std::memory_order_relaxed), values);
   EXPECT_EQ(frames.now(), frames.start);
   std::printf("[ info ] timers: %ld in %.2f s; %ld fired, %ld cancelled\n", n, seconds_since(t0),
               values, cancelled);
@@ -360,6 +446,9 @@ thread_local long tl_slot = 0;
 [[gnu::noinline]] long* tl_slot_addr() { return &tl_slot; }
 [[gnu::noinline]] std::thread::id real_thread_id() { return std::this_thread::get_id(); }
 
+// Relaxed, every field: counters and flags read after the tasks were joined,
+// or polled as signs of progress (`loops_done`, `victim_finished`); none
+// publishes data.  (`cancel_issued` is the one release/acquire pair.)
 struct migrate_state {
   std::atomic<long> migrations{0};
   std::atomic<long> bad_thread_local{0};
@@ -379,24 +468,26 @@ weft::task<long> migrating_task(migrate_state* s, long id, int n, bool victim) {
     prev = now;
     const long token = id * 1'000'000 + i;
     *tl_slot_addr() = token;
-    if (*tl_slot_addr() != token) s->bad_thread_local.fetch_add(1);
-    if (weft::this_task::cancel_requested()) s->spurious_cancel.fetch_add(1);
+    if (*tl_slot_addr() != token) s->bad_thread_local.fetch_add(1, std::memory_order_relaxed);
+    if (weft::this_task::cancel_requested())
+      s->spurious_cancel.fetch_add(1, std::memory_order_relaxed);
   }
-  s->loops_done.fetch_add(1);
+  s->loops_done.fetch_add(1, std::memory_order_relaxed);
   if (victim) {
     // Spin (no resume point) until the test cancelled us, then check that the
     // request is seen by *this* task on the worker it is on now.
     while (!s->cancel_issued.load(std::memory_order_acquire)) std::this_thread::yield();
     while (!weft::this_task::cancel_requested())
       std::this_thread::yield();  // bounded by the watchdog
-    s->victim_saw_request = true;
+    s->victim_saw_request.store(true, std::memory_order_relaxed);
     co_await weft::yield();  // delivers
     co_return -1;
   }
   // The bystander keeps migrating and must never see the victim's request.
-  while (!s->victim_finished.load()) {
+  while (!s->victim_finished.load(std::memory_order_relaxed)) {
     co_await weft::yield();
-    if (weft::this_task::cancel_requested()) s->spurious_cancel.fetch_add(1);
+    if (weft::this_task::cancel_requested())
+      s->spurious_cancel.fetch_add(1, std::memory_order_relaxed);
   }
   co_return id;
 }
@@ -409,16 +500,18 @@ TEST(MigrationTest, TaskSeesTheWorkerItIsReallyOnAfterEveryYield) {
   auto victim = rt.spawn(migrating_task(&s, 1, n, true));
   std::vector<weft::join_handle<long>> others;
   for (long id = 2; id <= 4; ++id) others.push_back(rt.spawn(migrating_task(&s, id, n, false)));
-  ASSERT_TRUE(spin_until([&] { return s.loops_done.load() == 4; }, 60'000ms));
+  ASSERT_TRUE(
+      spin_until([&] { return s.loops_done.load(std::memory_order_relaxed) == 4; }, 60'000ms));
   EXPECT_TRUE(victim.cancel("migrated"));
   s.cancel_issued.store(true, std::memory_order_release);
   EXPECT_THROW((void)victim.join(), cancelled_error);
-  s.victim_finished = true;
+  s.victim_finished.store(true, std::memory_order_relaxed);
   for (long id = 2; id <= 4; ++id) EXPECT_EQ(others[id - 2].join(), id);
-  EXPECT_TRUE(s.victim_saw_request.load());
-  EXPECT_EQ(s.bad_thread_local.load(), 0);
-  EXPECT_EQ(s.spurious_cancel.load(), 0);
-  std::printf("[ info ] migrations observed: %ld in %d yields x 4 tasks\n", s.migrations.load(), n);
+  EXPECT_TRUE(s.victim_saw_request.load(std::memory_order_relaxed));
+  EXPECT_EQ(s.bad_thread_local.load(std::memory_order_relaxed), 0);
+  EXPECT_EQ(s.spurious_cancel.load(std::memory_order_relaxed), 0);
+  std::printf("[ info ] migrations observed: %ld in %d yields x 4 tasks\n",
+              s.migrations.load(std::memory_order_relaxed), n);
 }
 
 }  // namespace

@@ -15,6 +15,8 @@ using namespace std::chrono_literals;
 using weft::cancel_kind;
 using weft::cancelled_error;
 
+// Relaxed, every counter and flag of this file's state structs: the test reads
+// them after shutdown() (which joins the workers) or after join().
 struct shutdown_state {
   std::latch started;
   raii_counter rc;
@@ -24,9 +26,9 @@ struct shutdown_state {
   explicit shutdown_state(int n) : started(n) {}
   void record(const cancelled_error& e) {
     if (e.kind() == cancel_kind::shutdown && e.reason() == "shutdown")
-      saw_shutdown.fetch_add(1);
+      saw_shutdown.fetch_add(1, std::memory_order_relaxed);
     else
-      saw_other_kind.fetch_add(1);
+      saw_other_kind.fetch_add(1, std::memory_order_relaxed);
   }
 };
 
@@ -131,11 +133,12 @@ TEST(ShutdownTest, LiveTasksAreCancelledWithKindShutdownAndRunTheirCleanup) {
         EXPECT_EQ(e.reason(), "shutdown");
       }
     }
-    EXPECT_EQ(s.saw_shutdown.load(), n_tasks);
-    EXPECT_EQ(s.saw_other_kind.load(), 0);
+    EXPECT_EQ(s.saw_shutdown.load(std::memory_order_relaxed), n_tasks);
+    EXPECT_EQ(s.saw_other_kind.load(std::memory_order_relaxed), 0);
     // Every RAII local (including the inner sleepers') ran its destructor.
-    EXPECT_EQ(s.rc.constructed.load(), n_tasks + per_kind);
-    EXPECT_EQ(s.rc.destroyed.load(), s.rc.constructed.load());
+    EXPECT_EQ(s.rc.constructed.load(std::memory_order_relaxed), n_tasks + per_kind);
+    EXPECT_EQ(s.rc.destroyed.load(std::memory_order_relaxed),
+              s.rc.constructed.load(std::memory_order_relaxed));
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -162,8 +165,9 @@ TEST(ShutdownTest, DestructorShutsDownLiveTasksWithinABound) {
       EXPECT_TRUE(h.cancelled());
       EXPECT_THROW((void)h.join(), cancelled_error);
     }
-    EXPECT_EQ(s.saw_shutdown.load(), 6);
-    EXPECT_EQ(s.rc.destroyed.load(), s.rc.constructed.load());
+    EXPECT_EQ(s.saw_shutdown.load(std::memory_order_relaxed), 6);
+    EXPECT_EQ(s.rc.destroyed.load(std::memory_order_relaxed),
+              s.rc.constructed.load(std::memory_order_relaxed));
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -178,7 +182,7 @@ struct refuser_state {
 };
 
 weft::task<int> mark_ran(std::atomic<bool>* ran) {
-  ran->store(true);
+  ran->store(true, std::memory_order_relaxed);
   co_return 3;
 }
 
@@ -187,7 +191,7 @@ weft::task<int> refuse_shutdown_and_clean_up(refuser_state* s) {
   try {
     co_await weft::sleep_for(std::chrono::hours(1));
   } catch (const cancelled_error& e) {
-    if (e.kind() == cancel_kind::shutdown) s->caught.fetch_add(1);
+    if (e.kind() == cancel_kind::shutdown) s->caught.fetch_add(1, std::memory_order_relaxed);
   }
   // Asynchronous cleanup: further awaits do not throw (one delivery), and a
   // task spawned now comes back already cancelled.
@@ -195,14 +199,14 @@ weft::task<int> refuse_shutdown_and_clean_up(refuser_state* s) {
     co_await weft::yield();
     co_await weft::checkpoint();
   } catch (const cancelled_error&) {
-    s->cleanup_threw = true;
+    s->cleanup_threw.store(true, std::memory_order_relaxed);
   }
   auto child = weft::spawn(mark_ran(&s->child_ran));
-  s->child_cancelled_at_once = child.done() && child.cancelled();
+  s->child_cancelled_at_once.store(child.done() && child.cancelled(), std::memory_order_relaxed);
   try {
     (void)co_await child;
   } catch (const cancelled_error& e) {
-    s->child_kind_shutdown = e.kind() == cancel_kind::shutdown;
+    s->child_kind_shutdown.store(e.kind() == cancel_kind::shutdown, std::memory_order_relaxed);
   }
   co_return 77;
 }
@@ -219,11 +223,12 @@ TEST(ShutdownTest, TaskMayCatchTheShutdownCancelAndFinishItsCleanup) {
     EXPECT_TRUE(h.done());
     EXPECT_FALSE(h.cancelled());
     EXPECT_EQ(h.join(), 77);
-    EXPECT_EQ(s.caught.load(), 1);
-    EXPECT_FALSE(s.cleanup_threw.load()) << "shutdown was delivered more than once";
-    EXPECT_TRUE(s.child_cancelled_at_once.load());
-    EXPECT_TRUE(s.child_kind_shutdown.load());
-    EXPECT_FALSE(s.child_ran.load());
+    EXPECT_EQ(s.caught.load(std::memory_order_relaxed), 1);
+    EXPECT_FALSE(s.cleanup_threw.load(std::memory_order_relaxed))
+        << "shutdown was delivered more than once";
+    EXPECT_TRUE(s.child_cancelled_at_once.load(std::memory_order_relaxed));
+    EXPECT_TRUE(s.child_kind_shutdown.load(std::memory_order_relaxed));
+    EXPECT_FALSE(s.child_ran.load(std::memory_order_relaxed));
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -248,7 +253,7 @@ TEST(ShutdownTest, SpawnAfterShutdownReturnsAnAlreadyCancelledHandle) {
     }
     EXPECT_THROW(rt.block_on(mark_ran(&ran)), cancelled_error);
     { auto dropped = rt.spawn(mark_ran(&ran)); }
-    EXPECT_FALSE(ran.load()) << "a body ran after shutdown";
+    EXPECT_FALSE(ran.load(std::memory_order_relaxed)) << "a body ran after shutdown";
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -270,7 +275,7 @@ TEST(ShutdownTest, ShutdownIsIdempotentAndSafeFromSeveralThreads) {
     rt.shutdown();
     EXPECT_TRUE(a.cancelled());
     EXPECT_TRUE(b.cancelled());
-    EXPECT_EQ(s.saw_shutdown.load(), 2);
+    EXPECT_EQ(s.saw_shutdown.load(std::memory_order_relaxed), 2);
   }  // the destructor shuts down once more
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -287,23 +292,23 @@ weft::task<int> misuse_from_worker(weft::runtime* rt, weft::join_handle<int>* ot
   try {
     (void)rt->block_on(value_task(1));
   } catch (const weft::usage_error&) {
-    s->block_on_threw = true;
+    s->block_on_threw.store(true, std::memory_order_relaxed);
   } catch (...) {
-    s->other_errors = true;
+    s->other_errors.store(true, std::memory_order_relaxed);
   }
   try {
     (void)other->join();
   } catch (const weft::usage_error&) {
-    s->join_threw = true;
+    s->join_threw.store(true, std::memory_order_relaxed);
   } catch (...) {
-    s->other_errors = true;
+    s->other_errors.store(true, std::memory_order_relaxed);
   }
   try {
     rt->shutdown();
   } catch (const weft::usage_error&) {
-    s->shutdown_threw = true;
+    s->shutdown_threw.store(true, std::memory_order_relaxed);
   } catch (...) {
-    s->other_errors = true;
+    s->other_errors.store(true, std::memory_order_relaxed);
   }
   co_return 5;
 }
@@ -318,10 +323,10 @@ TEST(ShutdownTest, BlockingCallsFromAWorkerThrowUsageError) {
     auto other = rt.spawn(plain_sleeper(&rc));  // join() on it would block for an hour
     auto h = rt.spawn(misuse_from_worker(&rt, &other, &s));
     EXPECT_EQ(h.join(), 5);
-    EXPECT_TRUE(s.block_on_threw.load());
-    EXPECT_TRUE(s.join_threw.load());
-    EXPECT_TRUE(s.shutdown_threw.load());
-    EXPECT_FALSE(s.other_errors.load());
+    EXPECT_TRUE(s.block_on_threw.load(std::memory_order_relaxed));
+    EXPECT_TRUE(s.join_threw.load(std::memory_order_relaxed));
+    EXPECT_TRUE(s.shutdown_threw.load(std::memory_order_relaxed));
+    EXPECT_FALSE(s.other_errors.load(std::memory_order_relaxed));
     // The runtime still works, and the other task is untouched.
     EXPECT_FALSE(other.done());
     EXPECT_EQ(rt.block_on(value_task(6)), 6);

@@ -20,9 +20,10 @@ using weft::cancelled_error;
 
 // ------------------------------------------------------------ shield
 
+// Relaxed, `finished` and the wait_probe counters: read after join().
 weft::task<int> value_after_event(weft::event* go, std::atomic<int>* finished) {
   co_await go->wait();
-  finished->fetch_add(1);
+  finished->fetch_add(1, std::memory_order_relaxed);
   co_return 42;
 }
 
@@ -55,7 +56,7 @@ TEST(ShieldTest, CancellingTheAwaiterThrowsAtOnceWhileTheTaskKeepsRunning) {
     EXPECT_EQ(inner.cancelling(), 0u) << "the shielded task got the cancellation";
     go.set();
     EXPECT_EQ(inner.join(), 42) << "the result is still available through the handle";
-    EXPECT_EQ(finished.load(), 1);
+    EXPECT_EQ(finished.load(std::memory_order_relaxed), 1);
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -110,11 +111,11 @@ weft::task<int> event_waiter(weft::event* ev, std::latch* ready, wait_probe* p) 
     co_await ev->wait();
   } catch (const cancelled_error& e) {
     if (e.reason() != "stop waiting" || e.kind() != cancel_kind::explicit_request)
-      p->wrong_reason.fetch_add(1);
-    p->cancelled.fetch_add(1);
+      p->wrong_reason.fetch_add(1, std::memory_order_relaxed);
+    p->cancelled.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
-  p->woke.fetch_add(1);
+  p->woke.fetch_add(1, std::memory_order_relaxed);
   co_return 1;
 }
 
@@ -134,13 +135,13 @@ TEST(EventTest, WaitIsACancellationPointThatWakesPromptlyAndLeavesTheEventAlone)
     for (int i = 0; i < n; i += 2) hs[i].cancel("stop waiting");
     for (int i = 0; i < n; i += 2) EXPECT_THROW((void)hs[i].join(), cancelled_error);
     EXPECT_LT(seconds_since(t0), 5.0);
-    EXPECT_EQ(p.cancelled.load(), n / 2);
-    EXPECT_EQ(p.wrong_reason.load(), 0);
+    EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), n / 2);
+    EXPECT_EQ(p.wrong_reason.load(std::memory_order_relaxed), 0);
     EXPECT_FALSE(ev.is_set()) << "a cancelled wait changed the event";
-    EXPECT_EQ(p.woke.load(), 0);
+    EXPECT_EQ(p.woke.load(std::memory_order_relaxed), 0);
     ev.set();
     for (int i = 1; i < n; i += 2) EXPECT_EQ(hs[i].join(), 1);
-    EXPECT_EQ(p.woke.load(), n / 2);
+    EXPECT_EQ(p.woke.load(std::memory_order_relaxed), n / 2);
     EXPECT_TRUE(ev.is_set());
   }
   EXPECT_EQ(frames.now(), frames.start);
@@ -175,10 +176,10 @@ weft::task<int> permit_keeper(weft::semaphore* s, std::latch* ready, wait_probe*
   try {
     co_await s->acquire();
   } catch (const cancelled_error&) {
-    p->cancelled.fetch_add(1);
+    p->cancelled.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
-  p->woke.fetch_add(1);
+  p->woke.fetch_add(1, std::memory_order_relaxed);
   co_return 1;
 }
 
@@ -199,14 +200,17 @@ TEST(SemaphoreTest, CancelledAcquireWakesPromptlyAndTakesNoPermit) {
   EXPECT_EQ(sem.available(), 0);
   sem.release(n);  // exactly one permit per remaining waiter
   for (int i = 1; i < 2 * n; i += 2) EXPECT_EQ(hs[i].join(), 1);
-  EXPECT_EQ(p.woke.load(), n);
-  EXPECT_EQ(p.cancelled.load(), n);
+  EXPECT_EQ(p.woke.load(std::memory_order_relaxed), n);
+  EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), n);
   EXPECT_EQ(sem.available(), 0) << "a cancelled acquire took or lost a permit";
   sem.release(1);
   EXPECT_EQ(sem.available(), 1);
   EXPECT_TRUE(sem.try_acquire());
 }
 
+// Relaxed throughout: the RMWs on `holders` are totally ordered anyway, and the
+// semaphore orders a leaver's decrement before the next holder's increment;
+// the maximum and the count are read after every task was joined.
 struct churn_probe {
   std::atomic<int> holders{0};
   std::atomic<int> max_holders{0};
@@ -217,16 +221,17 @@ struct churn_probe {
 class permit {
  public:
   permit(weft::semaphore* s, churn_probe* p) : s_(s), p_(p) {
-    int h = p_->holders.fetch_add(1) + 1;
-    int m = p_->max_holders.load();
-    while (h > m && !p_->max_holders.compare_exchange_weak(m, h)) {
+    int h = p_->holders.fetch_add(1, std::memory_order_relaxed) + 1;
+    int m = p_->max_holders.load(std::memory_order_relaxed);
+    while (h > m && !p_->max_holders.compare_exchange_weak(m, h, std::memory_order_relaxed)) {
     }
-    p_->acquisitions.fetch_add(1);
+    p_->acquisitions.fetch_add(1, std::memory_order_relaxed);
   }
   permit(const permit&) = delete;
   permit& operator=(const permit&) = delete;
   ~permit() {
-    p_->holders.fetch_sub(1);  // before the release: the next holder may count at once
+    p_->holders.fetch_sub(
+        1, std::memory_order_relaxed);  // before the release: the next holder may count at once
     s_->release();
   }
 
@@ -279,8 +284,8 @@ TEST(SemaphoreTest, PermitsAreConservedUnderRandomCancellation) {
       }
       ASSERT_EQ(sem.available(), permits) << "round " << round;
     }
-    EXPECT_LE(p.max_holders.load(), permits);
-    EXPECT_GT(p.acquisitions.load(), 0);
+    EXPECT_LE(p.max_holders.load(std::memory_order_relaxed), permits);
+    EXPECT_GT(p.acquisitions.load(std::memory_order_relaxed), 0);
   }
   EXPECT_EQ(frames.now(), frames.start);
 }

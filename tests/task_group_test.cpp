@@ -8,6 +8,7 @@
 #include <weft/task_group.hpp>
 
 #include <latch>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,6 +23,15 @@ using weft::cancel_kind;
 using weft::cancelled_error;
 
 // What the children of one test did.  Atomics: children run on any worker.
+// Relaxed, nearly every access: the readers run after join() (or after the
+// task that joined was itself joined), and join() synchronises with each
+// child's end (group_state's mutex), so a child's counts happen-before them --
+// unless join returned too early, which is what the `live` checks look for.
+// The fields behind `seen` are written once by the CAS winner and read after
+// the joins.  The exception: `finished` is incremented with release, for the
+// test whose children outlive their group (destroyed on a worker) -- nothing
+// joins them, so the test's acquire poll of `finished` is what orders their
+// records before its reads.
 struct probe {
   std::atomic<int> started{0};
   std::atomic<int> finished{0};  // last statement of a child (RAII, any outcome)
@@ -35,9 +45,9 @@ struct probe {
   cancel_kind kind = cancel_kind::shutdown;
   unsigned line = 0;
   void record(const cancelled_error& e) {
-    cancelled.fetch_add(1);
+    cancelled.fetch_add(1, std::memory_order_relaxed);
     bool expected = false;
-    if (seen.compare_exchange_strong(expected, true)) {
+    if (seen.compare_exchange_strong(expected, true, std::memory_order_relaxed)) {
       reason = std::string(e.reason());
       kind = e.kind();
       line = e.where().line();
@@ -49,14 +59,15 @@ struct probe {
 class life {
  public:
   explicit life(probe* p) : p_(p) {
-    p_->started.fetch_add(1);
-    p_->live.fetch_add(1);
+    p_->started.fetch_add(1, std::memory_order_relaxed);
+    p_->live.fetch_add(1, std::memory_order_relaxed);
   }
   life(const life&) = delete;
   life& operator=(const life&) = delete;
   ~life() {
-    p_->live.fetch_sub(1);
-    p_->finished.fetch_add(1);
+    p_->live.fetch_sub(1, std::memory_order_relaxed);
+    // Release: pairs with the acquire poll of a test that joins nothing.
+    p_->finished.fetch_add(1, std::memory_order_release);
   }
 
  private:
@@ -83,7 +94,7 @@ weft::task<int> child_sleeper(probe* p, std::latch* started) {
     cancel = std::current_exception();
   }
   if (!cancel) {
-    p->wrong.fetch_add(1);
+    p->wrong.fetch_add(1, std::memory_order_relaxed);
     co_return 0;
   }
   // Cleanup that suspends (no request is pending any more): join must wait
@@ -106,7 +117,7 @@ weft::task<int> owner_sums(probe* p, int n, int* live_after_join) {
   std::vector<weft::join_handle<int>> hs;
   for (int i = 0; i < n; ++i) hs.push_back(g.spawn(child_value(p, i)));
   co_await g.join();
-  *live_after_join = p->live.load();
+  *live_after_join = p->live.load(std::memory_order_relaxed);
   int sum = 0;
   for (auto& h : hs) {
     EXPECT_TRUE(h.done());
@@ -125,8 +136,8 @@ TEST(TaskGroupTest, JoinWaitsForEveryChildAndHandlesKeepTheirValues) {
     const int n = 1000;
     EXPECT_EQ(rt.block_on(owner_sums(&p, n, &live_after)), n * (n - 1) / 2);
     EXPECT_EQ(live_after, 0) << "a child was still running when join() returned";
-    EXPECT_EQ(p.started.load(), n);
-    EXPECT_EQ(p.finished.load(), n);
+    EXPECT_EQ(p.started.load(std::memory_order_relaxed), n);
+    EXPECT_EQ(p.finished.load(std::memory_order_relaxed), n);
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -145,7 +156,7 @@ weft::task<int> owner_of_a_tree(probe* p, int depth) {
   weft::task_group g;
   (void)g.spawn(spawning_child(&g, p, depth));
   co_await g.join();
-  co_return p->live.load();
+  co_return p->live.load(std::memory_order_relaxed);
 }
 
 TEST(TaskGroupTest, JoinWaitsForChildrenSpawnedByChildren) {
@@ -155,7 +166,7 @@ TEST(TaskGroupTest, JoinWaitsForChildrenSpawnedByChildren) {
     probe p;
     weft::runtime rt(with_workers(2));
     EXPECT_EQ(rt.block_on(owner_of_a_tree(&p, depth)), 0);
-    EXPECT_EQ(p.finished.load(), (1 << (depth + 1)) - 1);
+    EXPECT_EQ(p.finished.load(std::memory_order_relaxed), (1 << (depth + 1)) - 1);
   }
 }
 
@@ -165,7 +176,7 @@ TEST(TaskGroupTest, JoinWaitsForChildrenSpawnedByChildren) {
 weft::task<int> random_child(probe* p, std::uint64_t seed) {
   life l(p);
   rng r(seed);
-  p->body_ran.fetch_add(1);
+  p->body_ran.fetch_add(1, std::memory_order_relaxed);
   const int steps = static_cast<int>(r.below(4));
   for (int i = 0; i < steps; ++i) {
     if (r.below(2) == 0) {
@@ -209,7 +220,7 @@ weft::task<void> random_owner(probe* p, std::uint64_t seed, int n, stress_result
     out->threw_group_error = true;
     out->failures_seen = static_cast<int>(e.size());
   }
-  out->live_after = p->live.load();
+  out->live_after = p->live.load(std::memory_order_relaxed);
   for (auto& h : keep) {
     try {
       (void)co_await h;
@@ -229,7 +240,8 @@ TEST(TaskGroupTest, RandomChildrenNeverOutliveJoin) {
       stress_result res;
       rt.block_on(random_owner(&p, 1000 + round, 64, &res));
       ASSERT_EQ(res.live_after, 0) << "round " << round;
-      ASSERT_EQ(p.started.load(), p.finished.load());
+      ASSERT_EQ(p.started.load(std::memory_order_relaxed),
+                p.finished.load(std::memory_order_relaxed));
       if (res.threw_group_error) {
         ASSERT_GE(res.failures_seen, 1);
       }
@@ -260,7 +272,7 @@ weft::task<void> owner_with_one_failure(probe* p, int sleepers, failure_out* out
     out->group_error = true;
     out->count = e.size();
     out->what = e.what();
-    out->live_at_throw = p->live.load();
+    out->live_at_throw = p->live.load(std::memory_order_relaxed);
     try {
       std::rethrow_exception(e.exceptions().front());
     } catch (const std::runtime_error& re) {
@@ -283,8 +295,8 @@ TEST(TaskGroupTest, FirstFailureCancelsSiblingsAndJoinThrowsAfterTheyFinished) {
   EXPECT_NE(out.what.find("1 child"), std::string::npos) << out.what;
   EXPECT_NE(out.what.find("boom"), std::string::npos) << out.what;
   EXPECT_EQ(out.live_at_throw, 0) << "join threw before the siblings finished their cleanup";
-  EXPECT_EQ(p.cancelled.load(), 8);
-  EXPECT_EQ(p.wrong.load(), 0);
+  EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 8);
+  EXPECT_EQ(p.wrong.load(std::memory_order_relaxed), 0);
   EXPECT_EQ(p.kind, cancel_kind::group);
   EXPECT_EQ(p.reason, "sibling failed: boom");
   EXPECT_EQ(p.line, out.fail_line) << "the location is the failing child's spawn() call";
@@ -336,7 +348,7 @@ TEST(TaskGroupTest, EveryChildFailureIsCollectedInOrder) {
 // A child spawned (by a still-running sibling) after the failure starts
 // cancelled: its body never runs.
 weft::task<int> late_child(probe* p) {
-  p->body_ran.fetch_add(1);
+  p->body_ran.fetch_add(1, std::memory_order_relaxed);
   co_return 1;
 }
 
@@ -385,7 +397,7 @@ TEST(TaskGroupTest, ChildSpawnedAfterAFailureStartsCancelled) {
   EXPECT_TRUE(out.late_cancelled);
   EXPECT_EQ(out.late_kind, cancel_kind::group);
   EXPECT_EQ(out.late_reason, "sibling failed: early failure");
-  EXPECT_EQ(p.body_ran.load(), 0) << "the late child's body ran";
+  EXPECT_EQ(p.body_ran.load(std::memory_order_relaxed), 0) << "the late child's body ran";
 }
 
 // A child cancelled through its own handle is not a failure.
@@ -432,7 +444,7 @@ TEST(TaskGroupTest, ChildCancelledBeforeItStartsIsReapedByJoin) {
     weft::runtime rt(with_workers(1));
     EXPECT_EQ(rt.block_on(owner_cancels_before_start(&p, false)), 0);
     EXPECT_EQ(rt.block_on(owner_cancels_before_start(&p, true)), 0);
-    EXPECT_EQ(p.body_ran.load(), 0);
+    EXPECT_EQ(p.body_ran.load(std::memory_order_relaxed), 0);
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -450,8 +462,8 @@ weft::task<void> owner_joining(probe* p, int n, std::latch* started, owner_out* 
   try {
     co_await g.join();
   } catch (const cancelled_error&) {
-    out->live_at_catch = p->live.load();
-    out->finished_at_catch = p->finished.load();
+    out->live_at_catch = p->live.load(std::memory_order_relaxed);
+    out->finished_at_catch = p->finished.load(std::memory_order_relaxed);
     throw;
   }
 }
@@ -478,7 +490,7 @@ TEST(TaskGroupTest, CancellingTheOwnerCancelsChildrenAndJoinRethrowsAfterAllFini
     }
     EXPECT_EQ(out.live_at_catch, 0) << "join rethrew while children still ran";
     EXPECT_EQ(out.finished_at_catch, n);
-    EXPECT_EQ(p.cancelled.load(), n);
+    EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), n);
     EXPECT_EQ(p.kind, cancel_kind::parent);
     EXPECT_EQ(p.reason, "stop the owner");
     EXPECT_EQ(p.line, cancel_line) << "children see the location of the owner's cancel()";
@@ -502,7 +514,7 @@ TEST(TaskGroupTest, GroupCancelCancelsChildrenButNotTheOwner) {
   unsigned line = 0;
   weft::runtime rt(with_workers(2));
   EXPECT_TRUE(rt.block_on(owner_cancels_group(&p, 4, &line)));
-  EXPECT_EQ(p.cancelled.load(), 4);
+  EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 4);
   EXPECT_EQ(p.kind, cancel_kind::explicit_request);
   EXPECT_EQ(p.reason, "enough");
   EXPECT_EQ(p.line, line);
@@ -537,8 +549,10 @@ TEST(TaskGroupTest, DestroyedOnAWorkerWithLiveChildren_OwnerSeesOnlyItsOwnExcept
     }
     // The destructor did not wait (it ran on a worker): the children finish on
     // their own, cancelled.
-    EXPECT_TRUE(spin_until([&] { return p.finished.load() == n; }));
-    EXPECT_EQ(p.cancelled.load(), n);
+    // Acquire: pairs with the children's release increments (nothing joined
+    // them); their records are read below.
+    EXPECT_TRUE(spin_until([&] { return p.finished.load(std::memory_order_acquire) == n; }));
+    EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), n);
     EXPECT_EQ(p.kind, cancel_kind::parent);
     EXPECT_EQ(p.reason, "task_group destroyed");
     EXPECT_EQ(p.line, group_line) << "the location is where the group was constructed";
@@ -564,9 +578,9 @@ TEST(TaskGroupTest, DestroyedOnAPlainThreadBlocksUntilEveryChildFinished) {
     started.wait();
     EXPECT_EQ(g.size(), static_cast<std::size_t>(n));
   }  // ~task_group on this (non-worker) thread: cancels, then waits
-  finished_after_destructor = p.finished.load();
+  finished_after_destructor = p.finished.load(std::memory_order_relaxed);
   EXPECT_EQ(finished_after_destructor, n) << "a child outlived its group";
-  EXPECT_EQ(p.cancelled.load(), n);
+  EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), n);
   EXPECT_EQ(p.kind, cancel_kind::parent);
   EXPECT_EQ(p.reason, "task_group destroyed");
 }
@@ -589,12 +603,13 @@ TEST(TaskGroupTest, DestroyedGroupsUnstartedChildrenNeverRunTheirBody) {
     weft::runtime rt(with_workers(1));
     EXPECT_THROW(rt.block_on(owner_spawns_then_throws(&p, 50)), std::runtime_error);
   }  // the runtime's drain runs the 50 relays: each ends cancelled at once
-  EXPECT_EQ(p.body_ran.load(), 0);
+  EXPECT_EQ(p.body_ran.load(std::memory_order_relaxed), 0);
   EXPECT_EQ(frames.now(), frames.start);
 }
 
 // ------------------------------------------------------------ exceptions reported once
 
+// Relaxed: counters, polled or read after the runtime was destroyed.
 struct hook_counter {
   std::atomic<int> calls{0};
   std::atomic<int> group_errors{0};
@@ -603,11 +618,11 @@ struct hook_counter {
 weft::runtime_options hooked(hook_counter* hc) {
   weft::runtime_options o = with_workers(2);
   o.unhandled_exception = [hc](std::exception_ptr e) {
-    hc->calls.fetch_add(1);
+    hc->calls.fetch_add(1, std::memory_order_relaxed);
     try {
       std::rethrow_exception(e);
     } catch (const weft::task_group_error&) {
-      hc->group_errors.fetch_add(1);
+      hc->group_errors.fetch_add(1, std::memory_order_relaxed);
     } catch (...) {
     }
   };
@@ -648,7 +663,8 @@ TEST(TaskGroupTest, FailureOfADiscardedHandleIsReportedByJoinOnly) {
     weft::runtime rt(hooked(&hc));
     EXPECT_EQ(rt.block_on(owner_discards_failing_handle()), 1);
   }
-  EXPECT_EQ(hc.calls.load(), 0) << "the runtime reported a failure the group already reported";
+  EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 0)
+      << "the runtime reported a failure the group already reported";
 }
 
 TEST(TaskGroupTest, FailureOfAKeptHandleDroppedUnawaitedIsAlsoReportedByTheRuntime) {
@@ -658,7 +674,8 @@ TEST(TaskGroupTest, FailureOfAKeptHandleDroppedUnawaitedIsAlsoReportedByTheRunti
     weft::runtime rt(hooked(&hc));
     EXPECT_EQ(rt.block_on(owner_keeps_failing_handle_unawaited()), 1);
   }
-  EXPECT_EQ(hc.calls.load(), 1) << "documented: a kept handle is the owner's to await";
+  EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 1)
+      << "documented: a kept handle is the owner's to await";
 }
 
 weft::task<void> owner_never_joins(probe* p) {
@@ -676,10 +693,10 @@ TEST(TaskGroupTest, FailuresNobodyJoinedReachTheUnhandledHookAsOneGroupError) {
   {
     weft::runtime rt(hooked(&hc));
     rt.block_on(owner_never_joins(&p));
-    EXPECT_TRUE(spin_until([&] { return hc.calls.load() >= 1; }));
+    EXPECT_TRUE(spin_until([&] { return hc.calls.load(std::memory_order_relaxed) >= 1; }));
   }
-  EXPECT_EQ(hc.calls.load(), 1);
-  EXPECT_EQ(hc.group_errors.load(), 1);
+  EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 1);
+  EXPECT_EQ(hc.group_errors.load(std::memory_order_relaxed), 1);
 }
 
 // ------------------------------------------------------------ misuse
@@ -737,7 +754,7 @@ TEST(TaskGroupTest, ShutdownWhileJoiningStillWaitsForEveryChild) {
       EXPECT_EQ(e.kind(), cancel_kind::shutdown);
     }
     EXPECT_EQ(out.live_at_catch, 0) << "join returned during shutdown while children still ran";
-    EXPECT_EQ(p.finished.load(), n);
+    EXPECT_EQ(p.finished.load(std::memory_order_relaxed), n);
   }
   EXPECT_EQ(frames.now(), frames.start);
 }
@@ -779,6 +796,92 @@ TEST(ProvenanceTest, CancelledErrorKeepsKindReasonAndLineThroughANestedAwaitAndA
   EXPECT_EQ(p.line, line);
 }
 
+// A timeout, through a nested await and a group: the task wait_for gave up on
+// ends with kind timeout, reason "timeout" and the location of the wait_for
+// call; the group's children (two levels down) see kind parent with the same
+// reason and location.
+struct timeout_provenance {
+  unsigned line = 0;
+  bool timed_out = false;
+};
+
+weft::task<void> wait_for_a_nested_group(probe* p, int n, weft::join_handle<int>* target,
+                                         timeout_provenance* out) {
+  *target = weft::spawn(outer_layer(p, n, nullptr));
+  // Every child has started (the timeout must find them asleep, not unstarted).
+  while (p->started.load(std::memory_order_relaxed) < n) co_await weft::yield();
+  try {
+    out->line = __LINE__; (void)co_await weft::wait_for(*target, 50ms);
+  } catch (const weft::timeout_error&) {
+    out->timed_out = true;
+  }
+}
+
+TEST(ProvenanceTest, TimeoutKeepsKindReasonAndTheWaitForLineThroughANestedAwaitAndAGroup) {
+  watchdog dog(std::chrono::seconds(60));
+  frame_baseline frames;
+  {
+    const int n = 4;
+    probe p;
+    timeout_provenance out;
+    weft::join_handle<int> target;
+    weft::runtime rt(with_workers(2));
+    rt.block_on(wait_for_a_nested_group(&p, n, &target, &out));
+    EXPECT_TRUE(out.timed_out);
+    ASSERT_TRUE(target.done());
+    const std::optional<cancelled_error> why = target.cancellation();
+    ASSERT_TRUE(why.has_value()) << "the task behind the wait_for did not end cancelled";
+    EXPECT_EQ(why->kind(), cancel_kind::timeout);
+    EXPECT_EQ(why->reason(), "timeout");
+    EXPECT_EQ(why->where().line(), out.line) << "not the wait_for call's line";
+    EXPECT_NE(std::string(why->where().file_name()).find("task_group_test.cpp"), std::string::npos);
+    EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), n);
+    EXPECT_EQ(p.kind, cancel_kind::parent);
+    EXPECT_EQ(p.reason, "timeout");
+    EXPECT_EQ(p.line, out.line) << "the children do not see the wait_for call's line";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// A sibling's failure, through a nested await: a child that awaits a task it
+// spawned (not a group child) passes the group's cancellation down to it, which
+// sees kind group, reason "sibling failed: <what>" and the failing child's
+// spawn() line.  The awaiting child ends with that task's outcome (cancelled):
+// not a failure, so join() reports the one real failure.
+weft::task<int> child_awaits_its_own_task(probe* p, probe* grandchild) {
+  life l(p);
+  auto h = weft::spawn(child_sleeper(grandchild, nullptr));
+  co_return co_await h;  // the group's cancel of this child is forwarded to `h`
+}
+
+weft::task<std::size_t> owner_failure_through_an_await(probe* p, probe* grandchild,
+                                                       unsigned* fail_line) {
+  weft::task_group g;
+  (void)g.spawn(child_awaits_its_own_task(p, grandchild));
+  while (grandchild->started.load(std::memory_order_relaxed) < 1) co_await weft::yield();
+  *fail_line = __LINE__; (void)g.spawn(child_fail_after(p, nullptr, "boom"));
+  try {
+    co_await g.join();
+  } catch (const weft::task_group_error& e) {
+    co_return e.size();
+  }
+  co_return 0;
+}
+
+TEST(ProvenanceTest, SiblingFailureKeepsKindReasonAndLineThroughANestedAwait) {
+  watchdog dog(std::chrono::seconds(60));
+  probe p, grandchild;
+  unsigned fail_line = 0;
+  weft::runtime rt(with_workers(2));
+  EXPECT_EQ(rt.block_on(owner_failure_through_an_await(&p, &grandchild, &fail_line)), 1u);
+  EXPECT_EQ(grandchild.cancelled.load(std::memory_order_relaxed), 1)
+      << "the awaited task was not cancelled";
+  EXPECT_EQ(grandchild.kind, cancel_kind::group);
+  EXPECT_EQ(grandchild.reason, "sibling failed: boom");
+  EXPECT_EQ(grandchild.line, fail_line) << "not the failing child's spawn() line";
+  EXPECT_EQ(grandchild.finished.load(std::memory_order_relaxed), 1);
+}
+
 // ------------------------------------------------------------ when_all
 
 weft::task<std::string> string_task(std::string s) {
@@ -786,9 +889,10 @@ weft::task<std::string> string_task(std::string s) {
   co_return s;
 }
 
+// `ran`: relaxed, read after when_all() / block_on() returned.
 weft::task<void> void_yield(std::atomic<int>* ran) {
   co_await weft::yield();
-  ran->fetch_add(1);
+  ran->fetch_add(1, std::memory_order_relaxed);
 }
 
 weft::task<int> when_all_hetero(std::atomic<int>* ran) {
@@ -810,7 +914,7 @@ weft::task<int> when_all_void_vector(std::atomic<int>* ran, int n) {
   std::vector<weft::task<void>> ts;
   for (int i = 0; i < n; ++i) ts.push_back(void_yield(ran));
   co_await weft::when_all(std::move(ts));
-  co_return ran->load();
+  co_return ran->load(std::memory_order_relaxed);
 }
 
 TEST(WhenAllTest, GivesEveryValueInOrder) {
@@ -818,9 +922,9 @@ TEST(WhenAllTest, GivesEveryValueInOrder) {
   std::atomic<int> ran{0};
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(when_all_hetero(&ran)), 42);
-  EXPECT_EQ(ran.load(), 1);
+  EXPECT_EQ(ran.load(std::memory_order_relaxed), 1);
   EXPECT_EQ(rt.block_on(when_all_vector(500)), 500);
-  ran = 0;
+  ran.store(0, std::memory_order_relaxed);  // between two block_on()s: no task runs
   EXPECT_EQ(rt.block_on(when_all_void_vector(&ran, 100)), 100);
 }
 
@@ -830,7 +934,7 @@ weft::task<std::string> when_all_fails(probe* p, int* live_at_catch) {
     (void)co_await weft::when_all(child_sleeper(p, &started), child_sleeper(p, &started),
                                   child_fail_after(p, &started, "when_all failure"));
   } catch (const std::runtime_error& e) {  // the failure itself, not a task_group_error
-    *live_at_catch = p->live.load();
+    *live_at_catch = p->live.load(std::memory_order_relaxed);
     co_return e.what();
   }
   co_return "no failure";
@@ -843,7 +947,7 @@ TEST(WhenAllTest, FirstFailureCancelsTheRestWaitsAndRethrowsIt) {
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(when_all_fails(&p, &live)), "when_all failure");
   EXPECT_EQ(live, 0);
-  EXPECT_EQ(p.cancelled.load(), 2);
+  EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 2);
   EXPECT_EQ(p.kind, cancel_kind::group);
 }
 
@@ -866,8 +970,56 @@ TEST(WhenAllTest, CancellingTheAwaiterCancelsEveryTaskAndRethrows) {
   } catch (const cancelled_error& e) {
     EXPECT_EQ(e.reason(), "stop when_all");
   }
-  EXPECT_EQ(p.finished.load(), 2);
+  EXPECT_EQ(p.finished.load(std::memory_order_relaxed), 2);
   EXPECT_EQ(p.kind, cancel_kind::parent);
+}
+
+// The vector forms fail fast too (the void one is compiled in the runtime):
+// the first failure cancels the others, they finish, and the failure itself
+// is rethrown.
+weft::task<void> void_sleeper(probe* p, std::latch* started) {
+  (void)co_await child_sleeper(p, started);
+}
+
+weft::task<void> void_failure(probe* p, std::latch* started, std::string what) {
+  (void)co_await child_fail_after(p, started, std::move(what));
+}
+
+weft::task<std::string> when_all_vector_fails(probe* p, bool void_tasks, int* live_at_catch) {
+  std::latch started(2);
+  try {
+    if (void_tasks) {
+      std::vector<weft::task<void>> ts;
+      ts.push_back(void_sleeper(p, &started));
+      ts.push_back(void_failure(p, &started, "void vector failure"));
+      ts.push_back(void_sleeper(p, &started));
+      co_await weft::when_all(std::move(ts));
+    } else {
+      std::vector<weft::task<int>> ts;
+      ts.push_back(child_sleeper(p, &started));
+      ts.push_back(child_fail_after(p, &started, "vector failure"));
+      ts.push_back(child_sleeper(p, &started));
+      (void)co_await weft::when_all(std::move(ts));
+    }
+  } catch (const std::runtime_error& e) {  // the failure itself, not a task_group_error
+    *live_at_catch = p->live.load(std::memory_order_relaxed);
+    co_return e.what();
+  }
+  co_return "no failure";
+}
+
+TEST(WhenAllTest, VectorFormsFailFastToo) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  for (bool void_tasks : {false, true}) {
+    probe p;
+    int live = -1;
+    EXPECT_EQ(rt.block_on(when_all_vector_fails(&p, void_tasks, &live)),
+              void_tasks ? "void vector failure" : "vector failure");
+    EXPECT_EQ(live, 0) << "rethrown before the others finished";
+    EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 2);
+    EXPECT_EQ(p.kind, cancel_kind::group);
+  }
 }
 
 // ------------------------------------------------------------ when_any
@@ -887,7 +1039,7 @@ weft::task<void> when_any_hetero(probe* p, any_out* out) {
   std::latch started(2);
   auto r = co_await weft::when_any(child_sleeper(p, &started), quick(7, &started),
                                    child_sleeper(p, &started));
-  out->live_at_return = p->live.load();
+  out->live_at_return = p->live.load(std::memory_order_relaxed);
   out->index = r.index;
   out->value = std::get<1>(r.value);
   EXPECT_EQ(r.value.index(), r.index);
@@ -902,7 +1054,7 @@ TEST(WhenAnyTest, FirstToFinishWinsTheOthersAreCancelledAndAwaited) {
   EXPECT_EQ(out.index, 1u);
   EXPECT_EQ(out.value, 7);
   EXPECT_EQ(out.live_at_return, 0) << "when_any returned before the losers finished";
-  EXPECT_EQ(p.cancelled.load(), 2);
+  EXPECT_EQ(p.cancelled.load(std::memory_order_relaxed), 2);
   EXPECT_EQ(p.kind, cancel_kind::group);
   EXPECT_EQ(p.reason, "when_any: task 1 finished first");
 }
@@ -942,10 +1094,11 @@ TEST(WhenAnyTest, VectorFormFailureAndEmptyInput) {
   probe p;
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(when_any_vector(&p, 6)), 5u);
-  EXPECT_EQ(p.finished.load(), 5);
+  EXPECT_EQ(p.finished.load(std::memory_order_relaxed), 5);
   probe q;
   EXPECT_EQ(rt.block_on(when_any_first_fails(&q)), "fast failure");
-  EXPECT_EQ(q.finished.load(), 2) << "the rest were awaited before the failure was rethrown";
+  EXPECT_EQ(q.finished.load(std::memory_order_relaxed), 2)
+      << "the rest were awaited before the failure was rethrown";
   EXPECT_EQ(rt.block_on(when_any_empty()), 1);
 }
 

@@ -23,6 +23,14 @@ struct runtime_options {
   // How long a task may run before checkpoint() reschedules it.  A pending
   // cancellation does not wait for the slice: the next checkpoint() takes it.
   std::chrono::microseconds time_slice{2000};
+  // How long a worker that ran out of work keeps looking for more (spinning,
+  // yielding its core to other threads between looks) before it parks.  A
+  // task woken (e.g. by cancel()) while its worker still spins starts within
+  // about a microsecond; waking a parked worker costs a futex wake and the
+  // kernel's wake-up of the thread, several microseconds on a VM.  Spinning
+  // burns that much CPU each time a worker runs dry; 0 parks at once (after a
+  // few dozen looks).  See docs/architecture.md, "Parking".
+  std::chrono::microseconds idle_spin{100};
   // Called with an exception that escaped a task nobody awaited or joined
   // (its handle was dropped).  Runs on a worker; must not throw.  Default:
   // print it on stderr.

@@ -79,7 +79,8 @@ task<T> shield(join_handle<T>& h) {
   if (!h.valid()) detail::throw_invalid_handle();
   detail::task_core* target = &h.handle().promise().own_core();
   for (;;) {
-    detail::list_wait_once once{&target->watchers, &detail::watch_op, target};  // named: not movable
+    detail::list_wait_once once{detail::watch_list(target), &detail::watch_op,
+                                target};  // named: not movable
     if (co_await once) break;
   }
   co_return co_await h;  // finished: does not suspend

@@ -212,8 +212,8 @@ struct list_wait_ref {
 // binds weft awaitables to the running task, exception capture.
 template <class Derived>
 struct promise_common : promise_base {
-  static void* operator new(std::size_t n) { return alloc_frame(n); }
-  static void operator delete(void* p, std::size_t n) noexcept { free_frame(p, n); }
+  static void* operator new(std::size_t n) { return alloc_frame_fast(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { free_frame_fast(p, n); }
 
   std::suspend_always initial_suspend() noexcept { return {}; }
 
@@ -223,10 +223,10 @@ struct promise_common : promise_base {
       promise_base& p = h.promise();
       if (!p.spawned) return transfer(p.ctx, p.parent);  // back to the direct awaiter
       task_core* c = p.ctx;
-      if (c->joined_inline) {
-        // Popped and run inline by its joiner: hand back with plain stores; the
-        // joiner finishes the bookkeeping in handle_awaiter::await_resume.
-        task_core* j = c->continuation_core;
+      if (task_core* j = c->inline_joiner) {
+        // Taken back and run inline by its joiner: hand back with plain
+        // stores; the joiner finishes the bookkeeping in
+        // handle_awaiter::await_resume.
         j->w = c->w;
         c->w->current = j;
         return transfer(j, c->continuation);
@@ -336,42 +336,38 @@ struct handle_awaiter {
     return (target.promise().own_core().state.load(std::memory_order_acquire) &
             task_core::kDone) != 0;
   }
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
+  // The fast path (our own child, still at the bottom of our deque) is forced
+  // inline: it is most of a fork-join's cost, and compilers judged it too big.
+  [[gnu::always_inline]] std::coroutine_handle<> await_suspend(
+      std::coroutine_handle<> self) noexcept {
     task_core* t = &target.promise().own_core();
+    worker_hot* w = ctx->w;
     // Relaxed: a hint; a request that arrives later is handled like any other
     // request to a task that is running a child inline.
-    if (ctx->pending.load(std::memory_order_relaxed) == nullptr &&
-        ctx->w->deque.peek_bottom() == t && ctx->w->deque.take() == t) {
-      // Our own child, at the bottom of our deque: run it right here.  Either
-      // it never started, or it started, suspended and was woken onto this
-      // deque (a deque push happens-after its earlier run, so `started` is
-      // ours to read now that we popped it).
-      t->w = ctx->w;
-      if (!t->started) {
+    if (ctx->pending.load(std::memory_order_relaxed) == nullptr && w->deque.take_if(t))
+        [[likely]] {
+      // Our own child, taken back from the bottom of our deque: run it right
+      // here.  Either it never started, or it started, suspended and was woken
+      // onto this deque (a deque push happens-after its earlier run, so
+      // `started` is ours to read now that we took it).
+      t->w = w;
+      if (!t->started) [[likely]] {
         t->started = true;
-        if (maybe_cancel(t)) [[unlikely]] {
-          if (cancel_request* r = take_pending(t)) {
-            complete_unstarted(t, r);
-            return self;
-          }
-        }
+        if (maybe_cancel(t) && cancel_before_start(t)) [[unlikely]] return self;
       }
       inline_run = true;
-      t->joined_inline = true;
-      t->inline_joiner = ctx;
+      t->inline_joiner = ctx;  // also tells final_suspend to hand back to us
       t->continuation = self;
-      t->continuation_core = ctx;
-      ctx->w->current = t;
+      w->current = t;
       return transfer(t, t->resume_point);
     }
     slow = true;
     return join_slow(ctx, t, self);
   }
-  T await_resume() {
-    if (!target) throw_invalid_handle();
-    task_core* t = &target.promise().own_core();
-    if (inline_run) {
-      --ctx->w->live_tasks;  // counted by submit_spawn; the loop never saw it finish
+  [[gnu::always_inline]] T await_resume() {
+    if (inline_run) [[likely]] {
+      task_core* t = &target.promise().own_core();
+      --ctx->w->live_tasks;  // counted by the spawn; the loop never saw it finish
       // The child ran on this thread and handed back with plain stores; only a
       // forwarded cancel (t->hooked) can hold a reference besides our handle.
       // Relaxed: see below; a concurrent RMW is only possible when `hooked`.
@@ -385,11 +381,12 @@ struct handle_awaiter {
         // with their acquire loads (a plain mov on x86-64).
         t->state.store((s | task_core::kDone) - task_core::kRefOne, std::memory_order_release);
       }
-    } else if (slow) {
-      unregister_wait(ctx);
+    } else {
+      if (!target) throw_invalid_handle();
+      if (slow) unregister_wait(ctx);
     }
     if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
-    mark_taken(t);
+    mark_taken(&target.promise().own_core());
     return take_result(target.promise());
   }
 };
@@ -585,7 +582,6 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
   task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
   p.ctx = c;
-  c->owner = &p;
   c->frame = h;
   c->resume_point = h;
   // Relaxed: the core is published to other threads by the deque push
@@ -605,7 +601,7 @@ join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
 
 // spawn() from inside a task: straight onto the calling worker's deque.
 template <class T>
-join_handle<T> spawn_here(task<T> t) {
+[[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t) {
   if (!t.valid()) throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error

@@ -41,33 +41,12 @@ inline constexpr std::uint64_t kNever = std::numeric_limits<std::uint64_t>::max(
 std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept;
 std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept;
 
-// A reference on a task (taken with retain_for_timer), dropped when the
-// object is destroyed.  Move-only; a moved-from one holds nothing.
-class timer_ref {
- public:
-  explicit timer_ref(task_core* c) noexcept : core_(c) {}
-  timer_ref(timer_ref&& o) noexcept : core_(o.core_) { o.core_ = nullptr; }
-  timer_ref& operator=(timer_ref&&) = delete;
-  timer_ref(const timer_ref&) = delete;
-  ~timer_ref() {
-    if (core_ != nullptr) release_ref(core_);
-  }
-  task_core* get() const noexcept { return core_; }
-
- private:
-  task_core* core_;
-};
-
-// Sleeps until `deadline`, then cancels `target` with kind timeout.  Owns a
-// reference to the target (`target`, taken by the caller with
-// retain_for_timer), so it may outlive the waiter: the waiter cancels it and
+// Sleeps until `deadline`, then cancels `target` with kind timeout.  Holds a
+// reference to `target` (taken by the caller with retain_for_timer) and drops
+// it when it ends, so it may outlive the waiter: the waiter cancels it and
 // lets it go instead of waiting for it (its own cancellation must not be
-// swallowed by that wait).  The reference is a parameter, not a local: it
-// lives in the frame from the spawn on and is dropped when the frame is
-// destroyed, also when the task is cancelled before it starts (a local of the
-// body would then never exist: the target's frame leaked, found by
-// weft-stress).
-task<void> deadline_canceller(timer_ref target, std::uint64_t deadline,
+// swallowed by that wait).
+task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
                               std::source_location where);
 void retain_for_timer(task_core* target) noexcept;
 
@@ -84,8 +63,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
     if (!h.done()) request_cancel(target, "timeout", cancel_kind::timeout, where);
   } else {
     retain_for_timer(target);
-    timer_ref ref(target);  // a named object, moved into the frame (g++ 12: no temporaries)
-    timer = spawn(deadline_canceller(std::move(ref), deadline, where));
+    timer = spawn(deadline_canceller(target, deadline, where));
   }
   std::exception_ptr err;
   std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;

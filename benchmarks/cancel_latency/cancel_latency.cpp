@@ -1,7 +1,14 @@
 // cancel_latency -- how long cancellation takes to reach a task, weft and
 // oneTBB side by side in one process, sample by sample interleaved.
 //
-//   cancel_latency [--samples=10^4] [--settle-us=200] [--block=50] [--workers=1,2] [--quick]
+//   cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=100] [--block=50]
+//                  [--workers=1,2] [--quick]
+//
+// --idle-spin-us sets weft's runtime_options::idle_spin (how long an idle
+// worker spins before it parks).  With the default settle (200 us) longer than
+// the default spin (100 us), weft's idle worker has parked when cancel() comes,
+// so "parked" measures the wake-up of a sleeping worker; a settle shorter than
+// the spin measures a worker that is still looking for work.
 //                  [--json=FILE]
 //
 // --quick: 10^3 samples per variant.  The variants take turns in blocks of
@@ -200,18 +207,20 @@ bench::json describe(const std::string& variant, const char* metric, unsigned k,
 
 int main(int argc, char** argv) {
   bench::args a(argc, argv,
-                "cancel_latency [--samples=10^4] [--settle-us=200] [--block=50] [--workers=1,2] "
+                "cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=100] [--block=50] [--workers=1,2] "
                 "[--quick] [--json=FILE]",
-                {"samples", "settle-us", "block"});
+                {"samples", "settle-us", "idle-spin-us", "block"});
   const long long samples = a.num("samples", a.quick() ? 1000 : 10000, 10, 10'000'000);
   const std::chrono::microseconds settle(a.num("settle-us", 200, 0, 1'000'000));
   const long long block = a.num("block", 50, 1, 1'000'000);
+  const std::chrono::microseconds idle_spin(a.num("idle-spin-us", 100, 0, 10'000'000));
   const std::vector<unsigned> workers = a.workers();
   bench::print_header("cancel_latency", "cancel() to handler / join, weft and oneTBB interleaved");
   std::printf(
-      "%lld samples per variant and worker count, in blocks of %lld; settle %lld us; work chunk "
-      "%d steps\n",
-      samples, block, static_cast<long long>(settle.count()), kChunk);
+      "%lld samples per variant and worker count, in blocks of %lld; settle %lld us; weft "
+      "idle_spin %lld us; work chunk %d steps\n",
+      samples, block, static_cast<long long>(settle.count()),
+      static_cast<long long>(idle_spin.count()), kChunk);
 
   unsigned max_k = 1;
   for (unsigned k : workers) max_k = std::max(max_k, k);
@@ -222,6 +231,7 @@ int main(int argc, char** argv) {
   bench::json doc = bench::document("cancel_latency", a);
   doc.add("samples", samples)
       .add("settle_us", static_cast<long long>(settle.count()))
+      .add("idle_spin_us", static_cast<long long>(idle_spin.count()))
       .add("block", block)
       .add("work_chunk_steps", kChunk);
   bench::json results = bench::json::array();
@@ -231,6 +241,7 @@ int main(int argc, char** argv) {
   for (unsigned k : workers) {
     weft::runtime_options ro;
     ro.workers = k;
+    ro.idle_spin = idle_spin;
     weft::runtime rt(ro);
     tbb::task_arena arena(static_cast<int>(k) + 1, 1);
     arena.initialize();

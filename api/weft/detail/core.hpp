@@ -13,6 +13,7 @@
 #include <exception>
 #include <source_location>
 #include <string>
+#include <type_traits>
 
 #include "weft/detail/deque.hpp"
 #include "weft/errors.hpp"
@@ -30,6 +31,31 @@ struct cancel_request {
   std::source_location where;
 };
 
+// A worker's cache of coroutine frames, by 16-byte size class (owner only).
+// The header's operator new/delete pop and push here inline; alloc_frame and
+// free_frame (runtime/alloc.cpp) refill, spill, and serve everything else.
+// Every frame below kMaxCached bytes is allocated rounded up to its class, on
+// every thread, so that any cached block fits any frame of its class.
+struct frame_cache {
+  static constexpr std::size_t kGranule = 16;
+  static constexpr std::size_t kClasses = 64;  // frames up to 1008 bytes
+  static constexpr std::size_t kMaxCached = (kClasses - 1) * kGranule;
+  struct free_node {
+    free_node* next;
+  };
+  static constexpr std::size_t size_class(std::size_t n) noexcept {
+    return (n + kGranule - 1) / kGranule;
+  }
+  free_node* heads[kClasses] = {};
+  std::uint32_t counts[kClasses] = {};
+  // Blocks a class may hold; 0 (set by the runtime in sanitizer and tbbmalloc
+  // builds) turns the cache off, so every frame goes to alloc_frame/free_frame.
+  std::uint32_t limit = 0;
+  // Frames allocated minus freed on this worker (diagnostics::live_frames);
+  // flushed to a process-wide counter when the worker exits.
+  std::int64_t live = 0;
+};
+
 // The fields of a worker that task code touches on the hot path (spawn, join,
 // checkpoint).  The rest of the worker is private to runtime/.  Written only by
 // the worker's own thread, except slice_expired and stopping (see each), and
@@ -43,6 +69,7 @@ struct worker_hot {
   std::uint32_t transfers = 0;        // symmetric transfers since the loop's last resume()
   task_core* resume_next = nullptr;   // trampoline slot (see kMaxTransfers)
   std::int64_t live_tasks = 0;        // spawned here minus finished here (shutdown report)
+  frame_cache frames;                 // owner only
   // Set by the timer thread when the running task has used up its time slice;
   // cleared by the worker when checkpoint() acts on it.
   std::atomic<bool> slice_expired{false};
@@ -131,25 +158,42 @@ struct task_core {
   static constexpr std::uint32_t kWatched = 8;      // `watchers` may be non-empty
   static constexpr std::uint32_t kRefOne = 1u << 8;
 
+  // The fields with an initializer come first and together, so that building
+  // a core at spawn is a few wide stores.
+
   // ---- shared between threads (atomics) ----
   // Flags + reference count, see the constants above.
   std::atomic<std::uint32_t> state{0};
+  // asyncio's cancelling(): requests made minus uncancel() calls.
+  std::atomic<std::uint32_t> cancel_count{0};
   // The undelivered cancellation request, or null.  Exchanged in by cancel(),
   // exchanged out (one-shot) by the task at a resume point.
   std::atomic<cancel_request*> pending{nullptr};
-  // asyncio's cancelling(): requests made minus uncancel() calls.
-  std::atomic<std::uint32_t> cancel_count{0};
   // Spin lock guarding `hook` (and the decision "forward or mark pending").
   std::atomic<std::uint8_t> hook_lock{0};
+
+  // ---- touched only by whoever currently runs the task chain ----
+  bool started = false;        // the worker (or an inline joiner) has begun running it
+  bool hooked = false;         // cancel forwarding may hold a temporary ref
+  bool shutdown_seen = false;  // the one "shutdown" delivery happened
+  bool observed = false;       // someone took the outcome
 
   // ---- guarded by hook_lock ----
   // 0; or a wait_node* (the task is in a blocking wait); or a task_core* | 1
   // (the task waits on that task: cancel() is forwarded there).
   std::uintptr_t hook = 0;
 
-  // Tasks waiting for this one to finish without joining it (shield()); has
-  // its own lock, see wait_list.  Fired by complete_task when kWatched is set.
-  wait_list watchers;
+  // ---- touched only by whoever currently runs the task chain ----
+  // The joiner that took this task back from its deque and runs it inline
+  // (then `continuation` is where the joiner resumes); null otherwise.
+  task_core* inline_joiner = nullptr;
+  cancel_request* final_cancel = nullptr;  // request that ended it before it started
+
+  // Tasks waiting for this one to finish without joining it (shield()): a
+  // wait_list with its own lock, created by the first watcher (watch_list())
+  // and freed with the task; null until then.  Fired by complete_task when
+  // kWatched is set.
+  std::atomic<wait_list*> watchers{nullptr};
 
   // ---- touched only by whoever currently runs the task chain ----
   // (Fields without an initializer are written before they are first read:
@@ -159,18 +203,14 @@ struct task_core {
   std::coroutine_handle<> frame;         // the spawned coroutine itself
   std::coroutine_handle<> resume_point;  // innermost suspended frame of the chain
   std::coroutine_handle<> continuation;  // joiner (coroutine) to resume on completion
-  task_core* continuation_core;
-  void* thread_waiter;                   // blocking joiner's semaphore
-  struct promise_base* owner;            // the promise this core lives in
+  union {
+    task_core* continuation_core;  // the joiner's core (kJoiner)
+    void* thread_waiter;           // blocking joiner's semaphore (kThreadJoiner)
+  };
+  // (The promise this core lives in is owner_of(core): the core sits at a
+  // fixed offset inside it.)
   runtime_impl* rt;
   worker_hot* w;                         // worker currently running the chain
-  task_core* inline_joiner = nullptr;    // set while run inline by its joiner
-  cancel_request* final_cancel = nullptr;  // request that ended it before it started
-  bool started = false;        // the worker (or an inline joiner) has begun running it
-  bool joined_inline = false;  // popped and run inline by its joiner
-  bool hooked = false;         // cancel forwarding may hold a temporary ref
-  bool shutdown_seen = false;  // the one "shutdown" delivery happened
-  bool observed = false;       // someone took the outcome
 
   task_core() noexcept {}  // leaves the fields above without initializers alone
 
@@ -200,6 +240,19 @@ struct promise_base {
   task_core& own_core() noexcept { return *reinterpret_cast<task_core*>(core_storage); }
 };
 
+static_assert(std::is_standard_layout_v<promise_base>,
+              "owner_of() computes the promise from the core with offsetof");
+
+// The promise a spawned task's core lives in (promise_base::core_storage).
+// promise_base is standard-layout, so offsetof is well defined.
+inline promise_base* owner_of(task_core* core) noexcept {
+  return reinterpret_cast<promise_base*>(reinterpret_cast<unsigned char*>(core) -
+                                         offsetof(promise_base, core_storage));
+}
+inline const promise_base* owner_of(const task_core* core) noexcept {
+  return owner_of(const_cast<task_core*>(core));
+}
+
 // A task suspended in sleep_for/sleep_until.  Lives in the sleeping frame.
 // Two parties may end the wait: the timer thread (deadline reached) and
 // cancel()/shutdown (interrupt).  Each must win `claim` (kArmed -> kFired or
@@ -208,9 +261,12 @@ struct promise_base {
 // while the suspending thread or the timer still touches the node.
 struct timer_node final : wait_node {
   static constexpr std::uint8_t kArmed = 0, kFired = 1, kCancelled = 2, kRefused = 3;
+  static constexpr std::uint32_t kNoIndex = ~std::uint32_t{0};
   std::uint64_t deadline = 0;  // now_ns() clock
-  std::size_t heap_index = static_cast<std::size_t>(-1);  // guarded by the timer lock
   task_core* core = nullptr;
+  // Position in the timer heap, guarded by the timer lock.  32 bits: 2^32 - 1
+  // pending sleeps would take hundreds of GiB of frames first.
+  std::uint32_t heap_index = kNoIndex;
   std::atomic<std::uint8_t> claim{kArmed};
   std::atomic<std::uint8_t> latch{2};
   void interrupt() noexcept override;
@@ -218,15 +274,48 @@ struct timer_node final : wait_node {
 
 // ---- entry points exported by the compiled runtime (runtime/*.cpp) ----
 
+
 // The worker the calling thread is, or null.  Never inlined: a coroutine may
 // resume on another thread, and compilers have cached thread-local addresses
 // across co_await (see docs/architecture.md, "Finding the current worker").
 [[gnu::noinline]] worker_hot* current_worker() noexcept;
 
-// Frame memory: per-worker size-class caches, or the system allocator in
-// sanitizer builds and on threads that are not workers.
+// Frame memory, slow paths: a worker whose cache has no block of the class
+// (refill from the system allocator), a full cache, frames too big to cache,
+// threads that are not workers, and sanitizer builds (system allocator, so
+// that ASan sees every frame).  The fast paths are inline in task.hpp.
 void* alloc_frame(std::size_t size);
 void free_frame(void* p, std::size_t size) noexcept;
+
+inline void* alloc_frame_fast(std::size_t size) {
+  if (worker_hot* w = current_worker()) {
+    std::size_t cls = frame_cache::size_class(size);
+    if (cls < frame_cache::kClasses) {
+      if (frame_cache::free_node* n = w->frames.heads[cls]) {
+        w->frames.heads[cls] = n->next;
+        --w->frames.counts[cls];
+        ++w->frames.live;
+        return n;
+      }
+    }
+  }
+  return alloc_frame(size);
+}
+
+inline void free_frame_fast(void* p, std::size_t size) noexcept {
+  if (worker_hot* w = current_worker()) {
+    std::size_t cls = frame_cache::size_class(size);
+    if (cls < frame_cache::kClasses && w->frames.counts[cls] < w->frames.limit) {
+      auto* n = static_cast<frame_cache::free_node*>(p);
+      n->next = w->frames.heads[cls];
+      w->frames.heads[cls] = n;
+      ++w->frames.counts[cls];
+      --w->frames.live;
+      return;
+    }
+  }
+  free_frame(p, size);
+}
 
 // The runtime a spawn goes to: `rt`, or (null) the calling worker's.  Throws
 // usage_error on a thread that is not a worker when `rt` is null.
@@ -241,6 +330,9 @@ void wake_one(runtime_impl* rt) noexcept;
 // Finish a task that never started because it was cancelled (or the runtime
 // stops): outcome cancelled, joiner woken, frame released as needed.
 void complete_unstarted(task_core* core, cancel_request* req) noexcept;
+// About to start `core` and maybe_cancel() said a request may be pending:
+// take it and complete the task unstarted (true), or find none (false: run it).
+bool cancel_before_start(task_core* core) noexcept;
 
 // After the task wrote its outcome: DONE, wake the joiner, release the running
 // reference.  Returns the coroutine to transfer to (or noop).
@@ -251,6 +343,8 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept;
 void finish_inline_atomic(task_core* core) noexcept;
 // list op for watching a task's completion (shield): see list_wait_suspend.
 bool watch_op(void* obj, bool take) noexcept;
+// The list of tasks watching `core` (shield), created on first use.
+wait_list* watch_list(task_core* core);
 
 // Drop one reference; destroys the frame (and reports an unobserved
 // exception) when it was the last.

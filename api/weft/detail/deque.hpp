@@ -116,27 +116,59 @@ class chase_lev_deque {
     return item;
   }
 
-  // Owner only: the item take() would return, without taking it (null when
-  // the deque looks empty).  Racy by design; confirm with take().
-  T peek_bottom() const noexcept {
-    // Relaxed: owner-only reads of owner-written values, plus a top that only
-    // grows (a stale top makes the deque look fuller; take() decides).
+  // Owner only: take the bottom item if it is `expected` (a joiner looking
+  // for its own child).  False, with nothing changed, when the bottom slot
+  // holds another item, the deque is empty, or a thief won the last item.
+  // One look at the slot first, so a miss costs no locked instruction.
+  bool take_if(T expected) noexcept {
+    // Relaxed: only the owner writes bottom, buf_ and the slots.
     std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
-    std::int64_t t = top_.load(std::memory_order_relaxed);
-    if (t > b) return nullptr;
-    return buf_.load(std::memory_order_relaxed)->load(b);
+    buffer* a = buf_.load(std::memory_order_relaxed);
+    // The slot below bottom was last written by this owner's push; when the
+    // deque is empty it is stale (or null), and the protocol below finds the
+    // deque empty and restores bottom.
+    if (a->load(b) != expected) return false;
+    // seq_cst exchange then seq_cst load of top: as in take().
+    bottom_.exchange(b, std::memory_order_seq_cst);
+    std::int64_t t = top_.load(std::memory_order_seq_cst);
+    if (t > b) {
+      // Empty: restore.  Relaxed: owner-only variable.
+      bottom_.store(b + 1, std::memory_order_relaxed);
+      return false;
+    }
+    if (t == b) {
+#if defined(WEFT_DEQUE_BREAK_LAST_ELEMENT)
+      top_.store(t + 1, std::memory_order_relaxed);  // broken variant, see take()
+      bool won = true;
+#else
+      // The last item: race the thieves for it.  seq_cst: pairs with their CAS.
+      bool won = top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                              std::memory_order_relaxed);
+#endif
+      // Relaxed: owner-only variable; the CAS above ordered the race.
+      bottom_.store(b + 1, std::memory_order_relaxed);
+      return won;
+    }
+    return true;
   }
 
-  // The item steal() would take, without taking it (null when the deque looks
-  // empty).  For single-threaded inspection only (the simulation driver, which
-  // owns every deque of its runtime): with a thief or the owner running, the
-  // answer may be stale at once.
+  // The items steal() and take() would take, without taking them (null when
+  // the deque looks empty).  For single-threaded inspection only (the
+  // simulation driver, which owns every deque of its runtime): with a thief or
+  // the owner running, the answer may be stale at once.
   T peek_top() const noexcept {
     // Relaxed: single-threaded use; nothing is published or consumed here.
     std::int64_t t = top_.load(std::memory_order_relaxed);
     std::int64_t b = bottom_.load(std::memory_order_relaxed);
     if (t >= b) return nullptr;
     return buf_.load(std::memory_order_relaxed)->load(t);
+  }
+  T peek_bottom() const noexcept {
+    // Relaxed: as peek_top.
+    std::int64_t t = top_.load(std::memory_order_relaxed);
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    if (t >= b) return nullptr;
+    return buf_.load(std::memory_order_relaxed)->load(b - 1);
   }
 
   // Any thread.
