@@ -78,8 +78,11 @@ void unlock_chain_ancestors(task_core* core) noexcept {
   for (task_core* c = core->inline_joiner; c != nullptr; c = c->inline_joiner) c->unlock_hook();
 }
 
-cancel_request* make_shutdown_request() {
-  return new cancel_request{"shutdown", cancel_kind::shutdown, std::source_location::current()};
+std::source_location shutdown_site(const runtime_impl* rt) {
+  // Acquire: pairs with stop()'s seq_cst store of `stopping`, made after
+  // shutdown_at was written; every caller saw the runtime stopping already.
+  (void)rt->stopping.load(std::memory_order_acquire);
+  return rt->shutdown_at;
 }
 
 // Take a pending request from the chain; the caller holds whatever locks it
@@ -99,7 +102,7 @@ cancel_request* take_from_chain(task_core* core) noexcept {
   if (core->w != nullptr && core->w->stopping.load(std::memory_order_relaxed) &&
       !core->shutdown_seen) {
     core->shutdown_seen = true;
-    return make_shutdown_request();
+    return shutdown_request(core->rt);
   }
   return nullptr;
 }
@@ -581,7 +584,7 @@ void sleep_resume(task_core* ctx, timer_node* node) {
   // Relaxed: written by this thread (refusal) before.
   if (node->claim.load(std::memory_order_relaxed) == timer_node::kRefused) {
     if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
-    throw cancelled_error("shutdown", cancel_kind::shutdown);
+    throw shutdown_error(ctx->rt);
   }
   deliver_if_pending(ctx);
 }
@@ -597,6 +600,14 @@ void timer_node::interrupt() noexcept {
   c->rt->timer_remove(this);  // after this the timer thread cannot see the node
   // acq_rel: see sleep_suspend.
   if (latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+}
+
+cancel_request* shutdown_request(const runtime_impl* rt) {
+  return new cancel_request{"shutdown", cancel_kind::shutdown, shutdown_site(rt)};
+}
+
+cancelled_error shutdown_error(const runtime_impl* rt) {
+  return cancelled_error("shutdown", cancel_kind::shutdown, shutdown_site(rt));
 }
 
 bool arm_timer(runtime_impl* rt, timer_node* node) noexcept { return rt->timer_arm(node); }

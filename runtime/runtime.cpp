@@ -110,8 +110,7 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
   count_spawn(rt, w);
   if (rt->stopping.load(std::memory_order_acquire)) {
     core->started = true;
-    complete_unstarted(core, new cancel_request{"shutdown", cancel_kind::shutdown,
-                                                std::source_location::current()});
+    complete_unstarted(core, shutdown_request(rt));
     return;
   }
   WEFT_CHAOS_POINT();
@@ -126,8 +125,7 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
     // Shutdown finished draining between our check and the queue: no worker
     // will look again, so the task ends here, cancelled before it started.
     core->started = true;
-    complete_unstarted(core, new cancel_request{"shutdown", cancel_kind::shutdown,
-                                                std::source_location::current()});
+    complete_unstarted(core, shutdown_request(rt));
   }
 }
 
@@ -420,10 +418,17 @@ void runtime_impl::start() {
   timer_thread = std::thread([this] { timer_main(); });
 }
 
-void runtime_impl::stop() {
-  if (sim != nullptr) return sim_stop(this, false);
+void runtime_impl::stop(std::source_location where) {
+  if (sim != nullptr) {
+    // Single-threaded: record the site unless a shutdown already began.
+    // Relaxed: the simulation's only thread wrote it, if anyone did.
+    if (!stopping.load(std::memory_order_relaxed)) shutdown_at = where;
+    return sim_stop(this, false);
+  }
   std::lock_guard guard(shutdown_mutex);
   if (shut_down) return;
+  // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
+  if (!stopping.load(std::memory_order_relaxed)) shutdown_at = where;
 
   // Step stop_spawning: from here on, spawns complete at once as cancelled,
   // and every task's next resume point delivers the one "shutdown" request.
@@ -510,8 +515,10 @@ void runtime_impl::stop() {
 
 namespace weft {
 
-runtime::runtime(runtime_options options) : impl_(new detail::runtime_impl) {
+runtime::runtime(runtime_options options, std::source_location where)
+    : impl_(new detail::runtime_impl) {
   impl_->options = std::move(options);
+  impl_->created_at = where;
   detail::register_runtime(impl_);
   impl_->start();
 }
@@ -525,19 +532,23 @@ runtime::~runtime() {
         stderr);
     std::abort();
   }
+  // A shutdown the destructor starts names the runtime's construction as
+  // its location (a destructor has no call site of its own to report).
   if (impl_->sim != nullptr) {
+    // Relaxed: the simulation's only thread.
+    if (!impl_->stopping.load(std::memory_order_relaxed)) impl_->shutdown_at = impl_->created_at;
     detail::sim_stop(impl_, true);  // never throws
     detail::sim_destroy(impl_);
   } else {
-    impl_->stop();
+    impl_->stop(impl_->created_at);
   }
   detail::unregister_runtime(impl_);
   delete impl_;
 }
 
-void runtime::shutdown() {
+void runtime::shutdown(std::source_location where) {
   detail::require_not_worker(impl_, "weft::runtime::shutdown");
-  impl_->stop();
+  impl_->stop(where);
 }
 
 unsigned runtime::workers() const noexcept { return impl_->n; }

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <source_location>
 #include <thread>
 #include <vector>
 
@@ -96,6 +97,13 @@ struct runtime_impl {
   // ---- lifecycle ----
   std::atomic<bool> stopping{false};  // shutdown began
   std::atomic<bool> exiting{false};   // workers leave their loop
+  // Where the runtime was built, and where its shutdown was asked for: the
+  // location of every "shutdown" cancellation.  created_at: set before the
+  // workers start.  shutdown_at: written once by stop() (or the simulation's
+  // stop) before `stopping` is stored; read only through shutdown_request()
+  // and shutdown_error(), which load `stopping` with acquire first.
+  std::source_location created_at;
+  std::source_location shutdown_at;
   std::mutex shutdown_mutex;          // serialises shutdown() callers
   bool shut_down = false;             // guarded by shutdown_mutex
 
@@ -127,7 +135,9 @@ struct runtime_impl {
   void inject(task_core* c);
   bool inject_spawn(task_core* c);  // false: closed (shutdown finished draining)
   void push_local_or_inject(task_core* c);
-  void stop();
+  // Step by step in runtime.cpp; `where` is the shutdown() call (or the
+  // runtime's construction, when the destructor shuts it down).
+  void stop(std::source_location where);
 
   void timer_main();
   bool timer_arm(timer_node* node) noexcept;
@@ -147,6 +157,11 @@ struct runtime_impl {
 
 // The worker running on this thread (null elsewhere).  runtime.cpp.
 extern thread_local worker* tls_worker;
+
+// The "shutdown" cancellation of a stopping runtime (kind shutdown, reason
+// "shutdown", where = shutdown_at), as a request or as the error itself.
+cancel_request* shutdown_request(const runtime_impl* rt);
+cancelled_error shutdown_error(const runtime_impl* rt);
 
 void init_frame_cache(worker* w) noexcept;   // before the worker thread starts
 void flush_frame_count(worker* w) noexcept;  // the worker thread exits

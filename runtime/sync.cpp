@@ -168,7 +168,7 @@ bool list_wait_resume(task_core* ctx, list_wait* node) {
   unregister_wait(ctx);
   if (how == list_wait::kFired) return true;
   if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
-  if (how == list_wait::kRefused) throw cancelled_error("shutdown", cancel_kind::shutdown);
+  if (how == list_wait::kRefused) throw shutdown_error(ctx->rt);
   return false;  // interrupted, but the request was withdrawn (uncancel) meanwhile
 }
 

@@ -5,6 +5,7 @@
 #include <latch>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "test_support.hpp"
@@ -183,6 +184,49 @@ TEST(ProvenanceTest, ACancelledHandleTellsKindReasonAndWhereWithoutTakingTheOutc
   ASSERT_TRUE(direct.cancellation().has_value());
   EXPECT_EQ(direct.cancellation()->kind(), weft::cancel_kind::timeout);
   EXPECT_THROW((void)direct.join(), weft::cancelled_error) << "looking did not take the outcome";
+}
+
+// The "shutdown" cancellation names the shutdown() call; when the destructor
+// shuts the runtime down, the line that constructed it.  For a task asleep
+// (woken by shutdown), for one never started, and for a spawn after it.
+TEST(ProvenanceTest, ShutdownCancellationNamesTheShutdownCallOrTheRuntimesConstruction) {
+  weft_test::watchdog dog(std::chrono::seconds(30));
+  {
+    std::latch asleep{1};
+    weft::runtime rt(weft_test::with_workers(2));
+    auto sleeper = rt.spawn(sleeps_long(&asleep));
+    asleep.wait();
+    const int line = __LINE__ + 1;
+    rt.shutdown();
+    ASSERT_TRUE(sleeper.done());
+    ASSERT_TRUE(sleeper.cancellation().has_value());
+    EXPECT_EQ(sleeper.cancellation()->kind(), weft::cancel_kind::shutdown);
+    EXPECT_EQ(sleeper.cancellation()->reason(), "shutdown");
+    EXPECT_EQ(static_cast<int>(sleeper.cancellation()->where().line()), line);
+    auto late = rt.spawn(sleeps_long(&asleep));
+    ASSERT_TRUE(late.cancelled()) << "spawn after shutdown is already cancelled";
+    EXPECT_EQ(static_cast<int>(late.cancellation()->where().line()), line);
+    const int other_line = __LINE__ + 1;
+    rt.shutdown();  // a second call changes nothing, the location included
+    (void)other_line;
+    auto later = rt.spawn(sleeps_long(&asleep));
+    EXPECT_EQ(static_cast<int>(later.cancellation()->where().line()), line);
+  }
+  weft::join_handle<int> sleeper;
+  std::latch asleep{1};
+  int built_line = 0;
+  {
+    built_line = __LINE__ + 1;
+    weft::runtime rt(weft_test::with_workers(1));
+    sleeper = rt.spawn(sleeps_long(&asleep));
+    asleep.wait();
+  }  // the destructor shuts it down
+  ASSERT_TRUE(sleeper.done());
+  ASSERT_TRUE(sleeper.cancellation().has_value());
+  EXPECT_EQ(sleeper.cancellation()->kind(), weft::cancel_kind::shutdown);
+  EXPECT_EQ(static_cast<int>(sleeper.cancellation()->where().line()), built_line);
+  EXPECT_EQ(std::string(sleeper.cancellation()->where().file_name()),
+            std::string(std::source_location::current().file_name()));
 }
 
 }  // namespace

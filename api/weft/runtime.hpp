@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <source_location>
 #include <optional>
 #include <utility>
 
@@ -51,7 +52,10 @@ struct runtime_access;
 // runtime, which belongs to the thread that created it (weft/sim.hpp).
 class runtime {
  public:
-  explicit runtime(runtime_options options = {});
+  // `where` (defaulted: the line that constructs the runtime) is the location
+  // of the "shutdown" cancellations when the destructor shuts it down.
+  explicit runtime(runtime_options options = {},
+                   std::source_location where = std::source_location::current());
   // Does shutdown().  Must not run on one of this runtime's workers (aborts
   // with a message: it would join itself).
   ~runtime();
@@ -79,7 +83,9 @@ class runtime {
   // Cancel every live task with reason "shutdown" (kind shutdown), let each
   // run its cleanup, then join the workers.  Steps, by name, in
   // docs/architecture.md.  Idempotent; throws usage_error on a worker.
-  void shutdown();
+  // The "shutdown" cancellations carry `where` (the line that calls
+  // shutdown()) as their location; a second call changes nothing.
+  void shutdown(std::source_location where = std::source_location::current());
 
   unsigned workers() const noexcept;
   std::chrono::microseconds time_slice() const noexcept;
