@@ -92,8 +92,8 @@ INSTANTIATE_TEST_SUITE_P(Spins, IdleSpinTest,
                            return "Spin" + std::to_string(info.param.count()) + "us";
                          });
 
-TEST(RuntimeOptionsTest, DefaultIdleSpinIsOneHundredMicroseconds) {
-  EXPECT_EQ(weft::runtime_options{}.idle_spin, std::chrono::microseconds(100));
+TEST(RuntimeOptionsTest, DefaultIdleSpinIsOneMillisecond) {
+  EXPECT_EQ(weft::runtime_options{}.idle_spin, std::chrono::microseconds(1000));
 }
 
 TEST(CheckpointTest, DefaultTimeSliceIsTwoMilliseconds) {

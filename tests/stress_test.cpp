@@ -402,7 +402,11 @@ TEST(WakeupTest, OutsideSpawnsOneTaskAtATimeIntoParkedWorkersNeverLost) {
   {
     for (unsigned workers : {1u, 2u}) {
       wd.phase(workers == 1 ? "spawn+join, 1 worker" : "spawn+join, 2 workers");
-      weft::runtime rt(with_workers(workers));
+      // Workers park as soon as they run dry (no idle spin): the test is about
+      // parked workers, and waits for each park.
+      weft::runtime_options o = with_workers(workers);
+      o.idle_spin = std::chrono::microseconds(0);
+      weft::runtime rt(std::move(o));
       rng r(workers);
       double worst = 0;
       long over_1ms = 0, over_10ms = 0, done = 0;

@@ -28,10 +28,12 @@ struct runtime_options {
   // yielding its core to other threads between looks) before it parks.  A
   // task woken (e.g. by cancel()) while its worker still spins starts within
   // about a microsecond; waking a parked worker costs a futex wake and the
-  // kernel's wake-up of the thread, several microseconds on a VM.  Spinning
-  // burns that much CPU each time a worker runs dry; 0 parks at once (after a
-  // few dozen looks).  See docs/architecture.md, "Parking".
-  std::chrono::microseconds idle_spin{100};
+  // kernel's wake-up of the thread, 10-30 us on the project's VM.  Spinning
+  // burns up to that much CPU each time a worker runs dry (oneTBB's workers
+  // spin 1-3 ms); 0 parks at once (after a few dozen looks), for programs
+  // that value idle CPU over wake-up latency.  See docs/architecture.md,
+  // "Parking".
+  std::chrono::microseconds idle_spin{1000};
   // Called with an exception that escaped a task nobody awaited or joined
   // (its handle was dropped).  Runs on a worker; must not throw.  Default:
   // print it on stderr.

@@ -1,14 +1,15 @@
 // cancel_latency -- how long cancellation takes to reach a task, weft and
 // oneTBB side by side in one process, sample by sample interleaved.
 //
-//   cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=100] [--block=50]
+//   cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=1000] [--block=50]
 //                  [--workers=1,2] [--quick]
 //
 // --idle-spin-us sets weft's runtime_options::idle_spin (how long an idle
-// worker spins before it parks).  With the default settle (200 us) longer than
-// the default spin (100 us), weft's idle worker has parked when cancel() comes,
-// so "parked" measures the wake-up of a sleeping worker; a settle shorter than
-// the spin measures a worker that is still looking for work.
+// worker spins before it parks; default 1000, as the runtime's).  With the
+// default settle (200 us) shorter than the spin, the parked *task*'s worker is
+// still looking for work when cancel() comes, as oneTBB's spinning workers
+// are; a settle longer than the spin (e.g. --settle-us=3000) measures the
+// wake-up of a worker asleep in the kernel.
 //                  [--json=FILE]
 //
 // --quick: 10^3 samples per variant.  The variants take turns in blocks of
@@ -207,13 +208,13 @@ bench::json describe(const std::string& variant, const char* metric, unsigned k,
 
 int main(int argc, char** argv) {
   bench::args a(argc, argv,
-                "cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=100] [--block=50] [--workers=1,2] "
+                "cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=1000] [--block=50] [--workers=1,2] "
                 "[--quick] [--json=FILE]",
                 {"samples", "settle-us", "idle-spin-us", "block"});
   const long long samples = a.num("samples", a.quick() ? 1000 : 10000, 10, 10'000'000);
   const std::chrono::microseconds settle(a.num("settle-us", 200, 0, 1'000'000));
   const long long block = a.num("block", 50, 1, 1'000'000);
-  const std::chrono::microseconds idle_spin(a.num("idle-spin-us", 100, 0, 10'000'000));
+  const std::chrono::microseconds idle_spin(a.num("idle-spin-us", 1000, 0, 10'000'000));
   const std::vector<unsigned> workers = a.workers();
   bench::print_header("cancel_latency", "cancel() to handler / join, weft and oneTBB interleaved");
   std::printf(
