@@ -18,8 +18,9 @@
 #include <new>
 
 #if defined(WEFT_FRAME_TBBMALLOC)
-// Measurement variant (CMake: -DWEFT_FRAME_ALLOCATOR=tbbmalloc): every frame
-// from oneTBB's scalable allocator instead of the per-worker caches.
+// Measurement variant (define WEFT_FRAME_TBBMALLOC and link TBB::tbbmalloc by
+// hand; not a CMake option): every frame from oneTBB's scalable allocator
+// instead of the per-worker caches.
 #include <oneapi/tbb/scalable_allocator.h>
 #define WEFT_SYSTEM_ALLOCATOR 1
 #define WEFT_FRAME_NEW(n) scalable_malloc(n)
