@@ -2,7 +2,8 @@
 //
 // The protocol, in short (docs/architecture.md has the long form):
 //
-// * A cancel request is a heap cancel_request.  cancel() hands it to the task
+// * A cancel request is a cancel_request: on the heap when it carries a
+//   reason, else interned per call site (make_request).  cancel() hands it to the task
 //   under the task's hook lock: if the task is waiting on another task
 //   (hook = target|1) the request is forwarded there (asyncio passes
 //   cancellation down the await chain); otherwise it is exchanged into
@@ -21,6 +22,7 @@
 #include <semaphore>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
@@ -143,7 +145,7 @@ void hand_over(task_core* core, cancel_request* req, bool count) {
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
 #endif
   core->unlock_hook();
-  delete old;
+  free_request(old);
 }
 
 bool forward_request(task_core* target, cancel_request* req) {
@@ -375,8 +377,8 @@ namespace {
   delete core->watchers.load(std::memory_order_relaxed);
   // Acquire: pairs with hand_over's exchange; we own a request left there.
   // No RMW needed: with the last reference gone nobody can hand over another.
-  delete core->pending.load(std::memory_order_acquire);
-  delete core->final_cancel;
+  free_request(core->pending.load(std::memory_order_acquire));
+  free_request(core->final_cancel);
 }
 
 inline void destroy_one(task_core* core) noexcept {
@@ -394,6 +396,68 @@ inline void destroy_one(task_core* core) noexcept {
 }
 }  // namespace
 
+namespace {
+// Interned requests: one per (call site, kind), made on first use and kept
+// for the life of the process (a program has finitely many cancel() call
+// sites).  Looked up in a small per-thread cache first, so that a loop that
+// cancels many tasks from one line takes no lock and allocates nothing.
+struct intern_key {
+  const char* file;
+  const char* function;
+  std::uint_least32_t line;
+  std::uint_least32_t column;
+  cancel_kind kind;
+  bool operator==(const intern_key&) const = default;
+};
+intern_key key_of(cancel_kind kind, const std::source_location& where) noexcept {
+  return {where.file_name(), where.function_name(), where.line(), where.column(), kind};
+}
+struct intern_hash {
+  std::size_t operator()(const intern_key& k) const noexcept {
+    std::size_t h = std::hash<const void*>()(k.file) ^ (std::hash<const void*>()(k.function) << 1);
+    return h ^ (std::size_t{k.line} << 20) ^ (std::size_t{k.column} << 8) ^
+           static_cast<std::size_t>(k.kind);
+  }
+};
+struct intern_table {
+  std::mutex mu;
+  std::unordered_map<intern_key, cancel_request*, intern_hash> map;  // guarded by mu
+};
+intern_table& interned() {
+  // Never destroyed: requests may be read by threads that outlive static
+  // destruction (detached handles of a runtime that is never shut down).
+  static intern_table* t = new intern_table;
+  return *t;
+}
+constexpr std::size_t kInternCacheSlots = 8;
+struct intern_cache_slot {
+  intern_key key{};
+  cancel_request* req = nullptr;
+};
+thread_local intern_cache_slot t_intern_cache[kInternCacheSlots];
+
+cancel_request* interned_request(cancel_kind kind, std::source_location where) {
+  const intern_key k = key_of(kind, where);
+  intern_cache_slot& slot = t_intern_cache[intern_hash()(k) % kInternCacheSlots];
+  if (slot.req != nullptr && slot.key == k) return slot.req;
+  intern_table& t = interned();
+  cancel_request* r;
+  {
+    std::lock_guard lk(t.mu);
+    auto [it, fresh] = t.map.try_emplace(k, nullptr);
+    if (fresh) it->second = new cancel_request{std::string(), kind, where, true};
+    r = it->second;
+  }
+  slot = {k, r};
+  return r;
+}
+
+cancel_request* make_request(std::string reason, cancel_kind kind, std::source_location where) {
+  if (reason.empty()) return interned_request(kind, where);
+  return new cancel_request{std::move(reason), kind, where};
+}
+}  // namespace
+
 bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
   if (core->rt->sim != nullptr) [[unlikely]] {
@@ -401,7 +465,7 @@ bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
   }
   // Acquire: pairs with complete_task's release; a finished task says false.
   if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
-  hand_over(core, new cancel_request{std::move(reason), kind, where}, true);
+  hand_over(core, make_request(std::move(reason), kind, where), true);
   return true;
 }
 
@@ -417,8 +481,9 @@ bool cancel_visible(const task_core* core) noexcept {
 }
 
 void throw_cancelled(cancel_request* req) {
-  cancelled_error e(std::move(req->reason), req->kind, req->where);
-  delete req;
+  // An interned request is shared: copy (its reason is empty), never move.
+  cancelled_error e(req->interned ? std::string() : std::move(req->reason), req->kind, req->where);
+  free_request(req);
   throw e;
 }
 
@@ -439,7 +504,7 @@ unsigned uncancel_core(task_core* core) noexcept {
     dropped = core->pending.exchange(nullptr, std::memory_order_acquire);
   }
   core->unlock_hook();
-  delete dropped;
+  free_request(dropped);
   return c == 0 ? 0 : c - 1;
 }
 
@@ -532,7 +597,7 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
       // for ourselves and resume now; await_resume delivers it.
       if (r->kind == cancel_kind::shutdown) {
         ctx->shutdown_seen = false;  // let take_pending produce it again
-        delete r;
+        free_request(r);
       } else {
         hand_over(ctx, r, false);
       }
@@ -559,9 +624,9 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
     // release as in hand_over.
     if (r->kind == cancel_kind::shutdown) {
       ctx->shutdown_seen = false;
-      delete r;
+      free_request(r);
     } else {
-      delete ctx->pending.exchange(r, std::memory_order_acq_rel);
+      free_request(ctx->pending.exchange(r, std::memory_order_acq_rel));
     }
     node->claim.store(timer_node::kCancelled, std::memory_order_relaxed);  // never armed
     return false;

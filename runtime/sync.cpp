@@ -122,10 +122,10 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
   if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
     if (r->kind == cancel_kind::shutdown) {
       ctx->shutdown_seen = false;  // take_pending produces it again in resume
-      delete r;
+      free_request(r);
     } else {
       // acq_rel as in hand_over: park the request on our own slot.
-      delete ctx->pending.exchange(r, std::memory_order_acq_rel);
+      free_request(ctx->pending.exchange(r, std::memory_order_acq_rel));
     }
     // Relaxed: nobody else can see a node that was never armed.
     node->claim.store(list_wait::kCancelled, std::memory_order_relaxed);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test_support.hpp"
@@ -184,6 +185,82 @@ TEST(ProvenanceTest, ACancelledHandleTellsKindReasonAndWhereWithoutTakingTheOutc
   ASSERT_TRUE(direct.cancellation().has_value());
   EXPECT_EQ(direct.cancellation()->kind(), weft::cancel_kind::timeout);
   EXPECT_THROW((void)direct.join(), weft::cancelled_error) << "looking did not take the outcome";
+}
+
+// A cancel() without a reason allocates nothing: its request is shared by
+// every cancel() of the same call site and kind (runtime/core.cpp,
+// make_request).  Sharing must not mix up provenance: two threads cancel
+// from one line at once, another line cancels with another kind, and every
+// task sees exactly its own line and kind -- through the throw (the catch
+// block) and through the handle.
+weft::task<int> reports_cancel_line(std::latch* asleep) {
+  asleep->count_down();
+  try {
+    co_await weft::sleep_for(std::chrono::hours(1));
+  } catch (const weft::cancelled_error& e) {
+    if (!e.reason().empty()) co_return -1;
+    co_return static_cast<int>(e.where().line()) * 10 + static_cast<int>(e.kind());
+  }
+  co_return 0;
+}
+
+weft::task<int> holds_its_worker(std::latch* holding, std::latch* release) {
+  holding->count_down();
+  release->wait();  // blocks the worker's thread on purpose
+  co_return 0;
+}
+
+TEST(ProvenanceTest, ReasonlessCancelsFromManyThreadsEachKeepTheirOwnLineAndKind) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  constexpr int kTasks = 600;  // a multiple of 3
+  std::latch asleep{kTasks};
+  weft::runtime rt(weft_test::with_workers(2));
+  std::vector<weft::join_handle<int>> hs;
+  for (int i = 0; i < kTasks; ++i) hs.push_back(rt.spawn(reports_cancel_line(&asleep)));
+  asleep.wait();
+  const int shared_line = __LINE__ + 1;
+  auto cancel_from_one_line = [](weft::join_handle<int>& h) { return h.cancel(); };
+  const int timeout_line = __LINE__ + 2;
+  auto cancel_as_timeout = [](weft::join_handle<int>& h) {
+    return h.cancel_as(weft::cancel_kind::timeout, "");
+  };
+  // Thirds: i % 3 == 0 and 1 by two threads from one line, 2 as timeouts.
+  std::atomic<int> refused{0};  // relaxed: read after the threads joined
+  auto canceller = [&](int rest) {
+    for (int i = rest; i < kTasks; i += 3) {
+      const bool ok = rest == 2 ? cancel_as_timeout(hs[i]) : cancel_from_one_line(hs[i]);
+      if (!ok) refused.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  {
+    std::jthread a(canceller, 0), b(canceller, 1), c(canceller, 2);
+  }
+  EXPECT_EQ(refused.load(std::memory_order_relaxed), 0);
+  const int explicit_code = shared_line * 10 + static_cast<int>(weft::cancel_kind::explicit_request);
+  const int timeout_code = timeout_line * 10 + static_cast<int>(weft::cancel_kind::timeout);
+  for (int i = 0; i < kTasks; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(hs[i].join(), i % 3 == 2 ? timeout_code : explicit_code);
+    EXPECT_FALSE(hs[i].cancelled()) << "the task caught its cancellation and returned";
+  }
+  // Through the handle of a task that did not catch: a task cancelled before
+  // it could start (the workers are busy) keeps the line and kind too.
+  std::latch release{1};
+  std::latch blocking{2};
+  auto b1 = rt.spawn(holds_its_worker(&blocking, &release));
+  auto b2 = rt.spawn(holds_its_worker(&blocking, &release));
+  blocking.wait();  // both workers are held: nothing else can start
+  std::latch never_asleep{1};  // counted down only if the body ran (it must not)
+  auto never = rt.spawn(reports_cancel_line(&never_asleep));
+  EXPECT_TRUE(cancel_from_one_line(never));
+  release.count_down();
+  EXPECT_EQ(b1.join() + b2.join(), 0);
+  EXPECT_THROW((void)never.join(), weft::cancelled_error);
+  ASSERT_TRUE(never.cancellation().has_value());
+  EXPECT_EQ(never.cancellation()->reason(), "");
+  EXPECT_EQ(static_cast<int>(never.cancellation()->where().line()), shared_line);
+  EXPECT_EQ(never.cancellation()->kind(), weft::cancel_kind::explicit_request);
+  EXPECT_FALSE(never_asleep.try_wait()) << "the body of a task cancelled before it started ran";
 }
 
 // The "shutdown" cancellation names the shutdown() call; when the destructor

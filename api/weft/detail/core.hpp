@@ -24,12 +24,21 @@ struct runtime_impl;
 struct task_core;
 
 // One cancellation request: what cancel(reason) hands to the task.  Owned by
-// whoever holds the pointer (the pending slot, then the delivering task).
+// whoever holds the pointer (the pending slot, then the delivering task) --
+// unless `interned`: a request with no reason is shared by every cancel() of
+// the same call site and kind, is never written after it was made, and is
+// never freed (make_request in runtime/core.cpp), so that cancelling many
+// tasks allocates nothing.  Free a request with free_request, never delete.
 struct cancel_request {
   std::string reason;
   cancel_kind kind;
   std::source_location where;
+  bool interned = false;
 };
+
+inline void free_request(cancel_request* r) noexcept {
+  if (r != nullptr && !r->interned) delete r;
+}
 
 // A worker's cache of coroutine frames, by 16-byte size class (owner only).
 // The header's operator new/delete pop and push here inline; alloc_frame and
