@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cinttypes>
+#include <cmath>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
@@ -596,10 +597,13 @@ std::atomic<std::int64_t> g_round_started_ns{0};
 std::atomic<std::uint64_t> g_round_seed{0};
 
 void print_config(const config& cfg, FILE* f) {
+  const std::string duration = std::isinf(cfg.duration.count())
+                                   ? std::string("none")
+                                   : strprintf("%.1fs", cfg.duration.count());
   std::fprintf(f,
-               "weft-stress: seed=%" PRIu64 " mode=%s workers=%u duration=%.1fs iterations=%" PRIu64
+               "weft-stress: seed=%" PRIu64 " mode=%s workers=%u duration=%s iterations=%" PRIu64
                "%s\n",
-               cfg.seed, cfg.sim ? "simulation" : "real", cfg.workers, cfg.duration.count(),
+               cfg.seed, cfg.sim ? "simulation" : "real", cfg.workers, duration.c_str(),
                cfg.iterations, cfg.iterations == 0 ? " (until the duration)" : "");
   std::fprintf(f,
                "  scenarios=%s tasks=%u cancel_rate=%.2f cancel_bound=%.3fs watchdog=%.0fs "
@@ -835,6 +839,10 @@ int run(const config& cfg) {
                "max stretch between resume points %.3f ms\n",
                cfg.sim ? "seeds" : "rounds", seeds.load(), secs, seeds.load() / secs, rounds,
                tasks / secs, fmt_count(g.steals.load()).c_str(), g.max_stretch_ns.load() / 1e6);
+  if (cfg.iterations != 0 && seeds.load() < cfg.iterations && failures.size() < 20)
+    std::fprintf(out, "note: --duration (%.1f s) ended the run after %" PRIu64 " of %" PRIu64
+                      " %s; give a longer --duration to run them all\n",
+                 cfg.duration.count(), seeds.load(), cfg.iterations, cfg.sim ? "seeds" : "rounds");
   if (cfg.sim)
     std::fprintf(
         out, "resume points %s (%.0f/s)%s\n", fmt_count(g.resume_points.load()).c_str(),

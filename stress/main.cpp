@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,9 +26,10 @@ ABSL_FLAG(uint64_t, seed, 0,
           "print it.");
 ABSL_FLAG(uint32_t, workers, 2,
           "Worker threads of the real runtime, or virtual workers of the simulation.");
-ABSL_FLAG(absl::Duration, duration, absl::Seconds(10),
+ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),
           "Wall-time bound of the whole run (e.g. 30s, 2m).  The run stops starting new rounds "
-          "after it; with --iterations, whichever comes first.");
+          "after it; with --iterations, whichever comes first.  0 (the default): 10s when "
+          "--iterations is not given, else no bound (--iterations alone runs every round).");
 ABSL_FLAG(uint64_t, iterations, 0,
           "Rounds to run (seeds in --sim); 0: as many as --duration allows.");
 ABSL_FLAG(std::string, scenario, "all",
@@ -162,7 +164,15 @@ int main(int argc, char** argv) {
   if (cfg.workers == 0 || cfg.workers > 64) bad("--workers must be 1..64");
   cfg.duration =
       std::chrono::duration<double>(absl::ToDoubleSeconds(absl::GetFlag(FLAGS_duration)));
+  if (cfg.duration.count() < 0) bad("--duration must not be negative");
   cfg.iterations = absl::GetFlag(FLAGS_iterations);
+  // A count alone is run in full: a default time bound applies only to runs
+  // that name no count (asking for 10^4 seeds and getting 2,000 is a trap).
+  if (cfg.duration.count() == 0) {
+    cfg.duration = cfg.iterations != 0
+                       ? std::chrono::duration<double>(std::numeric_limits<double>::infinity())
+                       : std::chrono::duration<double>(10.0);
+  }
   std::string error;
   if (!weft_stress::parse_scenarios(absl::GetFlag(FLAGS_scenario), &cfg.scenarios, &error))
     bad(error);
@@ -208,6 +218,5 @@ int main(int argc, char** argv) {
   cfg.watchdog =
       std::chrono::duration<double>(absl::ToDoubleSeconds(absl::GetFlag(FLAGS_watchdog)));
   cfg.quiet = absl::GetFlag(FLAGS_quiet);
-  if (cfg.iterations == 0 && cfg.duration.count() <= 0) bad("give --duration or --iterations");
   return weft_stress::run(cfg);
 }
