@@ -2,6 +2,9 @@
 # The main job: build weft (Release) and run the seed example (asyncio's
 # cancel-a-sleeping-worker program, done with weft), then fib(30) with weft and
 # with oneTBB task_group side by side.  Extra arguments go to fib_compare.
+# The compiler is clang++-19 (as for scripts/bench.sh: weft's fork-join path is
+# markedly faster with it, docs/benchmarks.md); CXX=g++ bash scripts/run.sh for
+# another.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/common.sh
@@ -9,7 +12,7 @@ source scripts/common.sh
 bash scripts/setup.sh
 
 build=build/release
-weft_configure "$build" g++ \
+weft_configure "$build" "${CXX:-clang++-19}" \
   -DCMAKE_BUILD_TYPE=Release \
   -DWEFT_SANITIZE= \
   -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=ON -DWEFT_BUILD_BENCHMARKS=ON
