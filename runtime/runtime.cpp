@@ -371,8 +371,14 @@ void runtime_impl::worker_main(worker* w) {
       cpu_relax();
       continue;
     }
+    // Shutting down: skip the rest of the spin, since shutdown's drain waits
+    // for every worker to park (with a 1 ms spin, every shutdown took 1 ms
+    // more).  Relaxed: a hint set by stop(); missing it only means spinning
+    // out the idle_spin, and park() re-checks the queues either way.
+    const bool stopping_now = w->stopping.load(std::memory_order_relaxed);
     if (idle_rounds == 32) idle_since = now_ns();
-    if (idle_rounds < 64 || (idle_rounds % 16 != 0) || now_ns() - idle_since < idle_spin_ns) {
+    if (!stopping_now &&
+        (idle_rounds < 64 || (idle_rounds % 16 != 0) || now_ns() - idle_since < idle_spin_ns)) {
       std::this_thread::yield();
       continue;
     }

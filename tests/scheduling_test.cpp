@@ -92,6 +92,21 @@ INSTANTIATE_TEST_SUITE_P(Spins, IdleSpinTest,
                            return "Spin" + std::to_string(info.param.count()) + "us";
                          });
 
+// shutdown() waits until every worker is parked (its drain step).  A worker
+// spinning out a long idle_spin must park at once when the runtime stops, not
+// when its spin ends: with the 1 ms default every shutdown took 1 ms more
+// (and a short-lived runtime twice as long), with 10 minutes it would hang
+// for 10 minutes.  The watchdog (60 s) is the bound.
+TEST(IdleSpinShutdownTest, ShutdownDoesNotWaitForSpinningWorkersToEndTheirSpin) {
+  watchdog dog(60s);
+  weft::runtime_options o = with_workers(2);
+  o.idle_spin = std::chrono::minutes(10);
+  weft::runtime rt(std::move(o));
+  EXPECT_EQ(rt.block_on(trivial_task()), 7);  // the workers now spin, for up to 10 minutes
+  rt.shutdown();
+  EXPECT_GE(rt.stats().parks, 2u) << "every worker parked for the shutdown";
+}
+
 TEST(RuntimeOptionsTest, DefaultIdleSpinIsOneMillisecond) {
   EXPECT_EQ(weft::runtime_options{}.idle_spin, std::chrono::microseconds(1000));
 }
