@@ -364,7 +364,10 @@ void outside_thread(round_ctx* c, weft::runtime* rt, std::uint64_t seed, unsigne
     }
   }
   for (auto& x : items) {
-    if (x.r->infinite.load() && !x.r->cancel_sent.load())
+    // Relaxed: both flags were set by this thread (infinite by outside_work
+    // when it built the task, cancel_sent by cancel_tracked), so it sees them.
+    if (x.r->infinite.load(std::memory_order_relaxed) &&
+        !x.r->cancel_sent.load(std::memory_order_relaxed))
       cancel_tracked(c, x.r, x.h, "outside: wind-down");
   }
   for (auto& x : items) {
@@ -466,7 +469,8 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
         weft::sim::run(rt, 1 + rr.below(derived_pct_steps(cfg) / 2 + 1));
         spawn_outside_batch(outside_n - outside_n / 2);
         for (auto& x : sim_outside)
-          if (rr.chance(cfg.cancel_rate) && !x.r->cancel_sent.load())
+          // Relaxed: the simulation is single-threaded (this thread set it).
+          if (rr.chance(cfg.cancel_rate) && !x.r->cancel_sent.load(std::memory_order_relaxed))
             cancel_tracked(c, x.r, x.h, "outside: later");
       }
       // Shutdown under load: every round when it is the only scenario (the
@@ -548,15 +552,17 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
   for (std::uint64_t i = 0; i < n; ++i) {
     record* r = c->reg.at(i);
     if (r == nullptr) continue;
-    const auto taken = r->taken.load();
-    const auto bodies = r->bodies.load();
-    const auto cleanups = r->cleanups.load();
+    // Relaxed, here and below: the round's runtime is shut down and its
+    // workers joined, which orders every write of the tasks before these.
+    const auto taken = r->taken.load(std::memory_order_relaxed);
+    const auto bodies = r->bodies.load(std::memory_order_relaxed);
+    const auto cleanups = r->cleanups.load(std::memory_order_relaxed);
     if (taken != 1) c->violation(r, strprintf("outcome observed %u times (want exactly 1)", taken));
     if (bodies > 1) c->violation(r, "the body ran more than once");
     if (cleanups != bodies)
       c->violation(r, strprintf("cleanup ran %u times for %u bodies", cleanups, bodies));
-    const std::int64_t cancel_ns = r->cancel_ns.load();
-    const std::int64_t finish_ns = r->finish_ns.load();
+    const std::int64_t cancel_ns = r->cancel_ns.load(std::memory_order_relaxed);
+    const std::int64_t finish_ns = r->finish_ns.load(std::memory_order_relaxed);
     if (cancel_ns != 0 && finish_ns != 0 && finish_ns - cancel_ns > c->cancel_bound_ns) {
       c->violation(r,
                    strprintf("the cancellation was observed %.3f s after cancel() (bound %.3f s)",
@@ -685,7 +691,7 @@ void watchdog_main(const config* cfg) {
     std::fprintf(stderr,
                  "\nweft-stress: WATCHDOG: round with seed %" PRIu64
                  " has run for more than %.0f s: a hang.  Tracked tasks not finished:\n",
-                 g_round_seed.load(), cfg->watchdog.count());
+                 g_round_seed.load(std::memory_order_relaxed), cfg->watchdog.count());
     {
       std::lock_guard lk(g_live_mu);
       if (g_live_ctx != nullptr) dump_registry(stderr, *g_live_ctx, 200);
@@ -697,7 +703,10 @@ void watchdog_main(const config* cfg) {
       }
     }
     if (cfg->sim)
-      std::fprintf(stderr, "  replay: %s\n", replay_command(*cfg, g_round_seed.load(), 0).c_str());
+      // Relaxed: a number for the message; stored before the round's start
+      // time, whose release store the acquire load above pairs with.
+      std::fprintf(stderr, "  replay: %s\n",
+                   replay_command(*cfg, g_round_seed.load(std::memory_order_relaxed), 0).c_str());
     std::fflush(stderr);
     std::_Exit(3);
   }
@@ -722,7 +731,8 @@ int run(const config& cfg) {
     while (!rep_stop) {
       rep_cv.wait_for(lk, cfg.progress_interval);
       if (rep_stop) break;
-      if (!cfg.quiet) progress_line(cfg, elapsed(), seeds.load());
+      // Relaxed: a progress counter.
+      if (!cfg.quiet) progress_line(cfg, elapsed(), seeds.load(std::memory_order_relaxed));
     }
   });
 
@@ -735,7 +745,8 @@ int run(const config& cfg) {
   std::uint64_t rounds = 0, hangs = 0;
   auto one = [&](std::uint64_t seed, std::uint64_t cancel_at,
                  std::vector<weft::sim::event>* trace) -> round_report {
-    g_round_seed.store(seed);
+    // Relaxed: published by the release store of the start time below.
+    g_round_seed.store(seed, std::memory_order_relaxed);
     g_round_started_ns.store(wall_ns(), std::memory_order_release);
     round_report r = run_round(cfg, seed, cancel_at, trace);
     g_round_started_ns.store(0, std::memory_order_release);
@@ -784,7 +795,7 @@ int run(const config& cfg) {
         if (elapsed() >= cfg.duration.count() && cfg.iterations == 0) break;
       }
     }
-    seeds.fetch_add(1);
+    seeds.fetch_add(1, std::memory_order_relaxed);  // a counter (the reporter reads it)
     if (!failures.empty() && failures.size() >= 20) break;
   }
   {
@@ -793,8 +804,10 @@ int run(const config& cfg) {
   }
   rep_cv.notify_all();
   reporter.join();
+  // Every counter read from here on is read after the rounds ended and the
+  // reporter joined (relaxed: counters, ordered by those joins).
   const double secs = elapsed();
-  if (!cfg.quiet) progress_line(cfg, secs, seeds.load());
+  if (!cfg.quiet) progress_line(cfg, secs, seeds.load(std::memory_order_relaxed));
 
   // Replay the first failure with a trace (a simulation replays exactly).
   if (cfg.sim && !failures.empty() && !single) {
@@ -818,12 +831,12 @@ int run(const config& cfg) {
                "cancelled", "errors", "refused", "timeouts", "cancels");
   for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
     auto& p = g.per[i];
-    if (p.spawned.load() == 0) continue;
+    if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
     std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n",
-                 i < kScenarioCount ? kNames[i] : "(drivers)", fmt_count(p.spawned.load()).c_str(),
-                 fmt_count(p.values.load()).c_str(), fmt_count(p.cancelled.load()).c_str(),
-                 fmt_count(p.errors.load()).c_str(), fmt_count(p.refused.load()).c_str(),
-                 fmt_count(p.timeouts.load()).c_str(), fmt_count(p.cancels.load()).c_str());
+                 i < kScenarioCount ? kNames[i] : "(drivers)", fmt_count(p.spawned.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.values.load(std::memory_order_relaxed)).c_str(), fmt_count(p.cancelled.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.errors.load(std::memory_order_relaxed)).c_str(), fmt_count(p.refused.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.timeouts.load(std::memory_order_relaxed)).c_str(), fmt_count(p.cancels.load(std::memory_order_relaxed)).c_str());
   }
   const std::uint64_t tasks = total(&scenario_figures::spawned);
   std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n", "total", fmt_count(tasks).c_str(),
@@ -837,16 +850,16 @@ int run(const config& cfg) {
                "\n%s: %" PRIu64 " in %.2f s (%.1f/s); rounds %" PRIu64
                "; tasks %.0f/s; steals %s; "
                "max stretch between resume points %.3f ms\n",
-               cfg.sim ? "seeds" : "rounds", seeds.load(), secs, seeds.load() / secs, rounds,
-               tasks / secs, fmt_count(g.steals.load()).c_str(), g.max_stretch_ns.load() / 1e6);
-  if (cfg.iterations != 0 && seeds.load() < cfg.iterations && failures.size() < 20)
+               cfg.sim ? "seeds" : "rounds", seeds.load(std::memory_order_relaxed), secs, seeds.load(std::memory_order_relaxed) / secs, rounds,
+               tasks / secs, fmt_count(g.steals.load(std::memory_order_relaxed)).c_str(), g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6);
+  if (cfg.iterations != 0 && seeds.load(std::memory_order_relaxed) < cfg.iterations && failures.size() < 20)
     std::fprintf(out, "note: --duration (%.1f s) ended the run after %" PRIu64 " of %" PRIu64
                       " %s; give a longer --duration to run them all\n",
-                 cfg.duration.count(), seeds.load(), cfg.iterations, cfg.sim ? "seeds" : "rounds");
+                 cfg.duration.count(), seeds.load(std::memory_order_relaxed), cfg.iterations, cfg.sim ? "seeds" : "rounds");
   if (cfg.sim)
     std::fprintf(
-        out, "resume points %s (%.0f/s)%s\n", fmt_count(g.resume_points.load()).c_str(),
-        g.resume_points.load() / secs,
+        out, "resume points %s (%.0f/s)%s\n", fmt_count(g.resume_points.load(std::memory_order_relaxed)).c_str(),
+        g.resume_points.load(std::memory_order_relaxed) / secs,
         replays_checked != 0
             ? strprintf("; %" PRIu64 " seeds run twice with identical traces", replays_checked)
                   .c_str()
@@ -855,7 +868,7 @@ int run(const config& cfg) {
     std::fprintf(out,
                  "bodies that began after a cancel() that found them unstarted (a race on a real "
                  "runtime): %s\n",
-                 fmt_count(g.started_after_cancel.load()).c_str());
+                 fmt_count(g.started_after_cancel.load(std::memory_order_relaxed)).c_str());
   const int code = failures.empty() ? 0 : (hangs > 0 ? 3 : 1);
   if (failures.empty()) {
     std::fprintf(out, "all invariants held\n");
@@ -884,22 +897,22 @@ int run(const config& cfg) {
       << "\",\n  \"workers\": " << cfg.workers << ",\n  \"scenarios\": \""
       << scenario_list(cfg.scenarios) << "\",\n  \"tasks_per_scenario\": " << cfg.tasks
       << ",\n  \"cancel_rate\": " << cfg.cancel_rate << ",\n  \"seconds\": " << secs
-      << ",\n  \"rounds\": " << rounds << ",\n  \"seeds\": " << seeds.load()
-      << ",\n  \"seeds_per_second\": " << seeds.load() / secs << ",\n  \"tasks\": " << tasks
-      << ",\n  \"tasks_per_second\": " << tasks / secs << ",\n  \"steals\": " << g.steals.load()
-      << ",\n  \"resume_points\": " << g.resume_points.load()
-      << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load() / 1e6
-      << ",\n  \"violations\": " << g.violations.load() << ",\n  \"exit_code\": " << code
+      << ",\n  \"rounds\": " << rounds << ",\n  \"seeds\": " << seeds.load(std::memory_order_relaxed)
+      << ",\n  \"seeds_per_second\": " << seeds.load(std::memory_order_relaxed) / secs << ",\n  \"tasks\": " << tasks
+      << ",\n  \"tasks_per_second\": " << tasks / secs << ",\n  \"steals\": " << g.steals.load(std::memory_order_relaxed)
+      << ",\n  \"resume_points\": " << g.resume_points.load(std::memory_order_relaxed)
+      << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6
+      << ",\n  \"violations\": " << g.violations.load(std::memory_order_relaxed) << ",\n  \"exit_code\": " << code
       << ",\n  \"per_scenario\": {";
     bool first = true;
     for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
       auto& p = g.per[i];
-      if (p.spawned.load() == 0) continue;
+      if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
       j << (first ? "\n" : ",\n") << "    \"" << (i < kScenarioCount ? kNames[i] : "drivers")
-        << "\": {\"tasks\": " << p.spawned.load() << ", \"values\": " << p.values.load()
-        << ", \"cancelled\": " << p.cancelled.load() << ", \"errors\": " << p.errors.load()
-        << ", \"refused\": " << p.refused.load() << ", \"timeouts\": " << p.timeouts.load()
-        << ", \"cancels\": " << p.cancels.load() << "}";
+        << "\": {\"tasks\": " << p.spawned.load(std::memory_order_relaxed) << ", \"values\": " << p.values.load(std::memory_order_relaxed)
+        << ", \"cancelled\": " << p.cancelled.load(std::memory_order_relaxed) << ", \"errors\": " << p.errors.load(std::memory_order_relaxed)
+        << ", \"refused\": " << p.refused.load(std::memory_order_relaxed) << ", \"timeouts\": " << p.timeouts.load(std::memory_order_relaxed)
+        << ", \"cancels\": " << p.cancels.load(std::memory_order_relaxed) << "}";
       first = false;
     }
     j << "\n  },\n  \"failures\": [";

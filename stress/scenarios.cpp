@@ -471,16 +471,22 @@ weft::task<std::uint64_t> timeout_racer(round_ctx* c, record* r, std::uint64_t s
   if (timed_out) {
     add(global_figures().per[si].timeouts);
     if (!b.h.done()) c->violation(b.r, "wait_for timed out before the task had finished");
-    if (b.r->bodies.load() != b.r->cleanups.load())
+    // Acquire: pairs with the guard's release increment of cleanups (and the
+    // body's acq_rel increment of bodies).
+    if (b.r->bodies.load(std::memory_order_acquire) !=
+        b.r->cleanups.load(std::memory_order_acquire))
       c->violation(b.r, "wait_for timed out before the task's cleanup ran");
     if (took < dn) c->violation(b.r, "wait_for timed out before its deadline");
     if (took > dn + c->cancel_bound_ns)
       c->violation(b.r, "wait_for's timeout was observed long after the deadline");
   } else if (returned) {
-    const bool refused = b.r->refused.load();
+    // Relaxed: written by the task before it returned, which wait_for's
+    // return (the runtime's join) orders before this read.
+    const bool refused = b.r->refused.load(std::memory_order_relaxed);
     // (Unless cancel_points cancelled wait_for's own deadline task: then
     // nothing times out, legitimately.)
-    if (c->cancel_at == 0 && is_infinite(b.p.kind) && !refused && b.r->bodies.load() != 0 &&
+    if (c->cancel_at == 0 && is_infinite(b.p.kind) && !refused &&
+        b.r->bodies.load(std::memory_order_relaxed) != 0 &&
         !b.h.cancelled())
       c->violation(b.r, "wait_for returned the value of a task that sleeps an hour");
   }
