@@ -36,7 +36,9 @@ struct deque_stress_result {
 // before the owner pushes its first item.
 inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_t seed,
                                             int take_every = 1, std::int64_t min_boundary = 0,
-                                            int max_items = 0) {
+                                            int max_items = 0,
+                                            weft::detail::fence_mode mode =
+                                                weft::detail::fence_mode::adaptive) {
   struct item_t {
     int id;
   };
@@ -44,7 +46,7 @@ inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_
   std::vector<item_t> pool(static_cast<std::size_t>(max_items));
   std::vector<std::atomic<int>> seen(static_cast<std::size_t>(max_items));
   for (int i = 0; i < max_items; ++i) pool[static_cast<std::size_t>(i)].id = i;
-  weft::detail::chase_lev_deque<item_t*> dq(2);
+  weft::detail::chase_lev_deque<item_t*> dq(2, mode);
   // Relaxed flags and counters: the threads only need to stop eventually;
   // the counts are read again after join(), which synchronises.
   std::atomic<bool> done{false};

@@ -1,7 +1,11 @@
 // White-box tests of the Chase-Lev deque (runtime/deque.hpp).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdio>
+#include <string>
+#include <thread>
+#include <tuple>
 
 #include "deque_stress.hpp"
 #include "test_support.hpp"
@@ -60,33 +64,106 @@ TEST(DequeTest, StealTakesFromTheTopInFifoOrder) {
   EXPECT_EQ(dq.steal(got), weft::detail::steal_result::empty);
 }
 
-class DequeStressTest : public ::testing::TestWithParam<int> {};
+using weft::detail::fence_mode;
+
+const char* mode_name(fence_mode m) {
+  switch (m) {
+    case fence_mode::adaptive: return "adaptive";
+    case fence_mode::symmetric: return "symmetric";
+    case fence_mode::asymmetric: return "asymmetric";
+  }
+  return "?";
+}
+
+// Each fence mode of the deque (deque.hpp): the symmetric exchange, the light
+// take with the thieves' membarrier on every steal, and the adaptive switch
+// between them (which the stress mostly keeps symmetric: thieves are busy).
+class DequeStressTest : public ::testing::TestWithParam<std::tuple<int, fence_mode>> {
+ protected:
+  void SetUp() override {
+    if (std::get<1>(GetParam()) != fence_mode::symmetric &&
+        !weft::detail::asymmetric_fence_available())
+      GTEST_SKIP() << "membarrier is not available here: every deque is symmetric";
+  }
+};
 
 TEST_P(DequeStressTest, EveryItemTakenExactlyOnceAtTheSizeOneBoundary) {
   weft_test::watchdog dog(std::chrono::seconds(120));
-  const int thieves = GetParam();
+  const auto [thieves, mode] = GetParam();
   // Keeps pushing (up to 10x kItems) until the thieves met the boundary
   // often enough, so a thief starved of CPU cannot make the test vacuous.
   auto r = weft_test::run_deque_stress(kItems, thieves, 0xC0FFEEu + static_cast<unsigned>(thieves),
-                                       1, kMinBoundary, 10 * kItems);
-  std::printf("thieves=%d items=%lld steals=%lld boundary-steal-attempts=%lld\n", thieves,
-              static_cast<long long>(r.items), static_cast<long long>(r.steals),
+                                       1, kMinBoundary, 10 * kItems, mode);
+  std::printf("thieves=%d mode=%s items=%lld steals=%lld boundary-steal-attempts=%lld\n", thieves,
+              mode_name(mode), static_cast<long long>(r.items), static_cast<long long>(r.steals),
               static_cast<long long>(r.boundary_steals));
   EXPECT_EQ(r.lost, 0);
   EXPECT_EQ(r.duplicated, 0);
   // The stress is only worth something if thieves really met the 0-1 boundary.
   EXPECT_GE(r.boundary_steals, kMinBoundary);
+  // ... and really took items (with the light take, each steal is a membarrier).
+  EXPECT_GT(r.steals, 0);
 }
 
 TEST_P(DequeStressTest, GrowsUnderThievesWithoutLosingItems) {
   weft_test::watchdog dog(std::chrono::seconds(120));
+  const auto [thieves, mode] = GetParam();
   // take_every = 0: the owner never takes while pushing, so the buffer keeps
   // doubling while thieves read from it.
-  auto r = weft_test::run_deque_stress(kItems, GetParam(), 42, 0);
+  auto r = weft_test::run_deque_stress(kItems, thieves, 42, 0, 0, 0, mode);
   EXPECT_EQ(r.lost, 0);
   EXPECT_EQ(r.duplicated, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Thieves, DequeStressTest, ::testing::Values(1, 3, 7));
+INSTANTIATE_TEST_SUITE_P(
+    Thieves, DequeStressTest,
+    ::testing::Combine(::testing::Values(1, 3, 7),
+                       ::testing::Values(fence_mode::adaptive, fence_mode::symmetric,
+                                         fence_mode::asymmetric)),
+    [](const ::testing::TestParamInfo<DequeStressTest::ParamType>& info) {
+      return std::to_string(std::get<0>(info.param)) + "_" + mode_name(std::get<1>(info.param));
+    });
+
+// The adaptive deque takes light after kQuietTakes takes without a steal, and
+// goes back to the exchange at its first take after a thief took something.
+TEST(DequeFenceTest, AdaptiveDequeTakesLightWhenQuietAndStopsAtTheFirstSteal) {
+  if (!weft::detail::asymmetric_fence_available())
+    GTEST_SKIP() << "membarrier is not available here: every deque is symmetric";
+  weft::detail::chase_lev_deque<int*> dq(4);
+  int v[2];
+  EXPECT_FALSE(dq.light_takes()) << "a new deque starts symmetric";
+  for (std::uint32_t i = 0; i < weft::detail::chase_lev_deque<int*>::kQuietTakes; ++i) {
+    dq.push(&v[0]);
+    ASSERT_EQ(dq.take(), &v[0]);
+  }
+  EXPECT_TRUE(dq.light_takes()) << "no steal for kQuietTakes takes";
+  // Light takes still take exactly what is there.
+  dq.push(&v[0]);
+  dq.push(&v[1]);
+  EXPECT_TRUE(dq.take_if(&v[1]));
+  int* got = nullptr;
+  ASSERT_EQ(dq.steal(got), weft::detail::steal_result::success);  // pays the heavy barrier
+  EXPECT_EQ(got, &v[0]);
+  EXPECT_TRUE(dq.light_takes()) << "the owner has not looked yet";
+  EXPECT_EQ(dq.take(), nullptr);
+  EXPECT_FALSE(dq.light_takes()) << "the owner saw top move: back to the exchange";
+  // And light again after another quiet spell, the owner's own last-item CAS
+  // not counting as a steal.
+  for (std::uint32_t i = 0; i < weft::detail::chase_lev_deque<int*>::kQuietTakes; ++i) {
+    dq.push(&v[0]);
+    ASSERT_EQ(dq.take(), &v[0]);
+  }
+  EXPECT_TRUE(dq.light_takes());
+}
+
+TEST(DequeFenceTest, SymmetricModeNeverTakesLight) {
+  weft::detail::chase_lev_deque<int*> dq(4, fence_mode::symmetric);
+  int v = 0;
+  for (std::uint32_t i = 0; i < 2 * weft::detail::chase_lev_deque<int*>::kQuietTakes; ++i) {
+    dq.push(&v);
+    ASSERT_EQ(dq.take(), &v);
+  }
+  EXPECT_FALSE(dq.light_takes());
+}
 
 }  // namespace

@@ -12,6 +12,24 @@
 // On x86-64 the exchange is one `xchg` (a locked instruction: the cost of the
 // paper's fence, without clang's `mfence`), and seq_cst loads are plain moves.
 //
+// Asymmetric fences (fence_mode): that locked instruction is about 9% of a
+// fork-join's cost (fib, clang 19, 1 worker).  While no thief takes from a
+// deque, its owner lowers bottom with a plain store and a compiler barrier
+// (the "light" take) and every thief pays instead: between its loads of top
+// and bottom it runs heavy_barrier() (Linux membarrier, private expedited),
+// which makes every running thread of the process execute a full barrier --
+// the owner's store is then visible to the thief, or the owner's load of top
+// comes after the thief's barrier and sees what the thief saw.  That is the
+// asymmetric Dekker pair (membarrier(2); Dice, Huang, Yang, "Asymmetric Dekker
+// Synchronization").  A barrier costs a thief about 22 us on this 2-CPU VM, so
+// the owner goes back to the symmetric exchange the moment it sees top move
+// (a thief took something) and tries the light take again only after
+// kQuietTakes takes without a steal.  Switching to light is a seq_cst
+// exchange of the flag before the first light take; a thief that read the
+// flag clear reads it again after bottom and backs off if it is now set.
+// Switching back is a plain store: a thief that reads the flag clear also sees
+// every light take before it.  docs/architecture.md, "The deque's fences".
+//
 // The owner pushes and takes at the bottom; thieves steal from the top.
 // Indices are signed 64-bit (take on an empty deque goes to -1 transiently).
 // Buffers grow by doubling; a retired buffer is kept until the deque dies,
@@ -32,6 +50,21 @@
 namespace weft::detail {
 
 enum class steal_result : std::uint8_t { success, empty, lost_race };
+
+// How the owner's take orders its store of bottom before its load of top.
+enum class fence_mode : std::uint8_t {
+  adaptive,    // symmetric while thieves take from it, light after a quiet spell
+  symmetric,   // always the locked exchange (also where membarrier is missing)
+  asymmetric,  // always the light take; every non-empty steal pays the barrier
+};
+
+// runtime/barrier.cpp.  Whether heavy_barrier() works in this process
+// (membarrier registered; false when the kernel lacks it, under valgrind, or
+// with WEFT_ASYMMETRIC_FENCE=0 in the environment).  Decided once.
+bool asymmetric_fence_available() noexcept;
+// A full memory barrier on every running thread of this process.  Only after
+// asymmetric_fence_available() returned true.
+void heavy_barrier() noexcept;
 
 template <class T>
 class chase_lev_deque {
@@ -54,7 +87,16 @@ class chase_lev_deque {
   };
 
  public:
-  explicit chase_lev_deque(std::int64_t initial_capacity = 256) {
+  // Takes without a steal before an adaptive deque tries the light take again.
+  static constexpr std::uint32_t kQuietTakes = 1u << 14;
+
+  explicit chase_lev_deque(std::int64_t initial_capacity = 256,
+                           fence_mode mode = fence_mode::adaptive) {
+    if (mode != fence_mode::symmetric && !asymmetric_fence_available())
+      mode = fence_mode::symmetric;
+    mode_ = mode;
+    // Relaxed: as buf_ below.
+    light_.store(mode == fence_mode::asymmetric, std::memory_order_relaxed);
     std::int64_t cap = 1;
     while (cap < initial_capacity) cap <<= 1;
     buffers_.push_back(std::make_unique<buffer>(cap));
@@ -87,12 +129,7 @@ class chase_lev_deque {
     // Relaxed: only the owner writes bottom and buf_.
     std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
     buffer* a = buf_.load(std::memory_order_relaxed);
-    // seq_cst exchange: the store of bottom must be ordered before the load of
-    // top (the paper's seq_cst fence); pairs with steal's seq_cst loads.
-    bottom_.exchange(b, std::memory_order_seq_cst);
-    WEFT_CHAOS_POINT();
-    // seq_cst: see above.
-    std::int64_t t = top_.load(std::memory_order_seq_cst);
+    std::int64_t t = lower_bottom(b);
     if (t > b) {
       // Empty: restore.  Relaxed: owner-only variable.
       bottom_.store(b + 1, std::memory_order_relaxed);
@@ -106,8 +143,10 @@ class chase_lev_deque {
       top_.store(t + 1, std::memory_order_relaxed);
 #else
       // The last item: race the thieves for it.  seq_cst: pairs with their CAS.
-      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
-                                        std::memory_order_relaxed))
+      if (top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                       std::memory_order_relaxed))
+        seen_top_ = t + 1;  // our own move of top is not a thief's
+      else
         item = nullptr;
 #endif
       // Relaxed: owner-only variable; the CAS above ordered the race.
@@ -128,9 +167,7 @@ class chase_lev_deque {
     // deque is empty it is stale (or null), and the protocol below finds the
     // deque empty and restores bottom.
     if (a->load(b) != expected) return false;
-    // seq_cst exchange then seq_cst load of top: as in take().
-    bottom_.exchange(b, std::memory_order_seq_cst);
-    std::int64_t t = top_.load(std::memory_order_seq_cst);
+    std::int64_t t = lower_bottom(b);
     if (t > b) {
       // Empty: restore.  Relaxed: owner-only variable.
       bottom_.store(b + 1, std::memory_order_relaxed);
@@ -144,6 +181,7 @@ class chase_lev_deque {
       // The last item: race the thieves for it.  seq_cst: pairs with their CAS.
       bool won = top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
                                               std::memory_order_relaxed);
+      if (won) seen_top_ = t + 1;  // our own move of top is not a thief's
 #endif
       // Relaxed: owner-only variable; the CAS above ordered the race.
       bottom_.store(b + 1, std::memory_order_relaxed);
@@ -177,8 +215,25 @@ class chase_lev_deque {
     // and its seq_cst load of top (the fence-free variant).
     std::int64_t t = top_.load(std::memory_order_seq_cst);
     WEFT_CHAOS_POINT();
-    std::int64_t b = bottom_.load(std::memory_order_seq_cst);
-    if (t >= b) return steal_result::empty;
+    std::int64_t b;
+    // seq_cst: pairs with go_light()'s exchange and go_symmetric()'s store
+    // (acquire would do for the latter: a thief that sees the flag clear sees
+    // the owner's light stores of bottom before it).
+    if (light_.load(std::memory_order_seq_cst)) {
+      // Relaxed: a first look, so that an empty deque costs no barrier; the
+      // seq_cst load after the barrier decides.
+      if (t >= bottom_.load(std::memory_order_relaxed)) return steal_result::empty;
+      heavy_barrier();  // the owner's light take: see the top of this file
+      b = bottom_.load(std::memory_order_seq_cst);
+      if (t >= b) return steal_result::empty;
+    } else {
+      b = bottom_.load(std::memory_order_seq_cst);
+      if (t >= b) return steal_result::empty;
+      // seq_cst, after the load of bottom: the owner may have switched to light
+      // takes since our first look, and our look at bottom may predate one.
+      // Pairs with go_light()'s exchange; the caller tries again.
+      if (light_.load(std::memory_order_seq_cst)) return steal_result::lost_race;
+    }
     // Acquire: pairs with grow()'s release store of a new buffer.
     buffer* a = buf_.load(std::memory_order_acquire);
     T item = a->load(t);
@@ -191,6 +246,13 @@ class chase_lev_deque {
     return steal_result::success;
   }
 
+  // Whether the owner's takes are light now (tests, diagnostics).  Any
+  // thread; stale at once while the owner runs.
+  bool light_takes() const noexcept {
+    // Relaxed: a report, nothing is read through it.
+    return light_.load(std::memory_order_relaxed);
+  }
+
   // Any thread; approximate.
   std::int64_t size_hint() const noexcept {
     // seq_cst: used by a worker about to park, after its seq_cst RMW on the
@@ -201,6 +263,53 @@ class chase_lev_deque {
   }
 
  private:
+  // The owner's half of take: store b as the new bottom, then load top, in
+  // this order as seen by every thief.  Owner only.
+  std::int64_t lower_bottom(std::int64_t b) noexcept {
+    // Relaxed: only the owner writes light_.
+    if (light_.load(std::memory_order_relaxed)) {
+      // The light take.  Relaxed store, compiler barrier, relaxed load: the
+      // order between them is made by the thieves' heavy_barrier() (top of
+      // this file), which the C++ memory model does not describe.
+      bottom_.store(b, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      WEFT_CHAOS_POINT();
+      std::int64_t t = top_.load(std::memory_order_relaxed);
+      if (t != seen_top_) [[unlikely]] go_symmetric(t);  // a thief took something
+      return t;
+    }
+    // seq_cst exchange: the store of bottom must be ordered before the load of
+    // top (the paper's seq_cst fence); pairs with steal's seq_cst loads.
+    bottom_.exchange(b, std::memory_order_seq_cst);
+    WEFT_CHAOS_POINT();
+    // seq_cst: see above.
+    std::int64_t t = top_.load(std::memory_order_seq_cst);
+    if (mode_ == fence_mode::adaptive) {
+      if (t != seen_top_) {
+        seen_top_ = t;
+        quiet_ = 0;
+      } else if (++quiet_ >= kQuietTakes) {
+        go_light();
+      }
+    }
+    return t;
+  }
+  void go_symmetric(std::int64_t t) noexcept {
+    seen_top_ = t;
+    if (mode_ != fence_mode::adaptive) return;  // forced asymmetric stays light
+    quiet_ = 0;
+    // Release: pairs with steal's seq_cst load of the flag; a thief that sees
+    // it clear also sees our light stores of bottom, which came before.
+    light_.store(false, std::memory_order_release);
+  }
+  void go_light() noexcept {
+    quiet_ = 0;
+    // seq_cst exchange (a full barrier): the flag is visible to every thief
+    // before our first light store of bottom; pairs with the load of the flag
+    // that a thief makes after its load of bottom.
+    light_.exchange(true, std::memory_order_seq_cst);
+  }
+
   buffer* grow(buffer* old, std::int64_t t, std::int64_t b) {
     auto bigger = std::make_unique<buffer>(old->capacity * 2);
     for (std::int64_t i = t; i < b; ++i) bigger->store(i, old->load(i));
@@ -214,7 +323,15 @@ class chase_lev_deque {
   // top and bottom on separate cache lines: thieves hammer top.
   alignas(128) std::atomic<std::int64_t> top_{0};
   alignas(128) std::atomic<std::int64_t> bottom_{0};
+  // The owner takes light (true) or with the exchange (false).  Written by
+  // the owner only; read by thieves.  Next to bottom: both are read together.
+  std::atomic<bool> light_{false};
   alignas(128) std::atomic<buffer*> buf_{nullptr};
+  // Owner only: top as of the owner's last take, and takes since a thief was
+  // last seen (adaptive mode).
+  std::int64_t seen_top_ = 0;
+  std::uint32_t quiet_ = 0;
+  fence_mode mode_ = fence_mode::symmetric;
   std::vector<std::unique_ptr<buffer>> buffers_;  // owner only (grow)
 };
 
