@@ -267,10 +267,28 @@ struct promise_common : promise_base {
   }
 };
 
+// For promise_base::plain_params.  A reference parameter to an incomplete type
+// (or a function) is taken to need destruction: conservative, and it keeps
+// such coroutines compiling.
+template <class A>
+constexpr bool trivially_destroyed() noexcept {
+  if constexpr (requires { sizeof(A); }) {
+    return std::is_trivially_destructible_v<A>;
+  } else {
+    return false;
+  }
+}
+
 template <class T>
 class promise final : public promise_common<promise<T>> {
  public:
   promise() = default;
+  // The coroutine's parameters (the compiler passes them when this is
+  // viable); only their types are used.
+  template <class... A>
+  explicit promise(const A&...) noexcept {
+    this->plain_params = (trivially_destroyed<A>() && ...);
+  }
   promise(const promise&) = delete;
   ~promise() {
     if (this->result == outcome::value && !value_taken_) slot_.get().~T();
@@ -297,6 +315,12 @@ class promise final : public promise_common<promise<T>> {
 template <>
 class promise<void> final : public promise_common<promise<void>> {
  public:
+  promise() = default;
+  template <class... A>
+  explicit promise(const A&...) noexcept {  // as promise<T>
+    this->plain_params = (trivially_destroyed<A>() && ...);
+  }
+  promise(const promise&) = delete;
   task<void> get_return_object() noexcept;
   void return_void() noexcept { this->result = outcome::value; }
   void take_value() noexcept {}
@@ -523,14 +547,26 @@ class [[nodiscard]] join_handle {
   detail::task_core& core() const noexcept { return h_.promise().own_core(); }
   void reset() noexcept {
     if (!h_) return;
-    detail::task_core* c = &core();
-    h_ = {};
+    std::coroutine_handle<detail::promise<T>> h = std::exchange(h_, {});
+    detail::task_core* c = &h.promise().own_core();
     // Acquire: pairs with complete_task's release RMW.  When the task is done
     // and ours is the only reference, nobody else can reach the core any more
     // (temporary refs are only taken while a joiner's hook points here).
     std::uint32_t s = c->state.load(std::memory_order_acquire);
     if ((s & detail::task_core::kDone) && detail::task_core::refs(s) == 1) {
-      detail::destroy_task(c);  // sole owner: no RMW needed
+      // Sole owner: no RMW needed.  The common case -- a value that was
+      // taken, no request left over, no watcher, parameters with nothing to
+      // destroy -- frees the frame right here: its destruction runs no code
+      // that could reach another task (destroy_task's queue is for that).
+      // Relaxed: nobody can store to `pending` any more (last reference).
+      detail::promise<T>& p = h.promise();
+      if (p.plain_params && c->observed && p.result == detail::outcome::value &&
+          (s & detail::task_core::kWatched) == 0 &&
+          c->pending.load(std::memory_order_relaxed) == nullptr) [[likely]] {
+        h.destroy();
+        return;
+      }
+      detail::destroy_task(c);
       return;
     }
     detail::release_ref(c);
@@ -634,7 +670,7 @@ unsigned join_handle<T>::uncancel() noexcept {
 // thread that is not a weft worker (use runtime::spawn there).  During
 // shutdown the handle comes back already cancelled (reason "shutdown").
 template <class T>
-join_handle<T> spawn(task<T> t) {
+[[gnu::always_inline]] inline join_handle<T> spawn(task<T> t) {
   return detail::spawn_here<T>(std::move(t));
 }
 

@@ -244,6 +244,10 @@ struct promise_base {
   std::exception_ptr error;        // exception outcome (cancelled_error too)
   outcome result = outcome::none;
   bool spawned = false;
+  // Every parameter of the coroutine is trivially destructible (set by the
+  // promise's constructor, which sees them): destroying the finished frame
+  // then runs no code that could destroy other tasks (join_handle::reset).
+  bool plain_params = false;
   alignas(task_core) unsigned char core_storage[sizeof(task_core)];
 
   task_core& own_core() noexcept { return *reinterpret_cast<task_core*>(core_storage); }
