@@ -326,12 +326,13 @@ class chase_lev_deque {
   // The owner takes light (true) or with the exchange (false).  Written by
   // the owner only; read by thieves.  Next to bottom: both are read together.
   std::atomic<bool> light_{false};
-  alignas(128) std::atomic<buffer*> buf_{nullptr};
   // Owner only: top as of the owner's last take, and takes since a thief was
-  // last seen (adaptive mode).
+  // last seen (adaptive mode).  On bottom's line, which every take writes
+  // anyway: on buf_'s line (read by every steal) they made each steal miss.
   std::int64_t seen_top_ = 0;
   std::uint32_t quiet_ = 0;
   fence_mode mode_ = fence_mode::symmetric;
+  alignas(128) std::atomic<buffer*> buf_{nullptr};
   std::vector<std::unique_ptr<buffer>> buffers_;  // owner only (grow)
 };
 
