@@ -545,7 +545,9 @@ class [[nodiscard]] join_handle {
 
  private:
   detail::task_core& core() const noexcept { return h_.promise().own_core(); }
-  void reset() noexcept {
+  // Forced inline: every join ends here (g++ 12 outlined it in large
+  // translation units).
+  [[gnu::always_inline]] void reset() noexcept {
     if (!h_) return;
     std::coroutine_handle<detail::promise<T>> h = std::exchange(h_, {});
     detail::task_core* c = &h.promise().own_core();
