@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <malloc.h>
 #include <mutex>
 #include <stop_token>
 #include <string>
@@ -213,5 +214,20 @@ struct rng {
   }
   std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
 };
+
+// Bytes allocated and not yet freed, process-wide (the sanitizer's allocator
+// under ASan/TSan, glibc's arenas otherwise).  For "nothing kept" checks, after
+// a warm-up round has filled the runtime's frame caches.
+#if WEFT_TEST_SANITIZER != 0
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
+inline long long allocated_bytes() {
+  return static_cast<long long>(__sanitizer_get_current_allocated_bytes());
+}
+#else
+inline long long allocated_bytes() {
+  const struct mallinfo2 mi = ::mallinfo2();
+  return static_cast<long long>(mi.uordblks + mi.hblkhd);  // arenas in use + mmapped
+}
+#endif
 
 }  // namespace weft_test

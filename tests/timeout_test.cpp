@@ -547,18 +547,7 @@ TEST(MillionTimersTest, PendingTimersHalfCancelledNoneEarlyNoneAfterCancelNoFram
 // bytes the allocator has handed out are back at the level measured before the
 // timers (after a warm-up round): nothing the timers used is kept.
 
-// Bytes allocated and not yet freed, process-wide.
-#if WEFT_TEST_SANITIZER != 0
-extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
-long long allocated_bytes() {
-  return static_cast<long long>(__sanitizer_get_current_allocated_bytes());
-}
-#else
-long long allocated_bytes() {
-  const struct mallinfo2 mi = ::mallinfo2();
-  return static_cast<long long>(mi.uordblks + mi.hblkhd);  // arenas in use + mmapped
-}
-#endif
+using weft_test::allocated_bytes;
 
 enum class pending_mode : std::uint8_t { fire, never, hour, racing };
 

@@ -557,13 +557,17 @@ class [[nodiscard]] join_handle {
     std::uint32_t s = c->state.load(std::memory_order_acquire);
     if ((s & detail::task_core::kDone) && detail::task_core::refs(s) == 1) {
       // Sole owner: no RMW needed.  The common case -- a value that was
-      // taken, no request left over, no watcher, parameters with nothing to
-      // destroy -- frees the frame right here: its destruction runs no code
+      // taken, no request left over, no watcher list, parameters with nothing
+      // to destroy -- frees the frame right here: its destruction runs no code
       // that could reach another task (destroy_task's queue is for that).
-      // Relaxed: nobody can store to `pending` any more (last reference).
+      // The list, not kWatched: shield() of a finished task makes the list
+      // and never sets the flag (at 4b2f336 this leaked the list).
+      // Relaxed: nobody can store to `pending` or `watchers` any more (last
+      // reference); a watcher's list was published to us by the release of
+      // its reference, which our acquire load of `state` saw.
       detail::promise<T>& p = h.promise();
       if (p.plain_params && c->observed && p.result == detail::outcome::value &&
-          (s & detail::task_core::kWatched) == 0 &&
+          c->watchers.load(std::memory_order_relaxed) == nullptr &&
           c->pending.load(std::memory_order_relaxed) == nullptr) [[likely]] {
         h.destroy();
         return;
