@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <string_view>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -164,6 +166,26 @@ TEST(DequeFenceTest, SymmetricModeNeverTakesLight) {
     ASSERT_EQ(dq.take(), &v);
   }
   EXPECT_FALSE(dq.light_takes());
+}
+
+// WEFT_ASYMMETRIC_FENCE=0 turns the light take off for the whole process: an
+// adaptive deque never goes light and a forced asymmetric one falls back.
+// ctest runs this with the variable set (deque_fence_switched_off); without
+// it there is nothing to check.
+TEST(DequeFenceTest, EnvironmentZeroKeepsEveryDequeSymmetric) {
+  const char* env = std::getenv("WEFT_ASYMMETRIC_FENCE");
+  if (env == nullptr || std::string_view(env) != "0")
+    GTEST_SKIP() << "run by ctest's deque_fence_switched_off, with WEFT_ASYMMETRIC_FENCE=0";
+  EXPECT_FALSE(weft::detail::asymmetric_fence_available());
+  weft::detail::chase_lev_deque<int*> adaptive(4);
+  weft::detail::chase_lev_deque<int*> forced(4, fence_mode::asymmetric);
+  EXPECT_FALSE(forced.light_takes()) << "a forced asymmetric deque falls back to the exchange";
+  int v = 0;
+  for (std::uint32_t i = 0; i < 2 * weft::detail::chase_lev_deque<int*>::kQuietTakes; ++i) {
+    adaptive.push(&v);
+    ASSERT_EQ(adaptive.take(), &v);
+  }
+  EXPECT_FALSE(adaptive.light_takes());
 }
 
 }  // namespace

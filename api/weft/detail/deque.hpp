@@ -59,7 +59,7 @@ enum class fence_mode : std::uint8_t {
 };
 
 // runtime/barrier.cpp.  Whether heavy_barrier() works in this process
-// (membarrier registered; false when the kernel lacks it, under valgrind, or
+// (membarrier registered; false when the kernel lacks it or refuses it, or
 // with WEFT_ASYMMETRIC_FENCE=0 in the environment).  Decided once.
 bool asymmetric_fence_available() noexcept;
 // A full memory barrier on every running thread of this process.  Only after
