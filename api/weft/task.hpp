@@ -563,8 +563,8 @@ class [[nodiscard]] join_handle {
       // The list, not kWatched: shield() of a finished task makes the list
       // and never sets the flag (at 4b2f336 this leaked the list).
       // Relaxed: nobody can store to `pending` or `watchers` any more (last
-      // reference); a watcher's list was published to us by the release of
-      // its reference, which our acquire load of `state` saw.
+      // reference); a list was made by a shield() that borrowed a handle to
+      // this task, which happens-before that handle's last reset (this one).
       detail::promise<T>& p = h.promise();
       if (p.plain_params && c->observed && p.result == detail::outcome::value &&
           c->watchers.load(std::memory_order_relaxed) == nullptr &&
