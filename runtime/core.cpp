@@ -87,18 +87,35 @@ std::source_location shutdown_site(const runtime_impl* rt) {
   return rt->shutdown_at;
 }
 
+// cancelling() + 1.  The caller holds `core`'s hook lock: every update of
+// cancel_count happens under it, so a load and a store do (no RMW needed).
+void count_request_locked(task_core* core) noexcept {
+  // Relaxed: serialised by hook_lock (the lock's acquire/release order them).
+  core->cancel_count.store(core->cancel_count.load(std::memory_order_relaxed) + 1,
+                           std::memory_order_relaxed);
+}
+
 // Take a pending request from the chain; the caller holds whatever locks it
-// needs.  A request taken from an inline joiner counts as forwarded to `core`.
-cancel_request* take_from_chain(task_core* core) noexcept {
+// needs (`core_locked`: it holds `core`'s hook lock).  A request taken from an
+// inline joiner counts as forwarded to `core` (cancelling() + 1, under
+// `core`'s hook lock like every update of the count).
+cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
   for (task_core* c = core; c != nullptr; c = c->inline_joiner) {
     // Relaxed: a hint; the exchange below is what takes it.
     if (c->pending.load(std::memory_order_relaxed) == nullptr) continue;
-    // Acquire: pairs with the release half of the exchange in hand_over();
-    // the request's fields are visible.
+    // Acquire: pairs with hand_over's release store or exchange; the
+    // request's fields are visible.
     cancel_request* r = c->pending.exchange(nullptr, std::memory_order_acquire);
     if (r == nullptr) continue;
-    // Relaxed: a statistics-like counter (cancelling()); publishes nothing.
-    if (c != core) core->cancel_count.fetch_add(1, std::memory_order_relaxed);
+    if (c != core) {
+      if (core_locked) {
+        count_request_locked(core);
+      } else {
+        core->lock_hook();
+        count_request_locked(core);
+        core->unlock_hook();
+      }
+    }
     return r;
   }
   if (core->w != nullptr && core->w->stopping.load(std::memory_order_relaxed) &&
@@ -119,8 +136,7 @@ bool forward_request(task_core* target, cancel_request* req);
 // locks at once.
 void hand_over(task_core* core, cancel_request* req, bool count) {
   core->lock_hook();
-  // Relaxed: the counter's updates that matter are serialised by hook_lock.
-  if (count) core->cancel_count.fetch_add(1, std::memory_order_relaxed);
+  if (count) count_request_locked(core);
   std::uintptr_t hook = core->hook;
   while ((hook & 1) != 0) {
     auto* target = reinterpret_cast<task_core*>(hook & ~std::uintptr_t{1});
@@ -137,9 +153,21 @@ void hand_over(task_core* core, cancel_request* req, bool count) {
   }
   // Here `core` is not waiting on a running task: the request lands at its
   // next cancellation point (asyncio's _must_cancel).
-  // acq_rel: release publishes the request's fields to the taker (acquire in
-  // take_from_chain); acquire makes a replaced request's fields ours to free.
-  cancel_request* old = core->pending.exchange(req, std::memory_order_acq_rel);
+  // Every store of a request into `pending` happens under this hook lock;
+  // without the lock it only goes to null (a take).  So an empty slot stays
+  // empty until our store, and a plain store suffices (the common case: one
+  // locked instruction per cancel() instead of three).  Relaxed load: when it
+  // sees a request, the exchange below re-reads the slot.
+  cancel_request* old = core->pending.load(std::memory_order_relaxed);
+  if (old == nullptr) {
+    // Release: publishes the request's fields to the taker (acquire exchange
+    // in take_from_chain / uncancel_core, acquire load in destroy_extras).
+    core->pending.store(req, std::memory_order_release);
+  } else {
+    // acq_rel: release as above; acquire makes the replaced request's fields
+    // ours to free (a taker may have emptied the slot meanwhile: then null).
+    old = core->pending.exchange(req, std::memory_order_acq_rel);
+  }
   WEFT_CHAOS_POINT();
 #if !defined(WEFT_BREAK_NO_WAKE_ON_CANCEL)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
@@ -469,7 +497,7 @@ bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
   return true;
 }
 
-cancel_request* take_pending(task_core* core) noexcept { return take_from_chain(core); }
+cancel_request* take_pending(task_core* core) noexcept { return take_from_chain(core, false); }
 
 bool cancel_visible(const task_core* core) noexcept {
   for (const task_core* c = core; c != nullptr; c = c->inline_joiner) {
@@ -492,11 +520,10 @@ unsigned uncancel_core(task_core* core) noexcept {
   // the same lock, so "count reached zero, drop the pending request" cannot
   // throw away a request that arrived after the decrement.
   core->lock_hook();
-  // Relaxed: counter; the CAS keeps it from going below zero even against
-  // take_from_chain's unlocked increment.
+  // Relaxed: every update of the count is made under the hook lock we hold.
   std::uint32_t c = core->cancel_count.load(std::memory_order_relaxed);
-  while (c > 0 && !core->cancel_count.compare_exchange_weak(c, c - 1, std::memory_order_relaxed)) {
-  }
+  // Relaxed: as above; never below zero.
+  if (c > 0) core->cancel_count.store(c - 1, std::memory_order_relaxed);
   cancel_request* dropped = nullptr;
   if (c == 1) {
     // Count reached zero: an undelivered request is withdrawn too (asyncio
@@ -510,7 +537,7 @@ unsigned uncancel_core(task_core* core) noexcept {
 
 cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept {
   lock_chain(core);
-  cancel_request* req = take_from_chain(core);
+  cancel_request* req = take_from_chain(core, true);
   if (req == nullptr) {
     core->hook = hook;
     task_core* child = core;
@@ -522,6 +549,15 @@ cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept {
   unlock_chain_ancestors(core);
   core->unlock_hook();  // the publish: after this the wait may end at any time
   return req;
+}
+
+void park_request(task_core* core, cancel_request* req) noexcept {
+  core->lock_hook();
+  // acq_rel, as in hand_over's exchange: release publishes `req` to its
+  // taker; acquire makes a request we replace ours to free.
+  cancel_request* old = core->pending.exchange(req, std::memory_order_acq_rel);
+  core->unlock_hook();
+  free_request(old);
 }
 
 void unregister_wait(task_core* core) noexcept {
@@ -620,13 +656,12 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
   node->core = ctx;
   ctx->resume_point = self;
   if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
-    // Deliver in await_resume: park the request on our own slot.  Acquire/
-    // release as in hand_over.
+    // Deliver in await_resume: park the request on our own slot.
     if (r->kind == cancel_kind::shutdown) {
       ctx->shutdown_seen = false;
       free_request(r);
     } else {
-      free_request(ctx->pending.exchange(r, std::memory_order_acq_rel));
+      park_request(ctx, r);
     }
     node->claim.store(timer_node::kCancelled, std::memory_order_relaxed);  // never armed
     return false;

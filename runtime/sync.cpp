@@ -124,8 +124,7 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
       ctx->shutdown_seen = false;  // take_pending produces it again in resume
       free_request(r);
     } else {
-      // acq_rel as in hand_over: park the request on our own slot.
-      free_request(ctx->pending.exchange(r, std::memory_order_acq_rel));
+      park_request(ctx, r);  // on our own slot, under the hook lock
     }
     // Relaxed: nobody else can see a node that was never armed.
     node->claim.store(list_wait::kCancelled, std::memory_order_relaxed);

@@ -5,6 +5,7 @@
 // await chain.
 #include <latch>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test_support.hpp"
@@ -621,6 +622,68 @@ weft::task<int> poll_cancel_requested(poll_state* s) {
     s->yield_threw.store(true, std::memory_order_relaxed);
   }
   co_return 3;
+}
+
+// cancel() stores a request with a plain store and counts it with a load and a
+// store, relying on the hook lock (every store into `pending` and every update
+// of cancelling()'s count is made under it).  Here four threads cancel one
+// task while it keeps taking requests at yield() and at sleeps -- a sleep
+// entered with a request pending refuses and parks the request back on the
+// task (park_request), one entered without is woken by the next cancel --
+// and, in the child it awaits inline, takes requests that landed on it as
+// forwarded ones.  A count update made outside the lock would lose increments
+// (cancelling() below the number of accepted cancels); a request stored
+// outside it would be lost or freed twice (the sanitizer builds see both).
+weft::task<long> take_requests_forever(const std::atomic<bool>* stop, int depth) {
+  if (depth > 0) co_return co_await take_requests_forever(stop, depth - 1);
+  long caught = 0;
+  // Relaxed: a stop sign; the final cancel() after it wakes a sleeping loop.
+  for (unsigned i = 0; !stop->load(std::memory_order_relaxed); ++i) {
+    try {
+      if (i % 2 == 0) {
+        co_await weft::yield();
+      } else {
+        co_await weft::sleep_for(std::chrono::hours(1));
+      }
+    } catch (const cancelled_error&) {
+      ++caught;
+    }
+  }
+  co_return caught;
+}
+
+TEST(CancelCountTest, EveryAcceptedCancelIsCountedWhenFourThreadsCancelATaskThatKeepsTakingThem) {
+  watchdog wd(120s);
+  const int per_thread = static_cast<int>(scaled(100000, 5000));
+  for (int depth : {0, 1, 0, 1}) {
+    std::atomic<bool> stop{false};
+    weft::runtime rt(with_workers(2));
+    auto h = rt.spawn(take_requests_forever(&stop, depth));
+    std::atomic<long> accepted{0};
+    std::latch go(4);
+    std::vector<std::thread> cancellers;
+    for (int t = 0; t < 4; ++t) {
+      cancellers.emplace_back([&] {
+        go.arrive_and_wait();
+        long mine = 0;
+        for (int i = 0; i < per_thread; ++i) mine += h.cancel() ? 1 : 0;
+        // Relaxed: read after join() of this thread.
+        accepted.fetch_add(mine, std::memory_order_relaxed);
+      });
+    }
+    for (auto& c : cancellers) c.join();
+    // Relaxed: the task polls it; the cancel() below wakes a sleeping loop
+    // (a loop at yield() may see the flag first and finish: then it says false).
+    stop.store(true, std::memory_order_relaxed);
+    const long last = h.cancel() ? 1 : 0;
+    EXPECT_EQ(accepted.load(std::memory_order_relaxed), 4L * per_thread)
+        << "the task runs until `stop`: every cancel before it is accepted";
+    const long all = accepted.load(std::memory_order_relaxed) + last;
+    EXPECT_EQ(static_cast<long>(h.cancelling()), all) << "depth " << depth;
+    const long caught = h.join();
+    EXPECT_GE(caught, 1) << "depth " << depth;
+    EXPECT_LE(caught, all) << "depth " << depth;
+  }
 }
 
 TEST(ThisTaskTest, CancelRequestedAndThrowIfCancelRequestedInsideATask) {

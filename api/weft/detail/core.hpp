@@ -382,6 +382,10 @@ bool cancel_visible(const task_core* core) noexcept;
 // installs nothing) when one is pending anywhere on the chain.
 cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept;
 void unregister_wait(task_core* core) noexcept;
+// Put a request that register_wait returned back on the task's own slot (the
+// wait was refused; the task's await_resume delivers it).  Under the hook lock,
+// as every store of a request into `pending` is.
+void park_request(task_core* core, cancel_request* req) noexcept;
 
 // Re-queue a suspended chain (yield, trampoline, wake-ups).
 void schedule_yield(task_core* core) noexcept;
