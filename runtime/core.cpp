@@ -508,12 +508,16 @@ bool cancel_visible(const task_core* core) noexcept {
          !core->shutdown_seen;
 }
 
-void throw_cancelled(cancel_request* req) {
+cancelled_error cancelled_error_of(cancel_request* req) {
   // An interned request is shared: copy (its reason is empty), never move.
-  cancelled_error e(req->interned ? std::string() : std::move(req->reason), req->kind, req->where);
+  std::string reason = req->interned ? std::string() : std::move(req->reason);
+  const cancel_kind kind = req->kind;
+  const std::source_location where = req->where;
   free_request(req);
-  throw e;
+  return cancelled_error(std::move(reason), kind, where);
 }
+
+void throw_cancelled(cancel_request* req) { throw cancelled_error_of(req); }
 
 unsigned uncancel_core(task_core* core) noexcept {
   // Under the hook lock: hand_over counts a new request and stores it under
@@ -679,14 +683,13 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
   return node->latch.fetch_sub(1, std::memory_order_acq_rel) != 1;
 }
 
-void sleep_resume(task_core* ctx, timer_node* node) {
+cancel_request* sleep_resume(task_core* ctx, timer_node* node) {
   unregister_wait(ctx);
+  cancel_request* r = take_pending(ctx);
   // Relaxed: written by this thread (refusal) before.
-  if (node->claim.load(std::memory_order_relaxed) == timer_node::kRefused) {
-    if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
+  if (r == nullptr && node->claim.load(std::memory_order_relaxed) == timer_node::kRefused)
     throw shutdown_error(ctx->rt);
-  }
-  deliver_if_pending(ctx);
+  return r;
 }
 
 void timer_node::interrupt() noexcept {

@@ -160,13 +160,14 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
   return node->latch.fetch_sub(1, std::memory_order_acq_rel) != 1;
 }
 
-bool list_wait_resume(task_core* ctx, list_wait* node) {
+bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver) {
   // Relaxed: our own node; its last writer resumed us (latch acq_rel).
   std::uint8_t how = node->claim.load(std::memory_order_relaxed);
   ctx->rt->unregister_blocked(node);  // no-op when it never registered
   unregister_wait(ctx);
   if (how == list_wait::kFired) return true;
-  if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
+  deliver = take_pending(ctx);
+  if (deliver != nullptr) return false;
   if (how == list_wait::kRefused) throw shutdown_error(ctx->rt);
   return false;  // interrupted, but the request was withdrawn (uncancel) meanwhile
 }

@@ -251,7 +251,7 @@ task<T> token_relay(cancellation_token tok, task<T> t) {
   // A source cancelled before we started: the callback has just put the
   // request on us.  Deliver it before the body runs (a task cancelled before
   // it starts never runs its body).
-  if (cancel_request* r = take_pending(self)) throw_cancelled(r);
+  if (cancel_request* r = take_pending(self)) throw_taken(r);
   task<T> body = std::move(t);
   if constexpr (std::is_void_v<T>) {
     co_await std::move(body);

@@ -69,8 +69,9 @@ inline bool maybe_cancel(const task_core* ctx) noexcept {
          ctx->w->stopping.load(std::memory_order_relaxed);
 }
 
-inline void deliver_if_pending(task_core* ctx) {
-  if (cancel_request* r = take_pending(ctx)) throw_cancelled(r);
+// Inline, throw included: see throw_taken.
+[[gnu::always_inline]] inline void deliver_if_pending(task_core* ctx) {
+  if (cancel_request* r = take_pending(ctx)) [[unlikely]] throw_taken(r);
 }
 
 // Blocking join from a thread that is not a worker.
@@ -83,7 +84,10 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
 // co_await sleep: returns false when the task must not suspend (a request was
 // pending, or the runtime refused the timer: claim kRefused).
 bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept;
-void sleep_resume(task_core* ctx, timer_node* node);
+// After a sleep: the request to deliver (the awaiter throws it: throw_taken),
+// or null; throws shutdown_error when the runtime refused the timer and no
+// request is pending.
+cancel_request* sleep_resume(task_core* ctx, timer_node* node);
 // The outcome of a spawned task, for the awaiter/joiner: rethrows exceptions
 // and cancellation.  Marks it observed.
 [[noreturn]] void rethrow_outcome(promise_base& p);
@@ -170,7 +174,7 @@ struct sleep_awaiter {
       deliver_if_pending(ctx);
       return;
     }
-    sleep_resume(ctx, &node);
+    if (cancel_request* r = sleep_resume(ctx, &node)) [[unlikely]] throw_taken(r);
   }
 };
 
@@ -192,7 +196,12 @@ struct list_wait_once {
     ctx = h.promise().ctx;
     return list_wait_suspend(ctx, &node, h, list, op, obj);
   }
-  bool await_resume() { return list_wait_resume(ctx, &node); }
+  bool await_resume() {
+    cancel_request* r = nullptr;
+    const bool ours = list_wait_resume(ctx, &node, r);
+    if (r != nullptr) [[unlikely]] throw_taken(r);
+    return ours;
+  }
 };
 
 // What co_await of a named list_wait_once goes through: a copyable proxy (g++

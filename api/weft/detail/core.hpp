@@ -375,6 +375,15 @@ cancel_request* take_pending(task_core* core) noexcept;
 // Like take_pending but only looks, consumes nothing.
 bool cancel_visible(const task_core* core) noexcept;
 [[noreturn]] void throw_cancelled(cancel_request* req);
+// The cancelled_error for a taken request (frees the request).  Cancellation
+// points throw it with throw_taken, inline: the unwinder then starts in the
+// task's own frame, where the catch usually is.  Each extra frame between the
+// throw and the catch cost 0.15-0.65 us with cold caches (a probe, clang 19),
+// up to half of what delivering a cancel to a sleeping task takes.
+cancelled_error cancelled_error_of(cancel_request* req);
+[[noreturn, gnu::always_inline]] inline void throw_taken(cancel_request* req) {
+  throw cancelled_error_of(req);  // constructed in place (guaranteed elision)
+}
 
 // Blocking waits.  register_wait installs `hook` (a wait_node*, or a
 // task_core*|1 forward) on `core` and forward hooks on its inline joiners, all
@@ -404,7 +413,12 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
 // After the wait: true when it ended by kFired (the resource is ours); throws
 // cancelled_error when it was interrupted by a cancellation; false on a
 // spurious interrupt (the request was withdrawn meanwhile).
-bool list_wait_resume(task_core* ctx, list_wait* node);
+// After a list wait: true when the list's owner ended it (the resource is
+// ours); else false, with `deliver` set to the request to throw (the awaiter
+// throws it: throw_taken), or null when a cancel that woke it was withdrawn.
+// Throws shutdown_error when the runtime refused the wait and nothing is
+// pending.
+bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver);
 // End the wait of every node in `list` that can still be claimed (under the
 // list's lock, which the caller holds); `grant(obj)` is called for each node
 // it wins, and returns false to stop (no more of the resource).
