@@ -634,9 +634,24 @@ weft::task<int> poll_cancel_requested(poll_state* s) {
 // forwarded ones.  A count update made outside the lock would lose increments
 // (cancelling() below the number of accepted cancels); a request stored
 // outside it would be lost or freed twice (the sanitizer builds see both).
-weft::task<long> take_requests_forever(const std::atomic<bool>* stop, int depth) {
-  if (depth > 0) co_return co_await take_requests_forever(stop, depth - 1);
-  long caught = 0;
+// `in_loop` is set once the innermost task is in its loop (cancels sent before
+// that would cancel the task before it starts, or its parent at the
+// co_await).  The innermost task writes how many cancels it caught to
+// `caught` before it returns (read after join()).
+weft::task<void> take_requests_forever(const std::atomic<bool>* stop, std::atomic<bool>* in_loop,
+                                       long* caught, int depth) {
+  if (depth > 0) {
+    try {
+      co_await take_requests_forever(stop, in_loop, caught, depth - 1);
+    } catch (const cancelled_error&) {
+      // A request that landed on this task after the child's last
+      // cancellation point is delivered here, when the child returns.
+    }
+    co_return;
+  }
+  long n = 0;
+  // Release: pairs with the test's acquire load; nothing else is published.
+  in_loop->store(true, std::memory_order_release);
   // Relaxed: a stop sign; the final cancel() after it wakes a sleeping loop.
   for (unsigned i = 0; !stop->load(std::memory_order_relaxed); ++i) {
     try {
@@ -646,10 +661,10 @@ weft::task<long> take_requests_forever(const std::atomic<bool>* stop, int depth)
         co_await weft::sleep_for(std::chrono::hours(1));
       }
     } catch (const cancelled_error&) {
-      ++caught;
+      ++n;
     }
   }
-  co_return caught;
+  *caught = n;
 }
 
 TEST(CancelCountTest, EveryAcceptedCancelIsCountedWhenFourThreadsCancelATaskThatKeepsTakingThem) {
@@ -657,8 +672,12 @@ TEST(CancelCountTest, EveryAcceptedCancelIsCountedWhenFourThreadsCancelATaskThat
   const int per_thread = static_cast<int>(scaled(100000, 5000));
   for (int depth : {0, 1, 0, 1}) {
     std::atomic<bool> stop{false};
+    std::atomic<bool> in_loop{false};
+    long caught = -1;
     weft::runtime rt(with_workers(2));
-    auto h = rt.spawn(take_requests_forever(&stop, depth));
+    auto h = rt.spawn(take_requests_forever(&stop, &in_loop, &caught, depth));
+    // Acquire: pairs with the task's release store (bounded by the watchdog).
+    while (!in_loop.load(std::memory_order_acquire)) std::this_thread::yield();
     std::atomic<long> accepted{0};
     std::latch go(4);
     std::vector<std::thread> cancellers;
@@ -680,7 +699,7 @@ TEST(CancelCountTest, EveryAcceptedCancelIsCountedWhenFourThreadsCancelATaskThat
         << "the task runs until `stop`: every cancel before it is accepted";
     const long all = accepted.load(std::memory_order_relaxed) + last;
     EXPECT_EQ(static_cast<long>(h.cancelling()), all) << "depth " << depth;
-    const long caught = h.join();
+    h.join();
     EXPECT_GE(caught, 1) << "depth " << depth;
     EXPECT_LE(caught, all) << "depth " << depth;
   }
