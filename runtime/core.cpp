@@ -130,13 +130,14 @@ bool forward_request(task_core* target, cancel_request* req);
 
 // Give `req` (owned) to `core`: forward it to the task `core` is waiting on
 // (asyncio passes cancellation down the await chain), or make it pending and
-// interrupt a blocking wait.  `count`: a new request for `core`, so
-// cancelling() grows by one -- under the hook lock, so that uncancel() cannot
-// interleave between the count and the pending slot.  Never holds two hook
-// locks at once.
-void hand_over(task_core* core, cancel_request* req, bool count) {
+// interrupt a blocking wait.  A new request for `core`: cancelling() grows by
+// one -- under the hook lock, so that uncancel() cannot interleave between the
+// count and the pending slot.  (A request a refused wait hands back goes
+// through park_request instead, uncounted.)  Never holds two hook locks at
+// once.
+void hand_over(task_core* core, cancel_request* req) {
   core->lock_hook();
-  if (count) count_request_locked(core);
+  count_request_locked(core);
   std::uintptr_t hook = core->hook;
   while ((hook & 1) != 0) {
     auto* target = reinterpret_cast<task_core*>(hook & ~std::uintptr_t{1});
@@ -179,7 +180,7 @@ void hand_over(task_core* core, cancel_request* req, bool count) {
 bool forward_request(task_core* target, cancel_request* req) {
   // Acquire: pairs with complete_task's release RMW.
   if (target->state.load(std::memory_order_acquire) & task_core::kDone) return false;
-  hand_over(target, req, true);
+  hand_over(target, req);
   return true;
 }
 
@@ -493,7 +494,7 @@ bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
   }
   // Acquire: pairs with complete_task's release; a finished task says false.
   if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
-  hand_over(core, make_request(std::move(reason), kind, where), true);
+  hand_over(core, make_request(std::move(reason), kind, where));
   return true;
 }
 
@@ -556,6 +557,11 @@ cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept {
 }
 
 void park_request(task_core* core, cancel_request* req) noexcept {
+  if (req->kind == cancel_kind::shutdown) {
+    core->shutdown_seen = false;  // take_pending produces it again
+    free_request(req);
+    return;
+  }
   core->lock_hook();
   // acq_rel, as in hand_over's exchange: release publishes `req` to its
   // taker; acquire makes a request we replace ours to free.
@@ -635,12 +641,7 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
     if (r->kind == cancel_kind::shutdown || !forward_request(target, r)) {
       // Nothing to forward to (finished), or the one shutdown delivery: keep it
       // for ourselves and resume now; await_resume delivers it.
-      if (r->kind == cancel_kind::shutdown) {
-        ctx->shutdown_seen = false;  // let take_pending produce it again
-        free_request(r);
-      } else {
-        hand_over(ctx, r, false);
-      }
+      park_request(ctx, r);
       return self;
     }
   }
@@ -660,13 +661,7 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
   node->core = ctx;
   ctx->resume_point = self;
   if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
-    // Deliver in await_resume: park the request on our own slot.
-    if (r->kind == cancel_kind::shutdown) {
-      ctx->shutdown_seen = false;
-      free_request(r);
-    } else {
-      park_request(ctx, r);
-    }
+    park_request(ctx, r);  // await_resume delivers it
     node->claim.store(timer_node::kCancelled, std::memory_order_relaxed);  // never armed
     return false;
   }

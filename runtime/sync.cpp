@@ -120,12 +120,7 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
   node->owner = list;
   ctx->resume_point = self;
   if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
-    if (r->kind == cancel_kind::shutdown) {
-      ctx->shutdown_seen = false;  // take_pending produces it again in resume
-      free_request(r);
-    } else {
-      park_request(ctx, r);  // on our own slot, under the hook lock
-    }
+    park_request(ctx, r);  // await_resume delivers it
     // Relaxed: nobody else can see a node that was never armed.
     node->claim.store(list_wait::kCancelled, std::memory_order_relaxed);
     return false;

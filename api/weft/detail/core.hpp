@@ -391,9 +391,11 @@ cancelled_error cancelled_error_of(cancel_request* req);
 // installs nothing) when one is pending anywhere on the chain.
 cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept;
 void unregister_wait(task_core* core) noexcept;
-// Put a request that register_wait returned back on the task's own slot (the
-// wait was refused; the task's await_resume delivers it).  Under the hook lock,
-// as every store of a request into `pending` is.
+// Give a request that register_wait returned back to the task, whose wait is
+// refused: its await_resume delivers it.  The one "shutdown" request is
+// dropped and made again by take_pending (shutdown_seen reset); any other goes
+// back on the task's own slot, under the hook lock, as every store of a
+// request into `pending` does.
 void park_request(task_core* core, cancel_request* req) noexcept;
 
 // Re-queue a suspended chain (yield, trampoline, wake-ups).
@@ -410,9 +412,6 @@ bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime 
 // true when the task must suspend.
 bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
                        wait_list* list, bool (*op)(void* obj, bool take), void* obj) noexcept;
-// After the wait: true when it ended by kFired (the resource is ours); throws
-// cancelled_error when it was interrupted by a cancellation; false on a
-// spurious interrupt (the request was withdrawn meanwhile).
 // After a list wait: true when the list's owner ended it (the resource is
 // ours); else false, with `deliver` set to the request to throw (the awaiter
 // throws it: throw_taken), or null when a cancel that woke it was withdrawn.
