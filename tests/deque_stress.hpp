@@ -21,6 +21,22 @@
 
 namespace weft_test {
 
+// From per-item take counts: items taken by nobody, and takes beyond the
+// first.  Read after every taker was joined (relaxed is enough then).
+struct take_tally {
+  std::int64_t lost = 0;
+  std::int64_t duplicated = 0;
+};
+inline take_tally tally_takes(const std::vector<std::atomic<int>>& seen, std::size_t n) {
+  take_tally t;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int v = seen[i].load(std::memory_order_relaxed);
+    if (v == 0) ++t.lost;
+    if (v > 1) t.duplicated += v - 1;
+  }
+  return t;
+}
+
 struct deque_stress_result {
   std::int64_t items = 0;
   std::int64_t lost = 0;        // taken by nobody
@@ -109,11 +125,9 @@ inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_
   for (auto& t : ts) t.join();
   deque_stress_result r;
   r.items = pushed;
-  for (int i = 0; i < pushed; ++i) {
-    int v = seen[static_cast<std::size_t>(i)].load(std::memory_order_relaxed);
-    if (v == 0) ++r.lost;
-    if (v > 1) r.duplicated += v - 1;
-  }
+  const take_tally t = tally_takes(seen, static_cast<std::size_t>(pushed));
+  r.lost = t.lost;
+  r.duplicated = t.duplicated;
   r.boundary_steals = boundary.load(std::memory_order_relaxed);
   r.steals = steals.load(std::memory_order_relaxed);
   return r;
