@@ -489,12 +489,23 @@ cancel_request* make_request(std::string reason, cancel_kind kind, std::source_l
 
 bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
+  if (reason.empty()) return request_cancel_plain(core, kind, where);
   if (core->rt->sim != nullptr) [[unlikely]] {
     sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
   }
   // Acquire: pairs with complete_task's release; a finished task says false.
   if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
   hand_over(core, make_request(std::move(reason), kind, where));
+  return true;
+}
+
+bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_location where) {
+  if (core->rt->sim != nullptr) [[unlikely]] {
+    sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
+  }
+  // Acquire: as in request_cancel.
+  if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
+  hand_over(core, interned_request(kind, where));
   return true;
 }
 

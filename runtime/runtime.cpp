@@ -69,6 +69,10 @@ unsigned default_worker_count() {
   return hc > 0 ? hc : 1;
 }
 
+// Pauses after a steal that found nothing to run (worker_main).
+constexpr std::uint32_t kMinStealBackoff = 16;
+constexpr std::uint32_t kMaxStealBackoff = 1024;
+
 void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -258,6 +262,7 @@ task_core* runtime_impl::pop_injected() noexcept {
 task_core* runtime_impl::find_work(worker* w) {
   // Every 61st look goes to the injection queue first, so tasks from outside
   // and yielded tasks are not starved by a busy local deque.
+  w->took_by_steal = false;
   if (++w->tick % 61 == 0) {
     if (task_core* c = pop_injected()) return c;
   }
@@ -276,6 +281,7 @@ task_core* runtime_impl::find_work(worker* w) {
       if (workers[v]->deque.steal(item) == steal_result::success) {
         // Relaxed: statistics, owner-written.
         w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        w->took_by_steal = true;
         return item;
       }
     }
@@ -283,7 +289,7 @@ task_core* runtime_impl::find_work(worker* w) {
   return nullptr;
 }
 
-void runtime_impl::run(worker* w, task_core* c) {
+bool runtime_impl::run(worker* w, task_core* c) {
   c->w = w;
   if (!c->started) {
     c->started = true;
@@ -291,7 +297,7 @@ void runtime_impl::run(worker* w, task_core* c) {
     // Deliberately broken variant (tests only): no cancel-before-start check,
     // so a task cancelled before it started runs its body anyway.
 #else
-    if (maybe_cancel(c) && cancel_before_start(c)) return;
+    if (maybe_cancel(c) && cancel_before_start(c)) return false;
 #endif
   }
   // Relaxed: a sample for the timer thread's slice check; owner-written.
@@ -311,6 +317,7 @@ void runtime_impl::run(worker* w, task_core* c) {
     c->w = w;
   }
   w->current = nullptr;
+  return true;
 }
 
 bool runtime_impl::park(worker* w) {
@@ -357,7 +364,20 @@ void runtime_impl::worker_main(worker* w) {
   for (;;) {
     if (task_core* c = find_work(w)) {
       idle_rounds = 0;
-      run(w, c);
+      const bool stolen = w->took_by_steal;
+      if (run(w, c) || !stolen) {
+        w->steal_backoff = 0;
+        continue;
+      }
+      // Unproductive steal: the task had been cancelled before it started, so
+      // we only completed it.  A thief that steals such tasks back to back
+      // (a deque of cancelled tasks being drained) costs its victim a cache
+      // line transfer on every take; see "Stealing cancelled tasks" in
+      // docs/architecture.md.  Pause before the next attempt, doubling up to
+      // kMaxStealBackoff pauses, until a steal finds a task to run.
+      w->steal_backoff = w->steal_backoff == 0 ? kMinStealBackoff
+                                               : std::min(2 * w->steal_backoff, kMaxStealBackoff);
+      for (std::uint32_t i = 0; i < w->steal_backoff; ++i) cpu_relax();
       continue;
     }
     // Acquire: pairs with stop()'s release store; all tasks are done by then.

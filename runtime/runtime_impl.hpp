@@ -39,6 +39,11 @@ struct alignas(kCacheLine) worker : worker_hot {
   sim_driver* sim = nullptr;
   std::uint64_t rng = 0;           // victim choice (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
+  // Owner only.  find_work's last task came from another worker's deque.
+  bool took_by_steal = false;
+  // Owner only.  Pauses before the next steal attempt after a steal that found
+  // nothing to run (see worker_main); 0 after a steal that ran a task.
+  std::uint32_t steal_backoff = 0;
 
   // Written by the owner (relaxed), read by the timer thread: changes on every
   // resume from the worker loop; unchanged for a whole slice = overstaying.
@@ -127,7 +132,9 @@ struct runtime_impl {
   void worker_main(worker* w);
   task_core* find_work(worker* w);  // THE scheduling seam: which task runs next
   task_core* pop_injected() noexcept;  // front of the injection queue, or null
-  void run(worker* w, task_core* c);
+  // Runs `c`; false when it was cancelled before it started (no code of the
+  // task ran: it was completed as cancelled instead).
+  bool run(worker* w, task_core* c);
   bool park(worker* w);
   bool has_visible_work() noexcept;
   void wake_one() noexcept;

@@ -355,7 +355,7 @@ void sim_driver::step() {
   // single-threaded.
   w->slice_expired.store(true, std::memory_order_relaxed);
   tls_worker = w;
-  rt->run(w, c);
+  (void)rt->run(w, c);
   tls_worker = nullptr;
   now += rng.below(static_cast<std::uint64_t>(opt.max_step_cost.count()) + 1);
   virtual_ns.store(now - kBase, std::memory_order_relaxed);  // Relaxed: see bump

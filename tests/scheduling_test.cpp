@@ -529,4 +529,83 @@ TEST(MigrationTest, TaskSeesTheWorkerItIsReallyOnAfterEveryYield) {
               s.migrations.load(std::memory_order_relaxed), n);
 }
 
+
+// ------------------------------------------------------------- stealing
+
+// A thief pauses after each steal that found a task cancelled before it
+// started (nothing to run), doubling up to a bound, and starts over once a
+// steal finds a task to run (runtime.cpp, worker_main).  Here the victim's
+// worker is blocked, so every task must be stolen: first a run of cancelled
+// ones (the top of the deque), then the real ones behind them.  The pauses
+// must neither lose a task nor stall the thief for good.
+struct steal_state {
+  std::latch* gate = nullptr;  // holds the other worker until the tasks are queued
+  std::atomic<bool> gate_held{false};
+  std::atomic<int> cancelled_bodies{0};
+  std::atomic<int> real_runs{0};
+  std::latch* real_done = nullptr;
+  int cancelled = 0, real = 0;
+  std::vector<weft::join_handle<void>> cancelled_handles;
+  std::vector<weft::join_handle<void>> real_handles;
+};
+
+weft::task<void> must_not_run(steal_state* s) {
+  s->cancelled_bodies.fetch_add(1, std::memory_order_relaxed);
+  co_return;
+}
+
+weft::task<void> real_work(steal_state* s) {
+  s->real_runs.fetch_add(1, std::memory_order_relaxed);
+  s->real_done->count_down();
+  co_return;
+}
+
+// Takes the other worker (its thread blocks on the gate, deliberately not a
+// weft wait) so that no task is stolen before it is cancelled.
+weft::task<void> hold_worker(steal_state* s) {
+  s->gate_held.store(true, std::memory_order_release);
+  s->gate->wait();
+  co_return;
+}
+
+weft::task<void> spawn_then_block(steal_state* s) {
+  for (int i = 0; i < s->cancelled; ++i) {
+    s->cancelled_handles.push_back(weft::spawn(must_not_run(s)));
+    s->cancelled_handles.back().cancel("before start");
+  }
+  for (int i = 0; i < s->real; ++i) s->real_handles.push_back(weft::spawn(real_work(s)));
+  s->gate->count_down();  // the other worker becomes the thief
+  // Block this worker's thread: only the thief can take the tasks above.
+  s->real_done->wait();
+  co_return;
+}
+
+TEST(StealingTest, ThiefWorksThroughCancelledTasksToTheRealOnesBehindThem) {
+  watchdog wd(60s);
+  steal_state s;
+  s.cancelled = static_cast<int>(scaled(4000, 1000));
+  s.real = 200;
+  std::latch real_done(s.real);
+  s.real_done = &real_done;
+  std::latch gate(1);
+  s.gate = &gate;
+  weft::runtime rt(with_workers(2));
+  auto holder = rt.spawn(hold_worker(&s));
+  ASSERT_TRUE(spin_until([&] { return s.gate_held.load(std::memory_order_acquire); }));
+  const auto before = rt.stats();
+  rt.block_on(spawn_then_block(&s));  // runs on the one free worker
+  EXPECT_NO_THROW(holder.join());
+  const auto after = rt.stats();
+  EXPECT_EQ(s.real_runs.load(std::memory_order_relaxed), s.real);
+  for (auto& h : s.real_handles) EXPECT_NO_THROW(h.join());
+  for (auto& h : s.cancelled_handles) {
+    ASSERT_TRUE(wait_done(h));
+    EXPECT_TRUE(h.cancelled());
+  }
+  EXPECT_EQ(s.cancelled_bodies.load(std::memory_order_relaxed), 0);
+  // The real tasks sat below the cancelled ones: the thief had to take every
+  // cancelled task first (the driver's worker never drained its deque).
+  EXPECT_GE(after.steals - before.steals, static_cast<std::uint64_t>(s.cancelled + s.real));
+}
+
 }  // namespace

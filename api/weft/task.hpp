@@ -498,12 +498,16 @@ class [[nodiscard]] join_handle {
   bool cancel(std::string reason = {},
               std::source_location where = std::source_location::current()) {
     if (!h_) return false;
+    if (reason.empty())
+      return detail::request_cancel_plain(&core(), cancel_kind::explicit_request, where);
     return detail::request_cancel(&core(), std::move(reason), cancel_kind::explicit_request,
                                   where);
   }
   // Internal: cancel with another kind (timeouts, groups, shutdown).
   bool cancel_as(cancel_kind kind, std::string reason,
                  std::source_location where = std::source_location::current()) {
+    if (!h_) return false;
+    if (reason.empty()) return detail::request_cancel_plain(&core(), kind, where);
     return detail::request_cancel(&core(), std::move(reason), kind, where);
   }
 
