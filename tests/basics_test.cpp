@@ -435,6 +435,28 @@ TEST(MisuseTest, SpawningAnEmptyTaskIsAUsageError) {
   EXPECT_EQ(rt.block_on(std::move(moved)), 1);
 }
 
+TEST(MisuseTest, AnEmptyHandleAnswersEveryQueryAndCancelWithoutTouchingATask) {
+  watchdog wd(30s);
+  weft::runtime rt(with_workers(1));
+  weft::join_handle<int> empty;
+  auto h = rt.spawn(value_task(2));
+  weft::join_handle<int> taken = std::move(h);  // h is now moved-from
+  for (weft::join_handle<int>* e : {&empty, &h}) {
+    EXPECT_FALSE(e->valid());
+    EXPECT_FALSE(e->cancel());
+    EXPECT_FALSE(e->cancel("with a reason"));
+    EXPECT_FALSE(e->cancel_as(weft::cancel_kind::timeout, ""));
+    EXPECT_FALSE(e->cancel_as(weft::cancel_kind::group, "with a reason"));
+    EXPECT_FALSE(e->done());
+    EXPECT_FALSE(e->cancelled());
+    EXPECT_FALSE(e->cancellation().has_value());
+    EXPECT_EQ(e->cancelling(), 0u);
+    EXPECT_EQ(e->uncancel(), 0u);
+    EXPECT_THROW((void)e->join(), weft::usage_error);
+  }
+  EXPECT_EQ(taken.join(), 2);
+}
+
 TEST(MisuseTest, AnUnstartedTaskIsDestroyedWithoutRunning) {
   frame_baseline frames;
   std::atomic<bool> ran{false};
