@@ -3,7 +3,7 @@
 // The protocol, in short (docs/architecture.md has the long form):
 //
 // * A cancel request is a cancel_request: on the heap when it carries a
-//   reason, else interned per call site (make_request).  cancel() hands it to the task
+//   reason, else interned per call site (interned_request).  cancel() hands it to the task
 //   under the task's hook lock: if the task is waiting on another task
 //   (hook = target|1) the request is forwarded there (asyncio passes
 //   cancellation down the await chain); otherwise it is exchanged into
@@ -481,30 +481,27 @@ cancel_request* interned_request(cancel_kind kind, std::source_location where) {
   return r;
 }
 
-cancel_request* make_request(std::string reason, cancel_kind kind, std::source_location where) {
-  if (reason.empty()) return interned_request(kind, where);
-  return new cancel_request{std::move(reason), kind, where};
+// Whether a cancel() of `core` is taken: false when the task has finished.
+// In a simulation only the owner thread may cancel.
+bool accepts_cancel(task_core* core) {
+  if (core->rt->sim != nullptr) [[unlikely]] {
+    sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
+  }
+  // Acquire: pairs with complete_task's release; a finished task says false.
+  return (core->state.load(std::memory_order_acquire) & task_core::kDone) == 0;
 }
 }  // namespace
 
 bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
   if (reason.empty()) return request_cancel_plain(core, kind, where);
-  if (core->rt->sim != nullptr) [[unlikely]] {
-    sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
-  }
-  // Acquire: pairs with complete_task's release; a finished task says false.
-  if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
-  hand_over(core, make_request(std::move(reason), kind, where));
+  if (!accepts_cancel(core)) return false;
+  hand_over(core, new cancel_request{std::move(reason), kind, where});
   return true;
 }
 
 bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_location where) {
-  if (core->rt->sim != nullptr) [[unlikely]] {
-    sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
-  }
-  // Acquire: as in request_cancel.
-  if (core->state.load(std::memory_order_acquire) & task_core::kDone) return false;
+  if (!accepts_cancel(core)) return false;
   hand_over(core, interned_request(kind, where));
   return true;
 }
@@ -528,8 +525,6 @@ cancelled_error cancelled_error_of(cancel_request* req) {
   free_request(req);
   return cancelled_error(std::move(reason), kind, where);
 }
-
-void throw_cancelled(cancel_request* req) { throw cancelled_error_of(req); }
 
 unsigned uncancel_core(task_core* core) noexcept {
   // Under the hook lock: hand_over counts a new request and stores it under

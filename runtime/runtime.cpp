@@ -607,7 +607,7 @@ bool cancel_requested() noexcept {
 void throw_if_cancel_requested() {
   detail::worker* w = detail::tls_worker;
   if (w == nullptr || w->current == nullptr) return;
-  if (detail::cancel_request* r = detail::take_pending(w->current)) detail::throw_cancelled(r);
+  if (detail::cancel_request* r = detail::take_pending(w->current)) detail::throw_taken(r);
 }
 
 unsigned cancelling() noexcept {

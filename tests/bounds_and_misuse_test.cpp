@@ -189,7 +189,7 @@ TEST(ProvenanceTest, ACancelledHandleTellsKindReasonAndWhereWithoutTakingTheOutc
 
 // A cancel() without a reason allocates nothing: its request is shared by
 // every cancel() of the same call site and kind (runtime/core.cpp,
-// make_request).  Sharing must not mix up provenance: two threads cancel
+// interned_request).  Sharing must not mix up provenance: two threads cancel
 // from one line at once, another line cancels with another kind, and every
 // task sees exactly its own line and kind -- through the throw (the catch
 // block) and through the handle.

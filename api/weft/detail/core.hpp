@@ -27,7 +27,7 @@ struct task_core;
 // whoever holds the pointer (the pending slot, then the delivering task) --
 // unless `interned`: a request with no reason is shared by every cancel() of
 // the same call site and kind, is never written after it was made, and is
-// never freed (make_request in runtime/core.cpp), so that cancelling many
+// never freed (interned_request in runtime/core.cpp), so that cancelling many
 // tasks allocates nothing.  Free a request with free_request, never delete.
 struct cancel_request {
   std::string reason;
@@ -379,7 +379,6 @@ bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_locatio
 cancel_request* take_pending(task_core* core) noexcept;
 // Like take_pending but only looks, consumes nothing.
 bool cancel_visible(const task_core* core) noexcept;
-[[noreturn]] void throw_cancelled(cancel_request* req);
 // The cancelled_error for a taken request (frees the request).  Cancellation
 // points throw it with throw_taken, inline: the unwinder then starts in the
 // task's own frame, where the catch usually is.  Each extra frame between the
