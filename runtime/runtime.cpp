@@ -259,15 +259,14 @@ task_core* runtime_impl::pop_injected() noexcept {
   return c;
 }
 
-task_core* runtime_impl::find_work(worker* w) {
+runtime_impl::found_work runtime_impl::find_work(worker* w) {
   // Every 61st look goes to the injection queue first, so tasks from outside
   // and yielded tasks are not starved by a busy local deque.
-  w->took_by_steal = false;
   if (++w->tick % 61 == 0) {
-    if (task_core* c = pop_injected()) return c;
+    if (task_core* c = pop_injected()) return {c, false};
   }
-  if (task_core* c = w->deque.take()) return c;
-  if (task_core* c = pop_injected()) return c;
+  if (task_core* c = w->deque.take()) return {c, false};
+  if (task_core* c = pop_injected()) return {c, false};
   if (n > 1) {
     // Random victims (xorshift64).
     for (unsigned attempt = 0; attempt < 2 * n; ++attempt) {
@@ -281,12 +280,11 @@ task_core* runtime_impl::find_work(worker* w) {
       if (workers[v]->deque.steal(item) == steal_result::success) {
         // Relaxed: statistics, owner-written.
         w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        w->took_by_steal = true;
-        return item;
+        return {item, true};
       }
     }
   }
-  return nullptr;
+  return {};
 }
 
 bool runtime_impl::run(worker* w, task_core* c) {
@@ -362,10 +360,9 @@ void runtime_impl::worker_main(worker* w) {
   unsigned idle_rounds = 0;
   std::uint64_t idle_since = 0;
   for (;;) {
-    if (task_core* c = find_work(w)) {
+    if (const found_work f = find_work(w); f.task != nullptr) {
       idle_rounds = 0;
-      const bool stolen = w->took_by_steal;
-      if (run(w, c) || !stolen) {
+      if (run(w, f.task) || !f.stolen) {
         w->steal_backoff = 0;
         continue;
       }

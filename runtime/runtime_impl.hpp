@@ -39,10 +39,9 @@ struct alignas(kCacheLine) worker : worker_hot {
   sim_driver* sim = nullptr;
   std::uint64_t rng = 0;           // victim choice (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
-  // Owner only.  find_work's last task came from another worker's deque.
-  bool took_by_steal = false;
   // Owner only.  Pauses before the next steal attempt after a steal that found
-  // nothing to run (see worker_main); 0 after a steal that ran a task.
+  // nothing to run (see worker_main); 0 again once find_work gives a task that
+  // runs, or one from this worker's own deque or the injection queue.
   std::uint32_t steal_backoff = 0;
 
   // Written by the owner (relaxed), read by the timer thread: changes on every
@@ -130,7 +129,14 @@ struct runtime_impl {
   void cancel_blocked() noexcept;
   void start();
   void worker_main(worker* w);
-  task_core* find_work(worker* w);  // THE scheduling seam: which task runs next
+  // What find_work found: the task (null: nothing), and whether it was stolen
+  // from another worker's deque (worker_main backs off after stealing a task
+  // that turns out cancelled before it started).
+  struct found_work {
+    task_core* task = nullptr;
+    bool stolen = false;
+  };
+  found_work find_work(worker* w);  // THE scheduling seam: which task runs next
   task_core* pop_injected() noexcept;  // front of the injection queue, or null
   // Runs `c`; false when it was cancelled before it started (no code of the
   // task ran: it was completed as cancelled instead).
