@@ -299,18 +299,22 @@ class promise final : public promise_common<promise<T>> {
     this->plain_params = (trivially_destroyed<A>() && ...);
   }
   promise(const promise&) = delete;
+  // The value is destroyed here when nobody took it -- also when the result
+  // became an exception after co_return built it (a local's destructor threw
+  // while the frame unwound to its final suspend).
   ~promise() {
-    if (this->result == outcome::value && !value_taken_) slot_.get().~T();
+    if (has_value_) slot_.get().~T();
   }
   task<T> get_return_object() noexcept;
   template <class U>
     requires std::convertible_to<U&&, T>
   void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
     ::new (static_cast<void*>(slot_.buf)) T(std::forward<U>(v));
+    has_value_ = true;
     this->result = outcome::value;
   }
   T take_value() {
-    value_taken_ = true;
+    has_value_ = false;
     T v = std::move(slot_.get());
     slot_.get().~T();
     return v;
@@ -318,7 +322,7 @@ class promise final : public promise_common<promise<T>> {
 
  private:
   result_slot<T> slot_;
-  bool value_taken_ = false;
+  bool has_value_ = false;  // slot_ holds a live T
 };
 
 template <>
