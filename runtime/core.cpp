@@ -69,15 +69,60 @@ void cpu_relax() noexcept {
 #endif
 }
 
-// Lock a task and every task joining it inline; returns how many were locked.
-// Order: descendant first, then ancestors.  cancel() never holds two hook
-// locks at once, and only one chain of inline joiners can contain a given
-// task, so this order cannot deadlock.
+// Lock a task and every task joining it inline: descendant first, then
+// ancestors.  hand_over waits for these locks the other way round (a waiting
+// task, then the task it waits on), so here every ancestor is only *tried*:
+// when one is held, everything taken so far is let go and the walk starts
+// again.  Nothing ever waits for a waiter's lock while holding the lock of a
+// task it waits on, so the two orders cannot deadlock, and hand_over finishes
+// as soon as it gets the lock it waits for.
+bool try_lock_hook(task_core* c) noexcept {
+  // Relaxed look first; the exchange acquires, pairing with unlock_hook()'s
+  // release store.
+  return c->hook_lock.load(std::memory_order_relaxed) == 0 &&
+         c->hook_lock.exchange(1, std::memory_order_acquire) == 0;
+}
 void lock_chain(task_core* core) noexcept {
-  for (task_core* c = core; c != nullptr; c = c->inline_joiner) c->lock_hook();
+  for (unsigned attempt = 0;; ++attempt) {
+    core->lock_hook();
+    task_core* held = core;  // the chain is locked from `core` up to `held`
+    while (held->inline_joiner != nullptr && try_lock_hook(held->inline_joiner)) {
+      held = held->inline_joiner;
+    }
+    if (held->inline_joiner == nullptr) return;
+    for (task_core* c = core;; c = c->inline_joiner) {
+      c->unlock_hook();
+      if (c == held) break;
+    }
+    if (attempt > 64) {
+      std::this_thread::yield();
+    } else {
+      cpu_relax();
+    }
+  }
 }
 void unlock_chain_ancestors(task_core* core) noexcept {
   for (task_core* c = core->inline_joiner; c != nullptr; c = c->inline_joiner) c->unlock_hook();
+}
+
+// A request in a `pending` slot may carry a tag in its lowest bit (requests
+// are at least 8-byte aligned): set when it was forwarded down to this task
+// by a task waiting on it, rather than made on this task directly.  A
+// forwarded request this task never took goes back to its waiter when the
+// wait ends (reclaim_forwarded); a direct one stays with the task ("completed
+// despite the cancel").  Every reader of `pending` outside this file only
+// compares it with null, which the tag does not change.
+constexpr std::uintptr_t kForwardedTag = 1;
+cancel_request* tagged(cancel_request* r, bool forwarded) noexcept {
+  return reinterpret_cast<cancel_request*>(reinterpret_cast<std::uintptr_t>(r) |
+                                           (forwarded ? kForwardedTag : 0));
+}
+bool is_forwarded(const cancel_request* r) noexcept {
+  return (reinterpret_cast<std::uintptr_t>(r) & kForwardedTag) != 0;
+}
+cancel_request* untagged(cancel_request* r) noexcept {
+  return reinterpret_cast<cancel_request*>(reinterpret_cast<std::uintptr_t>(r) &
+                                           ~kForwardedTag);
 }
 
 std::source_location shutdown_site(const runtime_impl* rt) {
@@ -105,7 +150,7 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
     if (c->pending.load(std::memory_order_relaxed) == nullptr) continue;
     // Acquire: pairs with hand_over's release store or exchange; the
     // request's fields are visible.
-    cancel_request* r = c->pending.exchange(nullptr, std::memory_order_acquire);
+    cancel_request* r = untagged(c->pending.exchange(nullptr, std::memory_order_acquire));
     if (r == nullptr) continue;
     if (c != core) {
       if (core_locked) {
@@ -126,61 +171,115 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
   return nullptr;
 }
 
-bool forward_request(task_core* target, cancel_request* req);
+// Put `req` into `core`'s pending slot; the caller holds the hook lock.
+// Returns the request it replaced (tagged), or null.  Every store of a
+// request into `pending` happens under the hook lock; without the lock it
+// only goes to null (a take).  So an empty slot stays empty until our store,
+// and a plain store suffices (the common case: one locked instruction per
+// cancel() instead of three).
+cancel_request* store_request_locked(task_core* core, cancel_request* req,
+                                     bool forwarded) noexcept {
+  // Relaxed load: the CAS below re-reads the slot when it holds a request.
+  cancel_request* old = core->pending.load(std::memory_order_relaxed);
+  for (;;) {
+    if (old == nullptr) {
+      // Release: publishes the request's fields to the taker (acquire
+      // exchange in take_from_chain / uncancel_core / reclaim_forwarded,
+      // acquire load in destroy_extras).
+      core->pending.store(tagged(req, forwarded), std::memory_order_release);
+      return nullptr;
+    }
+    // A forwarded request stays marked as such when a later one replaces it:
+    // the waiter's cancel is then carried back with the newer reason.
+    // acq_rel: release as above; acquire makes the replaced request's fields
+    // ours to free.  Fails only when a taker emptied the slot meanwhile.
+    if (core->pending.compare_exchange_weak(old, tagged(req, forwarded || is_forwarded(old)),
+                                            std::memory_order_acq_rel,
+                                            std::memory_order_relaxed))
+      return old;
+  }
+}
 
-// Give `req` (owned) to `core`: forward it to the task `core` is waiting on
-// (asyncio passes cancellation down the await chain), or make it pending and
-// interrupt a blocking wait.  A new request for `core`: cancelling() grows by
-// one -- under the hook lock, so that uncancel() cannot interleave between the
-// count and the pending slot.  (A request a refused wait hands back goes
-// through park_request instead, uncounted.)  Never holds two hook locks at
-// once.
-void hand_over(task_core* core, cancel_request* req) {
+// Drops the references hand_over took on the tasks it passed through, once
+// it holds no lock: the last reference destroys a frame, which runs user
+// destructors, and those may cancel other tasks.  A chain of any length drops
+// them one at a time, so the walk needs no memory of its own.
+struct passed_ref {
+  task_core* core = nullptr;
+  void reset(task_core* next = nullptr) noexcept {
+    if (core != nullptr) release_ref(core);
+    core = next;
+  }
+  ~passed_ref() { reset(); }
+};
+
+// Give `req` (owned) to `core`: forward it down the chain of tasks each
+// waiting on the next (asyncio passes cancellation down the await chain), and
+// make it pending on the last one that is not itself waiting on a running
+// task, interrupting its blocking wait if it is in one.  Each task the request
+// reaches counts it (cancelling() + 1) under its hook lock, so that uncancel()
+// cannot interleave between the count and the pending slot.  (A request a
+// refused wait hands back goes through park_request instead, uncounted.)
+//
+// The walk, step by step (a loop, never recursion: chains of a million tasks
+// each awaiting the next are fine):
+//   hold:    `core`'s hook lock is held; its hook says where it waits.
+//   couple:  the next task's hook lock is taken while `core`'s is still held
+//            (and a reference, so it outlives both locks).  Locks are always
+//            waited for in this order, waiter before waited-on; lock_chain
+//            goes the other way but only tries (see there).
+//   skip:    a task that has finished (kDone) is not forwarded to; the
+//            request stays with `core`, whose wait is about to end.
+//   descend: the next task counts the request and becomes `core`; the old
+//            one's lock goes.  Because the old lock is released only after
+//            the new one is held, the waiter cannot end its wait and reclaim
+//            what it forwarded (reclaim_forwarded) before the request landed.
+//   land:    the request goes into `pending`, tagged as forwarded when it
+//            came down from a waiter.
+//
+// Returns false when `core` (the task the request was made for) had finished
+// already: nothing was handed over and `req` was freed.
+bool hand_over(task_core* core, cancel_request* req, bool forwarded = false) {
+  passed_ref ref;
   core->lock_hook();
+  if (!forwarded && (core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
+    // Acquire: pairs with complete_task's release RMW.  Checked under the
+    // hook lock so that the answer and the count agree for reclaim.
+    core->unlock_hook();
+    free_request(req);
+    return false;
+  }
   count_request_locked(core);
   std::uintptr_t hook = core->hook;
   while ((hook & 1) != 0) {
     auto* target = reinterpret_cast<task_core*>(hook & ~std::uintptr_t{1});
-    // Relaxed: the hook lock keeps `target` alive while we take the ref (the
-    // joiner clears its hook under this lock before dropping its handle).
+    // couple: nobody waits for a waiter's lock while holding the lock of the
+    // task it waits on (lock_chain only tries), so waiting here cannot
+    // deadlock.
+    target->lock_hook();
+    // Acquire: pairs with complete_task's release RMW (kDone).
+    if ((target->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
+      target->unlock_hook();
+      break;  // skip: it answered; the waiter takes the request at its resume
+    }
+    // Relaxed: `core`'s hook lock keeps `target` alive while we take the ref
+    // (the waiter clears its hook under that lock before dropping its handle).
     target->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
+    count_request_locked(target);
     core->unlock_hook();
-    bool taken = forward_request(target, req);
-    release_ref(target);
-    if (taken) return;
-    core->lock_hook();
-    if (core->hook == hook) break;  // still on that (finished) task: keep it
-    hook = core->hook;              // it moved on to another wait: go there
+    ref.reset(target);  // drops the previous level's reference, takes this one's
+    core = target;
+    forwarded = true;
+    hook = core->hook;
   }
-  // Here `core` is not waiting on a running task: the request lands at its
-  // next cancellation point (asyncio's _must_cancel).
-  // Every store of a request into `pending` happens under this hook lock;
-  // without the lock it only goes to null (a take).  So an empty slot stays
-  // empty until our store, and a plain store suffices (the common case: one
-  // locked instruction per cancel() instead of three).  Relaxed load: when it
-  // sees a request, the exchange below re-reads the slot.
-  cancel_request* old = core->pending.load(std::memory_order_relaxed);
-  if (old == nullptr) {
-    // Release: publishes the request's fields to the taker (acquire exchange
-    // in take_from_chain / uncancel_core, acquire load in destroy_extras).
-    core->pending.store(req, std::memory_order_release);
-  } else {
-    // acq_rel: release as above; acquire makes the replaced request's fields
-    // ours to free (a taker may have emptied the slot meanwhile: then null).
-    old = core->pending.exchange(req, std::memory_order_acq_rel);
-  }
+  // land.
+  cancel_request* old = store_request_locked(core, req, forwarded);
   WEFT_CHAOS_POINT();
 #if !defined(WEFT_BREAK_NO_WAKE_ON_CANCEL)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
 #endif
   core->unlock_hook();
-  free_request(old);
-}
-
-bool forward_request(task_core* target, cancel_request* req) {
-  // Acquire: pairs with complete_task's release RMW.
-  if (target->state.load(std::memory_order_acquire) & task_core::kDone) return false;
-  hand_over(target, req);
+  free_request(untagged(old));
   return true;
 }
 
@@ -406,7 +505,7 @@ namespace {
   delete core->watchers.load(std::memory_order_relaxed);
   // Acquire: pairs with hand_over's exchange; we own a request left there.
   // No RMW needed: with the last reference gone nobody can hand over another.
-  free_request(core->pending.load(std::memory_order_acquire));
+  free_request(untagged(core->pending.load(std::memory_order_acquire)));
   free_request(core->final_cancel);
 }
 
@@ -496,14 +595,12 @@ bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
   if (reason.empty()) return request_cancel_plain(core, kind, where);
   if (!accepts_cancel(core)) return false;
-  hand_over(core, new cancel_request{std::move(reason), kind, where});
-  return true;
+  return hand_over(core, new cancel_request{std::move(reason), kind, where});
 }
 
 bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_location where) {
   if (!accepts_cancel(core)) return false;
-  hand_over(core, interned_request(kind, where));
-  return true;
+  return hand_over(core, interned_request(kind, where));
 }
 
 cancel_request* take_pending(task_core* core) noexcept { return take_from_chain(core, false); }
@@ -539,7 +636,7 @@ unsigned uncancel_core(task_core* core) noexcept {
   if (c == 1) {
     // Count reached zero: an undelivered request is withdrawn too (asyncio
     // 3.13).  Acquire: we own the request we take out.
-    dropped = core->pending.exchange(nullptr, std::memory_order_acquire);
+    dropped = untagged(core->pending.exchange(nullptr, std::memory_order_acquire));
   }
   core->unlock_hook();
   free_request(dropped);
@@ -569,11 +666,69 @@ void park_request(task_core* core, cancel_request* req) noexcept {
     return;
   }
   core->lock_hook();
-  // acq_rel, as in hand_over's exchange: release publishes `req` to its
-  // taker; acquire makes a request we replace ours to free.
-  cancel_request* old = core->pending.exchange(req, std::memory_order_acq_rel);
+  cancel_request* old = store_request_locked(core, req, /*forwarded=*/false);
   core->unlock_hook();
-  free_request(old);
+  free_request(untagged(old));
+}
+
+bool is_cancellation(const std::exception_ptr& err) noexcept {
+  if (!err) return false;
+  try {
+    std::rethrow_exception(err);
+  } catch (const cancelled_error&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+void park_cancellation(const std::exception_ptr& err) noexcept {
+  worker* w = tls_worker;
+  if (w == nullptr || w->current == nullptr || !err) return;
+  try {
+    std::rethrow_exception(err);
+  } catch (const cancelled_error& e) {
+    try {
+      park_request(w->current,
+                   new cancel_request{std::string(e.reason()), e.kind(), e.where()});
+    } catch (...) {
+      // Out of memory for the request: the cancellation is lost; the caller
+      // still reports what it must.
+    }
+  } catch (...) {
+  }
+}
+
+void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
+  target->lock_hook();
+  // Relaxed: every store into the slot happens under the lock we hold, and
+  // the target has finished, so nothing takes from it concurrently (uncancel
+  // takes under the lock too).
+  cancel_request* r = target->pending.load(std::memory_order_relaxed);
+  if (r != nullptr && is_forwarded(r)) {
+    // Acquire: pairs with store_request_locked's release; the request's
+    // fields are ours.
+    r = target->pending.exchange(nullptr, std::memory_order_acquire);
+    target->returned_request = true;
+  } else {
+    r = nullptr;
+  }
+  target->unlock_hook();
+  // Back to the task it was made for, uncounted (it was counted when made):
+  // delivered at the waiter's resume, which is a cancellation point.
+  if (r != nullptr) park_request(waiter, untagged(r));
+}
+
+bool completed_despite_cancel(task_core* core) noexcept {
+  // Acquire: pairs with complete_task's release RMW; the outcome is readable.
+  if ((core->state.load(std::memory_order_acquire) & task_core::kDone) == 0) return false;
+  if (owner_of(core)->result == outcome::cancelled) return false;
+  core->lock_hook();
+  // Relaxed: under the hook lock, which every store into the slot holds.
+  const bool r = core->pending.load(std::memory_order_relaxed) != nullptr ||
+                 core->returned_request;
+  core->unlock_hook();
+  return r;
 }
 
 void unregister_wait(task_core* core) noexcept {
@@ -644,12 +799,17 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
   for (;;) {
     cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(target) | 1);
     if (r == nullptr) break;
-    if (r->kind == cancel_kind::shutdown || !forward_request(target, r)) {
+    // Acquire: pairs with complete_task's release RMW (kDone).
+    if (r->kind == cancel_kind::shutdown ||
+        (target->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
       // Nothing to forward to (finished), or the one shutdown delivery: keep it
       // for ourselves and resume now; await_resume delivers it.
       park_request(ctx, r);
       return self;
     }
+    // Forwarded, tagged: if the target finishes without taking it, the
+    // request comes back to us when the join ends (reclaim_forwarded).
+    hand_over(target, r, /*forwarded=*/true);
   }
   target->continuation = self;
   target->continuation_core = ctx;

@@ -410,6 +410,9 @@ struct handle_awaiter {
       // Relaxed: see below; a concurrent RMW is only possible when `hooked`.
       std::uint32_t s = t->state.load(std::memory_order_relaxed);
       if (t->hooked || (s & task_core::kWatched) != 0) [[unlikely]] {
+        // A cancel of ours may have been forwarded to it while it waited:
+        // what it did not take comes back to us first.
+        if (t->hooked) reclaim_forwarded(ctx, t);
         finish_inline_atomic(t);
       } else {
         // No RMW needed: no cancel forwarding ever pointed at it and no
@@ -420,7 +423,10 @@ struct handle_awaiter {
       }
     } else {
       if (!target) throw_invalid_handle();
-      if (slow) unregister_wait(ctx);
+      if (slow) {
+        unregister_wait(ctx);
+        reclaim_forwarded(ctx, &target.promise().own_core());
+      }
     }
     if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
     mark_taken(&target.promise().own_core());
@@ -533,6 +539,16 @@ class [[nodiscard]] join_handle {
   std::optional<cancelled_error> cancellation() const {
     if (!cancelled()) return std::nullopt;
     return detail::cancellation_of(h_.promise());
+  }
+
+  // The task finished with a value or an exception although a cancel request
+  // was made for it (or forwarded to it by the task awaiting it) and never
+  // delivered: it reached no cancellation point after the request.  A request
+  // forwarded to it has gone back to the task that awaited it, which receives
+  // it at that join.  False while running, after a cancellation, or when
+  // uncancel() withdrew the request.
+  bool completed_despite_cancel() const noexcept {
+    return h_ && detail::completed_despite_cancel(&core());
   }
 
   // Cancel requests made and not withdrawn by uncancel() (asyncio).

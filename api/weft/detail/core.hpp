@@ -188,6 +188,9 @@ struct task_core {
   bool observed = false;       // someone took the outcome
 
   // ---- guarded by hook_lock ----
+  // A request forwarded to this task by its waiter came back to the waiter
+  // (reclaim_forwarded): the task finished without taking it.
+  bool returned_request = false;
   // 0; or a wait_node* (the task is in a blocking wait); or a task_core* | 1
   // (the task waits on that task: cancel() is forwarded there).
   std::uintptr_t hook = 0;
@@ -395,6 +398,21 @@ cancelled_error cancelled_error_of(cancel_request* req);
 // installs nothing) when one is pending anywhere on the chain.
 cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept;
 void unregister_wait(task_core* core) noexcept;
+// Put a cancellation that was delivered to the running task back on it,
+// pending, uncounted: its next cancellation point delivers it again.  For
+// constructs that caught a cancellation and must report something else first
+// (task_group::join's group error, wait_for's answer).  `err` holds a
+// cancelled_error; anything else, or no running task, is ignored.
+void park_cancellation(const std::exception_ptr& err) noexcept;
+// `err` holds a cancelled_error.
+bool is_cancellation(const std::exception_ptr& err) noexcept;
+// A join of `target` by `waiter` ended.  A request that was forwarded down to
+// `target` (or further) and that nobody took goes back to `waiter`, pending,
+// uncounted (it was counted when made): the join's resume delivers it.
+void reclaim_forwarded(task_core* waiter, task_core* target) noexcept;
+// The task finished with a value or an exception while a cancel request was
+// still undelivered to it (made on it, or forwarded to it and sent back).
+bool completed_despite_cancel(task_core* core) noexcept;
 // Give a request that register_wait returned back to the task, whose wait is
 // refused: its await_resume delivers it.  The one "shutdown" request is
 // dropped and made again by take_pending (shutdown_seen reset); any other goes
