@@ -2,7 +2,11 @@
 #include "weft/timeout.hpp"
 
 #include <limits>
+#include <mutex>
+#include <unordered_map>
 #include <utility>
+
+#include "runtime_impl.hpp"
 
 namespace weft::detail {
 
@@ -60,15 +64,54 @@ task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
   return cancel_at_deadline(target_ref(target), deadline, where);
 }
 
-void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline) {
+namespace {
+struct wait_table {
+  std::mutex mu;
+  std::unordered_map<const task_core*, std::uint64_t> deadlines;  // guarded by mu
+};
+wait_table& waits() {
+  // Never destroyed: waits may end on worker threads during static destruction.
+  static wait_table* t = new wait_table;
+  return *t;
+}
+}  // namespace
+
+wait_registration::wait_registration(task_core* target, std::uint64_t deadline)
+    : target_(target) {
+  wait_table& t = waits();
+  std::lock_guard lk(t.mu);
+  t.deadlines[target] = deadline;  // one joiner per task: one wait at a time
+}
+
+wait_registration::~wait_registration() {
+  wait_table& t = waits();
+  std::lock_guard lk(t.mu);
+  t.deadlines.erase(target_);
+}
+
+bool enclosing_wait_expired() noexcept {
+  worker* w = tls_worker;
+  if (w == nullptr) return false;
+  const std::uint64_t now = now_ns();
+  wait_table& t = waits();
+  std::lock_guard lk(t.mu);
+  if (t.deadlines.empty()) return false;
+  for (const task_core* c = w->current; c != nullptr; c = c->inline_joiner) {
+    auto it = t.deadlines.find(c);
+    if (it != t.deadlines.end() && it->second <= now) return true;
+  }
+  return false;
+}
+
+void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline, bool own) {
   try {
     std::rethrow_exception(err);
   } catch (const cancelled_error& e) {
-    // The task ended by a timeout cancellation and *our* deadline has passed:
-    // our timeout.  A timeout of an enclosing wait_for (its deadline, not
-    // ours) stays a cancelled_error here, as in asyncio, and becomes a
-    // timeout_error only at the wait_for that owns it.
-    if (e.kind() == cancel_kind::timeout && now_ns() >= deadline) throw timeout_error();
+    // Ours only when our deadline passed and nobody cancelled the waiter: a
+    // timeout of an enclosing wait_for (which cancels the waiter, so
+    // cancelling() grew) stays a cancelled_error here, as in asyncio, and
+    // becomes a timeout_error only at the wait_for that owns it.
+    if (own && e.kind() == cancel_kind::timeout && now_ns() >= deadline) throw timeout_error();
     throw;
   }
 }

@@ -37,6 +37,10 @@ namespace detail {
 
 inline constexpr std::uint64_t kNever = std::numeric_limits<std::uint64_t>::max();
 
+inline bool expired(std::uint64_t deadline) noexcept {
+  return deadline != kNever && deadline <= now_ns();
+}
+
 // now_ns() + d, saturated; <= now for d <= 0.
 std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept;
 std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept;
@@ -50,13 +54,51 @@ task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
                               std::source_location where);
 void retain_for_timer(task_core* target) noexcept;
 
-[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline);
+// After the join in a wait threw `err`: timeout_error when it is this wait's
+// own timeout -- the deadline passed, the task ended by a timeout
+// cancellation, and the waiting task was not cancelled itself (`own`: no
+// request was pending when the wait began, none was made for the waiter
+// during it, and no wait on the waiter has expired).  Otherwise `err` goes on unchanged: a timeout of an enclosing
+// wait is that wait's to report (asyncio's nested timeouts).
+[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline, bool own);
+
+// The deadlines of the waits in progress, by the task each waits on.  A wait
+// whose deadline passed while the task it runs in is itself under a wait whose
+// deadline passed too lets the cancellation through instead of reporting a
+// timeout: the outermost expired wait reports it (asyncio's nested timeouts),
+// whichever deadline task happened to run first.
+class wait_registration {
+ public:
+  wait_registration(task_core* target, std::uint64_t deadline);
+  ~wait_registration();
+  wait_registration(const wait_registration&) = delete;
+  wait_registration& operator=(const wait_registration&) = delete;
+
+ private:
+  task_core* target_;
+};
+// The running task (or a task running it inline) is waited on by a wait whose
+// deadline has passed.
+bool enclosing_wait_expired() noexcept;
+
+// The outcome of a finished task, taken without a cancellation point.
+template <class T>
+T take_finished(join_handle<T>& h) {
+  mark_taken(&h.handle().promise().own_core());
+  return take_result(h.handle().promise());
+}
 
 template <class T>
 task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_location where) {
   if (!h.valid()) throw_invalid_handle();
   if (deadline == kNever) co_return co_await h;  // never expires: a plain join
   task_core* target = &h.handle().promise().own_core();
+  // The waiter's own cancellation, as it stood when the wait began: one
+  // already pending is delivered at the join (and is never our timeout); one
+  // made during the wait raises cancelling() and is not ours either.
+  const bool pending_at_entry = this_task::cancel_requested();
+  const unsigned count_at_entry = this_task::cancelling();
+  wait_registration registered(target, deadline);
   join_handle<void> timer;
   if (deadline <= now_ns()) {
     // Already expired: a task that is done still gives its result.
@@ -86,7 +128,17 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
       co_return std::move(*value);
     }
   }
-  rethrow_timeout_or(err, deadline);
+  if (!pending_at_entry && h.done() && !h.cancelled() && is_cancellation(err)) {
+    // The task answered, and a cancellation of the waiter came in during the
+    // wait (after the answer, or forwarded to the task, which finished
+    // without taking it).  Nothing is dropped: the answer is returned and the
+    // cancellation stays pending for the waiter's next cancellation point.
+    park_cancellation(err);
+    co_return take_finished(h);
+  }
+  rethrow_timeout_or(err, deadline,
+                     !pending_at_entry && this_task::cancelling() == count_at_entry &&
+                         !enclosing_wait_expired());
 }
 
 }  // namespace detail
@@ -99,11 +151,19 @@ task<T> wait_for(join_handle<T>& h, std::chrono::nanoseconds d,
 }
 
 // Spawn `t` on the current runtime and wait for it at most `d`.
+// Spawn `t` on the current runtime and wait for it at most `d`.  A deadline
+// that has already passed when the wait begins never runs `t`: its frame is
+// destroyed unstarted and timeout_error is thrown.
 template <class T>
 task<T> wait_for(task<T> t, std::chrono::nanoseconds d,
                  std::source_location where = std::source_location::current()) {
+  const std::uint64_t deadline = detail::deadline_after(d);
+  if (detail::expired(deadline)) {
+    t = task<T>();
+    throw timeout_error();
+  }
   join_handle<T> h = spawn(std::move(t));
-  co_return co_await detail::wait_until_core(h, detail::deadline_after(d), where);
+  co_return co_await detail::wait_until_core(h, deadline, where);
 }
 
 // Wait for `h` until `tp` (steady_clock).
@@ -113,11 +173,18 @@ task<T> wait_until(join_handle<T>& h, std::chrono::steady_clock::time_point tp,
   return detail::wait_until_core(h, detail::deadline_at(tp), where);
 }
 
+// Spawn `t` and wait for it until `tp`.  As wait_for: a time point already
+// passed never runs `t`.
 template <class T>
 task<T> wait_until(task<T> t, std::chrono::steady_clock::time_point tp,
                    std::source_location where = std::source_location::current()) {
+  const std::uint64_t deadline = detail::deadline_at(tp);
+  if (detail::expired(deadline)) {
+    t = task<T>();
+    throw timeout_error();
+  }
   join_handle<T> h = spawn(std::move(t));
-  co_return co_await detail::wait_until_core(h, detail::deadline_at(tp), where);
+  co_return co_await detail::wait_until_core(h, deadline, where);
 }
 
 }  // namespace weft
