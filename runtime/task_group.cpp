@@ -108,16 +108,6 @@ std::string describe(const std::exception_ptr& err) {
   }
 }
 
-bool is_cancellation(const std::exception_ptr& err) {
-  try {
-    std::rethrow_exception(err);
-  } catch (const cancelled_error&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-}
-
 task<void> rethrow_to_hook(std::vector<std::exception_ptr> errors) {
   throw task_group_error(std::move(errors));
   co_return;  // (makes this a coroutine)
@@ -377,7 +367,14 @@ task<void> group_join(std::shared_ptr<group_state> s) {
     s->closed = true;
     errors.swap(s->errors);
   }
-  if (!errors.empty()) throw task_group_error(std::move(errors));
+  if (!errors.empty()) {
+    // The owner was cancelled and a child failed: the group's error is what
+    // join() throws, and the owner's cancellation is not consumed by it -- it
+    // stays pending and lands at the owner's next cancellation point
+    // (asyncio 3.13, gh-116720).
+    if (cancel) park_cancellation(cancel);
+    throw task_group_error(std::move(errors));
+  }
   if (cancel) std::rethrow_exception(cancel);
 }
 
@@ -462,12 +459,15 @@ std::size_t task_group::size() const {
 }
 
 task<void> when_all(std::vector<task<void>> ts) {
+  std::vector<std::optional<std::monostate>> slots(ts.size());
+  detail::first_cancellation cancelled;
   std::exception_ptr failure;
   {
     task_group g;
     std::exception_ptr spawn_error;
     try {
-      for (auto& t : ts) (void)g.spawn(std::move(t));
+      for (std::size_t i = 0; i < ts.size(); ++i)
+        (void)g.spawn(detail::store_result<void>(&slots[i], &cancelled, std::move(ts[i])));
     } catch (...) {
       spawn_error = std::current_exception();
       g.cancel("when_all: spawn failed");
@@ -476,6 +476,7 @@ task<void> when_all(std::vector<task<void>> ts) {
     if (spawn_error) std::rethrow_exception(spawn_error);
   }
   if (failure) std::rethrow_exception(failure);
+  if (cancelled.error) std::rethrow_exception(cancelled.error);
 }
 
 }  // namespace weft

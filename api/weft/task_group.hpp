@@ -329,13 +329,32 @@ struct when_any_result {
 
 namespace detail {
 
+// The first child of a when_all that ended by cancellation (asyncio.gather
+// treats a cancelled child as if it raised CancelledError).  A group counts
+// such a child as no failure, so without this when_all would return with that
+// child's slot empty.
+struct first_cancellation {
+  std::atomic<bool> taken{false};
+  std::exception_ptr error;  // written by the first recorder, read after join()
+  void record(std::exception_ptr e) noexcept {
+    // acq_rel: one recorder; join() (mutex + event) publishes `error` to the
+    // reader.
+    if (!taken.exchange(true, std::memory_order_acq_rel)) error = std::move(e);
+  }
+};
+
 template <class T, class Slot>
-task<void> store_result(Slot* slot, task<T> t) {
-  if constexpr (std::is_void_v<T>) {
-    co_await std::move(t);
-    slot->emplace();
-  } else {
-    slot->emplace(co_await std::move(t));
+task<void> store_result(Slot* slot, first_cancellation* cancelled, task<T> t) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(t);
+      slot->emplace();
+    } else {
+      slot->emplace(co_await std::move(t));
+    }
+  } catch (const cancelled_error&) {
+    cancelled->record(std::current_exception());
+    throw;
   }
 }
 
@@ -383,6 +402,14 @@ std::tuple<Vs...> unwrap_slots(std::tuple<std::optional<Vs>...>& slots, std::ind
   return std::tuple<Vs...>(std::move(*std::get<I>(slots))...);
 }
 
+// when_any was cancelled during its join: does the winner (if any) have an
+// outcome that is not itself a cancellation?  Read after join(), which
+// publishes the winner's writes.
+inline bool winner_outlives_cancel(const std::atomic<bool>& won, const std::exception_ptr& error) {
+  // Relaxed: join() (mutex + event) ordered the winner's exchange before us.
+  return won.load(std::memory_order_relaxed) && !is_cancellation(error);
+}
+
 // Awaits g.join(); returns the failure to rethrow (the first child failure), or
 // rethrows the join's cancellation.
 task<std::exception_ptr> join_fail_fast(task_group* g);
@@ -392,19 +419,25 @@ task<std::exception_ptr> join_fail_fast(task_group* g);
 // Run every task concurrently (children of an internal task_group) and give
 // all their values, in argument order; void tasks give std::monostate.  Fails
 // fast: the first failure cancels the others (cancel_kind::group), waits for
-// them, and rethrows that failure itself (not a task_group_error).  Cancelling
+// them, and rethrows that failure itself (not a task_group_error).  A task
+// that ends by a cancellation of its own (its body let a cancelled_error out,
+// e.g. it awaited a handle someone cancelled) is reported like asyncio.gather
+// does: once all have finished, that cancelled_error is rethrown.  Cancelling
 // the awaiting task cancels them all (cancel_kind::parent), waits, and
 // rethrows the cancellation.  Must be awaited from a weft task.
 template <class... Ts>
 task<std::tuple<when_value_t<Ts>...>> when_all(task<Ts>... ts) {
   std::tuple<std::optional<when_value_t<Ts>>...> slots;
+  detail::first_cancellation cancelled;
   std::exception_ptr failure;
   {
     task_group g;
     std::exception_ptr spawn_error;
     try {
       [&]<std::size_t... I>(std::index_sequence<I...>) {
-        ((void)g.spawn(detail::store_result<Ts>(&std::get<I>(slots), std::move(ts))), ...);
+        ((void)g.spawn(
+            detail::store_result<Ts>(&std::get<I>(slots), &cancelled, std::move(ts))),
+         ...);
       }(std::index_sequence_for<Ts...>{});
     } catch (...) {
       spawn_error = std::current_exception();
@@ -414,6 +447,7 @@ task<std::tuple<when_value_t<Ts>...>> when_all(task<Ts>... ts) {
     if (spawn_error) std::rethrow_exception(spawn_error);
   }
   if (failure) std::rethrow_exception(failure);
+  if (cancelled.error) std::rethrow_exception(cancelled.error);  // a slot is empty
   co_return detail::unwrap_slots(slots, std::index_sequence_for<Ts...>{});
 }
 
@@ -422,13 +456,14 @@ template <class T>
   requires(!std::is_void_v<T>)
 task<std::vector<T>> when_all(std::vector<task<T>> ts) {
   std::vector<std::optional<T>> slots(ts.size());
+  detail::first_cancellation cancelled;
   std::exception_ptr failure;
   {
     task_group g;
     std::exception_ptr spawn_error;
     try {
       for (std::size_t i = 0; i < ts.size(); ++i)
-        (void)g.spawn(detail::store_result<T>(&slots[i], std::move(ts[i])));
+        (void)g.spawn(detail::store_result<T>(&slots[i], &cancelled, std::move(ts[i])));
     } catch (...) {
       spawn_error = std::current_exception();
       g.cancel("when_all: spawn failed");
@@ -437,6 +472,7 @@ task<std::vector<T>> when_all(std::vector<task<T>> ts) {
     if (spawn_error) std::rethrow_exception(spawn_error);
   }
   if (failure) std::rethrow_exception(failure);
+  if (cancelled.error) std::rethrow_exception(cancelled.error);  // a slot is empty
   std::vector<T> out;
   out.reserve(slots.size());
   for (auto& s : slots) out.push_back(std::move(*s));
@@ -454,8 +490,11 @@ task<void> when_all(std::vector<task<void>> ts);
 // and has finished.  The outcomes of the others are dropped.  The value is a
 // std::variant whose active alternative is `index` (void tasks give
 // std::monostate).  Cancelling the awaiting task cancels all of them
-// (cancel_kind::parent), waits, and rethrows the cancellation.  At least one
-// task (usage_error otherwise).
+// (cancel_kind::parent), waits, and rethrows the cancellation -- unless a
+// winner had already finished with a value or an exception other than a
+// cancellation: then that outcome is given as above, and the cancellation
+// stays pending until the awaiting task's next cancellation point (nothing is
+// dropped).  At least one task (usage_error otherwise).
 template <class... Ts>
   requires(sizeof...(Ts) > 0)
 task<when_any_result<std::variant<when_value_t<Ts>...>>> when_any(task<Ts>... ts) {
@@ -473,7 +512,15 @@ task<when_any_result<std::variant<when_value_t<Ts>...>>> when_any(task<Ts>... ts
       spawn_error = std::current_exception();
       g.cancel("when_any: spawn failed");
     }
-    failure = co_await detail::join_fail_fast(&g);
+    try {
+      failure = co_await detail::join_fail_fast(&g);
+    } catch (const cancelled_error&) {
+      // Cancelled while the children were being awaited.  A winner that
+      // finished with a value or an error is not dropped: it is reported,
+      // and the cancellation stays pending for the next cancellation point.
+      if (!detail::winner_outlives_cancel(st.won, st.error)) throw;
+      detail::park_cancellation(std::current_exception());
+    }
     if (spawn_error) std::rethrow_exception(spawn_error);
   }
   if (failure) std::rethrow_exception(failure);
@@ -499,7 +546,15 @@ task<when_any_result<when_value_t<T>>> when_any(std::vector<task<T>> ts) {
       spawn_error = std::current_exception();
       g.cancel("when_any: spawn failed");
     }
-    failure = co_await detail::join_fail_fast(&g);
+    try {
+      failure = co_await detail::join_fail_fast(&g);
+    } catch (const cancelled_error&) {
+      // Cancelled while the children were being awaited.  A winner that
+      // finished with a value or an error is not dropped: it is reported,
+      // and the cancellation stays pending for the next cancellation point.
+      if (!detail::winner_outlives_cancel(st.won, st.error)) throw;
+      detail::park_cancellation(std::current_exception());
+    }
     if (spawn_error) std::rethrow_exception(spawn_error);
   }
   if (failure) std::rethrow_exception(failure);
