@@ -304,13 +304,20 @@ TEST(ConformanceTimeouts, test_nested_timeouts_concurrent) {
 }
 
 // ---- test_nested_timeouts_loop_busy ----
-// Outer 100 ms, inner 10 ms; the body computes for 100 ms, then sleeps.  The
-// inner scope's TimeoutError is caught; the following long sleep is
-// interrupted by the outer scope.
+// Outer 100 ms, inner 10 ms; the body computes for 100 ms (150 ms here, so
+// that the outer deadline has surely passed too when the body reaches its
+// sleep), then sleeps.  The inner scope's TimeoutError is caught; the
+// following long sleep must be interrupted by the outer scope.
+//
+// Fails today: break 4.  With both deadlines passed, the inner wait_for reports
+// timeout_error and the outer scope's cancellation, forwarded into the inner
+// wait and consumed there, is gone: the 10 s sleep runs to its end and the
+// outer wait_for returns normally.  (With a 100 ms crunch it failed in about
+// one run in three.)
 
 weft::task<void> catch_inner_then_sleep(std::atomic<int>* inner) {
   try {
-    co_await weft::wait_for(crunch_then_sleep(100ms), 10ms);
+    co_await weft::wait_for(crunch_then_sleep(150ms), 10ms);
   } catch (const weft::timeout_error&) {
     inner->store(1);
   }
@@ -321,7 +328,7 @@ weft::task<outcome> nested_loop_busy(std::atomic<int>* inner) {
   co_return co_await classify(weft::wait_for(catch_inner_then_sleep(inner), 100ms));
 }
 
-TEST(ConformanceTimeouts, test_nested_timeouts_loop_busy) {
+TEST(ConformanceTimeouts, DISABLED_test_nested_timeouts_loop_busy) {
   weft_test::watchdog dog(60s);
   std::atomic<int> inner{0};
   weft::runtime rt(with_workers(2));
