@@ -776,10 +776,9 @@ weft::task<void> error_and_cancel_inner(error_and_cancel_state* st) {
   st->slept_through = true;
 }
 
-// Fails today: break 1 (the owner cancelled while a child fails loses the
-// cancellation: join() throws task_group_error and the next await does not see
-// the cancel).
-TEST(ConformanceTaskGroups, DISABLED_test_error_and_cancel) {
+// join() throws task_group_error, and the owner's cancellation is not consumed
+// by it: the next await sees the cancel (break 1 of the contract).
+TEST(ConformanceTaskGroups, test_error_and_cancel) {
   weft_test::watchdog dog(60s);
   error_and_cancel_state st;
   weft::runtime rt(with_workers(2));

@@ -895,13 +895,11 @@ weft::task<int> gather_with_cancelled_child(weft::join_handle<int>* a, weft::joi
   co_return x + y;
 }
 
-// DISABLED: fails today (a new break, not one of the five known ones): a
-// when_all child that finishes by a cancelled_error of its own (here: it
+// A when_all child that finishes by a cancelled_error of its own (here: it
 // awaited a task that was cancelled) is "not a failure" for the internal
-// task_group, so join() returns normally and when_all dereferences the empty
-// result slot of that child (undefined behaviour; in practice it returns a
-// garbage value) instead of rethrowing the cancelled_error.
-TEST(ConformanceTasks, DISABLED_test_one_cancellation) {
+// task_group; when_all must still rethrow that cancelled_error rather than
+// read the child's empty result slot (break 6, found by this suite).
+TEST(ConformanceTasks, test_one_cancellation) {
   weft_test::watchdog dog(60s);
   weft::event go_a, never;
   weft::runtime rt(with_workers(2));

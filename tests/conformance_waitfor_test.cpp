@@ -104,11 +104,11 @@ weft::task<bool> wait_for_coroutine_with_zero(std::atomic<bool>* started) {
   co_return false;
 }
 
-// Fails today: break 3 (wait_for with d <= 0 may run the task and return its
-// value instead of timeout_error): a thief starts the spawned task between
-// spawn() and wait_for's expiry check.  Seen in about one run in ten of 300
-// rounds; the loop makes it likely.
-TEST(ConformanceWaitFor, DISABLED_test_wait_for_timeout_less_then_0_or_0_coroutine_do_not_started) {
+// Break 3 of the contract: an expired deadline must never start the task (a
+// thief could start a spawned task before the expiry check; the broken
+// runtime did so in about one run in ten of 300 rounds; the loop makes it
+// likely).
+TEST(ConformanceWaitFor, test_wait_for_timeout_less_then_0_or_0_coroutine_do_not_started) {
   weft_test::watchdog dog(60s);
   weft::runtime rt(with_workers(2));
   const long rounds = weft_test::scaled(3000, 100);
@@ -417,11 +417,11 @@ weft::task<void> wait_for_coro(issue86296_state* st) {
   st->reached_end.store(true);
 }
 
-// Fails today: break 2 (an awaiter cancelled while the awaited task runs
-// elsewhere and completes without reaching a cancellation point gets the value
-// and never sees cancelled_error) and break 5 (the cancel arriving just after
-// the task answered is dropped).
-TEST(ConformanceWaitFor, DISABLED_test_wait_for_issue86296) {
+// Breaks 2 and 5 of the contract: an awaiter cancelled while the awaited task
+// runs elsewhere and completes without reaching a cancellation point must
+// still see the cancellation (wait_for returns the value, the next await
+// throws), and a cancel arriving just after the answer must not be dropped.
+TEST(ConformanceWaitFor, test_wait_for_issue86296) {
   weft_test::watchdog dog(110s);
   weft::runtime rt(with_workers(2));
   weft_test::rng r(86296);

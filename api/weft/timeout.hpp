@@ -78,7 +78,7 @@ class wait_registration {
   task_core* target_;
 };
 // The running task (or a task running it inline) is waited on by a wait whose
-// deadline has passed.
+// deadline has passed.  (A wait compares this at its start and at its end.)
 bool enclosing_wait_expired() noexcept;
 
 // The outcome of a finished task, taken without a cancellation point.
@@ -98,6 +98,10 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
   // made during the wait raises cancelling() and is not ours either.
   const bool pending_at_entry = this_task::cancel_requested();
   const unsigned count_at_entry = this_task::cancelling();
+  // An enclosing wait that had already expired when this one began has had
+  // its say (its cancellation came, or comes, as a request); only one that
+  // expires during this wait outranks this wait's timeout.
+  const bool enclosing_expired_at_entry = enclosing_wait_expired();
   wait_registration registered(target, deadline);
   join_handle<void> timer;
   if (deadline <= now_ns()) {
@@ -138,7 +142,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
   }
   rethrow_timeout_or(err, deadline,
                      !pending_at_entry && this_task::cancelling() == count_at_entry &&
-                         !enclosing_wait_expired());
+                         (enclosing_expired_at_entry || !enclosing_wait_expired()));
 }
 
 }  // namespace detail
