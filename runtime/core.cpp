@@ -200,17 +200,34 @@ cancel_request* store_request_locked(task_core* core, cancel_request* req,
   }
 }
 
-// Drops the references hand_over took on the tasks it passed through, once
-// it holds no lock: the last reference destroys a frame, which runs user
-// destructors, and those may cancel other tasks.  A chain of any length drops
-// them one at a time, so the walk needs no memory of its own.
-struct passed_ref {
-  task_core* core = nullptr;
-  void reset(task_core* next = nullptr) noexcept {
-    if (core != nullptr) release_ref(core);
-    core = next;
+// The references hand_over takes on the tasks it passes through.  Each is
+// dropped as soon as the walk has moved past its task, so a chain of any
+// length needs no memory; a drop that turns out to be the last one only
+// queues the task, destroyed once the walk holds no lock (destroying a frame
+// runs user destructors, which may cancel other tasks).  The queue links
+// through continuation_core, unused once a task is finished.
+struct passed_refs {
+  task_core* current = nullptr;
+  task_core* to_destroy = nullptr;
+  void pass(task_core* next) noexcept {
+    if (current != nullptr) {
+      // acq_rel: as release_ref.
+      std::uint32_t prev = current->state.fetch_sub(task_core::kRefOne, std::memory_order_acq_rel);
+      if (task_core::refs(prev) == 1) {
+        current->continuation_core = to_destroy;
+        to_destroy = current;
+      }
+    }
+    current = next;
   }
-  ~passed_ref() { reset(); }
+  // After the last unlock.
+  void finish() noexcept {
+    pass(nullptr);
+    while (task_core* c = to_destroy) {
+      to_destroy = c->continuation_core;
+      destroy_task(c);
+    }
+  }
 };
 
 // Give `req` (owned) to `core`: forward it down the chain of tasks each
@@ -234,13 +251,14 @@ struct passed_ref {
 //            one's lock goes.  Because the old lock is released only after
 //            the new one is held, the waiter cannot end its wait and reclaim
 //            what it forwarded (reclaim_forwarded) before the request landed.
+//            The previous level's reference goes (passed_refs).
 //   land:    the request goes into `pending`, tagged as forwarded when it
 //            came down from a waiter.
 //
 // Returns false when `core` (the task the request was made for) had finished
 // already: nothing was handed over and `req` was freed.
 bool hand_over(task_core* core, cancel_request* req, bool forwarded = false) {
-  passed_ref ref;
+  passed_refs refs;
   core->lock_hook();
   if (!forwarded && (core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
     // Acquire: pairs with complete_task's release RMW.  Checked under the
@@ -267,7 +285,7 @@ bool hand_over(task_core* core, cancel_request* req, bool forwarded = false) {
     target->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
     count_request_locked(target);
     core->unlock_hook();
-    ref.reset(target);  // drops the previous level's reference, takes this one's
+    refs.pass(target);  // drops the previous level's reference, keeps this one's
     core = target;
     forwarded = true;
     hook = core->hook;
@@ -279,6 +297,7 @@ bool hand_over(task_core* core, cancel_request* req, bool forwarded = false) {
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
 #endif
   core->unlock_hook();
+  refs.finish();
   free_request(untagged(old));
   return true;
 }
