@@ -811,8 +811,13 @@ void join_blocking(task_core* core) {
   sem.acquire();  // synchronises with the completer's release()
 }
 
+void throw_self_join() {
+  throw usage_error("weft: a task awaited its own join_handle (it would wait for itself forever)");
+}
+
 std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
                                   std::coroutine_handle<> self) noexcept {
+  if (target == ctx) return self;  // await_resume reports the misuse
   // asyncio: a cancel pending on the joiner when it starts waiting goes to the
   // awaited task instead (Task.__step cancels its new _fut_waiter).
   for (;;) {

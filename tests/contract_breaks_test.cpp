@@ -501,3 +501,38 @@ TEST(ContractBreaksTest, WhenAllWithAChildThatEndsCancelledRethrowsItsCancellati
 }
 
 }  // namespace
+
+namespace {
+
+// ---- a task that awaits its own handle ---------------------------------------
+
+struct self_scene {
+  weft::event handle_stored;
+  weft::join_handle<int>* self = nullptr;
+  std::atomic<bool> usage_error_seen{false};
+};
+
+weft::task<int> awaits_itself(self_scene* s) {
+  co_await s->handle_stored.wait();
+  try {
+    co_return co_await *s->self;
+  } catch (const weft::usage_error&) {
+    s->usage_error_seen.store(true, std::memory_order_relaxed);
+  }
+  co_return 5;
+}
+
+// It would wait for itself forever, and a cancel() of it would be forwarded to
+// itself without end.
+TEST(ContractBreaksTest, ATaskAwaitingItsOwnHandleGetsAUsageError) {
+  watchdog dog(20s);
+  self_scene s;
+  weft::runtime rt(weft_test::with_workers(2));
+  weft::join_handle<int> h = rt.spawn(awaits_itself(&s));
+  s.self = &h;
+  s.handle_stored.set();
+  EXPECT_EQ(h.join(), 5);
+  EXPECT_TRUE(s.usage_error_seen.load());
+}
+
+}  // namespace

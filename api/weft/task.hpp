@@ -94,6 +94,7 @@ cancel_request* sleep_resume(task_core* ctx, timer_node* node);
 // The cancelled_error a task that finished by cancellation ended with.
 cancelled_error cancellation_of(const promise_base& p);
 [[noreturn]] void throw_invalid_handle();
+[[noreturn]] void throw_self_join();
 [[noreturn]] void throw_already_taken();
 inline void mark_taken(task_core* core) {
   if (core->observed) [[unlikely]] throw_already_taken();
@@ -424,8 +425,10 @@ struct handle_awaiter {
     } else {
       if (!target) throw_invalid_handle();
       if (slow) {
+        task_core* t = &target.promise().own_core();
+        if (t == ctx) [[unlikely]] throw_self_join();
         unregister_wait(ctx);
-        reclaim_forwarded(ctx, &target.promise().own_core());
+        reclaim_forwarded(ctx, t);
       }
     }
     if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
