@@ -733,9 +733,21 @@ void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
     r = nullptr;
   }
   target->unlock_hook();
+  if (r == nullptr) return;
   // Back to the task it was made for, uncounted (it was counted when made):
-  // delivered at the waiter's resume, which is a cancellation point.
-  if (r != nullptr) park_request(waiter, untagged(r));
+  // delivered at the waiter's resume, which is a cancellation point -- unless
+  // uncancel() brought the waiter's count to zero meanwhile, which withdraws
+  // an undelivered request (asyncio 3.13).
+  waiter->lock_hook();
+  cancel_request* old = nullptr;
+  // Relaxed: every update of the count is made under the hook lock we hold.
+  if (waiter->cancel_count.load(std::memory_order_relaxed) != 0) {
+    old = store_request_locked(waiter, untagged(r), /*forwarded=*/false);
+    r = nullptr;
+  }
+  waiter->unlock_hook();
+  free_request(untagged(old));
+  free_request(untagged(r));
 }
 
 bool completed_despite_cancel(task_core* core) noexcept {

@@ -536,3 +536,28 @@ TEST(ContractBreaksTest, ATaskAwaitingItsOwnHandleGetsAUsageError) {
 }
 
 }  // namespace
+
+namespace {
+
+// A forwarded request that comes back finds the awaiter's count at zero
+// (uncancel() withdrew it while the request was down the chain): it is
+// dropped, and the awaiter gets the value.
+TEST(ContractBreaksTest, AForwardedCancelWithdrawnByUncancelDoesNotComeBack) {
+  watchdog dog(30s);
+  for (int round = 0; round < weft_test::scaled(50, 10); ++round) {
+    busy_scene s;
+    weft::runtime rt(weft_test::with_workers(2));
+    auto h = rt.spawn(busy_until_released(&s));
+    weft_test::spin_until([&] { return s.started.load(); }, 10s);
+    auto t = rt.spawn(plain_awaiter(&h, &s));
+    weft_test::spin_until([&] { return has_joiner(h); }, 10s);
+    ASSERT_TRUE(t.cancel("withdrawn"));
+    EXPECT_EQ(t.uncancel(), 0u);
+    s.release.store(true, std::memory_order_release);
+    EXPECT_EQ(t.join(), 42) << "round " << round;
+    EXPECT_TRUE(s.after_wait.load());
+    EXPECT_TRUE(h.completed_despite_cancel()) << "the awaited task never saw its request";
+  }
+}
+
+}  // namespace
