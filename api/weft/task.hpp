@@ -3,7 +3,9 @@
 //
 // A task<T> is a lazy coroutine.  `co_await t` runs it as part of the awaiting
 // task (a function call that may suspend); `spawn(t)` makes it a task of its own
-// with a join_handle that can await, join or cancel it.
+// with a join_handle that can await, join or cancel it.  A task runs once:
+// co_await or spawn() of an empty task (default-constructed, moved from,
+// spawned) or of one that was already awaited throws usage_error.
 //
 // Cancellation points (where a pending cancel request is delivered as
 // weft::cancelled_error): co_await of a join_handle, yield(), checkpoint(),
@@ -341,11 +343,24 @@ T take_result(promise<T>& p) {
   return p.take_value();
 }
 
+[[noreturn]] void throw_empty_task();
+
+// co_await of a task.  An empty task (default-constructed, moved from,
+// spawned) throws usage_error before anything suspends; so does a task that
+// was already awaited: its frame is at its final suspend point (done()), and
+// resuming it again would be undefined.  await_ready throws: the exception
+// leaves the co_await expression like any other.  The checks are a null test
+// and one load of the child's frame, which the transfer touches next anyway
+// (no instruction more per co_await of a temporary: docs/architecture.md,
+// "A task runs once").
 template <class T>
 struct task_awaiter {
   std::coroutine_handle<promise<T>> child;
   task_core* ctx;
-  bool await_ready() const noexcept { return false; }
+  bool await_ready() const {
+    if (!child || child.done()) [[unlikely]] throw_empty_task();
+    return false;
+  }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
     promise<T>& p = child.promise();
     p.ctx = ctx;
@@ -426,8 +441,9 @@ struct handle_awaiter {
 
 }  // namespace detail
 
-// A lazy coroutine task.  Move-only.  Not started until awaited or spawned.
-// Destroying a task that was never started destroys its frame.
+// A lazy coroutine task.  Move-only.  Not started until awaited or spawned;
+// runs once (awaiting or spawning it again throws usage_error).  Destroying
+// the task destroys its frame: never started, or finished by a co_await of it.
 template <class T>
 class [[nodiscard]] task {
  public:
@@ -603,8 +619,6 @@ inline task<void> promise<void>::get_return_object() noexcept {
   return task<void>(std::coroutine_handle<promise<void>>::from_promise(*this));
 }
 
-[[noreturn]] void throw_empty_task();
-
 template <class D>
 template <class U>
 task_awaiter<U> promise_common<D>::await_transform(task<U>&& t) noexcept {
@@ -645,9 +659,16 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
   return c;
 }
 
+// A task can be spawned once, and only before it ran: an empty task, or one
+// whose frame already finished (it was awaited), throws usage_error.
+template <class T>
+bool spawnable(const task<T>& t) noexcept {
+  return t.valid() && !t.handle().done();
+}
+
 template <class T>
 join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
-  if (!t.valid()) throw_empty_task();
+  if (!spawnable(t)) throw_empty_task();
   runtime_impl* target = resolve_runtime(rt);  // may throw: before we own the frame
   auto h = t.release_handle();
   submit_spawn(target, prepare_spawn(h));
@@ -657,7 +678,7 @@ join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
 // spawn() from inside a task: straight onto the calling worker's deque.
 template <class T>
 [[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t) {
-  if (!t.valid()) throw_empty_task();
+  if (!spawnable(t)) [[unlikely]] throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
   auto h = t.release_handle();
