@@ -8,6 +8,9 @@
 //     moved-from task, or of a task that was already awaited, throws
 //     usage_error in the awaiting task instead of resuming a null or finished
 //     frame.
+//   * ConcurrentJoinTest (break 13): several joiners of one handle (threads,
+//     or a thread and a task): exactly one gets the outcome, the others get
+//     usage_error, nobody hangs.
 //
 // House rules (tests/test_support.hpp): a watchdog in every test, no wall-clock
 // sleeps as synchronisation, coroutines are free functions taking their state
@@ -282,6 +285,192 @@ TEST(AwaitEmptyTaskTest, SpawningATaskThatWasAlreadyAwaitedThrowsUsageError) {
     weft::task<int> t;
     EXPECT_THROW((void)rt.spawn(std::move(t)), weft::usage_error) << "an empty task";
     EXPECT_EQ(rt.block_on(value_task(1)), 1);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ============================================================ break 13
+// Several joiners of one handle.
+
+// What a handle's outcome looks like as text: "value:7", or
+// "cancelled:<kind>:<reason>", or "usage_error".
+std::string describe_join(weft::join_handle<int>& h) {
+  try {
+    return "value:" + std::to_string(h.join());
+  } catch (const cancelled_error& e) {
+    return "cancelled:" + std::string(weft::to_string(e.kind())) + ":" + std::string(e.reason());
+  } catch (const weft::usage_error&) {
+    return "usage_error";
+  }
+}
+
+weft::task<int> value_after(weft::event* go, int v) {
+  co_await go->wait();
+  co_return v;
+}
+
+TEST(ConcurrentJoinTest, OfSeveralThreadsJoiningOneHandleOneGetsTheValueTheOthersUsageErrorAtOnce) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    constexpr int kThreads = 6;
+    weft::event go;
+    std::atomic<int> values{0};    // relaxed: read after the threads are joined
+    std::atomic<int> refused{0};   // relaxed: as above
+    std::atomic<int> returned{0};  // relaxed: read after refusals.wait() / the joins
+    std::latch refusals(kThreads - 1);
+    weft::runtime rt(with_workers(2));
+    weft::join_handle<int> h = rt.spawn(value_after(&go, 42));
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&] {
+        try {
+          if (h.join() == 42) values.fetch_add(1, std::memory_order_relaxed);
+          returned.fetch_add(1, std::memory_order_relaxed);
+        } catch (const weft::usage_error&) {
+          refused.fetch_add(1, std::memory_order_relaxed);
+          returned.fetch_add(1, std::memory_order_relaxed);
+          refusals.count_down();  // after the counts: refusals.wait() sees them
+        }
+      });
+    }
+    dog.phase("waiting for the refusals (before the event is set)");
+    refusals.wait();
+    EXPECT_EQ(returned.load(std::memory_order_relaxed), kThreads - 1)
+        << "the one joiner left must still be waiting";
+    EXPECT_FALSE(h.done());
+    go.set();
+    dog.phase("joining the threads");
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(values.load(std::memory_order_relaxed), 1);
+    EXPECT_EQ(refused.load(std::memory_order_relaxed), kThreads - 1);
+    EXPECT_THROW((void)h.join(), weft::usage_error) << "join after join took the result";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(ConcurrentJoinTest, RepeatedRoundsOfRacingJoinersNeverLoseTheWakeUp) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    const long rounds = scaled(300, 30);
+    weft::runtime rt(with_workers(2));
+    for (long r = 0; r < rounds; ++r) {
+      weft::event go;
+      weft::join_handle<int> h = rt.spawn(value_after(&go, static_cast<int>(r)));
+      std::atomic<int> values{0};   // relaxed: read after the threads are joined
+      std::atomic<int> refused{0};  // relaxed: as above
+      std::latch at_gate(3);
+      auto joiner = [&] {
+        at_gate.arrive_and_wait();
+        try {
+          if (h.join() == static_cast<int>(r)) values.fetch_add(1, std::memory_order_relaxed);
+        } catch (const weft::usage_error&) {
+          refused.fetch_add(1, std::memory_order_relaxed);
+        }
+      };
+      std::thread a(joiner), b(joiner);
+      at_gate.arrive_and_wait();
+      if (r % 2 == 0) go.set();  // sometimes the task finishes while they race
+      while (refused.load(std::memory_order_relaxed) + values.load(std::memory_order_relaxed) < 1) {
+        std::this_thread::yield();
+      }
+      go.set();
+      a.join();
+      b.join();
+      ASSERT_EQ(values.load(std::memory_order_relaxed), 1) << "round " << r;
+      ASSERT_EQ(refused.load(std::memory_order_relaxed), 1) << "round " << r;
+    }
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+weft::task<std::string> awaits_handle(weft::join_handle<int>* h) {
+  try {
+    co_return "value:" + std::to_string(co_await *h);
+  } catch (const weft::usage_error&) {
+    co_return "usage_error";
+  }
+}
+
+TEST(ConcurrentJoinTest, AThreadJoiningAHandleThatATaskAwaitsGetsUsageErrorAtOnce) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    weft::event go;
+    weft::runtime rt(with_workers(2));
+    weft::join_handle<int> h = rt.spawn(value_after(&go, 9));
+    auto awaiter = rt.spawn(awaits_handle(&h));
+    dog.phase("waiting for the task to register as the joiner");
+    ASSERT_TRUE(spin_until([&] { return (state_of(h) & task_core::kJoiner) != 0; }));
+    dog.phase("joining from this thread while the task awaits");
+    EXPECT_THROW((void)h.join(), weft::usage_error);
+    EXPECT_FALSE(h.done());
+    go.set();
+    EXPECT_EQ(awaiter.join(), "value:9") << "the task that awaited first gets the value";
+    EXPECT_THROW((void)h.join(), weft::usage_error);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(ConcurrentJoinTest, ATaskAwaitingAHandleThatAThreadJoinsGetsUsageErrorAtOnce) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    weft::event go;
+    weft::runtime rt(with_workers(2));
+    weft::join_handle<int> h = rt.spawn(value_after(&go, 11));
+    std::string joined;
+    std::thread joiner([&] { joined = describe_join(h); });
+    dog.phase("waiting for the thread to register as the joiner");
+    ASSERT_TRUE(spin_until([&] { return (state_of(h) & task_core::kThreadJoiner) != 0; }));
+    dog.phase("awaiting from a task while the thread joins");
+    EXPECT_EQ(rt.block_on(awaits_handle(&h)), "usage_error");
+    EXPECT_FALSE(h.done());
+    go.set();
+    joiner.join();
+    EXPECT_EQ(joined, "value:11") << "the thread that joined first gets the value";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// The owner spawns a child and awaits it at once: on one worker it takes the
+// child back from its deque and runs it inline (no joiner is registered), and
+// the child blocks on the event inside that inline run.
+struct inline_owner {
+  weft::event go;
+  std::latch child_started{1};
+  weft::join_handle<int> h;  // written by the owner before the child starts
+};
+
+weft::task<int> inline_child(inline_owner* s) {
+  s->child_started.count_down();
+  co_await s->go.wait();
+  co_return 13;
+}
+
+weft::task<int> awaits_own_child_inline(inline_owner* s) {
+  s->h = weft::spawn(inline_child(s));
+  co_return co_await s->h;
+}
+
+TEST(ConcurrentJoinTest, AThreadJoiningAHandleWhoseOwnerRunsItInlineGetsUsageErrorNotAHang) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    inline_owner s;
+    weft::runtime rt(with_workers(1));
+    weft::join_handle<int> owner = rt.spawn(awaits_own_child_inline(&s));
+    s.child_started.wait();
+    std::string joined;
+    std::thread joiner([&] { joined = describe_join(s.h); });
+    dog.phase("waiting for the thread to claim the outcome");
+    ASSERT_TRUE(spin_until([&] { return (state_of(s.h) & task_core::kThreadJoiner) != 0; }));
+    s.go.set();
+    dog.phase("joining the thread");
+    joiner.join();
+    EXPECT_EQ(joined, "usage_error") << "the owner's co_await took the outcome";
+    EXPECT_EQ(owner.join(), 13);
   }
   EXPECT_EQ(frames.now(), frames.start);
 }

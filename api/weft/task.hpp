@@ -418,9 +418,11 @@ struct handle_awaiter {
       --ctx->w->live_tasks;  // counted by the spawn; the loop never saw it finish
       // The child ran on this thread and handed back with plain stores; only a
       // forwarded cancel (t->hooked) can hold a reference besides our handle.
-      // Relaxed: see below; a concurrent RMW is only possible when `hooked`.
+      // Relaxed: see below; a concurrent RMW is only possible when `hooked`
+      // (or when a thread's join() of the same handle breaks the one-owner
+      // rule: seen here, it is woken with usage_error by the atomic path).
       std::uint32_t s = t->state.load(std::memory_order_relaxed);
-      if (t->hooked || (s & task_core::kWatched) != 0) [[unlikely]] {
+      if (t->hooked || (s & (task_core::kWatched | task_core::kThreadJoiner)) != 0) [[unlikely]] {
         finish_inline_atomic(t);
       } else {
         // No RMW needed: no cancel forwarding ever pointed at it and no
@@ -432,6 +434,14 @@ struct handle_awaiter {
     } else {
       if (!target) throw_invalid_handle();
       if (slow) unregister_wait(ctx);
+      // A thread's join() claimed the outcome first (join_slow then did not
+      // register).  Relaxed: kThreadJoiner is never set once kJoiner is, and
+      // join_slow's CAS already read this word; a join() that claims a
+      // finished task at this very moment is the one race left to the
+      // one-owner rule (docs/architecture.md, "Joiners").
+      if ((target.promise().own_core().state.load(std::memory_order_relaxed) &
+           task_core::kThreadJoiner) != 0) [[unlikely]]
+        throw_joined_by_thread();
     }
     if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
     mark_taken(&target.promise().own_core());
@@ -486,7 +496,9 @@ class [[nodiscard]] task {
 //
 // Thread safety: cancel(), done(), cancelled(), cancelling() may be called from
 // any thread concurrently with the task.  join() and co_await take the result
-// and must be used by one owner.
+// and must be used by one owner: a second joiner that would have to wait (a
+// join() while another join() or a co_await waits, a co_await while a join()
+// waits) gets usage_error at once, as does taking the outcome twice.
 template <class T>
 class [[nodiscard]] join_handle {
  public:
@@ -559,7 +571,9 @@ class [[nodiscard]] join_handle {
 
   // Wait for the task from a thread that is not a weft worker; returns its
   // value or rethrows its exception / cancelled_error.  Throws usage_error
-  // when called from a worker (it would block that worker; use co_await).
+  // when called from a worker (it would block that worker; use co_await),
+  // and when another join() or a co_await of this handle is waiting or took
+  // the outcome already (without waiting).
   T join() {
     if (!h_) detail::throw_invalid_handle();
     detail::task_core* c = &core();
