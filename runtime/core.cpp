@@ -481,13 +481,18 @@ cancel_request* interned_request(cancel_kind kind, std::source_location where) {
 }
 
 // Whether a cancel() of `core` is taken: false when the task has finished.
-// In a simulation only the owner thread may cancel.
+// In a simulation only the owner thread may cancel a task that is running.
 bool accepts_cancel(task_core* core) {
+  // Acquire: pairs with complete_task's release; a finished task says false.
+  // First: the runtime of a finished task may be gone (its handle, or a
+  // cancellation_source bound to it, may outlive it), and is not read then.
+  if ((core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) return false;
+  // Not finished: its runtime is alive, or kept (~runtime keeps the
+  // structures of a runtime that left unfinished tasks behind).
   if (core->rt->sim != nullptr) [[unlikely]] {
     sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
   }
-  // Acquire: pairs with complete_task's release; a finished task says false.
-  return (core->state.load(std::memory_order_acquire) & task_core::kDone) == 0;
+  return true;
 }
 }  // namespace
 
@@ -629,12 +634,24 @@ void throw_joined_by_thread() {
 }
 
 void join_blocking(task_core* core) {
+  // Compares the pointer only: the runtime may be gone (a finished task).
   require_not_worker(core->rt, "weft::join_handle::join");
   // Acquire: pairs with the completion's release (mark_done's CAS, or the
   // inline join's release store): a finished task's outcome is visible.
   std::uint32_t s = core->state.load(std::memory_order_acquire);
-  // A simulation has one thread: it drives the task here, no claim needed.
-  if ((s & task_core::kDone) == 0 && core->rt->sim != nullptr) return sim_join(core);
+  if ((s & task_core::kDone) == 0) {
+    // Not finished: its runtime is alive, or kept (see accepts_cancel).
+    const runtime_impl* rt = core->rt;
+    // A simulation has one thread: it drives the task here, no claim needed.
+    if (rt->sim != nullptr) return sim_join(core);
+    // Acquire: pairs with stop()'s release store of `exiting`, made once every
+    // task that could still finish had finished (the drain).
+    if (rt->exiting.load(std::memory_order_acquire)) {
+      throw usage_error(
+          "weft::join_handle::join: the task can never finish: its runtime shut down while it "
+          "was blocked on something shutdown cannot end (reported at shutdown)");
+    }
+  }
   // Claim the outcome: the CAS sets kThreadJoiner only when no joiner is
   // registered, so of several threads (or a thread and a co_await) exactly
   // one wins; the others get usage_error at once and never wait.

@@ -11,6 +11,11 @@
 //   * ConcurrentJoinTest (break 13): several joiners of one handle (threads,
 //     or a thread and a task): exactly one gets the outcome, the others get
 //     usage_error, nobody hangs.
+//   * HandleOutlivesRuntimeTest (break 9): a join_handle (and a
+//     cancellation_source bound to it) declared before its runtime, used after
+//     the runtime is gone.  Every member answers (done, the outcome, false from
+//     cancel) or throws usage_error; none reads the destroyed runtime (ASan,
+//     valgrind: no invalid read).
 //
 // House rules (tests/test_support.hpp): a watchdog in every test, no wall-clock
 // sleeps as synchronisation, coroutines are free functions taking their state
@@ -471,6 +476,286 @@ TEST(ConcurrentJoinTest, AThreadJoiningAHandleWhoseOwnerRunsItInlineGetsUsageErr
     joiner.join();
     EXPECT_EQ(joined, "usage_error") << "the owner's co_await took the outcome";
     EXPECT_EQ(owner.join(), 13);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ============================================================ break 9
+// A handle that outlives its runtime.
+
+weft::task<std::string> describe_await(weft::join_handle<int>* h) {
+  try {
+    co_return "value:" + std::to_string(co_await *h);
+  } catch (const cancelled_error& e) {
+    co_return "cancelled:" + std::string(weft::to_string(e.kind())) + ":" + std::string(e.reason());
+  } catch (const weft::usage_error&) {
+    co_return "usage_error";
+  }
+}
+
+weft::task<std::string> describe_shield(weft::join_handle<int>* h) {
+  try {
+    co_return "value:" + std::to_string(co_await weft::shield(*h));
+  } catch (const cancelled_error& e) {
+    co_return "cancelled:" + std::string(weft::to_string(e.kind())) + ":" + std::string(e.reason());
+  } catch (const weft::usage_error&) {
+    co_return "usage_error";
+  }
+}
+
+weft::task<std::string> describe_wait_for(weft::join_handle<int>* h) {
+  try {
+    co_return "value:" + std::to_string(co_await weft::wait_for(*h, 10s));
+  } catch (const cancelled_error& e) {
+    co_return "cancelled:" + std::string(weft::to_string(e.kind())) + ":" + std::string(e.reason());
+  } catch (const weft::usage_error&) {
+    co_return "usage_error";
+  } catch (const weft::timeout_error&) {
+    co_return "timeout";
+  }
+}
+
+// One scenario's handles: h[0] is joined from this thread, h[1] awaited, h[2]
+// shielded and h[3] waited for (wait_for) by tasks of a second runtime.  Each
+// has a cancellation_source bound to it while its runtime was alive.
+struct outliving {
+  static constexpr int kHandles = 4;
+  weft::event never;  // never set: outlives every waiter
+  std::atomic<int> body_runs{0};
+  weft::join_handle<int> h[kHandles];
+  weft::cancellation_source bound_before;
+  std::vector<weft::cancellation_registration> regs;
+};
+
+weft::task<int> returns_seven(outliving* s) {
+  s->body_runs.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after the runtime is gone
+  co_return 7;
+}
+
+weft::task<int> waits_forever(outliving* s, std::latch* started) {
+  s->body_runs.fetch_add(1, std::memory_order_relaxed);  // relaxed: as above
+  started->count_down();
+  co_await s->never.wait();  // shutdown interrupts it: cancelled_error
+  co_return 1;
+}
+
+// Busy until the runtime stops (no suspension): holds the only worker so that
+// tasks queued behind it never start.
+weft::task<int> holds_the_worker(std::latch* started) {
+  started->count_down();
+  while (!weft::this_task::cancel_requested()) {
+  }
+  co_return 0;
+}
+
+// Every member of a handle whose runtime is gone, for a task that finished
+// with `expected` (describe_join's text).
+void check_every_member(weft::join_handle<int>& h, const std::string& expected,
+                        const weft::cancellation_source& bound_before) {
+  const bool by_shutdown = expected != "value:7";
+  EXPECT_TRUE(h.valid());
+  EXPECT_TRUE(h.done());
+  EXPECT_EQ(h.cancelled(), by_shutdown);
+  const std::optional<cancelled_error> c = h.cancellation();
+  EXPECT_EQ(c.has_value(), by_shutdown);
+  if (c) {
+    EXPECT_EQ(c->kind(), cancel_kind::shutdown);
+    EXPECT_EQ(c->reason(), "shutdown");
+  }
+  const unsigned count = h.cancelling();
+  EXPECT_FALSE(h.cancel()) << "the task has finished";
+  EXPECT_FALSE(h.cancel("after the runtime"));
+  EXPECT_FALSE(h.cancel_as(cancel_kind::timeout, ""));
+  EXPECT_FALSE(h.cancel_as(cancel_kind::group, "after the runtime"));
+  EXPECT_EQ(h.cancelling(), count) << "a cancel() of a finished task changes nothing";
+  EXPECT_EQ(h.uncancel(), count > 0 ? count - 1 : 0u);
+
+  // The source bound while the runtime lived, cancelled now.
+  weft::cancellation_source src = bound_before;
+  EXPECT_TRUE(src.cancel("bound before, cancelled after"));
+  // Bound now: to a live source, then cancelled; to a cancelled source (the
+  // callback runs inside bind()).
+  weft::cancellation_source late;
+  std::atomic<int> callbacks{0};
+  {
+    weft::cancellation_registration r = late.token().bind(h);
+    weft::cancellation_registration cb =
+        late.token().on_cancel([&callbacks] { callbacks.fetch_add(1, std::memory_order_relaxed); });
+    EXPECT_TRUE(r.active());
+    EXPECT_TRUE(late.cancel("late"));
+    weft::cancellation_registration again = late.token().bind(h);
+    EXPECT_TRUE(again.active());
+  }
+  EXPECT_EQ(callbacks.load(std::memory_order_relaxed), 1);
+  EXPECT_TRUE(h.done());
+  EXPECT_EQ(h.cancelled(), by_shutdown);
+
+  EXPECT_EQ(describe_join(h), expected);
+  EXPECT_EQ(describe_join(h), "usage_error") << "the outcome is taken once";
+}
+
+// The handles of the other three ways of taking the outcome, from a second
+// runtime that is alive.
+void check_awaits_from_another_runtime(outliving& s, const std::string& expected) {
+  weft::runtime other(with_workers(2));
+  EXPECT_TRUE(s.h[1].done());
+  EXPECT_EQ(other.block_on(describe_await(&s.h[1])), expected);
+  EXPECT_EQ(other.block_on(describe_await(&s.h[1])), "usage_error") << "taken once";
+  EXPECT_EQ(other.block_on(describe_shield(&s.h[2])), expected);
+  EXPECT_EQ(other.block_on(describe_wait_for(&s.h[3])), expected);
+  for (auto& h : s.h) EXPECT_FALSE(h.cancel("after everything"));
+  EXPECT_EQ(other.block_on(weft_test::value_task(3)), 3) << "the second runtime stays healthy";
+}
+
+void bind_before(outliving& s) {
+  for (auto& h : s.h) s.regs.push_back(s.bound_before.token().bind(h));
+}
+
+TEST(HandleOutlivesRuntimeTest, ATaskCancelledByShutdownAnswersEveryMemberAfterTheRuntimeIsGone) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    outliving s;  // declared before the runtime: outlives it
+    {
+      std::latch started(outliving::kHandles);
+      weft::runtime rt(with_workers(2));
+      for (auto& h : s.h) h = rt.spawn(waits_forever(&s, &started));
+      bind_before(s);
+      started.wait();
+    }  // ~runtime: every task is cancelled ("shutdown") and finishes
+    EXPECT_EQ(s.body_runs.load(std::memory_order_relaxed), outliving::kHandles);
+    const std::string expected = "cancelled:shutdown:shutdown";
+    check_every_member(s.h[0], expected, s.bound_before);
+    check_awaits_from_another_runtime(s, expected);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(HandleOutlivesRuntimeTest, ATaskThatCompletedBeforeTheRuntimeDiedAnswersEveryMember) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    outliving s;
+    {
+      weft::runtime rt(with_workers(2));
+      for (auto& h : s.h) h = rt.spawn(returns_seven(&s));
+      bind_before(s);
+      for (auto& h : s.h) ASSERT_TRUE(wait_done(h));
+    }
+    const std::string expected = "value:7";
+    check_every_member(s.h[0], expected, s.bound_before);
+    check_awaits_from_another_runtime(s, expected);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(HandleOutlivesRuntimeTest, ATaskThatNeverStartedAnswersEveryMember) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    outliving s;
+    weft::join_handle<int> holder;
+    {
+      std::latch started(1);
+      weft::runtime rt(with_workers(1));
+      holder = rt.spawn(holds_the_worker(&started));
+      started.wait();
+      // Queued behind the busy task on the only worker: shutdown drains them
+      // as cancelled before they start.
+      for (auto& h : s.h) h = rt.spawn(returns_seven(&s));
+      bind_before(s);
+    }
+    EXPECT_EQ(s.body_runs.load(std::memory_order_relaxed), 0) << "a body ran";
+    const std::string expected = "cancelled:shutdown:shutdown";
+    check_every_member(s.h[0], expected, s.bound_before);
+    check_awaits_from_another_runtime(s, expected);
+    EXPECT_EQ(describe_join(holder), "value:0");
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+TEST(HandleOutlivesRuntimeTest, ATaskSpawnedAfterShutdownAnswersEveryMember) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    outliving s;
+    {
+      weft::runtime rt(with_workers(2));
+      rt.shutdown();
+      for (auto& h : s.h) h = rt.spawn(returns_seven(&s));  // cancelled at once
+      bind_before(s);
+    }
+    EXPECT_EQ(s.body_runs.load(std::memory_order_relaxed), 0);
+    const std::string expected = "cancelled:shutdown:shutdown";
+    check_every_member(s.h[0], expected, s.bound_before);
+    check_awaits_from_another_runtime(s, expected);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// Suspends on an awaitable that nobody ever resumes: shutdown cannot end it
+// (it reports the task as one that "can never finish" and leaks its frame).
+weft::task<int> stuck_forever(std::latch* started) {
+  started->count_down();
+  co_await std::suspend_always{};
+  co_return 1;
+}
+
+TEST(HandleOutlivesRuntimeTest, ATaskThatCanNeverFinishMakesJoinThrowInsteadOfHanging) {
+  watchdog dog(60s);
+  weft::join_handle<int> h;
+  {
+    std::latch started(1);
+    weft::runtime rt(with_workers(1));
+    h = rt.spawn(stuck_forever(&started));
+    started.wait();
+    ::testing::internal::CaptureStderr();
+    rt.shutdown();
+    const std::string report = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(report.find("1 task(s) can never finish"), std::string::npos) << report;
+    EXPECT_FALSE(h.done());
+    EXPECT_THROW((void)h.join(), weft::usage_error) << "after shutdown, before the destructor";
+  }
+  EXPECT_FALSE(h.done());
+  EXPECT_FALSE(h.cancelled());
+  EXPECT_FALSE(h.cancellation().has_value());
+  EXPECT_TRUE(h.cancel("after the runtime")) << "recorded; the task can never run to see it";
+  EXPECT_EQ(h.cancelling(), 1u);
+  EXPECT_EQ(h.uncancel(), 0u);
+  {
+    weft::cancellation_source src;
+    weft::cancellation_registration r = src.token().bind(h);
+    EXPECT_TRUE(src.cancel("source"));
+    EXPECT_EQ(h.cancelling(), 1u);
+  }
+  EXPECT_THROW((void)h.join(), weft::usage_error);
+  EXPECT_THROW((void)h.join(), weft::usage_error) << "still: no claim was left behind";
+#if defined(WEFT_TEST_LSAN)
+  __lsan_ignore_object(h.handle().address());  // the documented leak of a stuck task
+#endif
+}
+
+// A simulation runtime: the same members after it is gone.
+TEST(HandleOutlivesRuntimeTest, AHandleOfADestroyedSimulationAnswersEveryMember) {
+  watchdog dog(60s);
+  frame_baseline frames;
+  {
+    outliving s;
+    {
+      weft::runtime_options o;
+      o.workers = 2;
+      o.simulation = weft::sim::options{};
+      weft::runtime rt(o);
+      s.h[0] = rt.spawn(returns_seven(&s));
+      s.regs.push_back(s.bound_before.token().bind(s.h[0]));
+      s.h[1] = rt.spawn(returns_seven(&s));
+      EXPECT_EQ(rt.block_on(value_task(1)), 1);
+      weft::sim::run(rt, 1000);
+    }
+    check_every_member(s.h[0], s.h[0].cancelled() ? "cancelled:shutdown:shutdown" : "value:7",
+                       s.bound_before);
+    EXPECT_TRUE(s.h[1].done());
+    EXPECT_FALSE(s.h[1].cancel());
   }
   EXPECT_EQ(frames.now(), frames.start);
 }

@@ -499,6 +499,13 @@ class [[nodiscard]] task {
 // and must be used by one owner: a second joiner that would have to wait (a
 // join() while another join() or a co_await waits, a co_await while a join()
 // waits) gets usage_error at once, as does taking the outcome twice.
+//
+// A handle may outlive its runtime (declare it before the runtime).  The
+// runtime's destructor finishes every task, so afterwards done() is true,
+// cancel() returns false, and join() (or co_await from another runtime) gives
+// the outcome -- for a task still running then, cancelled_error "shutdown".
+// A task the shutdown reported as one that can never finish stays not done;
+// join() of it throws usage_error.
 template <class T>
 class [[nodiscard]] join_handle {
  public:
@@ -572,8 +579,9 @@ class [[nodiscard]] join_handle {
   // Wait for the task from a thread that is not a weft worker; returns its
   // value or rethrows its exception / cancelled_error.  Throws usage_error
   // when called from a worker (it would block that worker; use co_await),
-  // and when another join() or a co_await of this handle is waiting or took
-  // the outcome already (without waiting).
+  // when another join() or a co_await of this handle is waiting or took the
+  // outcome already (without waiting), and when the task can never finish
+  // (its runtime shut down and reported it stuck).
   T join() {
     if (!h_) detail::throw_invalid_handle();
     detail::task_core* c = &core();

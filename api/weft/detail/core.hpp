@@ -219,6 +219,10 @@ struct task_core {
   task_core* continuation_core;          // the joiner's core (kJoiner)
   // (The promise this core lives in is owner_of(core): the core sits at a
   // fixed offset inside it.)
+  // The runtime the task was spawned on.  A join_handle may outlive it: code
+  // reached from a handle reads it only for a task that is not done (a
+  // runtime that leaves unfinished tasks behind keeps its structures alive,
+  // see ~runtime), or compares the pointer without reading through it.
   runtime_impl* rt;
   worker_hot* w;                         // worker currently running the chain
 
@@ -429,7 +433,7 @@ bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver)
 void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept;
 
 // Misuse checks: throw usage_error when called on a worker of `rt` (any
-// runtime when null).
+// runtime when null).  Compares the pointer only: `rt` may be gone.
 void require_not_worker(const runtime_impl* rt, const char* what);
 // co_await of a handle whose outcome a thread's join() claimed.
 [[noreturn]] void throw_joined_by_thread();
