@@ -19,7 +19,6 @@
 //   between the check and the suspension (no lost cancel).
 #include <cstdio>
 #include <mutex>
-#include <semaphore>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -315,21 +314,29 @@ void fire_watchers(task_core* core) noexcept {
   l->unlock();
 }
 
+// What completion must do besides setting kDone when one of these is set: keep
+// the running reference while it fires the watchers or notifies the thread
+// joiner, then drop it (release_ref).
+constexpr std::uint32_t kKeepRef = task_core::kWatched | task_core::kThreadJoiner;
+
 // The completion step: set kDone and drop the running reference in one RMW --
-// unless a watcher is registered (kWatched), then keep the reference (the
-// caller fires the watchers and drops it afterwards).  A CAS, so that the
-// decision and kDone are one atomic step: watch_op's fetch_or either comes
-// before it (we see kWatched and keep our reference while we touch the list)
-// or after it (the watcher sees kDone and never links).  Returns the previous
-// state.
-std::uint32_t mark_done(task_core* core) noexcept {
+// unless a watcher (kWatched) or a thread joiner (kThreadJoiner) is
+// registered, then keep the reference (the caller fires the watchers /
+// notifies the joiner and drops it afterwards, so the core it touches is
+// alive).  A CAS, so that the decision and kDone are one atomic step:
+// watch_op's fetch_or and join_blocking's CAS either come before it (we see
+// the flag) or after it (they see kDone and never wait).  `inline_taken`: an
+// inline joiner takes the outcome; a thread that claimed it meanwhile (the
+// one-owner rule broken) is told by kJoiner, set here, and gets usage_error.
+// Returns the previous state.
+std::uint32_t mark_done(task_core* core, bool inline_taken = false) noexcept {
   // Relaxed: the CAS below re-reads it.
   std::uint32_t s = core->state.load(std::memory_order_relaxed);
   WEFT_CHAOS_POINT();
   for (;;) {
-    std::uint32_t next = (s & task_core::kWatched) != 0
-                             ? (s | task_core::kDone)
-                             : (s + task_core::kDone - task_core::kRefOne);
+    std::uint32_t next =
+        (s & kKeepRef) != 0 ? (s | task_core::kDone) : (s + task_core::kDone - task_core::kRefOne);
+    if (inline_taken && (s & task_core::kThreadJoiner) != 0) next |= task_core::kJoiner;
     // acq_rel: release publishes the outcome to the joiner / handle / watchers;
     // acquire makes a joiner's continuation (written before its kJoiner RMW)
     // visible here.
@@ -344,11 +351,17 @@ void wake_joiner_from_loop(task_core* core, std::uint32_t prev) noexcept {
     task_core* j = core->continuation_core;
     j->resume_point = core->continuation;
     schedule_wake(j);
-  } else if (prev & task_core::kThreadJoiner) {
-    static_cast<std::binary_semaphore*>(core->thread_waiter)->release();
   } else if (task_core::refs(prev) == 1) {
     destroy_task(core);
   }
+}
+
+// After mark_done kept the running reference (kKeepRef): fire the watchers
+// and wake a thread joiner.  The core is alive: we still hold the reference.
+void wake_kept(task_core* core, std::uint32_t prev) noexcept {
+  if (prev & task_core::kWatched) fire_watchers(core);
+  // The joiner waits on `state` for kDone (join_blocking).
+  if (prev & task_core::kThreadJoiner) core->state.notify_all();
 }
 
 }  // namespace
@@ -381,21 +394,17 @@ void task_core::lock_hook() noexcept {
 std::coroutine_handle<> complete_task(task_core* core) noexcept {
   worker_hot* w = core->w;
   count_finish(core);
-  // One RMW sets kDone and (without watchers) drops the running reference.
+  // One RMW sets kDone and (without watchers or a thread joiner) drops the
+  // running reference.
   std::uint32_t prev = mark_done(core);
-  if (prev & task_core::kWatched) [[unlikely]] {
-    fire_watchers(core);  // we still hold the running reference
+  if (prev & kKeepRef) [[unlikely]] {
+    wake_kept(core, prev);  // we still hold the running reference
     std::coroutine_handle<> next = std::noop_coroutine();
     if (prev & task_core::kJoiner) {
       task_core* j = core->continuation_core;
       j->w = w;
       w->current = j;
       next = transfer(j, core->continuation);
-    } else if (prev & task_core::kThreadJoiner) {
-      auto* sem = static_cast<std::binary_semaphore*>(core->thread_waiter);
-      release_ref(core);  // not the last: the joining thread holds its handle
-      sem->release();
-      return next;
     }
     release_ref(core);  // the running reference (may be the last)
     return next;
@@ -408,10 +417,6 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     w->current = j;
     return transfer(j, core->continuation);
   }
-  if (prev & task_core::kThreadJoiner) {
-    static_cast<std::binary_semaphore*>(core->thread_waiter)->release();
-    return std::noop_coroutine();
-  }
   if (task_core::refs(prev) == 1) destroy_task(core);  // detached: we were the last
   return std::noop_coroutine();
 }
@@ -421,14 +426,8 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept {
   owner_of(core)->result = outcome::cancelled;
   count_finish(core);
   std::uint32_t prev = mark_done(core);
-  if (prev & task_core::kWatched) [[unlikely]] {
-    fire_watchers(core);  // we still hold the running reference
-    if (prev & task_core::kThreadJoiner) {
-      auto* sem = static_cast<std::binary_semaphore*>(core->thread_waiter);
-      release_ref(core);  // not the last: the joining thread holds its handle
-      sem->release();
-      return;
-    }
+  if (prev & kKeepRef) [[unlikely]] {
+    wake_kept(core, prev);  // we still hold the running reference
     wake_joiner_from_loop(core, prev & (task_core::kRefOne - 1));  // flags only: never "last"
     release_ref(core);  // the running reference (may be the last)
     return;
@@ -448,9 +447,9 @@ void finish_inline_atomic(task_core* core) noexcept {
   // may be registered.  (A simulation marks the tasks it names `hooked`, so
   // that their inline finish comes here and it can forget the name.)
   if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
-  std::uint32_t prev = mark_done(core);
-  if (prev & task_core::kWatched) {
-    fire_watchers(core);  // we still hold the running reference
+  std::uint32_t prev = mark_done(core, /*inline_taken=*/true);
+  if (prev & kKeepRef) {
+    wake_kept(core, prev);  // we still hold the running reference
     release_ref(core);
   }
 }
@@ -600,13 +599,18 @@ cancel_request* interned_request(cancel_kind kind, std::source_location where) {
 }
 
 // Whether a cancel() of `core` is taken: false when the task has finished.
-// In a simulation only the owner thread may cancel.
+// In a simulation only the owner thread may cancel a task that is running.
 bool accepts_cancel(task_core* core) {
+  // Acquire: pairs with complete_task's release; a finished task says false.
+  // First: the runtime of a finished task may be gone (its handle, or a
+  // cancellation_source bound to it, may outlive it), and is not read then.
+  if ((core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) return false;
+  // Not finished: its runtime is alive, or kept (~runtime keeps the
+  // structures of a runtime that left unfinished tasks behind).
   if (core->rt->sim != nullptr) [[unlikely]] {
     sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
   }
-  // Acquire: pairs with complete_task's release; a finished task says false.
-  return (core->state.load(std::memory_order_acquire) & task_core::kDone) == 0;
+  return true;
 }
 }  // namespace
 
@@ -809,18 +813,67 @@ void throw_empty_task() {
   throw usage_error("weft: this task is empty (moved from, already awaited or spawned)");
 }
 
+void throw_joined_by_thread() {
+  throw usage_error(
+      "weft: co_await of a join_handle that a thread is joining (join()); the outcome of a "
+      "handle is taken once, by its one owner");
+}
+
 void join_blocking(task_core* core) {
+  // Compares the pointer only: the runtime may be gone (a finished task).
   require_not_worker(core->rt, "weft::join_handle::join");
-  // Acquire: pairs with complete_task's release.
-  if (core->state.load(std::memory_order_acquire) & task_core::kDone) return;
-  if (core->rt->sim != nullptr) return sim_join(core);  // this thread drives the simulation
-  std::binary_semaphore sem{0};
-  core->thread_waiter = &sem;
-  // acq_rel: release publishes thread_waiter to the completing worker (its
-  // acq_rel RMW); acquire, when kDone is already set, makes the outcome ours.
-  std::uint32_t prev = core->state.fetch_or(task_core::kThreadJoiner, std::memory_order_acq_rel);
-  if (prev & task_core::kDone) return;
-  sem.acquire();  // synchronises with the completer's release()
+  // Acquire: pairs with the completion's release (mark_done's CAS, or the
+  // inline join's release store): a finished task's outcome is visible.
+  std::uint32_t s = core->state.load(std::memory_order_acquire);
+  if ((s & task_core::kDone) == 0) {
+    // Not finished: its runtime is alive, or kept (see accepts_cancel).
+    const runtime_impl* rt = core->rt;
+    // A simulation has one thread: it drives the task here, no claim needed.
+    if (rt->sim != nullptr) return sim_join(core);
+    // Acquire: pairs with stop()'s release store of `exiting`, made once every
+    // task that could still finish had finished (the drain).
+    if (rt->exiting.load(std::memory_order_acquire)) {
+      throw usage_error(
+          "weft::join_handle::join: the task can never finish: its runtime shut down while it "
+          "was blocked on something shutdown cannot end (reported at shutdown)");
+    }
+  }
+  // Claim the outcome: the CAS sets kThreadJoiner only when no joiner is
+  // registered, so of several threads (or a thread and a co_await) exactly
+  // one wins; the others get usage_error at once and never wait.
+  for (;;) {
+    if ((s & task_core::kJoiner) != 0) {
+      throw usage_error(
+          "weft::join_handle::join: a task awaits this handle (co_await) and takes its outcome; "
+          "the outcome of a handle is taken once, by its one owner");
+    }
+    if ((s & task_core::kThreadJoiner) != 0) {
+      throw usage_error(
+          "weft::join_handle::join: another join() of this handle is waiting or already took the "
+          "outcome; the outcome of a handle is taken once, by its one owner");
+    }
+    // Acquire (success and failure): when kDone is set, the outcome is ours to
+    // read.  No release: the flag publishes no data (the joiner waits on this
+    // word; the completer keeps its reference while it notifies).
+    if (core->state.compare_exchange_weak(s, s | task_core::kThreadJoiner,
+                                          std::memory_order_acquire, std::memory_order_acquire))
+      break;
+  }
+  s |= task_core::kThreadJoiner;
+  // Either the completer's mark_done saw our flag (then it notifies after
+  // setting kDone), or our CAS saw kDone: no lost wake-up.  wait() returns
+  // when the word differs from `s` (a reference count may change meanwhile).
+  while ((s & task_core::kDone) == 0) {
+    // Acquire: pairs with the completion's release, as above.
+    core->state.wait(s, std::memory_order_acquire);
+    s = core->state.load(std::memory_order_acquire);
+  }
+  if ((s & task_core::kJoiner) != 0) {
+    // The task's owner awaited it meanwhile and took the outcome inline.
+    throw usage_error(
+        "weft::join_handle::join: a task awaited this handle (co_await) and took its outcome; "
+        "the outcome of a handle is taken once, by its one owner");
+  }
 }
 
 void throw_self_join() {
@@ -851,10 +904,17 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
   target->continuation_core = ctx;
   ctx->resume_point = self;
   WEFT_CHAOS_POINT();
-  // acq_rel: release publishes continuation to the completer's acquire RMW;
-  // acquire (if kDone is already set) makes the outcome visible.  This is the
-  // publish: the target may resume us (on another thread) right after it.
-  std::uint32_t prev = target->state.fetch_or(task_core::kJoiner, std::memory_order_acq_rel);
+  // Relaxed: the CAS below re-reads it.
+  std::uint32_t prev = target->state.load(std::memory_order_relaxed);
+  do {
+    // A thread's join() claimed the outcome: do not register; await_resume
+    // throws usage_error.  (Our continuation fields are only read with kJoiner.)
+    if ((prev & task_core::kThreadJoiner) != 0) [[unlikely]] return self;
+    // acq_rel: release publishes continuation to the completer's acquire RMW;
+    // acquire (if kDone is already set) makes the outcome visible.  This is
+    // the publish: the target may resume us (on another thread) right after.
+  } while (!target->state.compare_exchange_weak(
+      prev, prev | task_core::kJoiner, std::memory_order_acq_rel, std::memory_order_relaxed));
   if (prev & task_core::kDone) return self;  // finished meanwhile; await_resume unregisters
   return std::noop_coroutine();
 }

@@ -25,7 +25,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
@@ -82,6 +84,21 @@ void cpu_relax() noexcept {
 }  // namespace
 
 worker_hot* current_worker() noexcept { return tls_worker; }
+
+void keep_remains(runtime_impl* rt) noexcept {
+  // The workers have exited: no frame comes back to these caches.
+  for (auto& w : rt->workers) free_frame_cache(w.get());
+  // Reachable for good (LeakSanitizer does not report it).  At most one entry
+  // per runtime that leaked tasks, whose frames stay allocated anyway.
+  static std::mutex mu;
+  static std::vector<runtime_impl*>* kept = new std::vector<runtime_impl*>;
+  std::lock_guard lk(mu);
+  try {
+    kept->push_back(rt);
+  } catch (...) {
+    // Out of memory: the structure stays allocated, unlisted.
+  }
+}
 
 void require_not_worker(const runtime_impl* rt, const char* what) {
   worker* w = tls_worker;
@@ -510,6 +527,7 @@ void runtime_impl::stop(std::source_location where) {
     // the workers parked (idle_mutex) or before `closed` (inject_mutex).
     std::int64_t live = outside_live.load(std::memory_order_relaxed);
     for (auto& w : workers) live += w->live_tasks;
+    stuck_tasks = live;
     if (live > 0) {
       std::fprintf(stderr,
                    "weft: shutdown: %lld task(s) can never finish (blocked on each other?); "
@@ -566,7 +584,11 @@ runtime::~runtime() {
     impl_->stop(impl_->created_at);
   }
   detail::unregister_runtime(impl_);
-  delete impl_;
+  if (impl_->stuck_tasks > 0) {
+    detail::keep_remains(impl_);  // their handles may still read it
+  } else {
+    delete impl_;  // every task is done: no handle reads it any more
+  }
 }
 
 void runtime::shutdown(std::source_location where) {

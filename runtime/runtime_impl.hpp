@@ -110,6 +110,10 @@ struct runtime_impl {
   std::source_location shutdown_at;
   std::mutex shutdown_mutex;          // serialises shutdown() callers
   bool shut_down = false;             // guarded by shutdown_mutex
+  // Tasks the shutdown found that can never finish (report_stuck).  Then
+  // ~runtime keeps this structure alive (keep_remains): their handles still
+  // read `rt`.  Guarded by shutdown_mutex; read by ~runtime after stop().
+  std::int64_t stuck_tasks = 0;
 
   // ---- timer (sleep_for, time slices) ----
   std::mutex timer_mutex;
@@ -175,6 +179,11 @@ extern thread_local worker* tls_worker;
 // "shutdown", where = shutdown_at), as a request or as the error itself.
 cancel_request* shutdown_request(const runtime_impl* rt);
 cancelled_error shutdown_error(const runtime_impl* rt);
+
+// ~runtime of a runtime whose shutdown left tasks that can never finish: free
+// what no task can reach (the frame caches), keep the rest for good (their
+// handles read `rt`: cancel() a pending request, join() the usage_error).
+void keep_remains(runtime_impl* rt) noexcept;
 
 void init_frame_cache(worker* w) noexcept;   // before the worker thread starts
 void flush_frame_count(worker* w) noexcept;  // the worker thread exits

@@ -494,6 +494,7 @@ void sim_stop(runtime_impl* rt, bool destructor) {
   // report_stuck.  Relaxed: single-threaded.
   std::int64_t live = rt->outside_live.load(std::memory_order_relaxed);
   for (auto& w : rt->workers) live += w->live_tasks;
+  rt->stuck_tasks = live;
   if (live > 0) {
     std::fprintf(stderr,
                  "weft: shutdown: %lld task(s) can never finish (blocked on each other?); "

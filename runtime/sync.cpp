@@ -15,6 +15,9 @@
 // under the same lock.  A node is never resumed while the list still holds it.
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "runtime_impl.hpp"
@@ -253,6 +256,13 @@ task<void> event::wait() {
   }
 }
 
+semaphore::semaphore(std::ptrdiff_t initial) : count_(initial) {
+  if (initial < 0) {
+    throw std::invalid_argument("weft::semaphore: negative initial count " +
+                                std::to_string(initial));
+  }
+}
+
 semaphore::~semaphore() {
   list_.lock();
   bool waiting = list_.head != nullptr;
@@ -305,8 +315,18 @@ bool semaphore::try_acquire() noexcept {
   return ok;
 }
 
-void semaphore::release(std::ptrdiff_t n) noexcept {
+void semaphore::release(std::ptrdiff_t n) {
+  if (n < 0) {
+    throw std::invalid_argument("weft::semaphore::release: negative count " + std::to_string(n));
+  }
   list_.lock();
+  // count_ >= 0 always, so the subtraction cannot overflow.
+  if (n > std::numeric_limits<std::ptrdiff_t>::max() - count_) {
+    const std::ptrdiff_t have = count_;
+    list_.unlock();
+    throw std::overflow_error("weft::semaphore::release: " + std::to_string(have) + " + " +
+                              std::to_string(n) + " permits exceed PTRDIFF_MAX");
+  }
   count_ += n;
   if (count_ > 0) detail::list_wake(&list_, &semaphore::grant, this);
   list_.unlock();

@@ -269,7 +269,7 @@ task<T> token_relay(cancellation_token tok, task<T> t) {
 // coroutine that is awaited directly (one extra frame, no extra spawn).
 template <class T>
 join_handle<T> spawn(task<T> t, cancellation_token token) {
-  if (!t.valid()) detail::throw_empty_task();
+  if (!detail::spawnable(t)) detail::throw_empty_task();
   if (!token.can_be_cancelled()) return spawn(std::move(t));
   return spawn(detail::token_relay<T>(std::move(token), std::move(t)));
 }

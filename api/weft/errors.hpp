@@ -52,9 +52,12 @@ class cancelled_error final : public std::exception {
   cancel_kind kind_;
 };
 
-// A misuse of the API that weft detects instead of deadlocking: blocking
-// join()/block_on()/shutdown() from a worker thread of a runtime, awaiting a
-// handle whose result was already taken, awaiting an empty task.
+// A misuse of the API that weft detects instead of deadlocking or crashing:
+// blocking join()/block_on()/shutdown() from a worker thread of a runtime,
+// awaiting or joining a handle whose result was already taken, a second
+// joiner of one handle while the first waits, join() of a task that can never
+// finish (its runtime is shut down), awaiting or spawning an empty task or
+// one that was already awaited.
 class usage_error : public std::logic_error {
  public:
   using std::logic_error::logic_error;

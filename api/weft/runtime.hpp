@@ -59,7 +59,10 @@ class runtime {
   explicit runtime(runtime_options options = {},
                    std::source_location where = std::source_location::current());
   // Does shutdown().  Must not run on one of this runtime's workers (aborts
-  // with a message: it would join itself).
+  // with a message: it would join itself).  Handles of its tasks may outlive
+  // it (join_handle).  When the shutdown reported tasks that can never finish
+  // (their frames are leaked), the runtime's bookkeeping is kept too, so that
+  // their handles stay safe to use.
   ~runtime();
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;

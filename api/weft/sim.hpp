@@ -41,7 +41,9 @@
 // Thread safety: a simulation runtime belongs to the thread that created it.
 // spawn, block_on, join, cancel and shutdown from any other thread throw
 // weft::usage_error (a wake-up from another thread, e.g. event::set() with
-// waiters, aborts with a message: it cannot throw there).  stats() and
+// waiters, aborts with a message: it cannot throw there) -- except join() and
+// cancel() of a task that has finished, which touch only the handle: they
+// give the outcome and return false, as on a real runtime.  stats() and
 // sim::stats() may be read from any thread.  Tasks of a simulation must not
 // await handles of another runtime, or the reverse.
 #pragma once

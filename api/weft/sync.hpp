@@ -47,9 +47,17 @@ class event {
 
 // A counting semaphore (asyncio.Semaphore), FIFO among waiters.  release()
 // and try_acquire() from any thread; acquire() from weft tasks.
+//
+// Counts are never negative and never above PTRDIFF_MAX.  Bad input is refused
+// with an exception and changes nothing: a negative initial count or release
+// count throws std::invalid_argument (asyncio raises ValueError for a negative
+// initial value); a release that would take the count past PTRDIFF_MAX throws
+// std::overflow_error (asyncio.BoundedSemaphore raises ValueError when released
+// past its bound; here the bound is the type's), waking nobody.
 class semaphore {
  public:
-  explicit semaphore(std::ptrdiff_t initial) noexcept : count_(initial) {}
+  // Throws std::invalid_argument when `initial` < 0.
+  explicit semaphore(std::ptrdiff_t initial);
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
   ~semaphore();
@@ -58,7 +66,11 @@ class semaphore {
   // cancelled acquire takes no permit.
   task<void> acquire();
   bool try_acquire() noexcept;
-  void release(std::ptrdiff_t n = 1) noexcept;
+  // Adds `n` permits (0 is allowed: nothing happens) and wakes as many
+  // waiters as they serve, in FIFO order.  Throws std::invalid_argument when
+  // n < 0 and std::overflow_error when available() + n would exceed
+  // PTRDIFF_MAX; the count is unchanged then.
+  void release(std::ptrdiff_t n = 1);
   // Permits available now (a snapshot).
   std::ptrdiff_t available() const noexcept;
 
@@ -66,7 +78,7 @@ class semaphore {
   static bool op(void* self, bool take) noexcept;
   static bool grant(void* self) noexcept;
   mutable detail::wait_list list_;
-  std::ptrdiff_t count_;  // guarded by list_'s lock
+  std::ptrdiff_t count_;  // guarded by list_'s lock; 0 <= count_ <= PTRDIFF_MAX
 };
 
 // asyncio.shield: wait for the task behind `h` to finish, but let a

@@ -3,7 +3,9 @@
 //
 // A task<T> is a lazy coroutine.  `co_await t` runs it as part of the awaiting
 // task (a function call that may suspend); `spawn(t)` makes it a task of its own
-// with a join_handle that can await, join or cancel it.
+// with a join_handle that can await, join or cancel it.  A task runs once:
+// co_await or spawn() of an empty task (default-constructed, moved from,
+// spawned) or of one that was already awaited throws usage_error.
 //
 // Cancellation points (where a pending cancel request is delivered as
 // weft::cancelled_error): co_await of a join_handle, yield(), checkpoint(),
@@ -346,11 +348,24 @@ T take_result(promise<T>& p) {
   return p.take_value();
 }
 
+[[noreturn]] void throw_empty_task();
+
+// co_await of a task.  An empty task (default-constructed, moved from,
+// spawned) throws usage_error before anything suspends; so does a task that
+// was already awaited: its frame is at its final suspend point (done()), and
+// resuming it again would be undefined.  await_ready throws: the exception
+// leaves the co_await expression like any other.  The checks are a null test
+// and one load of the child's frame, which the transfer touches next anyway
+// (no instruction more per co_await of a temporary: docs/architecture.md,
+// "A task runs once").
 template <class T>
 struct task_awaiter {
   std::coroutine_handle<promise<T>> child;
   task_core* ctx;
-  bool await_ready() const noexcept { return false; }
+  bool await_ready() const {
+    if (!child || child.done()) [[unlikely]] throw_empty_task();
+    return false;
+  }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
     promise<T>& p = child.promise();
     p.ctx = ctx;
@@ -408,9 +423,11 @@ struct handle_awaiter {
       --ctx->w->live_tasks;  // counted by the spawn; the loop never saw it finish
       // The child ran on this thread and handed back with plain stores; only a
       // forwarded cancel (t->hooked) can hold a reference besides our handle.
-      // Relaxed: see below; a concurrent RMW is only possible when `hooked`.
+      // Relaxed: see below; a concurrent RMW is only possible when `hooked`
+      // (or when a thread's join() of the same handle breaks the one-owner
+      // rule: seen here, it is woken with usage_error by the atomic path).
       std::uint32_t s = t->state.load(std::memory_order_relaxed);
-      if (t->hooked || (s & task_core::kWatched) != 0) [[unlikely]] {
+      if (t->hooked || (s & (task_core::kWatched | task_core::kThreadJoiner)) != 0) [[unlikely]] {
         // A cancel of ours may have been forwarded to it while it waited:
         // what it did not take comes back to us first.
         if (t->hooked) reclaim_forwarded(ctx, t);
@@ -430,6 +447,14 @@ struct handle_awaiter {
         unregister_wait(ctx);
         reclaim_forwarded(ctx, t);
       }
+      // A thread's join() claimed the outcome first (join_slow then did not
+      // register).  Relaxed: kThreadJoiner is never set once kJoiner is, and
+      // join_slow's CAS already read this word; a join() that claims a
+      // finished task at this very moment is the one race left to the
+      // one-owner rule (docs/architecture.md, "Joiners").
+      if ((target.promise().own_core().state.load(std::memory_order_relaxed) &
+           task_core::kThreadJoiner) != 0) [[unlikely]]
+        throw_joined_by_thread();
     }
     if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
     mark_taken(&target.promise().own_core());
@@ -439,8 +464,9 @@ struct handle_awaiter {
 
 }  // namespace detail
 
-// A lazy coroutine task.  Move-only.  Not started until awaited or spawned.
-// Destroying a task that was never started destroys its frame.
+// A lazy coroutine task.  Move-only.  Not started until awaited or spawned;
+// runs once (awaiting or spawning it again throws usage_error).  Destroying
+// the task destroys its frame: never started, or finished by a co_await of it.
 template <class T>
 class [[nodiscard]] task {
  public:
@@ -483,7 +509,16 @@ class [[nodiscard]] task {
 //
 // Thread safety: cancel(), done(), cancelled(), cancelling() may be called from
 // any thread concurrently with the task.  join() and co_await take the result
-// and must be used by one owner.
+// and must be used by one owner: a second joiner that would have to wait (a
+// join() while another join() or a co_await waits, a co_await while a join()
+// waits) gets usage_error at once, as does taking the outcome twice.
+//
+// A handle may outlive its runtime (declare it before the runtime).  The
+// runtime's destructor finishes every task, so afterwards done() is true,
+// cancel() returns false, and join() (or co_await from another runtime) gives
+// the outcome -- for a task still running then, cancelled_error "shutdown".
+// A task the shutdown reported as one that can never finish stays not done;
+// join() of it throws usage_error.
 template <class T>
 class [[nodiscard]] join_handle {
  public:
@@ -566,7 +601,10 @@ class [[nodiscard]] join_handle {
 
   // Wait for the task from a thread that is not a weft worker; returns its
   // value or rethrows its exception / cancelled_error.  Throws usage_error
-  // when called from a worker (it would block that worker; use co_await).
+  // when called from a worker (it would block that worker; use co_await),
+  // when another join() or a co_await of this handle is waiting or took the
+  // outcome already (without waiting), and when the task can never finish
+  // (its runtime shut down and reported it stuck).
   T join() {
     if (!h_) detail::throw_invalid_handle();
     detail::task_core* c = &core();
@@ -626,8 +664,6 @@ inline task<void> promise<void>::get_return_object() noexcept {
   return task<void>(std::coroutine_handle<promise<void>>::from_promise(*this));
 }
 
-[[noreturn]] void throw_empty_task();
-
 template <class D>
 template <class U>
 task_awaiter<U> promise_common<D>::await_transform(task<U>&& t) noexcept {
@@ -668,9 +704,16 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
   return c;
 }
 
+// A task can be spawned once, and only before it ran: an empty task, or one
+// whose frame already finished (it was awaited), throws usage_error.
+template <class T>
+bool spawnable(const task<T>& t) noexcept {
+  return t.valid() && !t.handle().done();
+}
+
 template <class T>
 join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
-  if (!t.valid()) throw_empty_task();
+  if (!spawnable(t)) throw_empty_task();
   runtime_impl* target = resolve_runtime(rt);  // may throw: before we own the frame
   auto h = t.release_handle();
   submit_spawn(target, prepare_spawn(h));
@@ -680,7 +723,7 @@ join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
 // spawn() from inside a task: straight onto the calling worker's deque.
 template <class T>
 [[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t) {
-  if (!t.valid()) throw_empty_task();
+  if (!spawnable(t)) [[unlikely]] throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
   auto h = t.release_handle();

@@ -263,7 +263,7 @@ class task_group {
   // handle comes back already cancelled, like weft::spawn.
   template <class T>
   join_handle<T> spawn(task<T> t, std::source_location where = std::source_location::current()) {
-    if (!t.valid()) detail::throw_empty_task();
+    if (!detail::spawnable(t)) detail::throw_empty_task();
     if (detail::current_worker() == nullptr) detail::throw_group_needs_worker();
     auto* e = new detail::group_entry;
     e->where = where;

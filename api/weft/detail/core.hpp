@@ -159,11 +159,15 @@ struct list_wait final : wait_node {
 //                 it there.  With kWatched set, completion keeps its reference
 //                 until the watchers were woken (mark_done in core.cpp).
 //   DONE is set exactly once, after the outcome is written (release).
-//   At most one joiner (JOINER or THREAD_JOINER) is ever registered.
+//   At most one joiner (JOINER or THREAD_JOINER) is ever registered: a thread
+//   joiner claims with a CAS that fails when either flag is set, a coroutine
+//   joiner with one that fails when THREAD_JOINER is set (the loser gets
+//   usage_error).  With THREAD_JOINER set, completion keeps its reference
+//   until it has notified the joiner (it waits on `state` itself).
 struct task_core {
   static constexpr std::uint32_t kDone = 1;         // outcome written
   static constexpr std::uint32_t kJoiner = 2;       // continuation registered
-  static constexpr std::uint32_t kThreadJoiner = 4; // blocking joiner registered
+  static constexpr std::uint32_t kThreadJoiner = 4; // a thread's join() claimed the outcome
   static constexpr std::uint32_t kWatched = 8;      // `watchers` may be non-empty
   static constexpr std::uint32_t kRefOne = 1u << 8;
 
@@ -210,17 +214,18 @@ struct task_core {
   // ---- touched only by whoever currently runs the task chain ----
   // (Fields without an initializer are written before they are first read:
   // spawn sets frame/resume_point/owner/rt, the worker or inline joiner sets
-  // w, a joiner sets continuation* / thread_waiter before its RMW publishes
-  // kJoiner / kThreadJoiner.)
+  // w, a coroutine joiner sets continuation* before its RMW publishes
+  // kJoiner.  A thread joiner publishes nothing: it waits on `state`.)
   std::coroutine_handle<> frame;         // the spawned coroutine itself
   std::coroutine_handle<> resume_point;  // innermost suspended frame of the chain
   std::coroutine_handle<> continuation;  // joiner (coroutine) to resume on completion
-  union {
-    task_core* continuation_core;  // the joiner's core (kJoiner)
-    void* thread_waiter;           // blocking joiner's semaphore (kThreadJoiner)
-  };
+  task_core* continuation_core;          // the joiner's core (kJoiner)
   // (The promise this core lives in is owner_of(core): the core sits at a
   // fixed offset inside it.)
+  // The runtime the task was spawned on.  A join_handle may outlive it: code
+  // reached from a handle reads it only for a task that is not done (a
+  // runtime that leaves unfinished tasks behind keeps its structures alive,
+  // see ~runtime), or compares the pointer without reading through it.
   runtime_impl* rt;
   worker_hot* w;                         // worker currently running the chain
 
@@ -446,7 +451,9 @@ bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver)
 void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept;
 
 // Misuse checks: throw usage_error when called on a worker of `rt` (any
-// runtime when null).
+// runtime when null).  Compares the pointer only: `rt` may be gone.
 void require_not_worker(const runtime_impl* rt, const char* what);
+// co_await of a handle whose outcome a thread's join() claimed.
+[[noreturn]] void throw_joined_by_thread();
 
 }  // namespace weft::detail
