@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "runtime_impl.hpp"
@@ -413,12 +414,12 @@ void runtime_impl::start() {
   } else {
     n = options.workers != 0 ? options.workers : default_worker_count();
   }
-  auto slice = options.time_slice.count() > 0 ? options.time_slice : std::chrono::microseconds(2000);
-  options.time_slice = slice;
-  slice_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count());
-  if (options.idle_spin.count() < 0) options.idle_spin = std::chrono::microseconds(0);
-  idle_spin_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_spin).count());
+  // validate_options() refused negative values.  Saturating: a huge slice
+  // never expires, a huge idle spin never parks an idle worker (until
+  // shutdown), instead of overflowing.
+  if (options.time_slice.count() == 0) options.time_slice = std::chrono::microseconds(2000);
+  slice_ns = static_cast<std::uint64_t>(saturating_ns(options.time_slice).count());
+  idle_spin_ns = static_cast<std::uint64_t>(saturating_ns(options.idle_spin).count());
   workers.reserve(n);
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<worker>();
@@ -538,8 +539,23 @@ void runtime_impl::stop(std::source_location where) {
 
 namespace weft {
 
+namespace {
+// The options a runtime refuses (std::invalid_argument), checked before
+// anything is allocated or started.
+void validate_options(const runtime_options& o) {
+  if (o.time_slice.count() < 0) {
+    throw std::invalid_argument("weft::runtime: runtime_options::time_slice is negative (" +
+                                std::to_string(o.time_slice.count()) + " us)");
+  }
+  if (o.idle_spin.count() < 0) {
+    throw std::invalid_argument("weft::runtime: runtime_options::idle_spin is negative (" +
+                                std::to_string(o.idle_spin.count()) + " us)");
+  }
+}
+}  // namespace
+
 runtime::runtime(runtime_options options, std::source_location where)
-    : impl_(new detail::runtime_impl) {
+    : impl_((validate_options(options), new detail::runtime_impl)) {
   impl_->options = std::move(options);
   impl_->created_at = where;
   detail::register_runtime(impl_);

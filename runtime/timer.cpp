@@ -105,11 +105,15 @@ void heap_erase(std::vector<timer_node*>& h, std::size_t i) noexcept {
   release_spare_slots(h);
 }
 
+// The longest single wait of the timer thread: far below any clock's range,
+// and long enough that waking up for a far deadline costs nothing.
+constexpr std::uint64_t kMaxTimerWaitNs = std::uint64_t{3600} * 1'000'000'000;  // one hour
+
+// a + d, capped at kEndOfTime (a <= kEndOfTime: a now_ns() reading).
 std::uint64_t saturating_add(std::uint64_t a, std::int64_t d) noexcept {
   if (d <= 0) return a;
   auto ud = static_cast<std::uint64_t>(d);
-  return ud > std::numeric_limits<std::uint64_t>::max() - a ? std::numeric_limits<std::uint64_t>::max()
-                                                            : a + ud;
+  return a >= kEndOfTime || ud > kEndOfTime - a ? kEndOfTime : a + ud;
 }
 
 }  // namespace
@@ -221,7 +225,11 @@ void runtime_impl::timer_main() {
     if (next == std::numeric_limits<std::uint64_t>::max()) {
       timer_cv.wait(lk);
     } else if (next > now) {
-      timer_cv.wait_for(lk, std::chrono::nanoseconds(next - now));
+      // One wait lasts at most kMaxTimerWait; the loop then looks again.
+      // condition_variable::wait_for adds its duration to steady_clock::now():
+      // a deadline centuries away (a sleep of "forever" saturates to one)
+      // overflowed there, the wait returned at once, and this thread spun.
+      timer_cv.wait_for(lk, std::chrono::nanoseconds(std::min(next - now, kMaxTimerWaitNs)));
     }
   }
 }

@@ -23,6 +23,9 @@ struct runtime_options {
   unsigned workers = 0;
   // How long a task may run before checkpoint() reschedules it.  A pending
   // cancellation does not wait for the slice: the next checkpoint() takes it.
+  // 0 means the default (2 ms); negative throws std::invalid_argument from the
+  // runtime's constructor; huge values saturate (microseconds::max(): the
+  // slice never expires).  time_slice() reports the value given.
   std::chrono::microseconds time_slice{2000};
   // How long a worker that ran out of work keeps looking for more (spinning,
   // yielding its core to other threads between looks) before it parks.  A
@@ -31,8 +34,10 @@ struct runtime_options {
   // kernel's wake-up of the thread, 10-30 us on the project's VM.  Spinning
   // burns up to that much CPU each time a worker runs dry (oneTBB's workers
   // spin 1-3 ms); 0 parks at once (after a few dozen looks), for programs
-  // that value idle CPU over wake-up latency.  See docs/architecture.md,
-  // "Parking".
+  // that value idle CPU over wake-up latency.  Negative throws
+  // std::invalid_argument from the runtime's constructor; huge values
+  // saturate (microseconds::max(): an idle worker never parks, except during
+  // shutdown).  See docs/architecture.md, "Parking".
   std::chrono::microseconds idle_spin{1000};
   // Called with an exception that escaped a task nobody awaited or joined
   // (its handle was dropped).  Runs on a worker; must not throw.  Default:

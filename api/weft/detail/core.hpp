@@ -408,6 +408,9 @@ void schedule_wake(task_core* core) noexcept;
 
 // Time slices and timers.
 std::uint64_t now_ns() noexcept;
+// The end of now_ns()'s range, steady_clock::time_point::max() (292 years
+// after the clock's epoch): deadlines computed from a duration saturate here.
+inline constexpr std::uint64_t kEndOfTime = 0x7fff'ffff'ffff'ffff;
 bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime stopping
 
 // List waits (event, semaphore, watchers).  `op(obj, false)` is called under

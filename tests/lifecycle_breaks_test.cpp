@@ -1,0 +1,406 @@
+// Regression tests for three lifecycle breaks found by an independent test
+// campaign:
+//
+//   TimerSaturation*, RuntimeOptionsSaturationTest (break 7): every duration
+//     and time point a user can pass saturates; a sleep of "forever" neither
+//     overflows (the timer thread spun in condition_variable::wait_for, and
+//     cancel() and shutdown() then blocked on its mutex) nor escapes cancel()
+//     or shutdown().
+//   ShutdownRefusalTest, ShutdownReportTest (break 11): a task that refuses
+//     the shutdown and sleeps again really sleeps (it spun, re-cancelled
+//     millions of times), shutdown waits for it, and after a bound says which
+//     tasks it waits for, with their spawn sites.
+//   RuntimeStartFailureTest (break 12): a thread that fails to start makes the
+//     constructor join the threads it started and throw.
+//
+// House rules (tests/test_support.hpp): a watchdog in every test, no wall-clock
+// sleeps as synchronisation, coroutines are free functions taking their state
+// by pointer, that state is declared before the runtime.
+#include <time.h>
+
+#include <latch>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace weft_test;
+using namespace std::chrono_literals;
+using weft::cancel_kind;
+using weft::cancelled_error;
+
+// CPU time this process used so far (every thread), in seconds.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// A runtime that keeps its idle CPU near zero: workers park at once.
+weft::runtime_options quiet_options(unsigned workers) {
+  weft::runtime_options o = with_workers(workers);
+  o.idle_spin = std::chrono::microseconds(0);
+  return o;
+}
+
+// ================================================================ break 7
+
+using steady = std::chrono::steady_clock;
+using hours_point = std::chrono::time_point<steady, std::chrono::hours>;
+
+// Sleeps that end "never": only cancel() or shutdown() wakes them.
+enum class forever : int {
+  for_ns_max,
+  for_ns_max_minus_1s,
+  for_hours_max,
+  for_seconds_max_minus_1s,
+  until_max,
+  until_max_minus_1s,
+  until_hours_max,
+};
+
+std::string name_of(forever k) {
+  switch (k) {
+    case forever::for_ns_max: return "SleepForNanosecondsMax";
+    case forever::for_ns_max_minus_1s: return "SleepForNanosecondsMaxMinusOneSecond";
+    case forever::for_hours_max: return "SleepForHoursMax";
+    case forever::for_seconds_max_minus_1s: return "SleepForSecondsMaxMinusOneSecond";
+    case forever::until_max: return "SleepUntilTimePointMax";
+    case forever::until_max_minus_1s: return "SleepUntilTimePointMaxMinusOneSecond";
+    case forever::until_hours_max: return "SleepUntilHoursTimePointMax";
+  }
+  return "?";
+}
+
+weft::detail::sleep_tag forever_sleep(forever k) {
+  switch (k) {
+    case forever::for_ns_max: return weft::sleep_for(std::chrono::nanoseconds::max());
+    case forever::for_ns_max_minus_1s: return weft::sleep_for(std::chrono::nanoseconds::max() - 1s);
+    case forever::for_hours_max: return weft::sleep_for(std::chrono::hours::max());
+    case forever::for_seconds_max_minus_1s: return weft::sleep_for(std::chrono::seconds::max() - 1s);
+    case forever::until_max: return weft::sleep_until(steady::time_point::max());
+    case forever::until_max_minus_1s: return weft::sleep_until(steady::time_point::max() - 1s);
+    case forever::until_hours_max: return weft::sleep_until(hours_point::max());
+  }
+  return weft::sleep_for(0ns);
+}
+
+// Relaxed, every field: each is read after the task's handle reported done
+// (join), or is a sign of progress only.
+struct forever_state {
+  std::latch asleep{2};
+  std::atomic<int> kind_seen[2] = {-1, -1};
+};
+
+weft::task<int> sleep_forever(forever k, forever_state* s, int slot) {
+  s->asleep.count_down();
+  try {
+    co_await forever_sleep(k);
+  } catch (const cancelled_error& e) {
+    s->kind_seen[slot].store(static_cast<int>(e.kind()), std::memory_order_relaxed);
+    throw;
+  }
+  co_return 1;  // the sleep ended by itself: a saturation bug
+}
+
+weft::task<int> sleep_then(std::chrono::milliseconds d, int v) {
+  co_await weft::sleep_for(d);
+  co_return v;
+}
+
+// Wall time passes: a task of a runtime of its own sleeps `d` (weft's timer
+// is what these tests are about; the runtime under test keeps no other timer
+// armed, so its timer thread waits for the far deadline alone meanwhile).
+// Returns the CPU time the whole process used during it, in seconds.
+double cpu_during_a_sleep_elsewhere(std::chrono::milliseconds d) {
+  weft::runtime elsewhere(quiet_options(1));
+  const double cpu0 = process_cpu_seconds();
+  const auto t0 = clock_type::now();
+  EXPECT_EQ(elsewhere.block_on(sleep_then(d, 7)), 7);
+  const double cpu = process_cpu_seconds() - cpu0;
+  EXPECT_GE(seconds_since(t0), 0.9 * std::chrono::duration<double>(d).count());
+  return cpu;
+}
+
+// Spinning costs a core for the whole window; parked threads next to nothing.
+constexpr double kIdleCpuBound = 0.1;  // seconds of CPU in a 500 ms window
+
+class TimerSaturationTest : public ::testing::TestWithParam<forever> {};
+
+// A sleep of "forever" arms a timer that the timer thread waits for without
+// spinning (process CPU time stays low for 500 ms), and both cancel() and
+// shutdown() wake it at once.  Before the fix the timer thread busy-looped in
+// condition_variable::wait_for (signed overflow adding the far deadline to
+// steady_clock::now(); the wait returned at once) holding the timer mutex
+// between rounds; a duration of a coarser unit (hours::max()) overflowed
+// converting to nanoseconds and ended at once.
+TEST_P(TimerSaturationTest, ForeverSleepDoesNotSpinAndCancelAndShutdownWakeIt) {
+  watchdog dog(60s);
+  forever_state s;
+  weft::runtime rt(quiet_options(2));
+  weft::join_handle<int> cancelled = rt.spawn(sleep_forever(GetParam(), &s, 0));
+  weft::join_handle<int> at_shutdown = rt.spawn(sleep_forever(GetParam(), &s, 1));
+  s.asleep.wait();
+
+  dog.phase("500 ms with only the sleeps of forever armed");
+  const double cpu = cpu_during_a_sleep_elsewhere(500ms);
+  EXPECT_LT(cpu, kIdleCpuBound) << "the process used " << cpu
+                                << " s of CPU in 500 ms: the timer thread spins";
+
+  dog.phase("cancel");
+  const auto t1 = clock_type::now();
+  EXPECT_TRUE(cancelled.cancel("enough"));
+  EXPECT_THROW((void)cancelled.join(), cancelled_error);
+  EXPECT_LT(seconds_since(t1), 2.0 * kSlowdown);
+
+  dog.phase("shutdown");
+  const auto t2 = clock_type::now();
+  rt.shutdown();
+  EXPECT_LT(seconds_since(t2), 2.0 * kSlowdown);
+  EXPECT_TRUE(at_shutdown.cancelled());
+  EXPECT_EQ(s.kind_seen[0].load(std::memory_order_relaxed),
+            static_cast<int>(cancel_kind::explicit_request));
+  EXPECT_EQ(s.kind_seen[1].load(std::memory_order_relaxed), static_cast<int>(cancel_kind::shutdown));
+}
+
+INSTANTIATE_TEST_SUITE_P(Extremes, TimerSaturationTest,
+                         ::testing::Values(forever::for_ns_max, forever::for_ns_max_minus_1s,
+                                           forever::for_hours_max,
+                                           forever::for_seconds_max_minus_1s, forever::until_max,
+                                           forever::until_max_minus_1s, forever::until_hours_max),
+                         [](const auto& info) { return name_of(info.param); });
+
+// Durations <= 0 and time points in the past, down to min() of any unit:
+// each behaves as yield() (no overflow computing the deadline, which for
+// hours::min() used to wrap around to a deadline centuries away).
+weft::task<int> expired_sleeps() {
+  int n = 0;
+  co_await weft::sleep_for(0ns);
+  ++n;
+  co_await weft::sleep_for(-1ns);
+  ++n;
+  co_await weft::sleep_for(std::chrono::nanoseconds::min());
+  ++n;
+  co_await weft::sleep_for(std::chrono::hours::min());
+  ++n;
+  co_await weft::sleep_for(std::chrono::seconds::min() + 1s);
+  ++n;
+  co_await weft::sleep_for(std::chrono::milliseconds(-5));
+  ++n;
+  co_await weft::sleep_until(steady::time_point::min());
+  ++n;
+  co_await weft::sleep_until(steady::time_point{});
+  ++n;
+  co_await weft::sleep_until(steady::now() - 1h);
+  ++n;
+  co_await weft::sleep_until(hours_point::min());
+  ++n;
+  co_await weft::sleep_until(hours_point{});
+  ++n;
+  co_return n;
+}
+
+TEST(TimerSaturationEdgesTest, ZeroNegativeAndMinimalSleepsReturnAtOnce) {
+  watchdog dog(60s);
+  weft::runtime rt(quiet_options(1));
+  const auto t0 = clock_type::now();
+  EXPECT_EQ(rt.block_on(expired_sleeps()), 11);
+  EXPECT_LT(seconds_since(t0), 2.0 * kSlowdown);
+}
+
+// wait_for / wait_until at their extremes.  Far deadlines (max() - 1s of any
+// unit) arm the deadline task's timer: the wait gives the task's value, and
+// the timer thread does not spin meanwhile.  max() (any unit) never expires.
+// Durations <= 0 (min() of any unit) and past time points are already
+// expired: a task still running is cancelled ("timeout").
+weft::task<int> wait_for_event(weft::event* ev, int v) {
+  co_await ev->wait();
+  co_return v;
+}
+
+weft::task<int> wait_for_far(int which, weft::event* ev) {
+  weft::join_handle<int> h = weft::spawn(wait_for_event(ev, 40 + which));
+  switch (which) {
+    case 0: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max() - 1s);
+    case 1: co_return co_await weft::wait_for(h, std::chrono::hours::max() - 1h);
+    case 2: co_return co_await weft::wait_until(h, steady::time_point::max() - 1s);
+    case 3: co_return co_await weft::wait_until(h, hours_point::max() - 1h);
+    case 4: co_return co_await weft::wait_for(h, std::chrono::hours::max());
+    case 5: co_return co_await weft::wait_until(h, hours_point::max());
+    default: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max());
+  }
+}
+
+TEST(TimerSaturationEdgesTest, WaitForAndWaitUntilWithFarDeadlinesGiveTheValueWithoutSpinning) {
+  watchdog dog(60s);
+  for (int which = 0; which < 7; ++which) {
+    weft::event ev;
+    weft::runtime rt(quiet_options(2));
+    weft::join_handle<int> h = rt.spawn(wait_for_far(which, &ev));
+    // Whether the deadline task is armed yet or not, nothing else is: the
+    // timer thread waits for that deadline alone (or for nothing).
+    const double cpu = cpu_during_a_sleep_elsewhere(300ms);
+    EXPECT_LT(cpu, kIdleCpuBound) << "case " << which << ": " << cpu
+                                  << " s of CPU in 300 ms: the timer thread spins";
+    EXPECT_FALSE(h.done()) << "case " << which << ": the wait ended early";
+    ev.set();
+    try {
+      EXPECT_EQ(h.join(), 40 + which) << "case " << which;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "case " << which << ": " << e.what();
+    }
+  }
+}
+
+weft::task<int> wait_expired(int which, std::atomic<int>* cleaned) {
+  weft::join_handle<int> h = weft::spawn(sleep_then(1h, 1));
+  try {
+    switch (which) {
+      case 0: co_return co_await weft::wait_for(h, 0ns);
+      case 1: co_return co_await weft::wait_for(h, -1ns);
+      case 2: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::min());
+      case 3: co_return co_await weft::wait_for(h, std::chrono::hours::min());
+      case 4: co_return co_await weft::wait_for(h, std::chrono::seconds::min() + 1s);
+      case 5: co_return co_await weft::wait_until(h, steady::time_point::min());
+      case 6: co_return co_await weft::wait_until(h, hours_point::min());
+      case 7: co_return co_await weft::wait_until(h, hours_point{});
+      default: co_return co_await weft::wait_until(h, steady::now() - 1h);
+    }
+  } catch (const weft::timeout_error&) {
+    cleaned->fetch_add(h.cancelled() ? 1 : 0, std::memory_order_relaxed);
+    co_return -1;
+  }
+}
+
+TEST(TimerSaturationEdgesTest, WaitForAndWaitUntilAtOrBelowZeroTimeOutAtOnce) {
+  watchdog dog(60s);
+  std::atomic<int> cancelled{0};  // relaxed: read after block_on
+  weft::runtime rt(quiet_options(2));
+  const auto t0 = clock_type::now();
+  for (int which = 0; which < 9; ++which) {
+    EXPECT_EQ(rt.block_on(wait_expired(which, &cancelled)), -1) << "case " << which;
+  }
+  EXPECT_EQ(cancelled.load(std::memory_order_relaxed), 9);
+  EXPECT_LT(seconds_since(t0), 2.0 * kSlowdown);
+}
+
+// ---- runtime_options::time_slice and idle_spin
+
+weft::task<long> checkpoint_loop(long n) {
+  long i = 0;
+  for (; i < n; ++i) co_await weft::checkpoint();
+  co_return i;
+}
+
+// Huge values saturate: the slice never expires, an idle worker spins until
+// there is work (or shutdown).  Before the fix, converting them to
+// nanoseconds overflowed (UBSan: signed integer overflow in
+// std::chrono::duration_cast at runtime start).
+TEST(RuntimeOptionsSaturationTest, HugeTimeSliceAndIdleSpinSaturate) {
+  watchdog dog(60s);
+  for (int which = 0; which < 3; ++which) {
+    weft::runtime_options o = with_workers(2);
+    if (which != 1) o.time_slice = std::chrono::microseconds::max();
+    if (which != 0) o.idle_spin = std::chrono::microseconds::max();
+    weft::runtime rt(o);
+    EXPECT_EQ(rt.time_slice(), which != 1 ? std::chrono::microseconds::max()
+                                          : std::chrono::microseconds(2000));
+    EXPECT_EQ(rt.block_on(checkpoint_loop(10'000)), 10'000);
+    rt.shutdown();
+  }
+}
+
+// A negative slice or idle spin is a mistake the caller wants to hear about:
+// std::invalid_argument, before any thread starts.  Zero keeps its meaning
+// (slice: the 2 ms default; idle spin: park at once).
+TEST(RuntimeOptionsSaturationTest, NegativeTimeSliceOrIdleSpinThrowsInvalidArgument) {
+  watchdog dog(60s);
+  const frame_baseline frames;
+  for (auto bad : {std::chrono::microseconds(-1), std::chrono::microseconds::min()}) {
+    weft::runtime_options slice = with_workers(1);
+    slice.time_slice = bad;
+    EXPECT_THROW(weft::runtime rt(slice), std::invalid_argument);
+    weft::runtime_options spin = with_workers(1);
+    spin.idle_spin = bad;
+    EXPECT_THROW(weft::runtime rt(spin), std::invalid_argument);
+  }
+  weft::runtime_options zero = with_workers(1);
+  zero.time_slice = std::chrono::microseconds(0);
+  zero.idle_spin = std::chrono::microseconds(0);
+  weft::runtime rt(zero);
+  EXPECT_EQ(rt.time_slice(), std::chrono::microseconds(2000));
+  EXPECT_EQ(rt.block_on(checkpoint_loop(100)), 100);
+}
+
+// ---- the simulation's durations (weft/sim.hpp)
+
+// Relaxed is not needed: a simulation runs on one thread.
+struct sim_clock_log {
+  std::vector<std::int64_t> seen;  // sim::now() after each sleep, ns since the epoch
+};
+
+weft::task<int> sleep_and_read_the_clock(sim_clock_log* log) {
+  for (int i = 0; i < 6; ++i) {
+    co_await weft::sleep_for(1ms);
+    log->seen.push_back(weft::sim::now().time_since_epoch().count());
+  }
+  co_return 1;
+}
+
+// max_step_cost = nanoseconds::max(): every step may add up to 292 years of
+// virtual time.  The virtual clock saturates at the end of steady_clock's
+// range instead of wrapping around (before the fix it wrapped after two
+// steps: sim::now() went negative and backwards).  horizon = max() with a
+// sleep of "forever": the clock jumps to the end of its range at most.
+TEST(SimulationSaturationTest, HugeStepCostSaturatesTheVirtualClock) {
+  watchdog dog(60s);
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    sim_clock_log log;
+    weft::runtime_options o = with_workers(2);
+    o.simulation = weft::sim::options{};
+    o.simulation->seed = seed;
+    o.simulation->max_step_cost = std::chrono::nanoseconds::max();
+    o.simulation->horizon = std::chrono::nanoseconds::max();
+    weft::runtime rt(o);
+    EXPECT_EQ(rt.block_on(sleep_and_read_the_clock(&log)), 1);
+    ASSERT_EQ(log.seen.size(), 6u);
+    for (std::size_t i = 0; i < log.seen.size(); ++i) {
+      EXPECT_GT(log.seen[i], 0) << "seed " << seed << ", sleep " << i;
+      if (i > 0) {
+        EXPECT_GE(log.seen[i], log.seen[i - 1]) << "seed " << seed << ", sleep " << i;
+      }
+    }
+  }
+}
+
+weft::task<std::int64_t> sleep_for_ever_in_a_simulation() {
+  co_await weft::sleep_for(std::chrono::nanoseconds::max());
+  co_return weft::sim::now().time_since_epoch().count();
+}
+
+// A sleep of nanoseconds::max() ends at the end of the virtual clock's range
+// when the horizon reaches that far (no wrap-around to a deadline in the
+// past), and is a deadlock under a shorter horizon.
+TEST(SimulationSaturationTest, ForeverSleepEndsAtTheEndOfTimeOrIsADeadlock) {
+  watchdog dog(60s);
+  {
+    weft::runtime_options o = with_workers(1);
+    o.simulation = weft::sim::options{};
+    o.simulation->horizon = std::chrono::nanoseconds::max();
+    weft::runtime rt(o);
+    EXPECT_EQ(rt.block_on(sleep_for_ever_in_a_simulation()),
+              steady::time_point::max().time_since_epoch().count());
+  }
+  {
+    weft::runtime_options o = with_workers(1);
+    o.simulation = weft::sim::options{};
+    o.simulation->horizon = std::chrono::nanoseconds(24h);
+    weft::runtime rt(o);
+    EXPECT_THROW(rt.block_on(sleep_for_ever_in_a_simulation()), weft::sim::deadlock_error);
+  }
+}
+
+}  // namespace
