@@ -25,8 +25,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <utility>
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
@@ -58,16 +61,42 @@ unsigned default_worker_count() {
   if (const char* env = std::getenv("WEFT_WORKERS")) {
     char* end = nullptr;
     long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
-    std::fprintf(stderr, "weft: ignoring WEFT_WORKERS=\"%s\" (want a number 1..4096)\n", env);
+    if (end != env && *end == '\0' && v > 0 && v <= long{runtime_options::max_workers}) {
+      return static_cast<unsigned>(v);
+    }
+    std::fprintf(stderr, "weft: ignoring WEFT_WORKERS=\"%s\" (want a number 1..%u)\n", env,
+                 runtime_options::max_workers);
   }
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     int c = CPU_COUNT(&set);
-    if (c > 0) return static_cast<unsigned>(c);
+    if (c > 0) return std::min(static_cast<unsigned>(c), runtime_options::max_workers);
   }
   unsigned hc = std::thread::hardware_concurrency();
-  return hc > 0 ? hc : 1;
+  return hc > 0 ? std::min(hc, runtime_options::max_workers) : 1;
+}
+
+// Threads still to start before the injected failure; -1: none injected.
+// Relaxed: a test knob; it publishes nothing.
+std::atomic<long> g_thread_starts_before_failure{-1};
+
+// std::thread(f), or the injected failure (testing::fail_thread_start_after).
+template <class F>
+std::thread start_thread(F f) {
+  // Relaxed: see g_thread_starts_before_failure.
+  long k = g_thread_starts_before_failure.load(std::memory_order_relaxed);
+  while (k >= 0) {
+    // Relaxed: as above; the CAS only keeps concurrent starts from both
+    // taking the same count.
+    if (g_thread_starts_before_failure.compare_exchange_weak(k, k - 1, std::memory_order_relaxed)) {
+      if (k == 0) {
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "weft: thread start failed (injected by a test)");
+      }
+      break;
+    }
+  }
+  return std::thread(std::move(f));
 }
 
 // Pauses after a steal that found nothing to run (worker_main).
@@ -435,11 +464,33 @@ void runtime_impl::start() {
     return;
   }
   // Every deque exists before any thread can steal from it.
-  for (auto& w : workers) {
-    worker* wp = w.get();
-    wp->thread = std::thread([this, wp] { worker_main(wp); });
+  try {
+    for (auto& w : workers) {
+      worker* wp = w.get();
+      wp->thread = start_thread([this, wp] { worker_main(wp); });
+    }
+    timer_thread = start_thread([this] { timer_main(); });
+  } catch (...) {
+    abandon_start();
+    throw;
   }
-  timer_thread = std::thread([this] { timer_main(); });
+}
+
+void runtime_impl::abandon_start() noexcept {
+  // No task can exist yet (the constructor has not returned): the started
+  // workers only look for work and park.  As stop()'s join_workers step.
+  // Release: pairs with the workers' acquire loads; they leave their loops.
+  exiting.store(true, std::memory_order_release);
+  wake_all();
+  for (auto& w : workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  {
+    std::lock_guard lk(timer_mutex);
+    timer_exit = true;
+    timer_cv.notify_all();
+  }
+  if (timer_thread.joinable()) timer_thread.join();
 }
 
 void runtime_impl::stop(std::source_location where) {
@@ -535,6 +586,13 @@ void runtime_impl::stop(std::source_location where) {
   shut_down = true;
 }
 
+namespace testing {
+void fail_thread_start_after(long n) noexcept {
+  // Relaxed: see g_thread_starts_before_failure.
+  g_thread_starts_before_failure.store(n < 0 ? -1 : n, std::memory_order_relaxed);
+}
+}  // namespace testing
+
 }  // namespace weft::detail
 
 namespace weft {
@@ -551,15 +609,27 @@ void validate_options(const runtime_options& o) {
     throw std::invalid_argument("weft::runtime: runtime_options::idle_spin is negative (" +
                                 std::to_string(o.idle_spin.count()) + " us)");
   }
+  if (o.workers > runtime_options::max_workers) {
+    throw std::invalid_argument("weft::runtime: runtime_options::workers is " +
+                                std::to_string(o.workers) + ", above max_workers (" +
+                                std::to_string(runtime_options::max_workers) + ")");
+  }
 }
 }  // namespace
 
-runtime::runtime(runtime_options options, std::source_location where)
-    : impl_((validate_options(options), new detail::runtime_impl)) {
-  impl_->options = std::move(options);
-  impl_->created_at = where;
-  detail::register_runtime(impl_);
-  impl_->start();
+runtime::runtime(runtime_options options, std::source_location where) : impl_(nullptr) {
+  validate_options(options);
+  auto impl = std::make_unique<detail::runtime_impl>();
+  impl->options = std::move(options);
+  impl->created_at = where;
+  detail::register_runtime(impl.get());
+  try {
+    impl->start();  // on failure its threads are joined already
+  } catch (...) {
+    detail::unregister_runtime(impl.get());
+    throw;  // `impl` frees the workers and the rest
+  }
+  impl_ = impl.release();
 }
 
 runtime::~runtime() {

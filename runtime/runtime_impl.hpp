@@ -127,7 +127,11 @@ struct runtime_impl {
   bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)
   void unregister_blocked(list_wait* node) noexcept;
   void cancel_blocked() noexcept;
+  // Creates the workers and starts their threads and the timer thread.  If
+  // one fails to start, stops and joins those already started and rethrows
+  // (abandon_start); the caller then frees the runtime.
   void start();
+  void abandon_start() noexcept;
   void worker_main(worker* w);
   // What find_work found: the task (null: nothing), and whether it was stolen
   // from another worker's deque (worker_main backs off after stealing a task
@@ -167,6 +171,15 @@ struct runtime_impl {
   // The earliest deadline, if a timer is armed.
   bool timer_next_deadline(std::uint64_t* deadline) noexcept;
 };
+
+namespace testing {
+// Test-only fault injection: after `n` more threads started by runtimes
+// (workers and timer threads, counted process-wide), the next one fails as
+// std::thread does when the system refuses a thread (std::system_error,
+// resource_unavailable_try_again); that disarms it.  -1 disarms it at once.
+// runtime.cpp.
+void fail_thread_start_after(long n) noexcept;
+}  // namespace testing
 
 // The worker running on this thread (null elsewhere).  runtime.cpp.
 extern thread_local worker* tls_worker;

@@ -16,10 +16,13 @@
 namespace weft {
 
 struct runtime_options {
+  // The largest worker count a runtime accepts (real or simulated).
+  static constexpr unsigned max_workers = 4096;
   // Worker threads.  0: the WEFT_WORKERS environment variable if set, else the
-  // number of CPUs this process may run on (its affinity mask).  In a
-  // simulation: virtual workers, 0 meaning 4 (never taken from the machine, so
-  // that a seed replays anywhere).
+  // number of CPUs this process may run on (its affinity mask), at most
+  // max_workers.  In a simulation: virtual workers, 0 meaning 4 (never taken
+  // from the machine, so that a seed replays anywhere).  Above max_workers the
+  // runtime's constructor throws std::invalid_argument.
   unsigned workers = 0;
   // How long a task may run before checkpoint() reschedules it.  A pending
   // cancellation does not wait for the slice: the next checkpoint() takes it.
@@ -61,6 +64,11 @@ class runtime {
  public:
   // `where` (defaulted: the line that constructs the runtime) is the location
   // of the "shutdown" cancellations when the destructor shuts it down.
+  // Throws std::invalid_argument for options it refuses (see runtime_options)
+  // before starting anything, and std::system_error when a thread (a worker
+  // or the timer thread) cannot be started: then the threads it had started
+  // are stopped and joined and everything is freed before the error reaches
+  // the caller.
   explicit runtime(runtime_options options = {},
                    std::source_location where = std::source_location::current());
   // Does shutdown().  Must not run on one of this runtime's workers (aborts
