@@ -523,8 +523,11 @@ void runtime_impl::stop(std::source_location where) {
   // Step wake_workers: parked workers look at their queues again.
   wake_all();
 
-  // Step drain: wait until every worker is parked with nothing queued and no
-  // timer armed -- every task that can still make progress has finished.
+  // Step drain: wait until every worker is parked with nothing queued, no
+  // timer armed and no list wait registered -- every task that can still
+  // make progress has finished.  The timers and list waits left are those of
+  // tasks that refused their "shutdown" and wait again: shutdown waits for
+  // them.
   {
     std::unique_lock lk(idle_mutex);
     for (;;) {
@@ -533,9 +536,11 @@ void runtime_impl::stop(std::source_location where) {
         std::uint64_t gen = wake_generation.load(std::memory_order_relaxed);
         lk.unlock();
         WEFT_CHAOS_POINT();
-        bool empty = timer_empty() && !has_visible_work();
+        const bool work = has_visible_work();
+        const bool waits = !timer_empty() || !blocked_empty();
         lk.lock();
-        if (empty && sleepers.size() == n && gen == wake_generation.load(std::memory_order_relaxed)) {
+        if (!work && !waits && sleepers.size() == n &&
+            gen == wake_generation.load(std::memory_order_relaxed)) {
           // Close the injection queue in the same breath as the last look at
           // it: a spawn from outside either got in before (and we would have
           // seen it) or sees `closed` (and completes cancelled by itself).
@@ -546,12 +551,15 @@ void runtime_impl::stop(std::source_location where) {
           }
           continue;
         }
-        if (!empty) {
+        if (work) {
           lk.unlock();
           wake_all();
           lk.lock();
           continue;
         }
+        // Only waits are left: whoever ends one (the timer thread, an
+        // event's set()) wakes a worker, which parks again afterwards and
+        // signals drain_cv.  Waking the workers here would only spin them.
       }
       // Bounded wait as a safety net; the normal wake-up is a parking worker.
       drain_cv.wait_for(lk, std::chrono::milliseconds(20));

@@ -127,6 +127,7 @@ struct runtime_impl {
   bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)
   void unregister_blocked(list_wait* node) noexcept;
   void cancel_blocked() noexcept;
+  bool blocked_empty() noexcept;
   // Creates the workers and starts their threads and the timer thread.  If
   // one fails to start, stops and joins those already started and rethrows
   // (abandon_start); the caller then frees the runtime.

@@ -407,6 +407,134 @@ TEST(SimulationSaturationTest, ForeverSleepEndsAtTheEndOfTimeOrIsADeadlock) {
   }
 }
 
+// ================================================================ break 11
+
+// Relaxed, every field: counters and flags read after the task finished
+// (shutdown() returned, or join()), or samples taken while it runs.
+struct refusal_state {
+  std::latch asleep{1};
+  std::atomic<long> cancels_caught{0};      // every cancelled_error the task caught
+  std::atomic<long> loops_after{0};         // loops after the shutdown delivery
+  std::atomic<long> loops_while_waited{0};  // ... while shutdown() had not returned
+  std::atomic<bool> shutdown_returned{false};
+};
+
+// Catches every cancellation and sleeps `nap` again, for `span` of wall time
+// after its shutdown delivery; then returns how many loops it made in that
+// time.  Before the fix a refused sleep threw at once: millions of loops.
+weft::task<long> refuse_and_sleep(refusal_state* s, std::chrono::milliseconds nap,
+                                  std::chrono::milliseconds span) {
+  s->asleep.count_down();
+  bool delivered = false;
+  clock_type::time_point delivered_at{};
+  for (;;) {
+    try {
+      co_await weft::sleep_for(nap);
+    } catch (const cancelled_error& e) {
+      s->cancels_caught.fetch_add(1, std::memory_order_relaxed);
+      if (e.kind() == cancel_kind::shutdown && !delivered) {
+        delivered = true;
+        delivered_at = clock_type::now();
+      }
+    }
+    if (!delivered) continue;
+    const long n = s->loops_after.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (!s->shutdown_returned.load(std::memory_order_relaxed)) {
+      s->loops_while_waited.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (clock_type::now() - delivered_at >= span) co_return n;
+  }
+}
+
+// The refusing task gets the shutdown once; its later sleeps really sleep
+// (10 ms each, for 200 ms: about 20 loops, where spinning made millions), and
+// shutdown() waits for it to end.
+TEST(ShutdownRefusalTest, RefusingTaskThatSleepsAgainSleepsAndShutdownWaitsForIt) {
+  watchdog dog(60s);
+  const frame_baseline frames;
+  refusal_state s;
+  {
+    weft::runtime rt(quiet_options(2));
+    weft::join_handle<long> h = rt.spawn(refuse_and_sleep(&s, 10ms, 200ms));
+    s.asleep.wait();
+    const auto t0 = clock_type::now();
+    rt.shutdown();
+    s.shutdown_returned.store(true, std::memory_order_relaxed);
+    const double took = seconds_since(t0);
+    ASSERT_TRUE(h.done());
+    EXPECT_FALSE(h.cancelled());
+    const long loops = h.join();
+    EXPECT_EQ(s.cancels_caught.load(std::memory_order_relaxed), 1)
+        << "the shutdown was delivered once; later sleeps must not be refused";
+    EXPECT_LT(loops, 100) << "the refusing task spun instead of sleeping";
+    EXPECT_GE(loops, 2) << "the task did not go on sleeping during the shutdown";
+    EXPECT_EQ(s.loops_while_waited.load(std::memory_order_relaxed), loops)
+        << "shutdown() returned before the task ended";
+    EXPECT_GE(took, 0.19) << "shutdown() did not wait for the refusing task";
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// Relaxed, every field: as refusal_state.
+struct event_refusal_state {
+  std::latch asleep{1};
+  std::latch waiting_again{1};
+  std::atomic<long> cancels_caught{0};
+  std::atomic<long> waits_after{0};
+  weft::event never;
+  weft::event release;
+};
+
+// Catches the shutdown and waits on an event again, until the event is set.
+weft::task<int> refuse_and_wait(event_refusal_state* s) {
+  s->asleep.count_down();
+  try {
+    co_await s->never.wait();
+  } catch (const cancelled_error& e) {
+    s->cancels_caught.fetch_add(1, std::memory_order_relaxed);
+  }
+  s->waiting_again.count_down();
+  for (;;) {
+    try {
+      s->waits_after.fetch_add(1, std::memory_order_relaxed);
+      co_await s->release.wait();
+      co_return 5;
+    } catch (const cancelled_error&) {
+      s->cancels_caught.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+// As above with a list wait: after its shutdown delivery the task's event
+// wait really waits (once: no refusal, no loop), and shutdown() waits until
+// the event is set from outside.
+TEST(ShutdownRefusalTest, RefusingTaskThatWaitsOnAnEventAgainWaitsAndShutdownWaitsForIt) {
+  watchdog dog(60s);
+  const frame_baseline frames;
+  event_refusal_state s;
+  {
+    weft::runtime rt(quiet_options(2));
+    weft::join_handle<int> h = rt.spawn(refuse_and_wait(&s));
+    s.asleep.wait();
+    std::atomic<bool> returned{false};  // relaxed: a sign of progress
+    std::thread stopper([&] {
+      rt.shutdown();
+      returned.store(true, std::memory_order_relaxed);
+    });
+    s.waiting_again.wait();
+    const double cpu = cpu_during_a_sleep_elsewhere(200ms);
+    EXPECT_LT(cpu, kIdleCpuBound) << cpu << " s of CPU in 200 ms: something spins";
+    EXPECT_EQ(s.cancels_caught.load(std::memory_order_relaxed), 1);
+    EXPECT_EQ(s.waits_after.load(std::memory_order_relaxed), 1) << "the wait was refused";
+    EXPECT_FALSE(returned.load(std::memory_order_relaxed)) << "shutdown() did not wait";
+    EXPECT_FALSE(h.done());
+    s.release.set();
+    stopper.join();
+    EXPECT_EQ(h.join(), 5);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
 // ================================================================ break 12
 
 // Threads of this process, from /proc/self/task.

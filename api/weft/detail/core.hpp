@@ -146,6 +146,10 @@ struct list_wait final : wait_node {
   list_wait* reg_next = nullptr;  // runtime's registry of blocked waits (shutdown),
   list_wait* reg_prev = nullptr;  // guarded by runtime_impl::blocked_mutex
   bool registered = false;        // likewise
+  // The task had its "shutdown" delivered before this wait began: a stopping
+  // runtime lets the wait really wait (shutdown waits for it) instead of
+  // refusing or interrupting it.  Written by the task before it registers.
+  bool after_shutdown = false;
   void interrupt() noexcept override;
 };
 
@@ -282,6 +286,9 @@ struct timer_node final : wait_node {
   std::uint32_t heap_index = kNoIndex;
   std::atomic<std::uint8_t> claim{kArmed};
   std::atomic<std::uint8_t> latch{2};
+  // As list_wait::after_shutdown: the sleep really sleeps during shutdown.
+  // Written by the task before it arms the timer (under the timer lock).
+  bool after_shutdown = false;
   void interrupt() noexcept override;
 };
 
