@@ -271,7 +271,7 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     if (prev & task_core::kJoiner) {
       task_core* j = core->continuation_core;
       j->w = w;
-      w->current = j;
+      set_current(w, j);
       next = transfer(j, core->continuation);
     } else if (prev & task_core::kThreadJoiner) {
       auto* sem = static_cast<std::binary_semaphore*>(core->thread_waiter);
@@ -287,7 +287,7 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     // resume it: the core is alive.
     task_core* j = core->continuation_core;
     j->w = w;
-    w->current = j;
+    set_current(w, j);
     return transfer(j, core->continuation);
   }
   if (prev & task_core::kThreadJoiner) {

@@ -156,6 +156,14 @@ struct runtime_impl {
   // Step by step in runtime.cpp; `where` is the shutdown() call (or the
   // runtime's construction, when the destructor shuts it down).
   void stop(std::source_location where);
+  // The shutdown report (runtime.cpp, stop's drain): what the drain still
+  // waits for.  `parked[i]`: worker i was in `sleepers` (read under
+  // idle_mutex, which the caller no longer holds).  Takes inject_mutex,
+  // timer_mutex and blocked_mutex in turn; moves the tasks queued on the
+  // workers' deques to the injection queue (see the definition).
+  shutdown_report collect_report(std::uint64_t waited_ns, const std::vector<char>& parked);
+  // To options.on_shutdown_report, or stderr.
+  void deliver_report(const shutdown_report& r) noexcept;
 
   void timer_main();
   bool timer_arm(timer_node* node) noexcept;
@@ -181,6 +189,11 @@ namespace testing {
 // runtime.cpp.
 void fail_thread_start_after(long n) noexcept;
 }  // namespace testing
+
+// a + d, capped at kEndOfTime.
+inline std::uint64_t add_saturating(std::uint64_t a, std::uint64_t d) noexcept {
+  return a >= kEndOfTime || d > kEndOfTime - a ? kEndOfTime : a + d;
+}
 
 // The worker running on this thread (null elsewhere).  runtime.cpp.
 extern thread_local worker* tls_worker;

@@ -109,11 +109,9 @@ void heap_erase(std::vector<timer_node*>& h, std::size_t i) noexcept {
 // and long enough that waking up for a far deadline costs nothing.
 constexpr std::uint64_t kMaxTimerWaitNs = std::uint64_t{3600} * 1'000'000'000;  // one hour
 
-// a + d, capped at kEndOfTime (a <= kEndOfTime: a now_ns() reading).
+// a + d (d <= 0 counts as 0), capped at kEndOfTime.
 std::uint64_t saturating_add(std::uint64_t a, std::int64_t d) noexcept {
-  if (d <= 0) return a;
-  auto ud = static_cast<std::uint64_t>(d);
-  return a >= kEndOfTime || ud > kEndOfTime - a ? kEndOfTime : a + ud;
+  return d <= 0 ? a : add_saturating(a, static_cast<std::uint64_t>(d));
 }
 
 }  // namespace

@@ -19,8 +19,12 @@
 #include <dirent.h>
 #include <time.h>
 
+#include <condition_variable>
+#include <functional>
 #include <latch>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <string>
@@ -533,6 +537,301 @@ TEST(ShutdownRefusalTest, RefusingTaskThatWaitsOnAnEventAgainWaitsAndShutdownWai
     EXPECT_EQ(h.join(), 5);
   }
   EXPECT_EQ(frames.now(), frames.start);
+}
+
+// ---- the shutdown report
+
+// Collects the reports the runtime hands its hook (any thread).
+struct report_box {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<weft::shutdown_report> reports;  // guarded by mu
+
+  std::function<void(const weft::shutdown_report&)> hook() {
+    return [this](const weft::shutdown_report& r) {
+      std::lock_guard lk(mu);
+      reports.push_back(r);
+      cv.notify_all();
+    };
+  }
+  // Waits (bounded) until a report satisfies `pred`; returns a copy of it.
+  template <class Pred>
+  std::optional<weft::shutdown_report> wait_for_report(Pred pred, std::chrono::seconds bound) {
+    std::unique_lock lk(mu);
+    std::optional<weft::shutdown_report> found;
+    cv.wait_for(lk, bound * kSlowdown, [&] {
+      for (const auto& r : reports) {
+        if (pred(r)) {
+          found = r;
+          return true;
+        }
+      }
+      return false;
+    });
+    return found;
+  }
+  std::size_t count() {
+    std::lock_guard lk(mu);
+    return reports.size();
+  }
+};
+
+bool names(const weft::shutdown_report& r, std::uint_least32_t line,
+           weft::shutdown_report::task_state state) {
+  for (const auto& t : r.tasks) {
+    if (t.state == state && t.spawned_at.line() == line &&
+        std::string_view(t.spawned_at.file_name()) == __FILE__)
+      return true;
+  }
+  return false;
+}
+
+// Relaxed, every field: flags the tasks poll, counters read after join.
+struct held_shutdown {
+  std::latch started{2};
+  std::atomic<bool> release{false};
+  std::atomic<long> refusals{0};
+};
+
+// Refuses the shutdown and sleeps 10 ms at a time until released.
+weft::task<int> refusing_sleeper(held_shutdown* s) {
+  s->started.count_down();
+  while (!s->release.load(std::memory_order_relaxed)) {
+    try {
+      co_await weft::sleep_for(10ms);
+    } catch (const cancelled_error&) {
+      s->refusals.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  co_return 1;
+}
+
+// A loop without a cancellation point, until released.
+weft::task<int> loop_without_checkpoint(held_shutdown* s) {
+  s->started.count_down();
+  long spins = 0;
+  while (!s->release.load(std::memory_order_relaxed)) ++spins;
+  co_return spins > 0 ? 2 : 2;
+}
+
+// With shutdown_report_after = 50 ms, a shutdown held by a task that refuses
+// it (sleeping in a loop) and by a task in a loop without a checkpoint
+// reports both, each with the line that spawned it, repeatedly but at most
+// once per 50 ms; both are released once the report named them.
+TEST(ShutdownReportTest, ReportNamesTheSpawnSitesOfARefusingSleeperAndALoopWithoutCheckpoint) {
+  watchdog dog(60s);
+  report_box box;
+  held_shutdown s;
+  weft::runtime_options o = quiet_options(2);
+  o.shutdown_report_after = 50ms;
+  o.on_shutdown_report = box.hook();
+  weft::runtime rt(o);
+  const std::uint_least32_t sleeper_line = __LINE__ + 1;
+  weft::join_handle<int> sleeper = rt.spawn(refusing_sleeper(&s));
+  const std::uint_least32_t loop_line = __LINE__ + 1;
+  weft::join_handle<int> loop = rt.spawn(loop_without_checkpoint(&s));
+  s.started.wait();
+
+  std::thread stopper([&] { rt.shutdown(); });
+  using state = weft::shutdown_report::task_state;
+  auto report = box.wait_for_report(
+      [&](const weft::shutdown_report& r) {
+        return names(r, sleeper_line, state::sleeping) && names(r, loop_line, state::running);
+      },
+      20s);
+  // Keep the shutdown waiting a few more rounds, to see the reports' pace.
+  const std::size_t seen = box.count();
+  box.wait_for_report([&](const weft::shutdown_report&) { return box.reports.size() >= seen + 3; },
+                      20s);
+  s.release.store(true, std::memory_order_relaxed);
+  stopper.join();
+
+  ASSERT_TRUE(report.has_value()) << "no report named both tasks";
+  const std::string text = report->to_string();
+  const std::string file = std::string(__FILE__).substr(std::string(__FILE__).rfind('/') + 1);
+  EXPECT_NE(text.find(file + ":" + std::to_string(sleeper_line)), std::string::npos) << text;
+  EXPECT_NE(text.find(file + ":" + std::to_string(loop_line)), std::string::npos) << text;
+  EXPECT_NE(text.find("sleeping"), std::string::npos) << text;
+  EXPECT_NE(text.find("running on worker"), std::string::npos) << text;
+  EXPECT_GE(report->waited, 50ms);
+  {
+    std::lock_guard lk(box.mu);
+    ASSERT_GE(box.reports.size(), 2u);
+    for (std::size_t i = 1; i < box.reports.size(); ++i) {
+      // 50 ms apart at least (the clock is read in whole milliseconds).
+      EXPECT_GE(box.reports[i].waited - box.reports[i - 1].waited, 49ms) << "report " << i;
+    }
+  }
+  EXPECT_EQ(sleeper.join(), 1);
+  EXPECT_EQ(loop.join(), 2);
+  EXPECT_EQ(s.refusals.load(std::memory_order_relaxed), 1);
+}
+
+// Relaxed, every field: as held_shutdown.
+struct awaited_sleeper {
+  std::latch started{1};
+  std::atomic<bool> release{false};
+  std::atomic<std::uint_least32_t> child_line{0};
+};
+
+weft::task<int> sleep_until_released(awaited_sleeper* s) {
+  while (!s->release.load(std::memory_order_relaxed)) {
+    try {
+      co_await weft::sleep_for(10ms);
+    } catch (const cancelled_error&) {
+    }
+  }
+  co_return 3;
+}
+
+weft::task<int> parent_of_a_refusing_sleeper(awaited_sleeper* s) {
+  s->child_line.store(__LINE__ + 1, std::memory_order_relaxed);
+  weft::join_handle<int> child = weft::spawn(sleep_until_released(s));
+  s->started.count_down();
+  for (;;) {
+    try {
+      co_return co_await child;
+    } catch (const cancelled_error&) {
+      // the shutdown reached the parent: wait for the child all the same
+    }
+  }
+}
+
+// weft::spawn (from inside a task) records its line too, and a task awaiting
+// a sleeping task is reported as awaiting it.
+TEST(ShutdownReportTest, ReportNamesASpawnFromATaskAndTheTaskAwaitingIt) {
+  watchdog dog(60s);
+  report_box box;
+  awaited_sleeper s;
+  weft::runtime_options o = quiet_options(2);
+  o.shutdown_report_after = 50ms;
+  o.on_shutdown_report = box.hook();
+  weft::runtime rt(o);
+  const std::uint_least32_t parent_line = __LINE__ + 1;
+  weft::join_handle<int> parent = rt.spawn(parent_of_a_refusing_sleeper(&s));
+  s.started.wait();
+  const std::uint_least32_t child_line = s.child_line.load(std::memory_order_relaxed);
+  std::thread stopper([&] { rt.shutdown(); });
+  using state = weft::shutdown_report::task_state;
+  auto report = box.wait_for_report(
+      [&](const weft::shutdown_report& r) {
+        if (!names(r, child_line, state::sleeping)) return false;
+        for (const auto& t : r.tasks) {
+          if (t.state == state::awaiting && t.spawned_at.line() == parent_line &&
+              t.awaits.line() == child_line)
+            return true;
+        }
+        return false;
+      },
+      20s);
+  s.release.store(true, std::memory_order_relaxed);
+  stopper.join();
+  ASSERT_TRUE(report.has_value()) << "no report named the child sleeping and the parent awaiting it";
+  EXPECT_EQ(parent.join(), 3);
+}
+
+// Relaxed, every field: as held_shutdown.
+struct stuck_worker {
+  std::latch looping{1};
+  std::atomic<bool> release{false};
+  std::atomic<std::uint_least32_t> child_line{0};
+  std::atomic<int> bodies_run{0};
+};
+
+weft::task<int> count_body(stuck_worker* s) {
+  s->bodies_run.fetch_add(1, std::memory_order_relaxed);
+  co_return 0;
+}
+
+// Spawns a child onto its own worker's deque, then loops without a
+// checkpoint: with one worker, the child stays queued behind it.
+weft::task<int> spawn_then_loop(stuck_worker* s) {
+  s->child_line.store(__LINE__ + 1, std::memory_order_relaxed);
+  weft::join_handle<int> child = weft::spawn(count_body(s));
+  s->looping.count_down();
+  while (!s->release.load(std::memory_order_relaxed)) {
+  }
+  co_return 4;
+}
+
+// One worker, held by a loop without a checkpoint: a task queued on its
+// deque and one queued from outside are reported as queued, with their
+// spawn lines (once each), next to the running loop.  Released, they end
+// cancelled by the shutdown without running their bodies.
+TEST(ShutdownReportTest, TasksQueuedBehindALoopWithoutCheckpointAreReportedAsQueued) {
+  watchdog dog(60s);
+  report_box box;
+  stuck_worker s;
+  weft::runtime_options o = quiet_options(1);
+  o.shutdown_report_after = 50ms;
+  o.on_shutdown_report = box.hook();
+  weft::runtime rt(o);
+  const std::uint_least32_t loop_line = __LINE__ + 1;
+  weft::join_handle<int> loop = rt.spawn(spawn_then_loop(&s));
+  s.looping.wait();
+  const std::uint_least32_t outside_line = __LINE__ + 1;
+  weft::join_handle<int> outside = rt.spawn(count_body(&s));
+  const std::uint_least32_t child_line = s.child_line.load(std::memory_order_relaxed);
+  std::thread stopper([&] { rt.shutdown(); });
+  using state = weft::shutdown_report::task_state;
+  auto report = box.wait_for_report(
+      [&](const weft::shutdown_report& r) {
+        return names(r, loop_line, state::running) && names(r, child_line, state::queued) &&
+               names(r, outside_line, state::queued);
+      },
+      20s);
+  s.release.store(true, std::memory_order_relaxed);
+  stopper.join();
+  ASSERT_TRUE(report.has_value()) << "no report named the loop and both queued tasks";
+  EXPECT_EQ(report->tasks.size(), 3u) << report->to_string();
+  EXPECT_EQ(loop.join(), 4);
+  EXPECT_TRUE(outside.cancelled());
+  EXPECT_EQ(s.bodies_run.load(std::memory_order_relaxed), 0);
+}
+
+// Without a hook the report goes to stderr.
+TEST(ShutdownReportTest, WithoutAHookTheReportGoesToStderr) {
+  watchdog dog(60s);
+  refusal_state s;
+  weft::runtime_options o = quiet_options(1);
+  o.shutdown_report_after = 20ms;
+  ::testing::internal::CaptureStderr();
+  std::string err;
+  {
+    weft::runtime rt(o);
+    const std::uint_least32_t line = __LINE__ + 1;
+    weft::join_handle<long> h = rt.spawn(refuse_and_sleep(&s, 10ms, 300ms * kSlowdown));
+    s.asleep.wait();
+    rt.shutdown();  // waits ~300 ms for the refusing task: several reports
+    err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("weft: shutdown has waited"), std::string::npos) << err;
+    EXPECT_NE(err.find("lifecycle_breaks_test.cpp:" + std::to_string(line)), std::string::npos)
+        << err;
+    EXPECT_GT(h.join(), 0);
+  }
+}
+
+// 0 and milliseconds::max() never report; a negative bound is refused.
+TEST(ShutdownReportTest, ZeroOrMaxNeverReportsAndNegativeThrows) {
+  watchdog dog(60s);
+  for (auto after : {std::chrono::milliseconds(0), std::chrono::milliseconds::max()}) {
+    report_box box;
+    refusal_state s;
+    weft::runtime_options o = quiet_options(1);
+    o.shutdown_report_after = after;
+    o.on_shutdown_report = box.hook();
+    weft::runtime rt(o);
+    weft::join_handle<long> h = rt.spawn(refuse_and_sleep(&s, 10ms, 200ms));
+    s.asleep.wait();
+    rt.shutdown();
+    EXPECT_GT(h.join(), 0);
+    EXPECT_EQ(box.count(), 0u) << after.count();
+  }
+  for (auto bad : {std::chrono::milliseconds(-1), std::chrono::milliseconds::min()}) {
+    weft::runtime_options o = quiet_options(1);
+    o.shutdown_report_after = bad;
+    EXPECT_THROW(weft::runtime rt(o), std::invalid_argument);
+  }
 }
 
 // ================================================================ break 12

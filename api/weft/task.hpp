@@ -273,7 +273,7 @@ struct promise_common : promise_base {
         // stores; the joiner finishes the bookkeeping in
         // handle_awaiter::await_resume.
         j->w = c->w;
-        c->w->current = j;
+        set_current(c->w, j);
         return transfer(j, c->continuation);
       }
       return complete_task(c);
@@ -427,7 +427,7 @@ struct handle_awaiter {
       inline_run = true;
       t->inline_joiner = ctx;  // also tells final_suspend to hand back to us
       t->continuation = self;
-      w->current = t;
+      set_current(w, t);
       return transfer(t, t->resume_point);
     }
     slow = true;
@@ -666,15 +666,16 @@ handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>&& h) noexcep
 
 unsigned uncancel_core(task_core* core) noexcept;
 
-// Build the core of a task that is about to be spawned.
+// Build the core of a task that is about to be spawned at `where`.
 template <class T>
-task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
+task_core* prepare_spawn(std::coroutine_handle<promise<T>> h, std::source_location where) {
   promise<T>& p = h.promise();
   task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
   p.ctx = c;
   c->frame = h;
   c->resume_point = h;
+  c->where = where;
   // Relaxed: the core is published to other threads by the deque push
   // (release) or the injection queue's mutex.
   c->state.store(2 * task_core::kRefOne, std::memory_order_relaxed);
@@ -682,22 +683,22 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
 }
 
 template <class T>
-join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
+join_handle<T> spawn_on(runtime_impl* rt, task<T> t, std::source_location where) {
   if (!t.valid()) throw_empty_task();
   runtime_impl* target = resolve_runtime(rt);  // may throw: before we own the frame
   auto h = t.release_handle();
-  submit_spawn(target, prepare_spawn(h));
+  submit_spawn(target, prepare_spawn(h, where));
   return join_handle<T>(h);
 }
 
 // spawn() from inside a task: straight onto the calling worker's deque.
 template <class T>
-[[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t) {
+[[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t, std::source_location where) {
   if (!t.valid()) throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
   auto h = t.release_handle();
-  task_core* c = prepare_spawn(h);
+  task_core* c = prepare_spawn(h, where);
   // Relaxed: a spawn that misses the stop flag is drained by shutdown like any
   // queued task; submit_spawn handles the one that sees it.
   if (w->stopping.load(std::memory_order_relaxed)) [[unlikely]] {
@@ -724,9 +725,12 @@ unsigned join_handle<T>::uncancel() noexcept {
 // The task starts promptly, on this worker or a thief.  Throws usage_error on a
 // thread that is not a weft worker (use runtime::spawn there).  During
 // shutdown the handle comes back already cancelled (reason "shutdown").
+// `where` (defaulted: the line that spawns) names the task in the shutdown
+// report (runtime_options::shutdown_report_after).
 template <class T>
-[[gnu::always_inline]] inline join_handle<T> spawn(task<T> t) {
-  return detail::spawn_here<T>(std::move(t));
+[[gnu::always_inline]] inline join_handle<T> spawn(
+    task<T> t, std::source_location where = std::source_location::current()) {
+  return detail::spawn_here<T>(std::move(t), where);
 }
 
 // Always reschedules the task behind the others that are ready, like

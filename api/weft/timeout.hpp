@@ -67,7 +67,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
     if (!h.done()) request_cancel(target, "timeout", cancel_kind::timeout, where);
   } else {
     retain_for_timer(target);
-    timer = spawn(deadline_canceller(target, deadline, where));
+    timer = spawn(deadline_canceller(target, deadline, where), where);
   }
   std::exception_ptr err;
   std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
@@ -110,11 +110,13 @@ task<T> wait_for(join_handle<T>& h, std::chrono::duration<Rep, Period> d,
   return detail::wait_until_core(h, detail::deadline_after(detail::saturating_ns(d)), where);
 }
 
-// Spawn `t` on the current runtime and wait for it at most `d`.
+// Spawn `t` on the current runtime and wait for it at most `d`.  The spawned
+// task (and the deadline task of either form) are named by `where` in the
+// shutdown report.
 template <class T>
 task<T> wait_for(task<T> t, std::chrono::nanoseconds d,
                  std::source_location where = std::source_location::current()) {
-  join_handle<T> h = spawn(std::move(t));
+  join_handle<T> h = spawn(std::move(t), where);
   co_return co_await detail::wait_until_core(h, detail::deadline_after(d), where);
 }
 template <class T, class Rep, class Period>
@@ -142,7 +144,7 @@ task<T> wait_until(join_handle<T>& h, std::chrono::time_point<std::chrono::stead
 template <class T>
 task<T> wait_until(task<T> t, std::chrono::steady_clock::time_point tp,
                    std::source_location where = std::source_location::current()) {
-  join_handle<T> h = spawn(std::move(t));
+  join_handle<T> h = spawn(std::move(t), where);
   co_return co_await detail::wait_until_core(h, detail::deadline_at(tp), where);
 }
 template <class T, class Duration>

@@ -75,6 +75,11 @@ struct worker_hot {
   // whether to wake one.  Points into runtime_impl.
   const std::atomic<std::uint32_t>* sleepers = nullptr;
   task_core* current = nullptr;       // the task chain this worker is running
+  // current->where, or empty when current is null: what the shutdown report
+  // names as running here.  Written with `current` (set_current); read by
+  // the thread in shutdown(), which may not follow `current` itself (the
+  // task may end and be freed meanwhile), but may read a site: static data.
+  std::atomic<std::source_location> running_site{};
   std::uint32_t transfers = 0;        // symmetric transfers since the loop's last resume()
   task_core* resume_next = nullptr;   // trampoline slot (see kMaxTransfers)
   std::int64_t live_tasks = 0;        // spawned here minus finished here (shutdown report)
@@ -210,7 +215,7 @@ struct task_core {
 
   // ---- touched only by whoever currently runs the task chain ----
   // (Fields without an initializer are written before they are first read:
-  // spawn sets frame/resume_point/owner/rt, the worker or inline joiner sets
+  // spawn sets frame/resume_point/where/rt, the worker or inline joiner sets
   // w, a joiner sets continuation* / thread_waiter before its RMW publishes
   // kJoiner / kThreadJoiner.)
   std::coroutine_handle<> frame;         // the spawned coroutine itself
@@ -224,6 +229,10 @@ struct task_core {
   // fixed offset inside it.)
   runtime_impl* rt;
   worker_hot* w;                         // worker currently running the chain
+  // Where the task was spawned (the spawn call's default argument): one
+  // pointer to static data, written once before the task is published; the
+  // shutdown report names tasks by it.
+  std::source_location where;
 
   task_core() noexcept {}  // leaves the fields above without initializers alone
 
@@ -235,6 +244,14 @@ struct task_core {
     hook_lock.store(0, std::memory_order_release);
   }
 };
+
+// Make `c` (non-null) the task `w` runs.
+[[gnu::always_inline]] inline void set_current(worker_hot* w, task_core* c) noexcept {
+  w->current = c;
+  // Relaxed: a sample for the shutdown report (see running_site); nothing
+  // is read through it but static data.
+  w->running_site.store(c->where, std::memory_order_relaxed);
+}
 
 enum class outcome : std::uint8_t { none, value, exception, cancelled };
 
