@@ -525,7 +525,9 @@ void runtime_impl::stop(std::source_location where) {
   }
 
   // Step cancel_sleepers: every armed sleep and every blocked list wait
-  // (event, semaphore, shield) ends now; new ones are refused.
+  // (event, semaphore, shield) ends now; new ones are refused -- except
+  // those of a task that already had its "shutdown" (after_shutdown): it
+  // refused the shutdown, and its waits really wait.
   timer_cancel_all();
   cancel_blocked();
 
