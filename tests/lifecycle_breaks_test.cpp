@@ -238,13 +238,18 @@ weft::task<int> wait_for_far(int which, weft::event* ev) {
     case 3: co_return co_await weft::wait_until(h, hours_point::max() - 1h);
     case 4: co_return co_await weft::wait_for(h, std::chrono::hours::max());
     case 5: co_return co_await weft::wait_until(h, hours_point::max());
-    default: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max());
+    case 6: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max());
+    // The overloads that spawn the task themselves.
+    case 7: co_return co_await weft::wait_for(wait_for_event(ev, 47), std::chrono::hours::max() - 1h);
+    case 8: co_return co_await weft::wait_for(wait_for_event(ev, 48), std::chrono::hours::max());
+    case 9: co_return co_await weft::wait_until(wait_for_event(ev, 49), hours_point::max() - 1h);
+    default: co_return co_await weft::wait_until(wait_for_event(ev, 50), hours_point::max());
   }
 }
 
 TEST(TimerSaturationEdgesTest, WaitForAndWaitUntilWithFarDeadlinesGiveTheValueWithoutSpinning) {
   watchdog dog(60s);
-  for (int which = 0; which < 7; ++which) {
+  for (int which = 0; which < 11; ++which) {
     weft::event ev;
     weft::runtime rt(quiet_options(2));
     weft::join_handle<int> h = rt.spawn(wait_for_far(which, &ev));
@@ -263,7 +268,8 @@ TEST(TimerSaturationEdgesTest, WaitForAndWaitUntilWithFarDeadlinesGiveTheValueWi
   }
 }
 
-weft::task<int> wait_expired(int which, std::atomic<int>* cleaned) {
+
+weft::task<int> wait_expired(int which, std::atomic<int>* cancelled) {
   weft::join_handle<int> h = weft::spawn(sleep_then(1h, 1));
   try {
     switch (which) {
@@ -275,10 +281,15 @@ weft::task<int> wait_expired(int which, std::atomic<int>* cleaned) {
       case 5: co_return co_await weft::wait_until(h, steady::time_point::min());
       case 6: co_return co_await weft::wait_until(h, hours_point::min());
       case 7: co_return co_await weft::wait_until(h, hours_point{});
-      default: co_return co_await weft::wait_until(h, steady::now() - 1h);
+      case 8: co_return co_await weft::wait_until(h, steady::now() - 1h);
+      // The overloads that spawn the task themselves: timeout_error says
+      // that task ended by the timeout's cancellation.
+      case 9: co_return co_await weft::wait_for(sleep_then(1h, 1), std::chrono::hours::min());
+      default: co_return co_await weft::wait_until(sleep_then(1h, 1), hours_point::min());
     }
   } catch (const weft::timeout_error&) {
-    cleaned->fetch_add(h.cancelled() ? 1 : 0, std::memory_order_relaxed);
+    cancelled->fetch_add(which >= 9 || h.cancelled() ? 1 : 0, std::memory_order_relaxed);
+    h.cancel();  // cases 9 and 10 did not wait on h
     co_return -1;
   }
 }
@@ -288,10 +299,10 @@ TEST(TimerSaturationEdgesTest, WaitForAndWaitUntilAtOrBelowZeroTimeOutAtOnce) {
   std::atomic<int> cancelled{0};  // relaxed: read after block_on
   weft::runtime rt(quiet_options(2));
   const auto t0 = clock_type::now();
-  for (int which = 0; which < 9; ++which) {
+  for (int which = 0; which < 11; ++which) {
     EXPECT_EQ(rt.block_on(wait_expired(which, &cancelled)), -1) << "case " << which;
   }
-  EXPECT_EQ(cancelled.load(std::memory_order_relaxed), 9);
+  EXPECT_EQ(cancelled.load(std::memory_order_relaxed), 11);
   EXPECT_LT(seconds_since(t0), 2.0 * kSlowdown);
 }
 
@@ -380,6 +391,33 @@ TEST(SimulationSaturationTest, HugeStepCostSaturatesTheVirtualClock) {
       if (i > 0) {
         EXPECT_GE(log.seen[i], log.seen[i - 1]) << "seed " << seed << ", sleep " << i;
       }
+    }
+  }
+}
+
+// Negative durations in sim::options count as 0: no step costs time, and a
+// horizon of 0 fires no timer beyond the start (a sleep is then a deadlock).
+weft::task<int> one_short_sleep() {
+  co_await weft::sleep_for(1ms);
+  co_return 1;
+}
+
+TEST(SimulationSaturationTest, NegativeStepCostAndHorizonCountAsZero) {
+  watchdog dog(60s);
+  for (auto bad : {std::chrono::nanoseconds(-1), std::chrono::nanoseconds::min()}) {
+    {
+      weft::runtime_options o = with_workers(2);
+      o.simulation = weft::sim::options{};
+      o.simulation->max_step_cost = bad;
+      weft::runtime rt(o);
+      EXPECT_EQ(rt.block_on(one_short_sleep()), 1);
+    }
+    {
+      weft::runtime_options o = with_workers(2);
+      o.simulation = weft::sim::options{};
+      o.simulation->horizon = bad;
+      weft::runtime rt(o);
+      EXPECT_THROW(rt.block_on(one_short_sleep()), weft::sim::deadlock_error);
     }
   }
 }
