@@ -234,10 +234,11 @@ void runtime_impl::timer_main() {
     if (next == std::numeric_limits<std::uint64_t>::max()) {
       timer_cv.wait(lk);
     } else if (next > now) {
-      // One wait lasts at most kMaxTimerWait; the loop then looks again.
+      // One wait lasts at most kMaxTimerWaitNs; the loop then looks again.
       // condition_variable::wait_for adds its duration to steady_clock::now():
       // a deadline centuries away (a sleep of "forever" saturates to one)
-      // overflowed there, the wait returned at once, and this thread spun.
+      // would overflow there, the wait would return at once, and this thread
+      // would spin holding timer_mutex between rounds.
       timer_cv.wait_for(lk, std::chrono::nanoseconds(std::min(next - now, kMaxTimerWaitNs)));
     }
   }
