@@ -403,7 +403,7 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     if (prev & task_core::kJoiner) {
       task_core* j = core->continuation_core;
       j->w = w;
-      w->current = j;
+      set_current(w, j);
       next = transfer(j, core->continuation);
     }
     release_ref(core);  // the running reference (may be the last)
@@ -414,7 +414,7 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     // resume it: the core is alive.
     task_core* j = core->continuation_core;
     j->w = w;
-    w->current = j;
+    set_current(w, j);
     return transfer(j, core->continuation);
   }
   if (task_core::refs(prev) == 1) destroy_task(core);  // detached: we were the last
@@ -927,8 +927,13 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
     node->claim.store(timer_node::kCancelled, std::memory_order_relaxed);  // never armed
     return false;
   }
+  // A task that already had its one "shutdown" sleeps for real during the
+  // shutdown: refusing its sleeps would make a task that catches every
+  // cancellation spin (each refusal throws at once).
+  node->after_shutdown = ctx->shutdown_seen;
   if (!arm_timer(ctx->rt, node)) {
-    // The runtime is stopping: the sleep is refused; await_resume throws.
+    // The runtime is stopping and the task has not had its "shutdown" yet:
+    // the sleep is refused; await_resume delivers it.
     // Relaxed: the node was never armed; an interrupt() racing this store can
     // only fail its CAS (claim is not kArmed) or win it first, harmlessly.
     node->claim.store(timer_node::kRefused, std::memory_order_relaxed);
@@ -944,8 +949,10 @@ cancel_request* sleep_resume(task_core* ctx, timer_node* node) {
   unregister_wait(ctx);
   cancel_request* r = take_pending(ctx);
   // Relaxed: written by this thread (refusal) before.
-  if (r == nullptr && node->claim.load(std::memory_order_relaxed) == timer_node::kRefused)
+  if (r == nullptr && node->claim.load(std::memory_order_relaxed) == timer_node::kRefused) {
+    ctx->shutdown_seen = true;  // this is its delivery
     throw shutdown_error(ctx->rt);
+  }
   return r;
 }
 

@@ -25,8 +25,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 #include "runtime_impl.hpp"
@@ -59,16 +63,42 @@ unsigned default_worker_count() {
   if (const char* env = std::getenv("WEFT_WORKERS")) {
     char* end = nullptr;
     long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
-    std::fprintf(stderr, "weft: ignoring WEFT_WORKERS=\"%s\" (want a number 1..4096)\n", env);
+    if (end != env && *end == '\0' && v > 0 && v <= long{runtime_options::max_workers}) {
+      return static_cast<unsigned>(v);
+    }
+    std::fprintf(stderr, "weft: ignoring WEFT_WORKERS=\"%s\" (want a number 1..%u)\n", env,
+                 runtime_options::max_workers);
   }
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     int c = CPU_COUNT(&set);
-    if (c > 0) return static_cast<unsigned>(c);
+    if (c > 0) return std::min(static_cast<unsigned>(c), runtime_options::max_workers);
   }
   unsigned hc = std::thread::hardware_concurrency();
-  return hc > 0 ? hc : 1;
+  return hc > 0 ? std::min(hc, runtime_options::max_workers) : 1;
+}
+
+// Threads still to start before the injected failure; -1: none injected.
+// Relaxed: a test knob; it publishes nothing.
+std::atomic<long> g_thread_starts_before_failure{-1};
+
+// std::thread(f), or the injected failure (testing::fail_thread_start_after).
+template <class F>
+std::thread start_thread(F f) {
+  // Relaxed: see g_thread_starts_before_failure.
+  long k = g_thread_starts_before_failure.load(std::memory_order_relaxed);
+  while (k >= 0) {
+    // Relaxed: as above; the CAS only keeps concurrent starts from both
+    // taking the same count.
+    if (g_thread_starts_before_failure.compare_exchange_weak(k, k - 1, std::memory_order_relaxed)) {
+      if (k == 0) {
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "weft: thread start failed (injected by a test)");
+      }
+      break;
+    }
+  }
+  return std::thread(std::move(f));
 }
 
 // Pauses after a steal that found nothing to run (worker_main).
@@ -318,7 +348,7 @@ bool runtime_impl::run(worker* w, task_core* c) {
   // Relaxed: a sample for the timer thread's slice check; owner-written.
   w->resumes.store(w->resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   for (;;) {
-    w->current = c;
+    set_current(w, c);
     w->transfers = 0;
     try {
       c->resume_point.resume();
@@ -332,6 +362,8 @@ bool runtime_impl::run(worker* w, task_core* c) {
     c->w = w;
   }
   w->current = nullptr;
+  // Relaxed: see set_current.
+  w->running_site.store(std::source_location{}, std::memory_order_relaxed);
   return true;
 }
 
@@ -430,12 +462,12 @@ void runtime_impl::start() {
   } else {
     n = options.workers != 0 ? options.workers : default_worker_count();
   }
-  auto slice = options.time_slice.count() > 0 ? options.time_slice : std::chrono::microseconds(2000);
-  options.time_slice = slice;
-  slice_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count());
-  if (options.idle_spin.count() < 0) options.idle_spin = std::chrono::microseconds(0);
-  idle_spin_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_spin).count());
+  // validate_options() refused negative values.  Saturating: a huge slice
+  // never expires, a huge idle spin never parks an idle worker (until
+  // shutdown), instead of overflowing.
+  if (options.time_slice.count() == 0) options.time_slice = std::chrono::microseconds(2000);
+  slice_ns = static_cast<std::uint64_t>(saturating_ns(options.time_slice).count());
+  idle_spin_ns = static_cast<std::uint64_t>(saturating_ns(options.idle_spin).count());
   workers.reserve(n);
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<worker>();
@@ -451,11 +483,33 @@ void runtime_impl::start() {
     return;
   }
   // Every deque exists before any thread can steal from it.
-  for (auto& w : workers) {
-    worker* wp = w.get();
-    wp->thread = std::thread([this, wp] { worker_main(wp); });
+  try {
+    for (auto& w : workers) {
+      worker* wp = w.get();
+      wp->thread = start_thread([this, wp] { worker_main(wp); });
+    }
+    timer_thread = start_thread([this] { timer_main(); });
+  } catch (...) {
+    abandon_start();
+    throw;
   }
-  timer_thread = std::thread([this] { timer_main(); });
+}
+
+void runtime_impl::abandon_start() noexcept {
+  // No task can exist yet (the constructor has not returned): the started
+  // workers only look for work and park.  As stop()'s join_workers step.
+  // Release: pairs with the workers' acquire loads; they leave their loops.
+  exiting.store(true, std::memory_order_release);
+  wake_all();
+  for (auto& w : workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  {
+    std::lock_guard lk(timer_mutex);
+    timer_exit = true;
+    timer_cv.notify_all();
+  }
+  if (timer_thread.joinable()) timer_thread.join();
 }
 
 void runtime_impl::stop(std::source_location where) {
@@ -470,6 +524,13 @@ void runtime_impl::stop(std::source_location where) {
   // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
   if (!stopping.load(std::memory_order_relaxed)) shutdown_at = where;
 
+  // When the drain has waited this long, and each time it waits this much
+  // longer, it reports what it waits for (step report_waiting).
+  const std::uint64_t began = now_ns();
+  const std::uint64_t report_every =
+      static_cast<std::uint64_t>(saturating_ns(options.shutdown_report_after).count());
+  std::uint64_t next_report = report_every == 0 ? kEndOfTime : add_saturating(began, report_every);
+
   // Step stop_spawning: from here on, spawns complete at once as cancelled,
   // and every task's next resume point delivers the one "shutdown" request.
   // seq_cst: ordered before the drain's checks.
@@ -481,26 +542,49 @@ void runtime_impl::stop(std::source_location where) {
   }
 
   // Step cancel_sleepers: every armed sleep and every blocked list wait
-  // (event, semaphore, shield) ends now; new ones are refused.
+  // (event, semaphore, shield) ends now; new ones are refused -- except
+  // those of a task that already had its "shutdown" (after_shutdown): it
+  // refused the shutdown, and its waits really wait.
   timer_cancel_all();
   cancel_blocked();
 
   // Step wake_workers: parked workers look at their queues again.
   wake_all();
 
-  // Step drain: wait until every worker is parked with nothing queued and no
-  // timer armed -- every task that can still make progress has finished.
+  // Step drain: wait until every worker is parked with nothing queued, no
+  // timer armed and no list wait registered -- every task that can still
+  // make progress has finished.  The timers and list waits left are those of
+  // tasks that refused their "shutdown" and wait again: shutdown waits for
+  // them.
   {
     std::unique_lock lk(idle_mutex);
     for (;;) {
+      // Step report_waiting: tasks that refuse their "shutdown", or loop
+      // without a cancellation point, can hold the drain for good; say which
+      // (at most once per report_every).  kEndOfTime: never.
+      if (const std::uint64_t now = now_ns(); next_report != kEndOfTime && now >= next_report) {
+        try {
+          std::vector<char> parked(n, 0);
+          for (worker* w : sleepers) parked[w->index] = 1;
+          lk.unlock();
+          deliver_report(collect_report(now - began, parked));
+        } catch (...) {
+          std::fputs("weft: shutdown is still waiting for tasks (no memory to list them)\n", stderr);
+        }
+        if (!lk.owns_lock()) lk.lock();
+        next_report = add_saturating(now_ns(), report_every);
+        continue;
+      }
       if (sleepers.size() == n) {
         // Relaxed: read and written under idle_mutex.
         std::uint64_t gen = wake_generation.load(std::memory_order_relaxed);
         lk.unlock();
         WEFT_CHAOS_POINT();
-        bool empty = timer_empty() && !has_visible_work();
+        const bool work = has_visible_work();
+        const bool waits = !timer_empty() || !blocked_empty();
         lk.lock();
-        if (empty && sleepers.size() == n && gen == wake_generation.load(std::memory_order_relaxed)) {
+        if (!work && !waits && sleepers.size() == n &&
+            gen == wake_generation.load(std::memory_order_relaxed)) {
           // Close the injection queue in the same breath as the last look at
           // it: a spawn from outside either got in before (and we would have
           // seen it) or sees `closed` (and completes cancelled by itself).
@@ -511,14 +595,18 @@ void runtime_impl::stop(std::source_location where) {
           }
           continue;
         }
-        if (!empty) {
+        if (work) {
           lk.unlock();
           wake_all();
           lk.lock();
           continue;
         }
+        // Only waits are left: whoever ends one (the timer thread, an
+        // event's set()) wakes a worker, which parks again afterwards and
+        // signals drain_cv.  Waking the workers here would only spin them.
       }
-      // Bounded wait as a safety net; the normal wake-up is a parking worker.
+      // Bounded wait as a safety net (and the report's clock); the normal
+      // wake-up is a parking worker.
       drain_cv.wait_for(lk, std::chrono::milliseconds(20));
     }
     // Step report_stuck: the workers are parked (their counters were written
@@ -552,16 +640,149 @@ void runtime_impl::stop(std::source_location where) {
   shut_down = true;
 }
 
+namespace {
+// Adds the tasks awaiting `c` (a task suspended in a wait that the caller's
+// lock keeps it in: it cannot finish, so whoever awaits it cannot resume and
+// is alive): its inline joiner, or the joiner registered on it (kJoiner), and
+// so on up the chain.
+void add_awaiting(shutdown_report& r, task_core* c) {
+  for (int depth = 0; depth < 1000 && c != nullptr; ++depth) {
+    task_core* j = c->inline_joiner;
+    // Acquire: pairs with join_slow's acq_rel fetch_or of kJoiner, after
+    // which continuation_core (written before it) is visible.
+    if (j == nullptr && (c->state.load(std::memory_order_acquire) & task_core::kJoiner) != 0) {
+      j = c->continuation_core;
+    }
+    if (j == nullptr) return;
+    r.tasks.push_back({j->where, shutdown_report::task_state::awaiting, 0, c->where});
+    c = j;
+  }
+}
+}  // namespace
+
+shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
+                                             const std::vector<char>& parked) {
+  using st = shutdown_report::task_state;
+  shutdown_report r;
+  r.waited = std::chrono::milliseconds(waited_ns / 1'000'000);
+  // Running: a worker not parked with a task on it.  Only its spawn site is
+  // read (running_site: static data); the task itself may be gone already.
+  for (unsigned i = 0; i < n; ++i) {
+    if (parked[i] != 0) continue;
+    // Relaxed: see set_current.
+    const std::source_location site = workers[i]->running_site.load(std::memory_order_relaxed);
+    if (site.line() == 0 && site.file_name()[0] == '\0') continue;  // between tasks
+    r.tasks.push_back({site, st::running, i, {}});
+  }
+  // Queued on the injection queue (before the deques: their tasks go there).
+  {
+    std::lock_guard lk(inject_mutex);
+    for (task_core* c : injected) r.tasks.push_back({c->where, st::queued, 0, {}});
+  }
+  // Queued on a deque: only its owner or a thief may touch a task there, so
+  // the report steals each one (as a thief would) and queues it again on the
+  // injection queue, which any worker serves: the order of ready tasks does
+  // not matter while the runtime stops, and a task stuck behind a worker in
+  // a loop without a cancellation point gets a chance to run elsewhere.
+  for (auto& w : workers) {
+    for (int lost = 0; lost < 64;) {
+      task_core* c = nullptr;
+      const steal_result got = w->deque.steal(c);
+      if (got == steal_result::empty) break;
+      if (got == steal_result::lost_race) {
+        ++lost;
+        continue;
+      }
+      try {
+        r.tasks.push_back({c->where, st::queued, 0, {}});
+      } catch (...) {
+        // No memory: the report misses it; the task must not be lost.
+      }
+      inject(c);
+    }
+  }
+  {
+    std::lock_guard lk(timer_mutex);
+    for (timer_node* node : heap) {
+      r.tasks.push_back({node->core->where, st::sleeping, 0, {}});
+      add_awaiting(r, node->core);
+    }
+  }
+  {
+    std::lock_guard lk(blocked_mutex);
+    for (list_wait* node = blocked_head; node != nullptr; node = node->reg_next) {
+      r.tasks.push_back({node->core->where, st::blocked, 0, {}});
+      add_awaiting(r, node->core);
+    }
+  }
+  return r;
+}
+
+void runtime_impl::deliver_report(const shutdown_report& r) noexcept {
+  if (options.on_shutdown_report) {
+    try {
+      options.on_shutdown_report(r);
+    } catch (...) {
+      std::fputs("weft: the shutdown report hook threw; ignored\n", stderr);
+    }
+    return;
+  }
+  try {
+    const std::string text = r.to_string();
+    std::fputs(text.c_str(), stderr);
+  } catch (...) {
+    std::fputs("weft: shutdown is still waiting for tasks (no memory to list them)\n", stderr);
+  }
+}
+
+namespace testing {
+void fail_thread_start_after(long n) noexcept {
+  // Relaxed: see g_thread_starts_before_failure.
+  g_thread_starts_before_failure.store(n < 0 ? -1 : n, std::memory_order_relaxed);
+}
+}  // namespace testing
+
 }  // namespace weft::detail
 
 namespace weft {
 
-runtime::runtime(runtime_options options, std::source_location where)
-    : impl_(new detail::runtime_impl) {
-  impl_->options = std::move(options);
-  impl_->created_at = where;
-  detail::register_runtime(impl_);
-  impl_->start();
+namespace {
+// The options a runtime refuses (std::invalid_argument), checked before
+// anything is allocated or started.
+void validate_options(const runtime_options& o) {
+  if (o.time_slice.count() < 0) {
+    throw std::invalid_argument("weft::runtime: runtime_options::time_slice is negative (" +
+                                std::to_string(o.time_slice.count()) + " us)");
+  }
+  if (o.idle_spin.count() < 0) {
+    throw std::invalid_argument("weft::runtime: runtime_options::idle_spin is negative (" +
+                                std::to_string(o.idle_spin.count()) + " us)");
+  }
+  if (o.shutdown_report_after.count() < 0) {
+    throw std::invalid_argument("weft::runtime: runtime_options::shutdown_report_after is negative (" +
+                                std::to_string(o.shutdown_report_after.count()) + " ms)");
+  }
+  if (o.workers > runtime_options::max_workers) {
+    throw std::invalid_argument("weft::runtime: runtime_options::workers is " +
+                                std::to_string(o.workers) + ", above max_workers (" +
+                                std::to_string(runtime_options::max_workers) + ")");
+  }
+}
+}  // namespace
+
+runtime::runtime(runtime_options options, std::source_location where) : impl_(nullptr) {
+  validate_options(options);
+  auto impl = std::make_unique<detail::runtime_impl>();
+  impl->options = std::move(options);
+  impl->created_at = where;
+  detail::register_runtime(impl.get());
+  try {
+    impl->start();  // on failure its threads are joined already
+  } catch (...) {
+    detail::unregister_runtime(impl.get());
+    throw;  // `impl` frees the workers and the rest
+  }
+  impl_ = impl.release();
 }
 
 runtime::~runtime() {
@@ -614,6 +835,48 @@ runtime::counters runtime::stats() const noexcept {
 namespace diagnostics {
 std::int64_t live_frames() noexcept { return detail::frames_outside_workers(); }
 }  // namespace diagnostics
+
+std::string_view to_string(shutdown_report::task_state s) noexcept {
+  switch (s) {
+    case shutdown_report::task_state::running: return "running";
+    case shutdown_report::task_state::queued: return "queued";
+    case shutdown_report::task_state::sleeping: return "sleeping";
+    case shutdown_report::task_state::blocked: return "blocked";
+    case shutdown_report::task_state::awaiting: return "awaiting";
+  }
+  return "?";
+}
+
+namespace {
+std::string site_text(const std::source_location& where) {
+  return std::string(where.file_name()) + ":" + std::to_string(where.line());
+}
+}  // namespace
+
+std::string shutdown_report::to_string() const {
+  char head[128];
+  std::snprintf(head, sizeof head, "weft: shutdown has waited %.1f s for %zu task(s):\n",
+                static_cast<double>(waited.count()) / 1000.0, tasks.size());
+  std::string out = head;
+  if (tasks.empty()) {
+    out += "  (none found running, queued, sleeping or blocked: the tasks left await one that "
+           "was just finishing)\n";
+  }
+  for (const task_entry& t : tasks) {
+    out += "  task spawned at " + site_text(t.spawned_at);
+    if (t.spawned_at.function_name()[0] != '\0') {
+      out += " (in ";
+      out += t.spawned_at.function_name();
+      out += ")";
+    }
+    out += ": ";
+    out += weft::to_string(t.state);
+    if (t.state == task_state::running) out += " on worker " + std::to_string(t.worker);
+    if (t.state == task_state::awaiting) out += " the task spawned at " + site_text(t.awaits);
+    out += "\n";
+  }
+  return out;
+}
 
 namespace this_task {
 

@@ -131,7 +131,12 @@ struct runtime_impl {
   bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)
   void unregister_blocked(list_wait* node) noexcept;
   void cancel_blocked() noexcept;
+  bool blocked_empty() noexcept;
+  // Creates the workers and starts their threads and the timer thread.  If
+  // one fails to start, stops and joins those already started and rethrows
+  // (abandon_start); the caller then frees the runtime.
   void start();
+  void abandon_start() noexcept;
   void worker_main(worker* w);
   // What find_work found: the task (null: nothing), and whether it was stolen
   // from another worker's deque (worker_main backs off after stealing a task
@@ -155,6 +160,14 @@ struct runtime_impl {
   // Step by step in runtime.cpp; `where` is the shutdown() call (or the
   // runtime's construction, when the destructor shuts it down).
   void stop(std::source_location where);
+  // The shutdown report (runtime.cpp, stop's drain): what the drain still
+  // waits for.  `parked[i]`: worker i was in `sleepers` (read under
+  // idle_mutex, which the caller no longer holds).  Takes inject_mutex,
+  // timer_mutex and blocked_mutex in turn; moves the tasks queued on the
+  // workers' deques to the injection queue (see the definition).
+  shutdown_report collect_report(std::uint64_t waited_ns, const std::vector<char>& parked);
+  // To options.on_shutdown_report, or stderr.
+  void deliver_report(const shutdown_report& r) noexcept;
 
   void timer_main();
   bool timer_arm(timer_node* node) noexcept;
@@ -171,6 +184,20 @@ struct runtime_impl {
   // The earliest deadline, if a timer is armed.
   bool timer_next_deadline(std::uint64_t* deadline) noexcept;
 };
+
+namespace testing {
+// Test-only fault injection: after `n` more threads started by runtimes
+// (workers and timer threads, counted process-wide), the next one fails as
+// std::thread does when the system refuses a thread (std::system_error,
+// resource_unavailable_try_again); that disarms it.  -1 disarms it at once.
+// runtime.cpp.
+void fail_thread_start_after(long n) noexcept;
+}  // namespace testing
+
+// a + d, capped at kEndOfTime.
+inline std::uint64_t add_saturating(std::uint64_t a, std::uint64_t d) noexcept {
+  return a >= kEndOfTime || d > kEndOfTime - a ? kEndOfTime : a + d;
+}
 
 // The worker running on this thread (null elsewhere).  runtime.cpp.
 extern thread_local worker* tls_worker;

@@ -171,8 +171,9 @@ bool sim_driver::advance_once() {
     step();
     return true;
   }
+  // horizon <= ~292 years: no overflow; the clock never passes kEnd.
   const std::uint64_t limit =
-      kBase + static_cast<std::uint64_t>(opt.horizon.count());  // horizon <= ~292 years
+      std::min(kBase + static_cast<std::uint64_t>(opt.horizon.count()), kEnd);
   if (armed && deadline <= limit) {
     now = deadline;
     virtual_ns.store(now - kBase, std::memory_order_relaxed);  // Relaxed: see bump
@@ -357,7 +358,9 @@ void sim_driver::step() {
   tls_worker = w;
   (void)rt->run(w, c);
   tls_worker = nullptr;
-  now += rng.below(static_cast<std::uint64_t>(opt.max_step_cost.count()) + 1);
+  // Saturates at kEnd (now <= kEnd < 2^63 and the cost <= 2^63 - 1: the sum
+  // cannot wrap).
+  now = std::min(now + rng.below(static_cast<std::uint64_t>(opt.max_step_cost.count()) + 1), kEnd);
   virtual_ns.store(now - kBase, std::memory_order_relaxed);  // Relaxed: see bump
 }
 

@@ -49,6 +49,10 @@ struct sim_driver {
   // Virtual clock (now_ns() on the driving thread).  Starts at kBase so that
   // deadlines computed from it never come near 0.
   static constexpr std::uint64_t kBase = std::uint64_t{1} << 50;
+  // The clock saturates here, the end of steady_clock's range (sim::now()
+  // converts it to a steady_clock time point): steps charge no more time, and
+  // a timer beyond it is beyond the horizon.
+  static constexpr std::uint64_t kEnd = kEndOfTime;
   std::uint64_t now = kBase;
 
   // Figures for sim::stats().  Written by the driving thread only; atomics so

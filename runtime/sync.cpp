@@ -128,8 +128,12 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
     node->claim.store(list_wait::kCancelled, std::memory_order_relaxed);
     return false;
   }
+  // As for sleeps (sleep_suspend): after its "shutdown" the task waits for
+  // real, and shutdown waits for it.
+  node->after_shutdown = ctx->shutdown_seen;
   if (!ctx->rt->register_blocked(node)) {
-    // The runtime is stopping: the wait is refused.  Relaxed: as above.
+    // The runtime is stopping and the task has not had its "shutdown" yet:
+    // the wait is refused.  Relaxed: as above.
     node->claim.store(list_wait::kRefused, std::memory_order_relaxed);
     return false;
   }
@@ -166,7 +170,10 @@ bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver)
   if (how == list_wait::kFired) return true;
   deliver = take_pending(ctx);
   if (deliver != nullptr) return false;
-  if (how == list_wait::kRefused) throw shutdown_error(ctx->rt);
+  if (how == list_wait::kRefused) {
+    ctx->shutdown_seen = true;  // this is its delivery
+    throw shutdown_error(ctx->rt);
+  }
   return false;  // interrupted, but the request was withdrawn (uncancel) meanwhile
 }
 
@@ -176,7 +183,7 @@ bool runtime_impl::register_blocked(list_wait* node) noexcept {
   std::lock_guard lk(blocked_mutex);
   // Relaxed: stopping is set before cancel_blocked() takes blocked_mutex, so a
   // registration that misses it is interrupted by that walk.
-  if (stopping.load(std::memory_order_relaxed)) return false;
+  if (stopping.load(std::memory_order_relaxed) && !node->after_shutdown) return false;
   node->reg_prev = nullptr;
   node->reg_next = blocked_head;
   if (blocked_head != nullptr) blocked_head->reg_prev = node;
@@ -201,8 +208,16 @@ void runtime_impl::unregister_blocked(list_wait* node) noexcept {
 void runtime_impl::cancel_blocked() noexcept {
   std::lock_guard lk(blocked_mutex);
   // The nodes stay alive while registered: their tasks unregister (under this
-  // mutex) only after they resumed.
-  for (list_wait* n = blocked_head; n != nullptr; n = n->reg_next) n->interrupt();
+  // mutex) only after they resumed.  A wait begun after the task's "shutdown"
+  // delivery is left to wait.
+  for (list_wait* n = blocked_head; n != nullptr; n = n->reg_next) {
+    if (!n->after_shutdown) n->interrupt();
+  }
+}
+
+bool runtime_impl::blocked_empty() noexcept {
+  std::lock_guard lk(blocked_mutex);
+  return blocked_head == nullptr;
 }
 
 }  // namespace weft::detail

@@ -15,7 +15,9 @@ std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept {
   if (d == std::chrono::nanoseconds::max()) return kNever;
   std::uint64_t now = now_ns();
   auto ud = static_cast<std::uint64_t>(d.count());
-  return ud >= kNever - now ? kNever : now + ud;  // saturates: never overflows
+  // Saturates at the end of the clock (a far deadline, still armed): never
+  // overflows.
+  return now >= kEndOfTime || ud > kEndOfTime - now ? kEndOfTime : now + ud;
 }
 
 std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept {

@@ -105,11 +105,13 @@ void heap_erase(std::vector<timer_node*>& h, std::size_t i) noexcept {
   release_spare_slots(h);
 }
 
+// The longest single wait of the timer thread: far below any clock's range,
+// and long enough that waking up for a far deadline costs nothing.
+constexpr std::uint64_t kMaxTimerWaitNs = std::uint64_t{3600} * 1'000'000'000;  // one hour
+
+// a + d (d <= 0 counts as 0), capped at kEndOfTime.
 std::uint64_t saturating_add(std::uint64_t a, std::int64_t d) noexcept {
-  if (d <= 0) return a;
-  auto ud = static_cast<std::uint64_t>(d);
-  return ud > std::numeric_limits<std::uint64_t>::max() - a ? std::numeric_limits<std::uint64_t>::max()
-                                                            : a + ud;
+  return d <= 0 ? a : add_saturating(a, static_cast<std::uint64_t>(d));
 }
 
 }  // namespace
@@ -117,8 +119,9 @@ std::uint64_t saturating_add(std::uint64_t a, std::int64_t d) noexcept {
 bool runtime_impl::timer_arm(timer_node* node) noexcept {
   std::lock_guard lk(timer_mutex);
   // Relaxed: stopping is re-read under timer_mutex, which timer_cancel_all
-  // holds after setting it; a sleep armed after that drain is refused here.
-  if (stopping.load(std::memory_order_relaxed)) return false;
+  // holds after setting it; a sleep armed after that walk is refused here --
+  // unless its task already had its "shutdown": that one sleeps.
+  if (stopping.load(std::memory_order_relaxed) && !node->after_shutdown) return false;
   // Relaxed: claim is only raced under timer_mutex or by interrupt(), which
   // leaves kArmed only by its own CAS; a node cancelled before arming stays out.
   if (node->claim.load(std::memory_order_relaxed) != timer_node::kArmed) return true;
@@ -136,9 +139,16 @@ void runtime_impl::timer_remove(timer_node* node) noexcept {
 
 void runtime_impl::timer_cancel_all() noexcept {
   std::lock_guard lk(timer_mutex);
-  while (!heap.empty()) {
-    timer_node* n = heap.back();
-    heap.pop_back();
+  // Sleeps begun after their task's "shutdown" delivery stay armed (the task
+  // refused the shutdown and sleeps for real): they are moved to the front,
+  // in place, and made a heap again.
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < heap.size(); ++i) {
+    timer_node* n = heap[i];
+    if (n->after_shutdown) {
+      heap[kept++] = n;
+      continue;
+    }
     n->heap_index = kNoIndex;
     std::uint8_t expected = timer_node::kArmed;
     // acq_rel: decides against interrupt(); see the file comment.
@@ -149,6 +159,9 @@ void runtime_impl::timer_cancel_all() noexcept {
       if (n->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
     }
   }
+  heap.resize(kept);  // shrinks: allocates nothing
+  for (std::size_t i = 0; i < kept; ++i) sift_up(heap, i);
+  release_spare_slots(heap);
 }
 
 bool runtime_impl::timer_pop_due_locked(std::uint64_t now, task_core** woken) noexcept {
@@ -221,7 +234,12 @@ void runtime_impl::timer_main() {
     if (next == std::numeric_limits<std::uint64_t>::max()) {
       timer_cv.wait(lk);
     } else if (next > now) {
-      timer_cv.wait_for(lk, std::chrono::nanoseconds(next - now));
+      // One wait lasts at most kMaxTimerWaitNs; the loop then looks again.
+      // condition_variable::wait_for adds its duration to steady_clock::now():
+      // a deadline centuries away (a sleep of "forever" saturates to one)
+      // would overflow there, the wait would return at once, and this thread
+      // would spin holding timer_mutex between rounds.
+      timer_cv.wait_for(lk, std::chrono::nanoseconds(std::min(next - now, kMaxTimerWaitNs)));
     }
   }
 }

@@ -267,11 +267,13 @@ task<T> token_relay(cancellation_token tok, task<T> t) {
 // reason and location; a source that is already cancelled makes the task
 // finish cancelled without running its body.  The task runs inside a relay
 // coroutine that is awaited directly (one extra frame, no extra spawn).
+// `where`: as weft::spawn's.
 template <class T>
-join_handle<T> spawn(task<T> t, cancellation_token token) {
+join_handle<T> spawn(task<T> t, cancellation_token token,
+                     std::source_location where = std::source_location::current()) {
   if (!detail::spawnable(t)) detail::throw_empty_task();
-  if (!token.can_be_cancelled()) return spawn(std::move(t));
-  return spawn(detail::token_relay<T>(std::move(token), std::move(t)));
+  if (!token.can_be_cancelled()) return spawn(std::move(t), where);
+  return spawn(detail::token_relay<T>(std::move(token), std::move(t)), where);
 }
 
 }  // namespace weft

@@ -5,9 +5,12 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <source_location>
 #include <optional>
+#include <source_location>
+#include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "weft/detail/core.hpp"
 #include "weft/sim.hpp"
@@ -15,14 +18,52 @@
 
 namespace weft {
 
+// What shutdown() still waits for, after runtime_options::shutdown_report_after
+// (and again each time that much more passes): the tasks it could find, each
+// with the place it was spawned (the spawn call's `where`).
+struct shutdown_report {
+  enum class task_state : std::uint8_t {
+    running,   // on a worker (a loop without a cancellation point, or blocking its thread)
+    queued,    // ready, waiting for a worker
+    sleeping,  // in sleep_for / sleep_until
+    blocked,   // in a list wait: event::wait, semaphore::acquire, shield
+    awaiting,  // awaiting (co_await) the task named by `awaits`
+  };
+  struct task_entry {
+    std::source_location spawned_at;
+    task_state state = task_state::running;
+    unsigned worker = 0;             // running: which worker
+    std::source_location awaits;     // awaiting: where the awaited task was spawned
+  };
+  std::chrono::milliseconds waited{0};  // since shutdown began
+  // Running, queued, sleeping and blocked tasks, each followed by the tasks
+  // awaiting it (if it is not running).  Tasks awaiting a running task are
+  // not found: a running task may finish at any moment.
+  std::vector<task_entry> tasks;
+
+  // A heading and one line per task, e.g.
+  //   weft: shutdown has waited 5.0 s for 2 task(s):
+  //     task spawned at src/app.cpp:42 (in void app::poll()): sleeping
+  //     task spawned at src/app.cpp:17 (in int main()): awaiting the task spawned at src/app.cpp:42
+  std::string to_string() const;
+};
+
+std::string_view to_string(shutdown_report::task_state s) noexcept;
+
 struct runtime_options {
+  // The largest worker count a runtime accepts (real or simulated).
+  static constexpr unsigned max_workers = 4096;
   // Worker threads.  0: the WEFT_WORKERS environment variable if set, else the
-  // number of CPUs this process may run on (its affinity mask).  In a
-  // simulation: virtual workers, 0 meaning 4 (never taken from the machine, so
-  // that a seed replays anywhere).
+  // number of CPUs this process may run on (its affinity mask), at most
+  // max_workers.  In a simulation: virtual workers, 0 meaning 4 (never taken
+  // from the machine, so that a seed replays anywhere).  Above max_workers the
+  // runtime's constructor throws std::invalid_argument.
   unsigned workers = 0;
   // How long a task may run before checkpoint() reschedules it.  A pending
   // cancellation does not wait for the slice: the next checkpoint() takes it.
+  // 0 means the default (2 ms); negative throws std::invalid_argument from the
+  // runtime's constructor; huge values saturate (microseconds::max(): the
+  // slice never expires).  time_slice() reports the value given.
   std::chrono::microseconds time_slice{2000};
   // How long a worker that ran out of work keeps looking for more (spinning,
   // yielding its core to other threads between looks) before it parks.  A
@@ -31,13 +72,29 @@ struct runtime_options {
   // kernel's wake-up of the thread, 10-30 us on the project's VM.  Spinning
   // burns up to that much CPU each time a worker runs dry (oneTBB's workers
   // spin 1-3 ms); 0 parks at once (after a few dozen looks), for programs
-  // that value idle CPU over wake-up latency.  See docs/architecture.md,
-  // "Parking".
+  // that value idle CPU over wake-up latency.  Negative throws
+  // std::invalid_argument from the runtime's constructor; huge values
+  // saturate (microseconds::max(): an idle worker never parks, except during
+  // shutdown).  See docs/architecture.md, "Parking".
   std::chrono::microseconds idle_spin{1000};
   // Called with an exception that escaped a task nobody awaited or joined
   // (its handle was dropped).  Runs on a worker; must not throw.  Default:
   // print it on stderr.
   std::function<void(std::exception_ptr)> unhandled_exception;
+  // shutdown() (and the destructor) waits for every task to end, including
+  // one that refuses its "shutdown" cancellation or loops without a
+  // cancellation point.  Once it has waited this long, and again each time
+  // this much longer passes, it reports what it still waits for: to
+  // on_shutdown_report if set, else on stderr (shutdown_report::to_string).
+  // 0, or a value beyond the clock's range (milliseconds::max()): never
+  // report.  Negative: the runtime's constructor throws
+  // std::invalid_argument.  Not used by a simulation.
+  std::chrono::milliseconds shutdown_report_after{5000};
+  // Receives the report, on the thread that called shutdown() (or destroys
+  // the runtime), holding no lock of the runtime.  Must not shut the runtime
+  // down or destroy it (it would wait for itself); an exception it throws is
+  // reported on stderr and ignored.
+  std::function<void(const shutdown_report&)> on_shutdown_report;
   // Set: a deterministic simulation instead of worker threads (weft/sim.hpp).
   // time_slice does not apply then (the generator decides slice expiry).
   std::optional<sim::options> simulation;
@@ -56,6 +113,11 @@ class runtime {
  public:
   // `where` (defaulted: the line that constructs the runtime) is the location
   // of the "shutdown" cancellations when the destructor shuts it down.
+  // Throws std::invalid_argument for options it refuses (see runtime_options)
+  // before starting anything, and std::system_error when a thread (a worker
+  // or the timer thread) cannot be started: then the threads it had started
+  // are stopped and joined and everything is freed before the error reaches
+  // the caller.
   explicit runtime(runtime_options options = {},
                    std::source_location where = std::source_location::current());
   // Does shutdown().  Must not run on one of this runtime's workers (aborts
@@ -69,19 +131,20 @@ class runtime {
 
   // Spawn from any thread (asyncio.create_task).  The task starts promptly.
   // After shutdown() began, returns a handle that is already cancelled with
-  // reason "shutdown" (the body never runs).
+  // reason "shutdown" (the body never runs).  `where` (defaulted: the line
+  // that spawns) names the task in the shutdown report.
   template <class T>
-  join_handle<T> spawn(task<T> t) {
-    return detail::spawn_on<T>(impl_, std::move(t));
+  join_handle<T> spawn(task<T> t, std::source_location where = std::source_location::current()) {
+    return detail::spawn_on<T>(impl_, std::move(t), where);
   }
 
   // Run `t` to completion and return its value, or rethrow its exception /
   // cancelled_error (asyncio.run).  From a thread that is not a weft worker;
   // throws usage_error on a worker.
   template <class T>
-  T block_on(task<T> t) {
+  T block_on(task<T> t, std::source_location where = std::source_location::current()) {
     detail::require_not_worker(impl_, "weft::runtime::block_on");
-    join_handle<T> h = spawn(std::move(t));
+    join_handle<T> h = spawn(std::move(t), where);
     return h.join();
   }
 

@@ -116,6 +116,8 @@ struct options {
   // are ready to run (when none is ready, a due timer always fires).
   unsigned timer_first_percent = 50;
   // Each step advances virtual time by a uniform cost in [0, max_step_cost].
+  // Negative counts as 0.  The virtual clock saturates at the end of
+  // steady_clock's range (time_point::max()): a huge cost never wraps it.
   std::chrono::nanoseconds max_step_cost{2000};
   // k > 0: deliver a cancellation (cancel_kind::explicit_request, reason
   // "sim: cancel at resume point k") to the task resumed at the k-th resume
@@ -125,8 +127,9 @@ struct options {
   // shutdown, sim::run): step_limit_error beyond it.
   std::uint64_t max_steps = 50'000'000;
   // Timers beyond this much virtual time are never fired (a sleep of "forever"
-  // would otherwise end after 584 years); if only such timers remain while a
-  // blocking call waits, that is a deadlock.
+  // would otherwise end at the end of the clock's range, 292 years); if only
+  // such timers remain while a blocking call waits, that is a deadlock.
+  // Negative counts as 0; nanoseconds::max() reaches the end of the clock.
   std::chrono::nanoseconds horizon{std::chrono::hours(24) * 365};
   // When set, every event is appended here (the caller owns the vector and
   // must keep it alive while the runtime runs).

@@ -25,6 +25,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <ratio>
 #include <source_location>
 #include <string>
 #include <type_traits>
@@ -48,6 +49,41 @@ struct sleep_tag {
   std::uint64_t deadline;  // now_ns() clock; saturated
   bool immediate;          // duration <= 0: behaves as yield()
 };
+
+// `d` in nanoseconds, saturated: a duration outside nanoseconds' range
+// (hours::max(), seconds::min(), ...) becomes nanoseconds::max() or min()
+// instead of overflowing as duration_cast (and the implicit conversion) does.
+template <class Rep, class Period>
+  requires std::is_integral_v<Rep>
+constexpr std::chrono::nanoseconds saturating_ns(std::chrono::duration<Rep, Period> d) noexcept {
+  using ns = std::chrono::nanoseconds;
+  using per_ns = std::ratio_divide<Period, std::nano>;  // reduced: nanoseconds per unit
+  const Rep c = d.count();
+  if constexpr (per_ns::den == 1) {
+    // A whole number of nanoseconds per unit (ns, us, ms, s, min, h, ...):
+    // the product fits exactly when |c| <= lim.
+    constexpr std::intmax_t lim = std::numeric_limits<ns::rep>::max() / per_ns::num;
+    if (std::cmp_greater(c, lim)) return ns::max();
+    if (std::cmp_less(c, -lim)) return ns::min();
+    return ns(static_cast<ns::rep>(c) * static_cast<ns::rep>(per_ns::num));
+  } else {
+    // Finer than a nanosecond, or a fractional ratio: rare; long double has
+    // a 64-bit mantissa here, exact enough at the bounds.
+    const long double v = static_cast<long double>(c) * per_ns::num / per_ns::den;
+    if (v >= 0x1p63L) return ns::max();
+    if (v <= -0x1p63L) return ns::min();
+    return ns(static_cast<ns::rep>(v));
+  }
+}
+
+// A steady_clock time point of any (integral) unit as steady_clock's own,
+// saturated like saturating_ns.
+template <class Duration>
+constexpr std::chrono::steady_clock::time_point saturating_steady(
+    std::chrono::time_point<std::chrono::steady_clock, Duration> tp) noexcept {
+  static_assert(std::is_same_v<std::chrono::steady_clock::duration, std::chrono::nanoseconds>);
+  return std::chrono::steady_clock::time_point(saturating_ns(tp.time_since_epoch()));
+}
 
 // Count one symmetric transfer; past kMaxTransfers, bounce through the worker
 // loop so the stack cannot grow without bound (g++ 12 does not emit these
@@ -240,7 +276,7 @@ struct promise_common : promise_base {
         // stores; the joiner finishes the bookkeeping in
         // handle_awaiter::await_resume.
         j->w = c->w;
-        c->w->current = j;
+        set_current(c->w, j);
         return transfer(j, c->continuation);
       }
       return complete_task(c);
@@ -411,7 +447,7 @@ struct handle_awaiter {
       inline_run = true;
       t->inline_joiner = ctx;  // also tells final_suspend to hand back to us
       t->continuation = self;
-      w->current = t;
+      set_current(w, t);
       return transfer(t, t->resume_point);
     }
     slow = true;
@@ -689,15 +725,16 @@ handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>&& h) noexcep
 
 unsigned uncancel_core(task_core* core) noexcept;
 
-// Build the core of a task that is about to be spawned.
+// Build the core of a task that is about to be spawned at `where`.
 template <class T>
-task_core* prepare_spawn(std::coroutine_handle<promise<T>> h) {
+task_core* prepare_spawn(std::coroutine_handle<promise<T>> h, std::source_location where) {
   promise<T>& p = h.promise();
   task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
   p.ctx = c;
   c->frame = h;
   c->resume_point = h;
+  c->where = where;
   // Relaxed: the core is published to other threads by the deque push
   // (release) or the injection queue's mutex.
   c->state.store(2 * task_core::kRefOne, std::memory_order_relaxed);
@@ -712,22 +749,22 @@ bool spawnable(const task<T>& t) noexcept {
 }
 
 template <class T>
-join_handle<T> spawn_on(runtime_impl* rt, task<T> t) {
+join_handle<T> spawn_on(runtime_impl* rt, task<T> t, std::source_location where) {
   if (!spawnable(t)) throw_empty_task();
   runtime_impl* target = resolve_runtime(rt);  // may throw: before we own the frame
   auto h = t.release_handle();
-  submit_spawn(target, prepare_spawn(h));
+  submit_spawn(target, prepare_spawn(h, where));
   return join_handle<T>(h);
 }
 
 // spawn() from inside a task: straight onto the calling worker's deque.
 template <class T>
-[[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t) {
+[[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t, std::source_location where) {
   if (!spawnable(t)) [[unlikely]] throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
   auto h = t.release_handle();
-  task_core* c = prepare_spawn(h);
+  task_core* c = prepare_spawn(h, where);
   // Relaxed: a spawn that misses the stop flag is drained by shutdown like any
   // queued task; submit_spawn handles the one that sees it.
   if (w->stopping.load(std::memory_order_relaxed)) [[unlikely]] {
@@ -754,9 +791,12 @@ unsigned join_handle<T>::uncancel() noexcept {
 // The task starts promptly, on this worker or a thief.  Throws usage_error on a
 // thread that is not a weft worker (use runtime::spawn there).  During
 // shutdown the handle comes back already cancelled (reason "shutdown").
+// `where` (defaulted: the line that spawns) names the task in the shutdown
+// report (runtime_options::shutdown_report_after).
 template <class T>
-[[gnu::always_inline]] inline join_handle<T> spawn(task<T> t) {
-  return detail::spawn_here<T>(std::move(t));
+[[gnu::always_inline]] inline join_handle<T> spawn(
+    task<T> t, std::source_location where = std::source_location::current()) {
+  return detail::spawn_here<T>(std::move(t), where);
 }
 
 // Always reschedules the task behind the others that are ready, like
@@ -769,12 +809,29 @@ inline detail::yield_tag yield() noexcept { return {}; }
 inline detail::checkpoint_tag checkpoint() noexcept { return {}; }
 
 // Suspends the task for at least `d` (a timer; the worker runs other tasks
-// meanwhile).  A cancellation point: cancel() wakes it at once.  d <= 0
-// behaves as yield().  The deadline saturates instead of overflowing.
+// meanwhile).  A cancellation point: cancel() and shutdown wake it at once.
+// d <= 0 (down to min() of any unit) behaves as yield().  Every duration
+// saturates instead of overflowing: a unit coarser than nanoseconds is
+// converted saturating (hours::max() is nanoseconds::max()), and now + d is
+// capped at the end of the clock's range (about 292 years after its epoch),
+// so max() of any unit sleeps until cancelled.
 detail::sleep_tag sleep_for(std::chrono::nanoseconds d) noexcept;
+template <class Rep, class Period>
+  requires std::is_integral_v<Rep>
+detail::sleep_tag sleep_for(std::chrono::duration<Rep, Period> d) noexcept {
+  return sleep_for(detail::saturating_ns(d));  // the nanoseconds overload
+}
 
-// Suspends the task until `tp` (steady_clock).  As sleep_for.
+// Suspends the task until `tp` (steady_clock, any integral unit).  As
+// sleep_for: a time point at or before now (down to time_point::min())
+// behaves as yield(); a time point beyond nanoseconds' range saturates
+// (time_point::max() of any unit sleeps until cancelled).
 detail::sleep_tag sleep_until(std::chrono::steady_clock::time_point tp) noexcept;
+template <class Duration>
+  requires std::is_integral_v<typename Duration::rep>
+detail::sleep_tag sleep_until(std::chrono::time_point<std::chrono::steady_clock, Duration> tp) noexcept {
+  return sleep_until(detail::saturating_steady(tp));  // the steady_clock::time_point overload
+}
 
 namespace this_task {
 // Is a cancellation request pending for the running task (or for a task that

@@ -286,7 +286,7 @@ class task_group {
       }
       // Cannot throw: we are on a worker.  The relay may run on a thief at
       // once, but its first step needs `mu`.
-      h = weft::spawn(std::move(relay));
+      h = weft::spawn(std::move(relay), where);
       detail::group_adopt_locked(*state_, e, &h.handle().promise().own_core());
     }
     return h;

@@ -7,10 +7,14 @@
 // it is cancelled (kind cancel_kind::timeout, reason "timeout"), weft waits
 // until it has really finished its cleanup, and then throws timeout_error --
 // unless the task caught the cancellation and returned a value anyway: then
-// that value is returned (nothing is lost).  A duration <= 0 means already
-// expired (a task that is already done still gives its result); a duration
-// too large to represent means "never".  Cancelling the waiting task cancels
-// the awaited task too (the wait is a join).
+// that value is returned (nothing is lost).  A duration <= 0 (down to min()
+// of any unit) or a time point at or before now means already expired (a task
+// that is already done still gives its result); max() of any unit, or a
+// duration or time point beyond nanoseconds' range, means "never" (every
+// duration and time point saturates, none overflows); a deadline that is
+// merely far (max() - 1s) arms a timer that waits without spinning.
+// Cancelling the waiting task cancels the awaited task too (the wait is a
+// join).
 #pragma once
 
 #include <chrono>
@@ -58,8 +62,9 @@ void retain_for_timer(task_core* target) noexcept;
 // own timeout -- the deadline passed, the task ended by a timeout
 // cancellation, and the waiting task was not cancelled itself (`own`: no
 // request was pending when the wait began, none was made for the waiter
-// during it, and no wait on the waiter has expired).  Otherwise `err` goes on unchanged: a timeout of an enclosing
-// wait is that wait's to report (asyncio's nested timeouts).
+// during it, and no wait on the waiter expired during it).  Otherwise `err`
+// goes on unchanged: a timeout of an enclosing wait is that wait's to report
+// (asyncio's nested timeouts).
 [[noreturn]] void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline, bool own);
 
 // The deadlines of the waits in progress, by the task each waits on.  A wait
@@ -109,7 +114,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
     if (!h.done()) request_cancel(target, "timeout", cancel_kind::timeout, where);
   } else {
     retain_for_timer(target);
-    timer = spawn(deadline_canceller(target, deadline, where));
+    timer = spawn(deadline_canceller(target, deadline, where), where);
   }
   std::exception_ptr err;
   std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
@@ -147,17 +152,25 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
 
 }  // namespace detail
 
-// Wait for `h` at most `d` (asyncio.wait_for).  See the file comment.
+// Wait for `h` at most `d` (asyncio.wait_for).  See the file comment.  `d`
+// may be of any integral unit; it saturates (detail::saturating_ns): max() of
+// any unit never expires, min() of any unit is already expired.
 template <class T>
 task<T> wait_for(join_handle<T>& h, std::chrono::nanoseconds d,
                  std::source_location where = std::source_location::current()) {
   return detail::wait_until_core(h, detail::deadline_after(d), where);
 }
+template <class T, class Rep, class Period>
+  requires std::is_integral_v<Rep>
+task<T> wait_for(join_handle<T>& h, std::chrono::duration<Rep, Period> d,
+                 std::source_location where = std::source_location::current()) {
+  return detail::wait_until_core(h, detail::deadline_after(detail::saturating_ns(d)), where);
+}
 
-// Spawn `t` on the current runtime and wait for it at most `d`.
 // Spawn `t` on the current runtime and wait for it at most `d`.  A deadline
 // that has already passed when the wait begins never runs `t`: its frame is
-// destroyed unstarted and timeout_error is thrown.
+// destroyed unstarted and timeout_error is thrown.  The spawned task (and the
+// deadline task of either form) are named by `where` in the shutdown report.
 template <class T>
 task<T> wait_for(task<T> t, std::chrono::nanoseconds d,
                  std::source_location where = std::source_location::current()) {
@@ -166,15 +179,29 @@ task<T> wait_for(task<T> t, std::chrono::nanoseconds d,
     t = task<T>();
     throw timeout_error();
   }
-  join_handle<T> h = spawn(std::move(t));
+  join_handle<T> h = spawn(std::move(t), where);
   co_return co_await detail::wait_until_core(h, deadline, where);
 }
+template <class T, class Rep, class Period>
+  requires std::is_integral_v<Rep>
+task<T> wait_for(task<T> t, std::chrono::duration<Rep, Period> d,
+                 std::source_location where = std::source_location::current()) {
+  return wait_for(std::move(t), detail::saturating_ns(d), where);
+}
 
-// Wait for `h` until `tp` (steady_clock).
+// Wait for `h` until `tp` (steady_clock, any integral unit; saturates like
+// wait_for: time_point::max() of any unit never expires, a time point at or
+// before now is already expired).
 template <class T>
 task<T> wait_until(join_handle<T>& h, std::chrono::steady_clock::time_point tp,
                    std::source_location where = std::source_location::current()) {
   return detail::wait_until_core(h, detail::deadline_at(tp), where);
+}
+template <class T, class Duration>
+  requires std::is_integral_v<typename Duration::rep>
+task<T> wait_until(join_handle<T>& h, std::chrono::time_point<std::chrono::steady_clock, Duration> tp,
+                   std::source_location where = std::source_location::current()) {
+  return detail::wait_until_core(h, detail::deadline_at(detail::saturating_steady(tp)), where);
 }
 
 // Spawn `t` and wait for it until `tp`.  As wait_for: a time point already
@@ -187,8 +214,14 @@ task<T> wait_until(task<T> t, std::chrono::steady_clock::time_point tp,
     t = task<T>();
     throw timeout_error();
   }
-  join_handle<T> h = spawn(std::move(t));
+  join_handle<T> h = spawn(std::move(t), where);
   co_return co_await detail::wait_until_core(h, deadline, where);
+}
+template <class T, class Duration>
+  requires std::is_integral_v<typename Duration::rep>
+task<T> wait_until(task<T> t, std::chrono::time_point<std::chrono::steady_clock, Duration> tp,
+                   std::source_location where = std::source_location::current()) {
+  return wait_until(std::move(t), detail::saturating_steady(tp), where);
 }
 
 }  // namespace weft

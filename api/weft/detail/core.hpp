@@ -75,6 +75,11 @@ struct worker_hot {
   // whether to wake one.  Points into runtime_impl.
   const std::atomic<std::uint32_t>* sleepers = nullptr;
   task_core* current = nullptr;       // the task chain this worker is running
+  // current->where, or empty when current is null: what the shutdown report
+  // names as running here.  Written with `current` (set_current); read by
+  // the thread in shutdown(), which may not follow `current` itself (the
+  // task may end and be freed meanwhile), but may read a site: static data.
+  std::atomic<std::source_location> running_site{};
   std::uint32_t transfers = 0;        // symmetric transfers since the loop's last resume()
   task_core* resume_next = nullptr;   // trampoline slot (see kMaxTransfers)
   std::int64_t live_tasks = 0;        // spawned here minus finished here (shutdown report)
@@ -146,6 +151,10 @@ struct list_wait final : wait_node {
   list_wait* reg_next = nullptr;  // runtime's registry of blocked waits (shutdown),
   list_wait* reg_prev = nullptr;  // guarded by runtime_impl::blocked_mutex
   bool registered = false;        // likewise
+  // The task had its "shutdown" delivered before this wait began: a stopping
+  // runtime lets the wait really wait (shutdown waits for it) instead of
+  // refusing or interrupting it.  Written by the task before it registers.
+  bool after_shutdown = false;
   void interrupt() noexcept override;
 };
 
@@ -213,7 +222,7 @@ struct task_core {
 
   // ---- touched only by whoever currently runs the task chain ----
   // (Fields without an initializer are written before they are first read:
-  // spawn sets frame/resume_point/owner/rt, the worker or inline joiner sets
+  // spawn sets frame/resume_point/where/rt, the worker or inline joiner sets
   // w, a coroutine joiner sets continuation* before its RMW publishes
   // kJoiner.  A thread joiner publishes nothing: it waits on `state`.)
   std::coroutine_handle<> frame;         // the spawned coroutine itself
@@ -228,6 +237,10 @@ struct task_core {
   // see ~runtime), or compares the pointer without reading through it.
   runtime_impl* rt;
   worker_hot* w;                         // worker currently running the chain
+  // Where the task was spawned (the spawn call's default argument): one
+  // pointer to static data, written once before the task is published; the
+  // shutdown report names tasks by it.
+  std::source_location where;
 
   task_core() noexcept {}  // leaves the fields above without initializers alone
 
@@ -239,6 +252,14 @@ struct task_core {
     hook_lock.store(0, std::memory_order_release);
   }
 };
+
+// Make `c` (non-null) the task `w` runs.
+[[gnu::always_inline]] inline void set_current(worker_hot* w, task_core* c) noexcept {
+  w->current = c;
+  // Relaxed: a sample for the shutdown report (see running_site); nothing
+  // is read through it but static data.
+  w->running_site.store(c->where, std::memory_order_relaxed);
+}
 
 enum class outcome : std::uint8_t { none, value, exception, cancelled };
 
@@ -290,6 +311,9 @@ struct timer_node final : wait_node {
   std::uint32_t heap_index = kNoIndex;
   std::atomic<std::uint8_t> claim{kArmed};
   std::atomic<std::uint8_t> latch{2};
+  // As list_wait::after_shutdown: the sleep really sleeps during shutdown.
+  // Written by the task before it arms the timer (under the timer lock).
+  bool after_shutdown = false;
   void interrupt() noexcept override;
 };
 
@@ -431,6 +455,9 @@ void schedule_wake(task_core* core) noexcept;
 
 // Time slices and timers.
 std::uint64_t now_ns() noexcept;
+// The end of now_ns()'s range, steady_clock::time_point::max() (292 years
+// after the clock's epoch): deadlines computed from a duration saturate here.
+inline constexpr std::uint64_t kEndOfTime = 0x7fff'ffff'ffff'ffff;
 bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime stopping
 
 // List waits (event, semaphore, watchers).  `op(obj, false)` is called under
