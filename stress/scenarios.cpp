@@ -78,9 +78,10 @@ bool expected_value(const plan& p, std::uint64_t seed, std::uint64_t* v) noexcep
   }
 }
 
-record* make_record(round_ctx* c, std::uint32_t si,
+// A tracked task spawned by the tracked task `parent` (null: by the round).
+record* make_record(round_ctx* c, std::uint32_t si, record* parent,
                     std::source_location where = std::source_location::current()) {
-  record* r = c->reg.make(si, where);
+  record* r = c->reg.make(si, where, parent);
   add(global_figures().per[si].spawned);
   add(c->spawned[si]);
   return r;
@@ -117,14 +118,14 @@ weft::task<std::uint64_t> run_plan(round_ctx* c, record* r, plan p, std::uint64_
       }
       break;
     case op::child: {
-      record* cr = make_record(c, r->scenario_index);
+      record* cr = make_record(c, r->scenario_index, r);
       plan cp;
       cp.kind = (seed & 1) ? op::yields : op::quick;
       cp.n = 2;
       auto h = weft::spawn(work(c, cr, cp, seed + 1));
       std::exception_ptr own;
       m.before("join child");
-      auto t = co_await take(c, cr, &h, &own);
+      auto t = co_await take(c, r, cr, &h, &own);
       m.after();
       if (own) std::rethrow_exception(own);
       if (t.kind == got::value) acc += *t.value;
@@ -166,6 +167,7 @@ weft::task<std::uint64_t> work(round_ctx* c, record* r, plan p, std::uint64_t se
   } catch (const weft::cancelled_error&) {
     r->saw_cancel.store(true, std::memory_order_relaxed);
     cancel = std::current_exception();
+    observe(c, r, cancel);
   }
   if (cancel) {
     if (p.refuse) {
@@ -208,11 +210,13 @@ void release_infinite(round_ctx* c, std::vector<target>& ts) {
   }
 }
 
-// Take every target, check what the plan says about its outcome.
-weft::task<void> take_all(round_ctx* c, std::vector<target>* ts, std::exception_ptr* own) {
+// Take every target, check what the plan says about its outcome.  `self`:
+// the tracked task taking them (null: the round's root).
+weft::task<void> take_all(round_ctx* c, record* self, std::vector<target>* ts,
+                          std::exception_ptr* own) {
   for (auto& t : *ts) {
     if (!t.h.valid()) continue;
-    auto got_it = co_await take(c, t.r, &t.h, own);
+    auto got_it = co_await take(c, self, t.r, &t.h, own);
     if (t.when == after_completion) {
       const bool again = cancel_tracked(c, t.r, t.h, "stress: cancel after completion");
       if (again) c->violation(t.r, "cancel() after the task completed returned true");
@@ -257,14 +261,14 @@ struct tree_child {
 
 weft::task<std::uint64_t> leaf_calc(std::uint64_t x) { co_return spin(x, 8); }
 
-weft::task<void> spawn_children(round_ctx* c, std::uint64_t seed, int depth,
+weft::task<void> spawn_children(round_ctx* c, record* self, std::uint64_t seed, int depth,
                                 std::vector<tree_child>* kids) {
   rng rr(seed);
   const int fan = 1 + static_cast<int>(rr.below(4));
   for (int i = 0; i < fan; ++i) {
     tree_child k;
     k.seed = rr.next();
-    k.r = make_record(c, scenario_index(kStorm));
+    k.r = make_record(c, scenario_index(kStorm), self);
     if (rr.chance(c->cfg->cancel_rate)) k.when = static_cast<std::uint8_t>(1 + rr.below(3));
     k.h = weft::spawn(tree_node(c, k.r, k.seed, depth - 1));
     kids->push_back(std::move(k));
@@ -291,9 +295,9 @@ weft::task<node_result> tree_node(round_ctx* c, record* r, std::uint64_t seed, i
   std::vector<tree_child> kids;
   std::exception_ptr own;
   try {
-    co_await spawn_children(c, seed, depth, &kids);
+    co_await spawn_children(c, r, seed, depth, &kids);
   } catch (const weft::cancelled_error&) {
-    own = std::current_exception();
+    keep_own(c, r, &own, std::current_exception());
   }
   if (own) {
     for (auto& k : kids)
@@ -301,7 +305,7 @@ weft::task<node_result> tree_node(round_ctx* c, record* r, std::uint64_t seed, i
         cancel_tracked(c, k.r, k.h, "storm: parent cancelled");
   }
   for (auto& k : kids) {
-    auto t = co_await take(c, k.r, &k.h, &own);
+    auto t = co_await take(c, r, k.r, &k.h, &own);
     if (t.kind == got::value) {
       if (t.value->seed != k.seed) c->violation(k.r, "a tree node got the outcome of another node");
       res.sum += t.value->sum;
@@ -315,7 +319,7 @@ weft::task<node_result> tree_node(round_ctx* c, record* r, std::uint64_t seed, i
   co_return res;
 }
 
-weft::task<void> storm(round_ctx* c, std::uint64_t seed) {
+weft::task<void> storm(round_ctx* c, record* self, std::uint64_t seed) {
   rng rr(seed);
   const auto si = scenario_index(kStorm);
   std::vector<tree_child> roots;
@@ -326,22 +330,22 @@ weft::task<void> storm(round_ctx* c, std::uint64_t seed) {
            roots.size() < budget / 4 + 1) {
       tree_child k;
       k.seed = rr.next();
-      k.r = make_record(c, si);
+      k.r = make_record(c, si, self);
       k.h = weft::spawn(tree_node(c, k.r, k.seed, 2 + static_cast<int>(rr.below(3))));
       roots.push_back(std::move(k));
       if (roots.size() % 4 == 0) {
         // Keep a few trees in flight: take the oldest.
         auto& old = roots[roots.size() - 4];
-        (void)co_await take(c, old.r, &old.h, &own);
+        (void)co_await take(c, self, old.r, &old.h, &own);
         if (own) break;
       }
     }
   } catch (const weft::cancelled_error&) {
-    if (!own) own = std::current_exception();
+    keep_own(c, self, &own, std::current_exception());
   }
   for (auto& k : roots) {
     if (k.r->taken.load(std::memory_order_relaxed) != 0) continue;
-    auto t = co_await take(c, k.r, &k.h, &own);
+    auto t = co_await take(c, self, k.r, &k.h, &own);
     if (t.kind == got::value && t.value->seed != k.seed)
       c->violation(k.r, "a tree root got the outcome of another task");
   }
@@ -375,7 +379,8 @@ plan plan_for(rng& rr, std::uint8_t when) {
   return p;
 }
 
-weft::task<void> cancel_at_moments(round_ctx* c, std::uint64_t seed, std::vector<target>* ts) {
+weft::task<void> cancel_at_moments(round_ctx* c, record* self, std::uint64_t seed,
+                                   std::vector<target>* ts) {
   rng rr(seed);
   const unsigned n = c->cfg->tasks;
   const auto si = scenario_index(kCancel);
@@ -386,7 +391,7 @@ weft::task<void> cancel_at_moments(round_ctx* c, std::uint64_t seed, std::vector
     t.when = rr.chance(c->cfg->cancel_rate) ? static_cast<std::uint8_t>(1 + rr.below(4))
                                             : static_cast<std::uint8_t>(never);
     t.p = plan_for(rr, t.when);
-    t.r = make_record(c, si);
+    t.r = make_record(c, si, self);
     t.r->infinite.store(is_infinite(t.p.kind), std::memory_order_relaxed);
     t.h = weft::spawn(work(c, t.r, t.p, t.seed));
     ts->push_back(std::move(t));
@@ -406,16 +411,16 @@ weft::task<void> cancel_at_moments(round_ctx* c, std::uint64_t seed, std::vector
   }
 }
 
-weft::task<void> cancel_scenario(round_ctx* c, std::uint64_t seed) {
+weft::task<void> cancel_scenario(round_ctx* c, record* self, std::uint64_t seed) {
   std::vector<target> ts;
   std::exception_ptr own;
   try {
-    co_await cancel_at_moments(c, seed, &ts);
+    co_await cancel_at_moments(c, self, seed, &ts);
   } catch (const weft::cancelled_error&) {
-    own = std::current_exception();
+    keep_own(c, self, &own, std::current_exception());
   }
   release_infinite(c, ts);
-  co_await take_all(c, &ts, &own);
+  co_await take_all(c, self, &ts, &own);
   if (own) std::rethrow_exception(own);
 }
 
@@ -436,7 +441,7 @@ weft::task<std::uint64_t> timeout_racer(round_ctx* c, record* r, std::uint64_t s
   b.p.n = static_cast<std::uint16_t>(1 + rr.below(3));
   b.p.sleep_us = static_cast<std::uint32_t>(rr.below(3000));
   b.p.refuse = rr.below(6) == 0;
-  b.r = make_record(c, si);
+  b.r = make_record(c, si, r);
   b.r->infinite.store(is_infinite(b.p.kind), std::memory_order_relaxed);
   b.h = weft::spawn(work(c, b.r, b.p, b.seed));
   const std::int64_t t0 = clock_ns();
@@ -460,13 +465,13 @@ weft::task<std::uint64_t> timeout_racer(round_ctx* c, record* r, std::uint64_t s
   if (ex) {
     std::exception_ptr own;
     m.before("take after a cancelled wait_for");
-    (void)co_await take(c, b.r, &b.h, &own, ex);
+    (void)co_await take(c, r, b.r, &b.h, &own, ex);
     m.after();
     if (own) std::rethrow_exception(own);
     co_return mix(seed);
   }
   // wait_for took the outcome.
-  record_taken(c, b.r, kind, b.h.cancelled());
+  record_taken(c, b.r, kind, b.h);
   const auto dn = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
   if (timed_out) {
     add(global_figures().per[si].timeouts);
@@ -493,35 +498,37 @@ weft::task<std::uint64_t> timeout_racer(round_ctx* c, record* r, std::uint64_t s
   co_return mix(seed);
 }
 
-weft::task<void> timeout_races(round_ctx* c, std::uint64_t seed, std::vector<target>* ts) {
+weft::task<void> timeout_races(round_ctx* c, record* self, std::uint64_t seed,
+                               std::vector<target>* ts) {
   rng rr(seed);
   const auto si = scenario_index(kTimeout);
   for (unsigned i = 0; i < c->cfg->tasks; ++i) {
     target t;
     t.seed = rr.next();
     t.p.kind = op::child;  // its value is not checked
-    t.r = make_record(c, si);
+    t.r = make_record(c, si, self);
     t.h = weft::spawn(timeout_racer(c, t.r, t.seed));
     ts->push_back(std::move(t));
     if (rr.below(4) == 0) co_await weft::yield();
   }
 }
 
-weft::task<void> timeout_scenario(round_ctx* c, std::uint64_t seed) {
+weft::task<void> timeout_scenario(round_ctx* c, record* self, std::uint64_t seed) {
   std::vector<target> ts;
   std::exception_ptr own;
   try {
-    co_await timeout_races(c, seed, &ts);
+    co_await timeout_races(c, self, seed, &ts);
   } catch (const weft::cancelled_error&) {
-    own = std::current_exception();
+    keep_own(c, self, &own, std::current_exception());
   }
-  co_await take_all(c, &ts, &own);
+  co_await take_all(c, self, &ts, &own);
   if (own) std::rethrow_exception(own);
 }
 
 // ------------------------------------------------------------ checkpoint
 
-weft::task<void> checkpoint_loops(round_ctx* c, std::uint64_t seed, std::vector<target>* ts) {
+weft::task<void> checkpoint_loops(round_ctx* c, record* self, std::uint64_t seed,
+                                  std::vector<target>* ts) {
   rng rr(seed);
   const auto si = scenario_index(kCheckpoint);
   for (unsigned i = 0; i < c->cfg->tasks; ++i) {
@@ -532,7 +539,7 @@ weft::task<void> checkpoint_loops(round_ctx* c, std::uint64_t seed, std::vector<
     t.p.n = static_cast<std::uint16_t>(20 + rr.below(200));
     t.p.refuse = cancel_it && rr.below(5) == 0;
     t.when = cancel_it ? running : never;
-    t.r = make_record(c, si);
+    t.r = make_record(c, si, self);
     t.r->infinite.store(is_infinite(t.p.kind), std::memory_order_relaxed);
     t.h = weft::spawn(work(c, t.r, t.p, t.seed));
     ts->push_back(std::move(t));
@@ -547,16 +554,16 @@ weft::task<void> checkpoint_loops(round_ctx* c, std::uint64_t seed, std::vector<
   }
 }
 
-weft::task<void> checkpoint_scenario(round_ctx* c, std::uint64_t seed) {
+weft::task<void> checkpoint_scenario(round_ctx* c, record* self, std::uint64_t seed) {
   std::vector<target> ts;
   std::exception_ptr own;
   try {
-    co_await checkpoint_loops(c, seed, &ts);
+    co_await checkpoint_loops(c, self, seed, &ts);
   } catch (const weft::cancelled_error&) {
-    own = std::current_exception();
+    keep_own(c, self, &own, std::current_exception());
   }
   release_infinite(c, ts);
-  co_await take_all(c, &ts, &own);
+  co_await take_all(c, self, &ts, &own);
   if (own) std::rethrow_exception(own);
 }
 
@@ -566,7 +573,7 @@ weft::task<void> checkpoint_scenario(round_ctx* c, std::uint64_t seed) {
 weft::task<std::uint64_t> shielding(round_ctx* c, record* r, std::uint64_t seed) {
   body_guard g(c, r);
   resume_meter m(r);
-  record* lr = make_record(c, r->scenario_index);
+  record* lr = make_record(c, r->scenario_index, r);
   plan lp;
   lp.kind = op::sleeps;
   lp.n = 2;
@@ -593,12 +600,12 @@ weft::task<std::uint64_t> shielding(round_ctx* c, record* r, std::uint64_t seed)
     shield_took = true;  // the task's exception
   }
   if (shield_took) {
-    record_taken(c, lr, long_task.cancelled() ? got::cancelled : got::value, long_task.cancelled());
+    record_taken(c, lr, long_task.cancelled() ? got::cancelled : got::value, long_task);
   } else {
     // Ours (the wait was cut short: the outcome is still in the handle), or
     // the task's cancellation (taken): take() tells.
     m.before("join the shielded task");
-    (void)co_await take(c, lr, &long_task, &own, from_shield);
+    (void)co_await take(c, r, lr, &long_task, &own, from_shield);
     m.after();
   }
   if (own) std::rethrow_exception(own);
@@ -607,7 +614,7 @@ weft::task<std::uint64_t> shielding(round_ctx* c, record* r, std::uint64_t seed)
 
 weft::task<std::uint64_t> group_member(round_ctx* c, record* r, std::uint64_t seed, int depth);
 
-weft::task<void> one_group(round_ctx* c, std::uint64_t seed, int depth) {
+weft::task<void> one_group(round_ctx* c, record* self, std::uint64_t seed, int depth) {
   rng rr(seed);
   const auto si = scenario_index(kGroup);
   std::vector<target> kids;
@@ -621,7 +628,7 @@ weft::task<void> one_group(round_ctx* c, std::uint64_t seed, int depth) {
       for (int i = 0; i < k; ++i) {
         target t;
         t.seed = rr.next();
-        t.r = make_record(c, si);
+        t.r = make_record(c, si, self);
         const auto what = rr.below(10);
         if (what < 2) {
           t.p.kind = op::fail;
@@ -648,7 +655,7 @@ weft::task<void> one_group(round_ctx* c, std::uint64_t seed, int depth) {
         t.cancelled_ok = cancel_tracked(c, t.r, t.h, "group: cancel the shielding task");
       }
     } catch (const weft::cancelled_error&) {
-      own = std::current_exception();
+      keep_own(c, self, &own, std::current_exception());
     }
     // join() even when we were cancelled: it waits for every child, and a
     // cancellation of ours meanwhile goes to the children (kind parent).
@@ -659,7 +666,7 @@ weft::task<void> one_group(round_ctx* c, std::uint64_t seed, int depth) {
       failures = e.size();
       joined = true;
     } catch (const weft::cancelled_error&) {
-      if (!own) own = std::current_exception();
+      keep_own(c, self, &own, std::current_exception());
       joined = true;  // join() waited for every child before it threw
     }
     if (joined) {
@@ -673,17 +680,18 @@ weft::task<void> one_group(round_ctx* c, std::uint64_t seed, int depth) {
     c->violation(nullptr, "task_group_error held " + std::to_string(failures) +
                               " failure(s), but " + std::to_string(threw) + " children threw");
   }
-  co_await take_all(c, &kids, &own);
+  co_await take_all(c, self, &kids, &own);
   if (own) std::rethrow_exception(own);
 }
 
 weft::task<std::uint64_t> group_member(round_ctx* c, record* r, std::uint64_t seed, int depth) {
   body_guard g(c, r);
-  co_await one_group(c, seed, depth);
+  co_await one_group(c, r, seed, depth);
   co_return mix(seed);
 }
 
-weft::task<void> group_runs(round_ctx* c, std::uint64_t seed, std::vector<target>* ts) {
+weft::task<void> group_runs(round_ctx* c, record* self, std::uint64_t seed,
+                            std::vector<target>* ts) {
   rng rr(seed);
   const auto si = scenario_index(kGroup);
   // Groups side by side, until the round's share of group tasks is spawned.
@@ -692,22 +700,22 @@ weft::task<void> group_runs(round_ctx* c, std::uint64_t seed, std::vector<target
     target t;
     t.seed = rr.next();
     t.p.kind = op::child;  // its value is not checked
-    t.r = make_record(c, si);
+    t.r = make_record(c, si, self);
     t.h = weft::spawn(group_member(c, t.r, t.seed, 2));
     ts->push_back(std::move(t));
     co_await weft::yield();
   }
 }
 
-weft::task<void> group_scenario(round_ctx* c, std::uint64_t seed) {
+weft::task<void> group_scenario(round_ctx* c, record* self, std::uint64_t seed) {
   std::vector<target> ts;
   std::exception_ptr own;
   try {
-    co_await group_runs(c, seed, &ts);
+    co_await group_runs(c, self, seed, &ts);
   } catch (const weft::cancelled_error&) {
-    own = std::current_exception();
+    keep_own(c, self, &own, std::current_exception());
   }
-  co_await take_all(c, &ts, &own);
+  co_await take_all(c, self, &ts, &own);
   if (own) std::rethrow_exception(own);
 }
 
@@ -746,7 +754,8 @@ weft::task<std::uint64_t> with_cleanup(round_ctx* c, record* r, weft::event* e,
   } catch (const weft::cancelled_error&) {
     r->saw_cancel.store(true, std::memory_order_relaxed);
     cancel = std::current_exception();
-    fr = make_record(c, r->scenario_index);
+    observe(c, r, cancel);
+    fr = make_record(c, r->scenario_index, r);
     plan fp;
     fp.kind = op::yields;
     fp.n = 2;
@@ -755,14 +764,15 @@ weft::task<std::uint64_t> with_cleanup(round_ctx* c, record* r, weft::event* e,
   if (fr != nullptr) {
     std::exception_ptr own;
     m.before("take the follow-up");
-    (void)co_await take(c, fr, &follow, &own);
+    (void)co_await take(c, r, fr, &follow, &own);
     m.after();
   }
   if (cancel) std::rethrow_exception(cancel);
   co_return mix(seed);
 }
 
-weft::task<void> cleanup_pairs(round_ctx* c, std::uint64_t seed, std::vector<target>* ts,
+weft::task<void> cleanup_pairs(round_ctx* c, record* self, std::uint64_t seed,
+                               std::vector<target>* ts,
                                std::vector<std::unique_ptr<weft::event>>* events) {
   rng rr(seed);
   const auto si = scenario_index(kCleanup);
@@ -771,13 +781,13 @@ weft::task<void> cleanup_pairs(round_ctx* c, std::uint64_t seed, std::vector<tar
     weft::event* e = events->back().get();
     target w;
     w.seed = rr.next();
-    w.r = make_record(c, si);
+    w.r = make_record(c, si, self);
     w.p.kind = op::child;
     w.h = weft::spawn(waits_for_cleanup(c, w.r, e, w.seed));
     ts->push_back(std::move(w));
     target t;
     t.seed = rr.next();
-    t.r = make_record(c, si);
+    t.r = make_record(c, si, self);
     t.p.kind = op::child;
     t.when = rr.chance(std::min(1.0, c->cfg->cancel_rate * 2)) ? running : never;
     t.h = weft::spawn(with_cleanup(c, t.r, e, t.seed));
@@ -788,14 +798,14 @@ weft::task<void> cleanup_pairs(round_ctx* c, std::uint64_t seed, std::vector<tar
   }
 }
 
-weft::task<void> cleanup_scenario(round_ctx* c, std::uint64_t seed) {
+weft::task<void> cleanup_scenario(round_ctx* c, record* self, std::uint64_t seed) {
   std::vector<target> ts;
   std::vector<std::unique_ptr<weft::event>> events;  // outlive every waiter (taken below)
   std::exception_ptr own;
   try {
-    co_await cleanup_pairs(c, seed, &ts, &events);
+    co_await cleanup_pairs(c, self, seed, &ts, &events);
   } catch (const weft::cancelled_error&) {
-    own = std::current_exception();
+    keep_own(c, self, &own, std::current_exception());
   }
   // A worker cancelled before it started never ran its cleanup: wake its
   // waiter here, after taking the worker.  (ts: waiter, worker, waiter, ...;
@@ -804,12 +814,12 @@ weft::task<void> cleanup_scenario(round_ctx* c, std::uint64_t seed) {
     std::vector<target> one;
     if (i + 1 < ts.size()) {
       one.push_back(std::move(ts[i + 1]));
-      co_await take_all(c, &one, &own);
+      co_await take_all(c, self, &one, &own);
       one.clear();
     }
     events[i / 2]->set();
     one.push_back(std::move(ts[i]));
-    co_await take_all(c, &one, &own);
+    co_await take_all(c, self, &one, &own);
   }
   if (own) std::rethrow_exception(own);
 }
@@ -823,22 +833,22 @@ weft::task<std::uint64_t> scenario_driver(round_ctx* c, record* r, std::uint32_t
   body_guard g(c, r);
   switch (bit) {
     case kStorm:
-      co_await storm(c, seed);
+      co_await storm(c, r, seed);
       break;
     case kCancel:
-      co_await cancel_scenario(c, seed);
+      co_await cancel_scenario(c, r, seed);
       break;
     case kTimeout:
-      co_await timeout_scenario(c, seed);
+      co_await timeout_scenario(c, r, seed);
       break;
     case kCheckpoint:
-      co_await checkpoint_scenario(c, seed);
+      co_await checkpoint_scenario(c, r, seed);
       break;
     case kGroup:
-      co_await group_scenario(c, seed);
+      co_await group_scenario(c, r, seed);
       break;
     case kCleanup:
-      co_await cleanup_scenario(c, seed);
+      co_await cleanup_scenario(c, r, seed);
       break;
     default:
       break;
@@ -862,13 +872,13 @@ weft::task<void> round_root(round_ctx* c) {
     for (std::uint32_t i = 0; i < kScenarioCount; ++i) {
       const std::uint32_t bit = 1u << i;
       if ((selected & bit) == 0) continue;
-      record* r = make_record(c, kScenarioCount);
+      record* r = make_record(c, kScenarioCount, nullptr);
       drivers.push_back({r, weft::spawn(scenario_driver(c, r, bit, rr.next() ^ bit))});
     }
   } catch (const weft::cancelled_error&) {
-    own = std::current_exception();
+    keep_own(c, nullptr, &own, std::current_exception());
   }
-  for (auto& d : drivers) (void)co_await take(c, d.r, &d.h, &own);
+  for (auto& d : drivers) (void)co_await take(c, nullptr, d.r, &d.h, &own);
   if (own) std::rethrow_exception(own);
 }
 
