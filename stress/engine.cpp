@@ -44,8 +44,9 @@ namespace weft_stress {
 
 namespace {
 
-constexpr const char* kNames[kScenarioCount] = {"storm", "cancel",  "timeout",  "checkpoint",
-                                                "group", "cleanup", "shutdown", "outside"};
+constexpr const char* kNames[kScenarioCount] = {"storm",   "cancel",   "timeout",
+                                                "checkpoint", "group", "cleanup",
+                                                "shutdown", "outside", "compose"};
 
 std::string strprintf(const char* fmt, ...) {
   char buf[1024];
@@ -105,8 +106,8 @@ bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* 
       }
       if (!found) {
         *error = "unknown scenario '" + name +
-                 "' (storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, core, "
-                 "all)";
+                 "' (storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, "
+                 "compose, core, all)";
         return false;
       }
     }
@@ -125,6 +126,56 @@ std::string scenario_list(std::uint32_t bits) {
     if ((bits & (1u << i)) == 0) continue;
     if (!s.empty()) s += ",";
     s += kNames[i];
+  }
+  return s;
+}
+
+namespace {
+constexpr const char* kComposeNames[kComposeCaseCount] = {
+    "nested", "group", "when_all", "when_any", "shield", "awaited", "self"};
+}  // namespace
+
+bool parse_compose_cases(const std::string& text, std::uint32_t* bits, std::string* error) {
+  std::uint32_t out = 0;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string name = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (name.empty()) continue;
+    if (name == "all") {
+      out |= kAllComposeCases;
+      continue;
+    }
+    bool found = false;
+    for (std::uint32_t i = 0; i < kComposeCaseCount; ++i) {
+      if (name == kComposeNames[i]) {
+        out |= 1u << i;
+        found = true;
+      }
+    }
+    if (!found) {
+      *error = "unknown compose case '" + name +
+               "' (nested, group, when_all, when_any, shield, awaited, self, all)";
+      return false;
+    }
+  }
+  if (out == 0) {
+    *error = "no compose case selected";
+    return false;
+  }
+  *bits = out;
+  return true;
+}
+
+std::string compose_case_list(std::uint32_t bits) {
+  if (bits == kAllComposeCases) return "all";
+  std::string s;
+  for (std::uint32_t i = 0; i < kComposeCaseCount; ++i) {
+    if ((bits & (1u << i)) == 0) continue;
+    if (!s.empty()) s += ",";
+    s += kComposeNames[i];
   }
   return s;
 }
@@ -627,6 +678,11 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     };
     std::vector<outside_item> sim_outside;
     const bool with_outside = (cfg.scenarios & kOutside) != 0;
+    // Shutdown under load: every round when it is the only scenario (the
+    // load is then every core scenario), else every other round.  Decided
+    // before the round starts, so that the scenarios know.
+    const bool shutdown_only = (cfg.scenarios & ~(kShutdown | kOutside)) == 0;
+    c->shutdown_round = (cfg.scenarios & kShutdown) && (shutdown_only || rr.below(2) == 0);
     const unsigned outside_n = std::max(2u, cfg.tasks / 2);
     auto spawn_outside_batch = [&](unsigned n) {
       const auto si = scenario_index(kOutside);
@@ -659,10 +715,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
           if (rr.chance(cfg.cancel_rate) && !x.r->cancel_sent.load(std::memory_order_relaxed))
             cancel_tracked(c, x.r, x.h, "outside: later");
       }
-      // Shutdown under load: every round when it is the only scenario (the
-      // load is then every core scenario), else every other round.
-      const bool shutdown_only = (cfg.scenarios & ~(kShutdown | kOutside)) == 0;
-      if ((cfg.scenarios & kShutdown) && (shutdown_only || rr.below(2) == 0)) {
+      if (c->shutdown_round) {
         // Shutdown under load, at a random moment.
         if (cfg.sim) {
           weft::sim::run(rt, 1 + rr.below(derived_pct_steps(cfg)));
@@ -779,6 +832,8 @@ std::string replay_command(const config& cfg, std::uint64_t seed, std::uint64_t 
   if (cfg.policy == weft::sim::policy::pct)
     s += strprintf(" --sim_policy=pct --pct_depth=%u --pct_steps=%" PRIu64, cfg.pct_depth,
                    derived_pct_steps(cfg));
+  if ((cfg.scenarios & kCompose) != 0 && cfg.compose_cases != kAllComposeCases)
+    s += " --compose=" + compose_case_list(cfg.compose_cases);
   if (cancel_at != 0) s += strprintf(" --cancel_at=%" PRIu64, cancel_at);
   s += " --trace=trace.txt";
   return s;
@@ -805,6 +860,8 @@ void print_config(const config& cfg, FILE* f) {
                scenario_list(cfg.scenarios).c_str(), cfg.tasks, cfg.cancel_rate,
                cfg.cancel_bound.count(), cfg.watchdog.count(),
                static_cast<long long>(cfg.time_slice.count()));
+  if ((cfg.scenarios & kCompose) != 0 && cfg.compose_cases != kAllComposeCases)
+    std::fprintf(f, "  compose cases=%s\n", compose_case_list(cfg.compose_cases).c_str());
   if (cfg.sim) {
     std::fprintf(f,
                  "  simulation: policy=%s pct_depth=%u pct_steps=%" PRIu64

@@ -224,6 +224,9 @@ struct round_ctx {
   std::atomic<std::uint64_t> unhandled{0};
   std::atomic<std::uint64_t> progress{0};  // outcomes taken this round
   contract_ledger ledger;
+  // This round ends by shutdown() (decided before the round starts): scenario
+  // rules that assume no cancellation from outside hold only in other rounds.
+  bool shutdown_round = false;
 
   void violation(const record* r, const std::string& what);
 };
@@ -253,7 +256,7 @@ std::uint64_t request_of(std::string_view reason) noexcept;
 // The end-of-round check over every request.
 void check_contract(round_ctx* c);
 
-// Index of the scenario bit (0..7); kScenarioCount for the round's own tasks.
+// Index of the scenario bit (0..8); kScenarioCount for the round's own tasks.
 std::uint32_t scenario_index(std::uint32_t bit) noexcept;
 
 // ------------------------------------------------------------ task helpers
