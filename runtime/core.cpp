@@ -723,6 +723,11 @@ void park_cancellation(const std::exception_ptr& err) noexcept {
 }
 
 void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
+#if defined(WEFT_BREAK_NO_RECLAIM)  // broken variant (tests only): the forwarded request stays behind
+  (void)waiter;
+  (void)target;
+  return;
+#endif
   target->lock_hook();
   // Relaxed: every store into the slot happens under the lock we hold, and
   // the target has finished, so nothing takes from it concurrently (uncancel

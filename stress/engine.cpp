@@ -13,6 +13,9 @@
 //     ended) within the bound;
 //   * the live-frame count is back to what it was before the round;
 //   * nothing reached the unhandled-exception hook;
+//   * the cancellation contract: every tracked cancel() that returned true was
+//     delivered exactly once to its task or to a task below it, or its task
+//     completed despite it (the contract ledger, internal.hpp);
 // plus what the scenarios check as they go (values, timeouts, groups).
 #include <weft/weft.hpp>
 
@@ -30,6 +33,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -40,8 +44,9 @@ namespace weft_stress {
 
 namespace {
 
-constexpr const char* kNames[kScenarioCount] = {"storm", "cancel",  "timeout",  "checkpoint",
-                                                "group", "cleanup", "shutdown", "outside"};
+constexpr const char* kNames[kScenarioCount] = {"storm",   "cancel",   "timeout",
+                                                "checkpoint", "group", "cleanup",
+                                                "shutdown", "outside", "compose"};
 
 std::string strprintf(const char* fmt, ...) {
   char buf[1024];
@@ -101,8 +106,8 @@ bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* 
       }
       if (!found) {
         *error = "unknown scenario '" + name +
-                 "' (storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, core, "
-                 "all)";
+                 "' (storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, "
+                 "compose, core, all)";
         return false;
       }
     }
@@ -121,6 +126,56 @@ std::string scenario_list(std::uint32_t bits) {
     if ((bits & (1u << i)) == 0) continue;
     if (!s.empty()) s += ",";
     s += kNames[i];
+  }
+  return s;
+}
+
+namespace {
+constexpr const char* kComposeNames[kComposeCaseCount] = {
+    "nested", "group", "when_all", "when_any", "shield", "awaited", "self"};
+}  // namespace
+
+bool parse_compose_cases(const std::string& text, std::uint32_t* bits, std::string* error) {
+  std::uint32_t out = 0;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string name = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (name.empty()) continue;
+    if (name == "all") {
+      out |= kAllComposeCases;
+      continue;
+    }
+    bool found = false;
+    for (std::uint32_t i = 0; i < kComposeCaseCount; ++i) {
+      if (name == kComposeNames[i]) {
+        out |= 1u << i;
+        found = true;
+      }
+    }
+    if (!found) {
+      *error = "unknown compose case '" + name +
+               "' (nested, group, when_all, when_any, shield, awaited, self, all)";
+      return false;
+    }
+  }
+  if (out == 0) {
+    *error = "no compose case selected";
+    return false;
+  }
+  *bits = out;
+  return true;
+}
+
+std::string compose_case_list(std::uint32_t bits) {
+  if (bits == kAllComposeCases) return "all";
+  std::string s;
+  for (std::uint32_t i = 0; i < kComposeCaseCount; ++i) {
+    if ((bits & (1u << i)) == 0) continue;
+    if (!s.empty()) s += ",";
+    s += kComposeNames[i];
   }
   return s;
 }
@@ -149,7 +204,7 @@ registry::~registry() {
   for (std::size_t i = 0; i < kMaxChunks; ++i) delete[] chunks_[i].load(std::memory_order_relaxed);
 }
 
-record* registry::make(std::uint32_t si, std::source_location where) {
+record* registry::make(std::uint32_t si, std::source_location where, record* parent) {
   // Relaxed: only a unique index is needed; the record is published by `ready`.
   const std::uint64_t i = next_.fetch_add(1, std::memory_order_relaxed);
   const std::size_t c = i / kChunk;
@@ -174,6 +229,7 @@ record* registry::make(std::uint32_t si, std::source_location where) {
   r->scenario_index = si;
   r->file = where.file_name();
   r->line = where.line();
+  r->parent = parent;
   // Release: publishes the fields above to the watchdog's dump (acquire).
   r->ready.store(true, std::memory_order_release);
   return r;
@@ -268,11 +324,14 @@ body_guard::~body_guard() {
   r_->cleanups.fetch_add(1, std::memory_order_release);
 }
 
-void record_taken(round_ctx* c, record* r, got kind, bool handle_cancelled) {
+void record_taken(round_ctx* c, record* r, got kind, bool handle_cancelled, bool despite) {
   if (r->taken.fetch_add(1, std::memory_order_acq_rel) != 0)
     c->violation(r, "the outcome was observed twice");
   r->outcome.store(static_cast<std::uint8_t>(1 + static_cast<int>(kind)),
                    std::memory_order_relaxed);
+  // Relaxed: read by the end-of-round check, after the runtime's workers
+  // were joined.
+  r->despite.store(despite, std::memory_order_relaxed);
   auto& f = global_figures();
   auto& p = f.per[r->scenario_index];
   add(kind == got::value ? p.values : kind == got::cancelled ? p.cancelled : p.errors);
@@ -280,6 +339,183 @@ void record_taken(round_ctx* c, record* r, got kind, bool handle_cancelled) {
   add(c->progress);
   if ((kind == got::cancelled) != handle_cancelled)
     c->violation(r, "join_handle::cancelled() disagrees with the outcome taken");
+  if (despite && kind == got::cancelled)
+    c->violation(r, "completed_despite_cancel() is true for a task that ended cancelled");
+}
+
+void note_outcome(round_ctx* c, record* r, const std::exception_ptr& e) {
+  observe(c, r, e, /*at_delivery=*/false);
+}
+
+void keep_own(round_ctx* c, record* self, std::exception_ptr* own, std::exception_ptr e) {
+  observe(c, self, e);
+  if (!*own) *own = std::move(e);
+}
+
+// ------------------------------------------------------------ the contract ledger
+
+std::uint64_t ledger_tick(round_ctx* c) noexcept {
+  // seq_cst: one total order of requests and observations; each tick reads
+  // the previous one's value, so an earlier tick happens before a later one
+  // (pairs with every other tick of the round).
+  return c->ledger.clock.fetch_add(1, std::memory_order_seq_cst) + 1;
+}
+
+std::uint64_t request_of(std::string_view reason) noexcept {
+  const std::size_t open = reason.rfind(" [#");
+  if (open == std::string_view::npos || reason.empty() || reason.back() != ']') return 0;
+  std::uint64_t n = 0;
+  for (std::size_t i = open + 3; i + 1 < reason.size(); ++i) {
+    if (reason[i] < '0' || reason[i] > '9') return 0;
+    n = n * 10 + static_cast<std::uint64_t>(reason[i] - '0');
+  }
+  return n;
+}
+
+std::uint64_t open_request(round_ctx* c, record* r, const char* reason, std::string* tagged) {
+  const std::uint64_t made = ledger_tick(c);
+  std::lock_guard lk(c->ledger.mu);
+  auto& reqs = c->ledger.requests;
+  const std::uint64_t n = reqs.size() + 1;
+  *tagged = std::string(reason) + " [#" + std::to_string(n) + "]";
+  request_entry q;
+  q.target = r;
+  q.made = made;
+  q.reason = *tagged;
+  reqs.push_back(std::move(q));
+  r->requests.push_back(n);
+  return n;
+}
+
+void close_request(round_ctx* c, std::uint64_t n, bool accepted) {
+  const std::uint64_t landed = accepted ? ledger_tick(c) : 0;
+  std::lock_guard lk(c->ledger.mu);
+  request_entry& q = c->ledger.requests[n - 1];
+  q.accepted = accepted;
+  q.landed = landed;
+}
+
+void observe(round_ctx* c, record* observer, const std::exception_ptr& e, bool at_delivery,
+             std::uint64_t at) {
+  if (!e) return;
+  weft::cancel_kind kind = weft::cancel_kind::explicit_request;
+  std::uint64_t n = 0;
+  const void* object = nullptr;
+  try {
+    std::rethrow_exception(e);
+  } catch (const weft::cancelled_error& x) {
+    kind = x.kind();
+    n = request_of(x.reason());
+    object = &x;  // rethrow_exception throws the stored object itself (libstdc++)
+  } catch (...) {
+    return;
+  }
+  if (at == 0) at = ledger_tick(c);
+  std::lock_guard lk(c->ledger.mu);
+  // The same object again -- rethrown further up, or taken as the outcome
+  // of the task that let it out: one delivery, counted where first seen.
+  if (!c->ledger.seen.insert(object).second) return;
+  c->ledger.keep.push_back(e);  // keeps the address unique until the round ends
+  if (observer != nullptr && at_delivery && at > observer->last_observed)
+    observer->last_observed = at;
+  auto& reqs = c->ledger.requests;
+  if (n != 0 && n <= reqs.size()) {
+    // Kind parent: a group passing its owner's cancellation on to the
+    // children, each a request of its own (the owner took this one).
+    if (kind == weft::cancel_kind::explicit_request) {
+      reqs[n - 1].deliveries.push_back(e);
+      reqs[n - 1].observers.push_back(observer);
+    }
+  }
+  if (observer == nullptr) return;
+  // Merges: requests made before this delivery that it could have carried --
+  // the observer's own (a construct that holds a cancellation drops the ones
+  // delivered after it, as task_group::join does) and those of the tasks above
+  // it (a request forwarded down lands in the awaited task, where a later one
+  // may replace it).  A group's copy (kind parent) and a shutdown request,
+  // which every task gets for itself, carry only what was the observer's.
+  const bool up = kind != weft::cancel_kind::parent && kind != weft::cancel_kind::shutdown;
+  for (record* t = observer; t != nullptr; t = up ? t->parent : nullptr) {
+    for (std::uint64_t m : t->requests) {
+      request_entry& q = reqs[m - 1];
+      if (m != n && q.deliveries.empty() && q.made < at) q.merged = true;
+    }
+  }
+}
+
+bool expect_pending(round_ctx* c, record* r, std::uint64_t since) {
+  std::lock_guard lk(c->ledger.mu);
+  for (std::uint64_t m : r->requests) {
+    const request_entry& q = c->ledger.requests[m - 1];
+    if (q.accepted && q.landed != 0 && q.landed < since && r->last_observed < q.made) return true;
+  }
+  return false;
+}
+
+namespace {
+bool is_below(const record* o, const record* t) noexcept {
+  for (; o != nullptr; o = o->parent)
+    if (o == t) return true;
+  return false;
+}
+std::string name_of(const record* r) {
+  return r == nullptr ? std::string("the round's root task") : "t" + std::to_string(r->id);
+}
+}  // namespace
+
+void check_contract(round_ctx* c) {
+  std::vector<std::pair<record*, std::string>> found;
+  {
+    std::lock_guard lk(c->ledger.mu);
+    const auto& reqs = c->ledger.requests;
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      const request_entry& q = reqs[i];
+      const std::string id = "request #" + std::to_string(i + 1) + " (\"" + q.reason + "\")";
+      if (!q.accepted) {
+        if (!q.deliveries.empty())
+          found.emplace_back(q.target, "contract: " + id + " was delivered to " +
+                                           name_of(q.observers[0]) +
+                                           " although cancel() returned false");
+        continue;
+      }
+      if (q.deliveries.size() > 1) {
+        std::string who;
+        for (const record* o : q.observers) who += (who.empty() ? "" : ", ") + name_of(o);
+        found.emplace_back(q.target, "contract: " + id + " was delivered " +
+                                         std::to_string(q.deliveries.size()) + " times (to " + who +
+                                         "); a request is delivered once");
+      } else if (q.deliveries.size() == 1) {
+        const record* o = q.observers[0];
+        if (!is_below(o, q.target)) {
+          const bool up = o != nullptr && is_below(q.target, o);
+          found.emplace_back(
+              q.target, "contract: " + id + " was delivered to " + name_of(o) +
+                            (up ? ", which awaits the task it was made for: a request made on a "
+                                  "task is never passed up to whoever awaits it"
+                                : ", which is neither the task it was made for nor below it"));
+        }
+      } else if (!q.merged && !q.target->despite.load(std::memory_order_relaxed)) {
+        // (Relaxed: the round's runtime is destroyed; its workers were joined.)
+        const auto outcome = q.target->outcome.load(std::memory_order_relaxed);
+        // On a real runtime a request may land after the task's last
+        // cancellation point while it unwinds another cancellation: it ends
+        // cancelled, and the handle reports cancelled(), not "despite".  In a
+        // simulation a tracked request is made only while its task is
+        // suspended (or by the task itself), so there it stays a loss.
+        if (!c->sim && outcome == 2) continue;
+        found.emplace_back(q.target,
+                           "contract: " + id +
+                               " was lost: cancel() returned true, yet no task observed it and "
+                               "the handle does not report completed_despite_cancel() (the task "
+                               "ended " +
+                               (outcome == 1   ? "with a value"
+                                : outcome == 2 ? "cancelled"
+                                               : "with an exception") +
+                               ")");
+      }
+    }
+  }
+  for (auto& [r, what] : found) c->violation(r, what);
 }
 
 // ------------------------------------------------------------ one round
@@ -376,10 +612,11 @@ void outside_thread(round_ctx* c, weft::runtime* rt, std::uint64_t seed, unsigne
       (void)x.h.join();
     } catch (const weft::cancelled_error&) {
       kind = got::cancelled;  // from a thread, every exception is the outcome
+      note_outcome(c, x.r, std::current_exception());
     } catch (...) {
       kind = got::error;
     }
-    record_taken(c, x.r, kind, x.h.cancelled());
+    record_taken(c, x.r, kind, x.h);
   }
 }
 
@@ -441,6 +678,11 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     };
     std::vector<outside_item> sim_outside;
     const bool with_outside = (cfg.scenarios & kOutside) != 0;
+    // Shutdown under load: every round when it is the only scenario (the
+    // load is then every core scenario), else every other round.  Decided
+    // before the round starts, so that the scenarios know.
+    const bool shutdown_only = (cfg.scenarios & ~(kShutdown | kOutside)) == 0;
+    c->shutdown_round = (cfg.scenarios & kShutdown) && (shutdown_only || rr.below(2) == 0);
     const unsigned outside_n = std::max(2u, cfg.tasks / 2);
     auto spawn_outside_batch = [&](unsigned n) {
       const auto si = scenario_index(kOutside);
@@ -473,10 +715,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
           if (rr.chance(cfg.cancel_rate) && !x.r->cancel_sent.load(std::memory_order_relaxed))
             cancel_tracked(c, x.r, x.h, "outside: later");
       }
-      // Shutdown under load: every round when it is the only scenario (the
-      // load is then every core scenario), else every other round.
-      const bool shutdown_only = (cfg.scenarios & ~(kShutdown | kOutside)) == 0;
-      if ((cfg.scenarios & kShutdown) && (shutdown_only || rr.below(2) == 0)) {
+      if (c->shutdown_round) {
         // Shutdown under load, at a random moment.
         if (cfg.sim) {
           weft::sim::run(rt, 1 + rr.below(derived_pct_steps(cfg)));
@@ -509,12 +748,13 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
           (void)x.h.join();
         } catch (const weft::cancelled_error&) {
           kind = got::cancelled;
+          note_outcome(c, x.r, std::current_exception());
         } catch (const weft::sim::failure&) {
           throw;
         } catch (...) {
           kind = got::error;
         }
-        record_taken(c, x.r, kind, x.h.cancelled());
+        record_taken(c, x.r, kind, x.h);
       }
     } catch (const weft::sim::failure& f) {
       rep.hang = true;
@@ -569,6 +809,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
                              (finish_ns - cancel_ns) / 1e9, c->cancel_bound_ns / 1e9));
     }
   }
+  check_contract(c);
   const std::int64_t frames_after = weft::diagnostics::live_frames();
   if (frames_after != frames_before) {
     c->violation(nullptr, strprintf("%lld coroutine frame(s) leaked (live_frames() did not come "
@@ -591,6 +832,8 @@ std::string replay_command(const config& cfg, std::uint64_t seed, std::uint64_t 
   if (cfg.policy == weft::sim::policy::pct)
     s += strprintf(" --sim_policy=pct --pct_depth=%u --pct_steps=%" PRIu64, cfg.pct_depth,
                    derived_pct_steps(cfg));
+  if ((cfg.scenarios & kCompose) != 0 && cfg.compose_cases != kAllComposeCases)
+    s += " --compose=" + compose_case_list(cfg.compose_cases);
   if (cancel_at != 0) s += strprintf(" --cancel_at=%" PRIu64, cancel_at);
   s += " --trace=trace.txt";
   return s;
@@ -617,6 +860,8 @@ void print_config(const config& cfg, FILE* f) {
                scenario_list(cfg.scenarios).c_str(), cfg.tasks, cfg.cancel_rate,
                cfg.cancel_bound.count(), cfg.watchdog.count(),
                static_cast<long long>(cfg.time_slice.count()));
+  if ((cfg.scenarios & kCompose) != 0 && cfg.compose_cases != kAllComposeCases)
+    std::fprintf(f, "  compose cases=%s\n", compose_case_list(cfg.compose_cases).c_str());
   if (cfg.sim) {
     std::fprintf(f,
                  "  simulation: policy=%s pct_depth=%u pct_steps=%" PRIu64

@@ -38,8 +38,13 @@ ABSL_FLAG(std::string, scenario, "all",
           "timeout (wait_for races), checkpoint (CPU loops with checkpoint() and yield()), "
           "group (nested task groups with failing children, shield()), cleanup (cleanups that "
           "spawn and wake tasks), shutdown (each round ends by shutdown() under load), outside "
-          "(threads that are not workers spawn, cancel and join); or core (all but outside), "
-          "all.");
+          "(threads that are not workers spawn, cancel and join), compose (composed constructs: "
+          "nested timeouts, a group / when_all / when_any whose owner is cancelled while a child "
+          "fails, shield inside wait_for, a task cancelled by the task it awaits or by itself); "
+          "or core (all but outside), all.");
+ABSL_FLAG(std::string, compose, "all",
+          "The cases the compose scenario draws from, comma-separated: nested, group, when_all, "
+          "when_any, shield, awaited, self; or all.");
 ABSL_FLAG(double, cancel_rate, 0.3, "Share of tasks that get a cancel() at some moment (0..1).");
 ABSL_FLAG(uint32_t, tasks, 200, "Tracked tasks per scenario per round (about).");
 ABSL_FLAG(absl::Duration, time_slice, absl::Microseconds(250),
@@ -95,8 +100,10 @@ constexpr const char* kUsage =
     "Invariants checked after every round: every task's outcome observed exactly once;\n"
     "every cleanup ran exactly once per body; no frame leaked (live-frame count back to\n"
     "its value before the round); no body ran after a cancel() that returned true before\n"
-    "it started (exact in --sim); every cancellation observed within --cancel_bound; and\n"
-    "what the scenarios check as they go (values, timeouts, task groups, shield).\n"
+    "it started (exact in --sim); every cancellation observed within --cancel_bound; the\n"
+    "cancellation contract (every cancel() that returned true delivered exactly once, to\n"
+    "its task or below it, or its task completed despite it); and what the scenarios\n"
+    "check as they go (values, timeouts, task groups, shield, composed constructs).\n"
     "\n"
     "Exit status: 0 all invariants held; 1 a violation (each printed, with the replay\n"
     "command in --sim); 2 bad flags; 3 a hang (watchdog, or a simulation deadlock).\n"
@@ -175,6 +182,8 @@ int main(int argc, char** argv) {
   }
   std::string error;
   if (!weft_stress::parse_scenarios(absl::GetFlag(FLAGS_scenario), &cfg.scenarios, &error))
+    bad(error);
+  if (!weft_stress::parse_compose_cases(absl::GetFlag(FLAGS_compose), &cfg.compose_cases, &error))
     bad(error);
   cfg.cancel_rate = absl::GetFlag(FLAGS_cancel_rate);
   if (!(cfg.cancel_rate >= 0 && cfg.cancel_rate <= 1)) bad("--cancel_rate must be in [0, 1]");

@@ -23,8 +23,10 @@ enum scenario : std::uint32_t {
   kCleanup = 1u << 5,     // cleanups (catch blocks, destructors) that spawn and wake tasks
   kShutdown = 1u << 6,    // the round ends by shutdown() under load instead of a join
   kOutside = 1u << 7,     // threads that are not workers spawn, cancel and join
+  kCompose = 1u << 8,     // composed constructs: nested timeouts, groups/when_all/when_any whose
+                          // owner is cancelled while a child fails, shield in wait_for, ...
 };
-inline constexpr std::uint32_t kScenarioCount = 8;
+inline constexpr std::uint32_t kScenarioCount = 9;
 inline constexpr std::uint32_t kAllScenarios = (1u << kScenarioCount) - 1;
 // What CI runs over 10^4 seeds: everything the simulation can host faithfully
 // (in a simulation, "outside" spawns come from the driving thread between
@@ -36,6 +38,13 @@ const char* scenario_name(std::uint32_t bit) noexcept;
 bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* error);
 std::string scenario_list(std::uint32_t bits);
 
+// The cases of the compose scenario (a bit set; --compose).
+inline constexpr std::uint32_t kComposeCaseCount = 7;
+inline constexpr std::uint32_t kAllComposeCases = (1u << kComposeCaseCount) - 1;
+// "nested,when_all" / "all" -> bits; false on an unknown name (*error says which).
+bool parse_compose_cases(const std::string& text, std::uint32_t* bits, std::string* error);
+std::string compose_case_list(std::uint32_t bits);
+
 enum class explore_mode { none, cancel_points };
 
 struct config {
@@ -46,6 +55,7 @@ struct config {
   std::uint32_t scenarios = kAllScenarios;
   double cancel_rate = 0.3;  // share of tasks that get a cancel
   unsigned tasks = 200;      // tasks per scenario per round (about)
+  std::uint32_t compose_cases = kAllComposeCases;  // the cases the compose scenario draws from
   // runtime_options::time_slice of the real runtime: short slices mean more
   // preemption at checkpoint() and CPU loops that do not hog a worker.
   std::chrono::microseconds time_slice{250};

@@ -8,6 +8,9 @@
 //   WEFT_BREAK_NO_WAKE_ON_CANCEL          cancel() does not end a blocking wait
 //   WEFT_BREAK_LOST_CANCEL_BEFORE_START   the worker runs a body although a
 //                                         cancel was pending before it started
+//   WEFT_BREAK_NO_RECLAIM                 a cancel forwarded to an awaited task
+//                                         that finished without taking it does
+//                                         not come back to its awaiter
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -24,8 +27,13 @@ static const char* const kExpected[] = {"observed", "finished normally", "long a
 #elif defined(WEFT_EXPECT_LOST_CANCEL)
 static const char* const kVariant = "WEFT_BREAK_LOST_CANCEL_BEFORE_START";
 static const char* const kExpected[] = {"before it started"};
+#elif defined(WEFT_EXPECT_NO_RECLAIM)
+static const char* const kVariant = "WEFT_BREAK_NO_RECLAIM";
+// The contract ledger's verdict: the request was delivered nowhere and the
+// handle of the task it was made for does not report completed_despite_cancel().
+static const char* const kExpected[] = {"was lost: cancel() returned true"};
 #else
-#error "define WEFT_EXPECT_NO_WAKE or WEFT_EXPECT_LOST_CANCEL"
+#error "define WEFT_EXPECT_NO_WAKE, WEFT_EXPECT_LOST_CANCEL or WEFT_EXPECT_NO_RECLAIM"
 #endif
 
 int main() {
