@@ -29,6 +29,8 @@
 //            that end after that drop their own group_ref and free their entry.
 #include "weft/task_group.hpp"
 
+#include "runtime_impl.hpp"
+
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -425,6 +427,15 @@ void group_destroy(std::shared_ptr<group_state> s) noexcept {
   if (!unread.empty()) report_unread(rt, std::move(unread));
 }
 
+void throw_unstarted_child(const char* construct) {
+  worker_hot* w = current_worker();
+  // Relaxed: a hint; the shutdown's location is read through shutdown_error,
+  // which loads `stopping` with acquire first.
+  if (w != nullptr && w->stopping.load(std::memory_order_relaxed)) throw shutdown_error(w->rt);
+  throw cancelled_error(std::string(construct) + ": a task was cancelled before it started",
+                        cancel_kind::parent);
+}
+
 void cancel_losers(task_group& g, std::size_t winner) {
   g.cancel_as(cancel_kind::group, "when_any: task " + std::to_string(winner) + " finished first");
 }
@@ -477,6 +488,9 @@ task<void> when_all(std::vector<task<void>> ts) {
   }
   if (failure) std::rethrow_exception(failure);
   if (cancelled.error) std::rethrow_exception(cancelled.error);
+  for (const auto& slot : slots) {
+    if (!slot) detail::throw_unstarted_child("when_all");
+  }
 }
 
 }  // namespace weft

@@ -570,3 +570,61 @@ TEST(ContractBreaksTest, AForwardedCancelWithdrawnByUncancelDoesNotComeBack) {
 }
 
 }  // namespace
+
+namespace {
+
+// ---- when_all / when_any whose children never start ---------------------------
+
+struct unstarted_scene {
+  std::latch started{1};
+  std::atomic<int> outcome{0};  // 1 values, 2 shutdown cancellation, 3 other
+};
+
+weft::task<int> answer_of(int v) { co_return v; }
+
+// Runs in the cleanup of a task that caught its shutdown cancellation: every
+// spawn is refused then, so the relays of when_all / when_any never run.
+weft::task<void> combines_in_shutdown_cleanup(unstarted_scene* s, int which) {
+  s->started.count_down();
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const weft::cancelled_error&) {
+  }
+  try {
+    if (which == 0) {
+      std::vector<weft::task<int>> ts;
+      ts.push_back(answer_of(41));
+      ts.push_back(answer_of(1));
+      auto v = co_await weft::when_all(std::move(ts));
+      s->outcome.store(v.size() == 2 && v[0] + v[1] == 42 ? 1 : 3, std::memory_order_relaxed);
+    } else if (which == 1) {
+      auto [a, b] = co_await weft::when_all(answer_of(41), answer_of(1));
+      s->outcome.store(a + b == 42 ? 1 : 3, std::memory_order_relaxed);
+    } else {
+      auto r = co_await weft::when_any(answer_of(41), answer_of(1));
+      s->outcome.store(r.index < 2 ? 1 : 3, std::memory_order_relaxed);
+    }
+  } catch (const weft::cancelled_error& e) {
+    s->outcome.store(e.kind() == weft::cancel_kind::shutdown ? 2 : 3, std::memory_order_relaxed);
+  }
+}
+
+// Found by weft-stress's compose scenario: the relays came back cancelled
+// and unstarted, and when_all / when_any returned their empty slots
+// (uninitialised values).
+TEST(ContractBreaksTest, WhenAllOrWhenAnyCalledDuringShutdownRethrowsTheShutdownCancellation) {
+  watchdog dog(30s);
+  for (int which = 0; which < 3; ++which) {
+    unstarted_scene s;
+    {
+      weft::runtime rt(weft_test::with_workers(2));
+      auto h = rt.spawn(combines_in_shutdown_cleanup(&s, which));
+      s.started.wait();
+      rt.shutdown();
+    }
+    EXPECT_EQ(s.outcome.load(), 2) << "form " << which << ": 1 = returned values that were never "
+                                   << "computed, 3 = another outcome";
+  }
+}
+
+}  // namespace

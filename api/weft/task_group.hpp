@@ -343,6 +343,13 @@ struct first_cancellation {
   }
 };
 
+// A when_all / when_any child that never ran (its relay was cancelled before
+// it started, as every spawn is once the runtime shuts down) left its slot
+// empty, and no failure or cancellation was recorded: throws that
+// cancellation -- the runtime's "shutdown" when it is stopping, else a
+// cancelled_error of kind parent naming `construct`.
+[[noreturn]] void throw_unstarted_child(const char* construct);
+
 template <class T, class Slot>
 task<void> store_result(Slot* slot, first_cancellation* cancelled, task<T> t) {
   try {
@@ -448,6 +455,8 @@ task<std::tuple<when_value_t<Ts>...>> when_all(task<Ts>... ts) {
   }
   if (failure) std::rethrow_exception(failure);
   if (cancelled.error) std::rethrow_exception(cancelled.error);  // a slot is empty
+  if (!std::apply([](const auto&... o) { return (o.has_value() && ...); }, slots))
+    detail::throw_unstarted_child("when_all");
   co_return detail::unwrap_slots(slots, std::index_sequence_for<Ts...>{});
 }
 
@@ -475,7 +484,10 @@ task<std::vector<T>> when_all(std::vector<task<T>> ts) {
   if (cancelled.error) std::rethrow_exception(cancelled.error);  // a slot is empty
   std::vector<T> out;
   out.reserve(slots.size());
-  for (auto& s : slots) out.push_back(std::move(*s));
+  for (auto& s : slots) {
+    if (!s) detail::throw_unstarted_child("when_all");
+    out.push_back(std::move(*s));
+  }
   co_return out;
 }
 
@@ -525,6 +537,7 @@ task<when_any_result<std::variant<when_value_t<Ts>...>>> when_any(task<Ts>... ts
   }
   if (failure) std::rethrow_exception(failure);
   if (st.error) std::rethrow_exception(st.error);
+  if (!st.value) detail::throw_unstarted_child("when_any");  // no child ever ran
   co_return when_any_result<V>{st.index, std::move(*st.value)};
 }
 
@@ -559,6 +572,7 @@ task<when_any_result<when_value_t<T>>> when_any(std::vector<task<T>> ts) {
   }
   if (failure) std::rethrow_exception(failure);
   if (st.error) std::rethrow_exception(st.error);
+  if (!st.value) detail::throw_unstarted_child("when_any");  // no child ever ran
   co_return when_any_result<V>{st.index, std::move(*st.value)};
 }
 
