@@ -13,6 +13,11 @@
 //     A body that wants asyncio's behaviour catches, calls g.cancel(), awaits
 //     join() and rethrows (the "idiom" below).
 // The tests for those cases assert weft's documented behaviour.
+//
+// Atomics shared between a test thread and its tasks: flags are stored with
+// release and loaded with acquire (a thread that sees a flag sees what was
+// written before it was set); counters are relaxed (they are read after a
+// join or the runtime's destruction, which order them).
 #include <atomic>
 #include <chrono>
 #include <exception>
@@ -136,10 +141,10 @@ weft::task<void> foo2_notes_cancel(sibling_state* st, std::chrono::milliseconds 
   try {
     co_await weft::sleep_for(d);
   } catch (const weft::cancelled_error&) {
-    st->t2_cancel.store(true);
+    st->t2_cancel.store(true, std::memory_order_release);
     throw;
   }
-  st->num.fetch_add(1);
+  st->num.fetch_add(1, std::memory_order_relaxed);
 }
 
 weft::task<void> taskgroup_04(sibling_state* st) {
@@ -147,7 +152,7 @@ weft::task<void> taskgroup_04(sibling_state* st) {
   (void)g.spawn(zero_division_after(10ms));
   st->t2 = g.spawn(foo2_notes_cancel(st, 1s));
   co_await g.join();
-  st->num.fetch_add(10);
+  st->num.fetch_add(10, std::memory_order_relaxed);
 }
 
 TEST(ConformanceTaskGroups, test_taskgroup_04) {
@@ -160,8 +165,8 @@ TEST(ConformanceTaskGroups, test_taskgroup_04) {
   } catch (const weft::task_group_error& e) {
     EXPECT_TRUE(all_of_type<zero_division>(e));
   }
-  EXPECT_EQ(st.num.load(), 0);
-  EXPECT_TRUE(st.t2_cancel.load());
+  EXPECT_EQ(st.num.load(std::memory_order_acquire), 0);
+  EXPECT_TRUE(st.t2_cancel.load(std::memory_order_acquire));
   EXPECT_TRUE(st.t2.cancelled());
   ASSERT_TRUE(st.t2.cancellation().has_value());
   EXPECT_EQ(st.t2.cancellation()->kind(), weft::cancel_kind::group);
@@ -185,7 +190,7 @@ weft::task<void> cancel_children_on_child_error(children_error_state* st) {
     st->runner_cancel = true;
   }
   co_await g.join();
-  st->num.fetch_add(10);
+  st->num.fetch_add(10, std::memory_order_relaxed);
 }
 
 TEST(ConformanceTaskGroups, test_cancel_children_on_child_error) {
@@ -200,8 +205,8 @@ TEST(ConformanceTaskGroups, test_cancel_children_on_child_error) {
     EXPECT_GE(e.size(), 1u);
     EXPECT_LE(e.size(), 3u);
   }
-  EXPECT_EQ(st.num.load(), 0);
-  EXPECT_TRUE(st.t2_cancel.load());
+  EXPECT_EQ(st.num.load(std::memory_order_acquire), 0);
+  EXPECT_TRUE(st.t2_cancel.load(std::memory_order_acquire));
   EXPECT_FALSE(st.runner_cancel);  // asyncio: True (the divergence)
 }
 
@@ -218,7 +223,7 @@ weft::task<void> count_cancel(count_state* st, std::chrono::milliseconds d) {
   try {
     co_await weft::sleep_for(d);
   } catch (const weft::cancelled_error&) {
-    st->num.fetch_add(1);
+    st->num.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
 }
@@ -243,7 +248,7 @@ TEST(ConformanceTaskGroups, test_cancellation) {
   } catch (const weft::cancelled_error& e) {
     EXPECT_EQ(e.reason(), "test");
   }
-  EXPECT_EQ(st.num.load(), 5);
+  EXPECT_EQ(st.num.load(std::memory_order_acquire), 5);
 }
 
 weft::task<void> two_sleepers(std::latch* started) {
@@ -278,7 +283,7 @@ weft::task<void> body_cancelled(count_state* st, int children, std::latch* in_bo
     in_body->count_down();
     co_await weft::sleep_for(10s);
   } catch (const weft::cancelled_error&) {
-    st->num.fetch_add(10);
+    st->num.fetch_add(10, std::memory_order_relaxed);
     body_error = std::current_exception();
     g.cancel("body cancelled");
   }
@@ -297,7 +302,7 @@ TEST(ConformanceTaskGroups, test_taskgroup_07) {
   EXPECT_FALSE(r.done());
   r.cancel();
   EXPECT_THROW(r.join(), weft::cancelled_error);
-  EXPECT_EQ(st.num.load(), 15);
+  EXPECT_EQ(st.num.load(std::memory_order_acquire), 15);
 }
 
 TEST(ConformanceTaskGroups, test_taskgroup_17) {
@@ -309,7 +314,7 @@ TEST(ConformanceTaskGroups, test_taskgroup_17) {
   in_body.wait();
   r.cancel();
   EXPECT_THROW(r.join(), weft::cancelled_error);
-  EXPECT_EQ(st.num.load(), 10);
+  EXPECT_EQ(st.num.load(std::memory_order_acquire), 10);
 }
 
 // ---- test_taskgroup_08 ----
@@ -410,7 +415,7 @@ weft::task<void> nested_groups(nested_state* st, std::chrono::milliseconds outer
 
 weft::runtime_options counting_hook(nested_state* st) {
   weft::runtime_options o = with_workers(2);
-  o.unhandled_exception = [st](std::exception_ptr) { st->hook_calls.fetch_add(1); };
+  o.unhandled_exception = [st](std::exception_ptr) { st->hook_calls.fetch_add(1, std::memory_order_relaxed); };
   return o;
 }
 
@@ -436,10 +441,10 @@ TEST(ConformanceTaskGroups, test_taskgroup_13) {
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
     // g1 was destroyed without join(): its recorded failure goes to the hook
     // (through a detached task: wait for it before the runtime shuts down).
-    EXPECT_TRUE(weft_test::spin_until([&] { return st.hook_calls.load() >= 1; }));
+    EXPECT_TRUE(weft_test::spin_until([&] { return st.hook_calls.load(std::memory_order_acquire) >= 1; }));
     EXPECT_THROW(st.outer_child.join(), std::invalid_argument);  // the handle we kept
   }
-  EXPECT_EQ(st.hook_calls.load(), 1);
+  EXPECT_EQ(st.hook_calls.load(std::memory_order_acquire), 1);
 }
 
 TEST(ConformanceTaskGroups, test_taskgroup_14) {
@@ -544,7 +549,7 @@ TEST(ConformanceTaskGroups, test_taskgroup_18) {
   in_body.wait();
   r.cancel();
   EXPECT_THROW(r.join(), my_exc);  // asyncio: ExceptionGroup{MyExc}
-  EXPECT_EQ(num.load(), 10);
+  EXPECT_EQ(num.load(std::memory_order_acquire), 10);
 }
 
 // ---- test_taskgroup_23 ----
@@ -591,7 +596,7 @@ TEST(ConformanceTaskGroups, test_taskgroup_24) {
   std::atomic<int> done{0};
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(taskgroup_24(&done)), 0);
-  EXPECT_EQ(done.load(), 1);
+  EXPECT_EQ(done.load(std::memory_order_acquire), 1);
 }
 
 struct hydra_state {
@@ -600,14 +605,14 @@ struct hydra_state {
 };
 
 weft::task<void> hydra(hydra_state* st) {
-  st->nhydras.fetch_add(1);
+  st->nhydras.fetch_add(1, std::memory_order_relaxed);
   co_await weft::sleep_for(10ms);
   (void)st->g->spawn(hydra(st));
   (void)st->g->spawn(hydra(st));
 }
 
 weft::task<void> hercules(hydra_state* st) {
-  while (st->nhydras.load() < 10) co_await weft::sleep_for(15ms);
+  while (st->nhydras.load(std::memory_order_acquire) < 10) co_await weft::sleep_for(15ms);
   throw zero_division{};
 }
 
@@ -629,7 +634,7 @@ TEST(ConformanceTaskGroups, test_taskgroup_25) {
   } catch (const weft::task_group_error& e) {
     EXPECT_TRUE(all_of_type<zero_division>(e));
   }
-  EXPECT_GE(st.nhydras.load(), 10);
+  EXPECT_GE(st.nhydras.load(std::memory_order_acquire), 10);
 }
 
 // ---- test_taskgroup_no_create_task_after_failure ----
@@ -679,7 +684,7 @@ TEST(ConformanceTaskGroups, test_taskgroup_no_create_task_after_failure) {
   }
   ASSERT_TRUE(st.late.valid());
   EXPECT_TRUE(st.late.cancelled());
-  EXPECT_FALSE(st.late_ran.load());
+  EXPECT_FALSE(st.late_ran.load(std::memory_order_acquire));
 }
 
 // ---- test_taskgroup_finished / test_coro_closed_when_tg_closed ----
@@ -701,7 +706,7 @@ TEST(ConformanceTaskGroups, test_taskgroup_finished) {
   std::atomic<bool> ran{false};
   weft::runtime rt(with_workers(2));
   EXPECT_TRUE(rt.block_on(spawn_after_join(&ran)));
-  EXPECT_FALSE(ran.load());
+  EXPECT_FALSE(ran.load(std::memory_order_acquire));
 }
 
 // ---- test_cancelling_level_preserved / test_cancellation_does_not_leak_out_of_tg ----

@@ -9,6 +9,11 @@
 // the test asserts weft's documented behaviour and says so.  The table in
 // docs/cancellation.md ("Conformance with CPython's asyncio tests") lists every
 // case considered.  The code is ours; only the scenarios come from CPython.
+//
+// Atomics shared between a test thread and its tasks: flags are stored with
+// release and loaded with acquire (a thread that sees a flag sees what was
+// written before it was set); counters are relaxed (they are read after a
+// join or the runtime's destruction, which order them).
 #include <atomic>
 #include <exception>
 #include <latch>
@@ -727,7 +732,7 @@ TEST(ConformanceTasks, test_shield_cancel_outer_exception) {
     EXPECT_THROW(outer.join(), weft::cancelled_error);
     { weft::join_handle<int> dropped = std::move(inner); }  // detached
     go.set();
-    EXPECT_TRUE(weft_test::spin_until([&] { return hc.calls.load() >= 1; }));
+    EXPECT_TRUE(weft_test::spin_until([&] { return hc.calls.load(std::memory_order_acquire) >= 1; }));
   }
   EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 1);
 }
@@ -750,7 +755,7 @@ TEST(ConformanceTasks, test_shield_duplicate_log_once) {
     EXPECT_THROW(outer2.join(), weft::cancelled_error);
     { weft::join_handle<int> dropped = std::move(inner); }
     go.set();
-    EXPECT_TRUE(weft_test::spin_until([&] { return hc.calls.load() >= 1; }));
+    EXPECT_TRUE(weft_test::spin_until([&] { return hc.calls.load(std::memory_order_acquire) >= 1; }));
   }
   EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 1);
 }
@@ -792,7 +797,7 @@ TEST(ConformanceTasks, test_shield_effect) {
   EXPECT_THROW(f.join(), weft::cancelled_error);
   waiter.set();
   inner.join();
-  EXPECT_EQ(proof.load(), 1);
+  EXPECT_EQ(proof.load(std::memory_order_acquire), 1);
 }
 
 // asyncio.gather is weft::when_all.
@@ -928,7 +933,7 @@ weft::task<int> count_cancel(broadcast_state* st) {
   try {
     co_await weft::sleep_for(1h);
   } catch (const weft::cancelled_error& e) {
-    if (e.kind() == weft::cancel_kind::parent) st->cancelled.fetch_add(1);
+    if (e.kind() == weft::cancel_kind::parent) st->cancelled.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
   co_return 0;
@@ -953,7 +958,7 @@ TEST(ConformanceTasks, test_cancellation_broadcast) {
     EXPECT_EQ(e.reason(), "stop all");
   }
   EXPECT_TRUE(outer.cancelled());
-  EXPECT_EQ(st.cancelled.load(), 2);
+  EXPECT_EQ(st.cancelled.load(std::memory_order_acquire), 2);
 }
 
 // ---- test_cancel_gather_2 ----

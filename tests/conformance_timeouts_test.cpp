@@ -4,6 +4,11 @@
 // d)` (timeout_at: wait_until), the block's awaits running as their own task.
 // Cases about the scope object itself (expired(), when(), reschedule(), repr,
 // entering twice) are "not mapped" in docs/cancellation.md.
+//
+// Atomics shared between a test thread and its tasks: flags are stored with
+// release and loaded with acquire (a thread that sees a flag sees what was
+// written before it was set); counters are relaxed (they are read after a
+// join or the runtime's destruction, which order them).
 #include <atomic>
 #include <chrono>
 #include <exception>
@@ -98,8 +103,8 @@ TEST(ConformanceTimeouts, test_nested_timeouts) {
     std::atomic<bool> cancelled{false}, inner_timed_out{false};
     EXPECT_EQ(rt.block_on(nested_same_deadline(&cancelled, &inner_timed_out)), outcome::timeout)
         << "round " << i;
-    EXPECT_TRUE(cancelled.load()) << "round " << i;
-    EXPECT_FALSE(inner_timed_out.load()) << "round " << i;
+    EXPECT_TRUE(cancelled.load(std::memory_order_acquire)) << "round " << i;
+    EXPECT_FALSE(inner_timed_out.load(std::memory_order_acquire)) << "round " << i;
     if (::testing::Test::HasFailure()) break;
   }
 }
@@ -124,7 +129,7 @@ TEST(ConformanceTimeouts, test_waiter_cancelled) {
   std::atomic<bool> cancelled{false};
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(waiter_cancelled(&cancelled)), outcome::timeout);
-  EXPECT_TRUE(cancelled.load());
+  EXPECT_TRUE(cancelled.load(std::memory_order_acquire));
 }
 
 TEST(ConformanceTimeouts, test_timeout_not_called) {
@@ -300,7 +305,7 @@ TEST(ConformanceTimeouts, test_nested_timeouts_concurrent) {
   std::atomic<int> inner{0};
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(nested_concurrent(&inner)), outcome::timeout);
-  EXPECT_EQ(inner.load(), 2);  // the inner scope saw cancelled_error, not timeout_error
+  EXPECT_EQ(inner.load(std::memory_order_acquire), 2);  // the inner scope saw cancelled_error, not timeout_error
 }
 
 // ---- test_nested_timeouts_loop_busy ----
@@ -363,7 +368,7 @@ TEST(ConformanceTimeouts, test_nested_timeout_in_finally) {
   std::atomic<bool> cleanup_timed_out{false};
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(timeout_in_finally(&cleanup_timed_out)), outcome::timeout);
-  EXPECT_TRUE(cleanup_timed_out.load());
+  EXPECT_TRUE(cleanup_timed_out.load(std::memory_order_acquire));
 }
 
 // ---- test_timeout_after_cancellation / test_cancel_in_timeout_after_cancellation ----

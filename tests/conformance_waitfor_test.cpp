@@ -1,6 +1,11 @@
 // Conformance with CPython's asyncio: Lib/test/test_asyncio/test_waitfor.py,
 // ported to weft::wait_for / wait_until.  See conformance_tasks_test.cpp for the
 // conventions, and docs/cancellation.md for the table of every case.
+//
+// Atomics shared between a test thread and its tasks: flags are stored with
+// release and loaded with acquire (a thread that sees a flag sees what was
+// written before it was set); counters are relaxed (they are read after a
+// join or the runtime's destruction, which order them).
 #include <atomic>
 #include <chrono>
 #include <latch>
@@ -32,7 +37,7 @@ weft::task<void> slow_run(slow_task* st) {
     } catch (const weft::cancelled_error&) {
     }
   }
-  st->exited.store(true);
+  st->exited.store(true, std::memory_order_release);
 }
 
 weft::task<void> wait_for_slow(slow_task* st, std::chrono::nanoseconds d, std::latch* started) {
@@ -53,7 +58,7 @@ TEST(ConformanceWaitFor, test_asyncio_wait_for_cancelled) {
     waitfortask.join();  // asyncio: await asyncio.wait({waitfortask})
   } catch (const weft::cancelled_error&) {
   }
-  EXPECT_TRUE(t.exited.load());  // wait_for waited for the task it cancelled
+  EXPECT_TRUE(t.exited.load(std::memory_order_acquire));  // wait_for waited for the task it cancelled
 }
 
 weft::task<void> wait_for_slow_catching_timeout(slow_task* st) {
@@ -68,7 +73,7 @@ TEST(ConformanceWaitFor, test_asyncio_wait_for_timeout) {
   slow_task t;
   weft::runtime rt(with_workers(2));
   rt.block_on(wait_for_slow_catching_timeout(&t));
-  EXPECT_TRUE(t.exited.load());
+  EXPECT_TRUE(t.exited.load(std::memory_order_acquire));
 }
 
 // ---- zero and negative timeouts ----
@@ -116,7 +121,7 @@ TEST(ConformanceWaitFor, test_wait_for_timeout_less_then_0_or_0_coroutine_do_not
     std::atomic<bool> foo_started{false};
     const auto t0 = std::chrono::steady_clock::now();
     ASSERT_TRUE(rt.block_on(wait_for_coroutine_with_zero(&foo_started))) << "round " << i;
-    EXPECT_FALSE(foo_started.load()) << "round " << i;
+    EXPECT_FALSE(foo_started.load(std::memory_order_acquire)) << "round " << i;
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms * weft_test::kSlowdown);
   }
 }
@@ -127,15 +132,15 @@ struct foo_state {
 };
 
 weft::task<std::string> foo_sleeps(foo_state* st) {
-  st->running.store(true);
+  st->running.store(true, std::memory_order_release);
   st->started.count_down();
   try {
     co_await weft::sleep_for(10s);
   } catch (...) {
-    st->running.store(false);
+    st->running.store(false, std::memory_order_release);
     throw;
   }
-  st->running.store(false);
+  st->running.store(false, std::memory_order_release);
   co_return "done";
 }
 
@@ -162,7 +167,7 @@ TEST(ConformanceWaitFor, test_wait_for_timeout_less_then_0_or_0) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms * weft_test::kSlowdown);
     EXPECT_TRUE(fut.done());
     EXPECT_TRUE(fut.cancelled());  // cancelled by the timeout
-    EXPECT_FALSE(st.running.load());
+    EXPECT_FALSE(st.running.load(std::memory_order_acquire));
   }
 }
 
@@ -178,7 +183,7 @@ TEST(ConformanceWaitFor, test_wait_for) {
   EXPECT_TRUE(fut.cancelled());
   ASSERT_TRUE(fut.cancellation().has_value());
   EXPECT_EQ(fut.cancellation()->kind(), weft::cancel_kind::timeout);
-  EXPECT_FALSE(st.running.load());
+  EXPECT_FALSE(st.running.load(std::memory_order_acquire));
 }
 
 weft::task<std::string> wait_for_without_timeout() {
@@ -414,7 +419,7 @@ weft::task<void> wait_for_coro(issue86296_state* st) {
   st->started.count_down();
   co_await weft::wait_for(returns_soon(st->inner_busy), 100s);
   co_await weft::sleep_for(2s);  // asyncio: sleep(1); only a cancel ends it early
-  st->reached_end.store(true);
+  st->reached_end.store(true, std::memory_order_release);
 }
 
 // Breaks 2 and 5 of the contract: an awaiter cancelled while the awaited task
@@ -435,7 +440,7 @@ TEST(ConformanceWaitFor, test_wait_for_issue86296) {
     ASSERT_TRUE(task.cancel()) << "round " << i;  // it cannot finish before 2 s
     const auto t0 = std::chrono::steady_clock::now();
     EXPECT_THROW(task.join(), weft::cancelled_error) << "round " << i;
-    EXPECT_FALSE(st.reached_end.load()) << "round " << i;
+    EXPECT_FALSE(st.reached_end.load(std::memory_order_acquire)) << "round " << i;
     if (std::chrono::steady_clock::now() - t0 > 1s) {
       ADD_FAILURE() << "round " << i << ": the cancel was lost (the 2 s sleep ran out)";
       break;

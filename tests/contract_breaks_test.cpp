@@ -9,6 +9,11 @@
 // test, and each is far longer than the test may take), coroutines are free
 // functions taking their state by pointer, that state is declared before the
 // runtime, counts are scaled down under sanitizers.
+//
+// Atomics shared between a test thread and its tasks: flags are stored with
+// release and loaded with acquire (a thread that sees a flag sees what was
+// written before it was set); counters are relaxed (they are read after a
+// join or the runtime's destruction, which order them).
 #include <atomic>
 #include <latch>
 #include <stdexcept>
@@ -66,9 +71,9 @@ TEST(ContractBreaksTest, GroupOwnerCancelledWhileAChildFailsSeesTheCancelAtItsNe
     ASSERT_TRUE(owner.cancel("stop the owner"));
     EXPECT_THROW(owner.join(), weft::cancelled_error) << "round " << round;
     EXPECT_TRUE(owner.cancelled());
-    EXPECT_TRUE(s.owner_caught_group_error.load()) << "join() reports the child's failure";
-    EXPECT_EQ(s.cancelling_in_catch.load(), 1u);
-    EXPECT_FALSE(s.slept_through.load()) << "the owner's cancellation was lost in join()";
+    EXPECT_TRUE(s.owner_caught_group_error.load(std::memory_order_acquire)) << "join() reports the child's failure";
+    EXPECT_EQ(s.cancelling_in_catch.load(std::memory_order_acquire), 1u);
+    EXPECT_FALSE(s.slept_through.load(std::memory_order_acquire)) << "the owner's cancellation was lost in join()";
   }
 }
 
@@ -116,8 +121,8 @@ TEST(ContractBreaksTest, WhenAllOrWhenAnyOwnerCancelledWhileAChildFailsSeesTheCa
     weft_test::spin_until([&] { return s.child_waiting.is_set(); }, 10s);
     ASSERT_TRUE(owner.cancel("stop the owner"));
     EXPECT_THROW(owner.join(), weft::cancelled_error) << (which == 0 ? "when_all" : "when_any");
-    EXPECT_TRUE(s.owner_caught_group_error.load()) << "the child's failure is reported";
-    EXPECT_FALSE(s.slept_through.load()) << "the owner's cancellation was lost";
+    EXPECT_TRUE(s.owner_caught_group_error.load(std::memory_order_acquire)) << "the child's failure is reported";
+    EXPECT_FALSE(s.slept_through.load(std::memory_order_acquire)) << "the owner's cancellation was lost";
   }
 }
 
@@ -167,7 +172,7 @@ bool has_joiner(weft::join_handle<int>& h) {
 template <class Make>
 auto await_busy_task(weft::runtime& rt, busy_scene& s, weft::join_handle<int>& h, Make make) {
   h = rt.spawn(busy_until_released(&s));
-  weft_test::spin_until([&] { return s.started.load(); }, 10s);
+  weft_test::spin_until([&] { return s.started.load(std::memory_order_acquire); }, 10s);
   auto t = make();
   weft_test::spin_until([&] { return has_joiner(h); }, 10s);
   return t;
@@ -188,7 +193,7 @@ TEST(ContractBreaksTest, AwaiterCancelledWhileTheAwaitedTaskFinishesWithoutACanc
     } catch (const weft::cancelled_error& e) {
       EXPECT_EQ(e.reason(), "awaiter cancelled");
     }
-    EXPECT_FALSE(s.after_wait.load());
+    EXPECT_FALSE(s.after_wait.load(std::memory_order_acquire));
     EXPECT_EQ(t.cancelling(), 1u);
     EXPECT_EQ(h.cancelling(), 1u) << "the request was forwarded to the awaited task";
     EXPECT_FALSE(h.cancelled());
@@ -212,9 +217,9 @@ TEST(ContractBreaksTest, WaitForCancelledAsTheTaskAnswersReturnsTheValueThenDeli
     ASSERT_TRUE(t.cancel());
     s.release.store(true, std::memory_order_release);
     EXPECT_THROW(t.join(), weft::cancelled_error) << "round " << round;
-    EXPECT_TRUE(s.after_wait.load()) << "wait_for dropped the answer";
-    EXPECT_EQ(s.value.load(), 42);
-    EXPECT_FALSE(s.reached_end.load()) << "the cancellation was lost";
+    EXPECT_TRUE(s.after_wait.load(std::memory_order_acquire)) << "wait_for dropped the answer";
+    EXPECT_EQ(s.value.load(std::memory_order_acquire), 42);
+    EXPECT_FALSE(s.reached_end.load(std::memory_order_acquire)) << "the cancellation was lost";
   }
 }
 
@@ -254,9 +259,9 @@ TEST(ContractBreaksTest, WaitForWithAnExpiredDeadlineNeverRunsTheTask) {
   expired_scene s;
   weft::runtime rt(weft_test::with_workers(2));
   rt.block_on(expired_waits(&s, rounds));
-  EXPECT_EQ(s.ran.load(), 0) << "an expired deadline ran the task's body";
-  EXPECT_EQ(s.values.load(), 0);
-  EXPECT_EQ(s.timeouts.load(), rounds);
+  EXPECT_EQ(s.ran.load(std::memory_order_acquire), 0) << "an expired deadline ran the task's body";
+  EXPECT_EQ(s.values.load(std::memory_order_acquire), 0);
+  EXPECT_EQ(s.timeouts.load(std::memory_order_acquire), rounds);
 }
 
 // ---- nested waits whose deadlines have both passed ---------------------------
@@ -292,7 +297,7 @@ TEST(ContractBreaksTest, NestedWaitForWithBothDeadlinesPassedTimesOutTheOuterOnl
     ASSERT_TRUE(weft_test::wait_done(child, 10s));
     auto outer = rt.spawn(outer_of_nested(&child, &s));
     EXPECT_THROW((void)outer.join(), weft::timeout_error) << "round " << round;
-    EXPECT_FALSE(s.inner_timed_out.load()) << "the outer's timeout was taken as the inner's";
+    EXPECT_FALSE(s.inner_timed_out.load(std::memory_order_acquire)) << "the outer's timeout was taken as the inner's";
   }
 }
 
@@ -324,8 +329,8 @@ TEST(ContractBreaksTest, NestedWaitUntilWithEqualDeadlinesReportsTheTimeoutAtThe
     weft::runtime rt(weft_test::with_workers(2));
     auto outer = rt.spawn(outer_equal_deadline(&s));
     EXPECT_THROW(outer.join(), weft::timeout_error) << "round " << round;
-    EXPECT_TRUE(s.inner_saw_cancel.load()) << "round " << round;
-    EXPECT_FALSE(s.inner_timed_out.load()) << "round " << round;
+    EXPECT_TRUE(s.inner_saw_cancel.load(std::memory_order_acquire)) << "round " << round;
+    EXPECT_FALSE(s.inner_timed_out.load(std::memory_order_acquire)) << "round " << round;
   }
 }
 
@@ -374,10 +379,10 @@ TEST(ContractBreaksTest, CancelArrivingAsTheAwaitedTaskAnswersNeverDropsTheValue
     (void)t.cancel();
     EXPECT_THROW(t.join(), weft::cancelled_error);
   }
-  EXPECT_EQ(s.lost.load(), 0) << "wait_for threw and dropped the answer";
-  EXPECT_EQ(s.timed_out.load(), 0);
-  EXPECT_EQ(s.returned.load(), rounds);
-  EXPECT_EQ(s.cancelled_later.load(), rounds);
+  EXPECT_EQ(s.lost.load(std::memory_order_acquire), 0) << "wait_for threw and dropped the answer";
+  EXPECT_EQ(s.timed_out.load(std::memory_order_acquire), 0);
+  EXPECT_EQ(s.returned.load(std::memory_order_acquire), rounds);
+  EXPECT_EQ(s.cancelled_later.load(std::memory_order_acquire), rounds);
 }
 
 // ---- a value built by co_return, then a local's destructor throws ------------
@@ -431,9 +436,9 @@ TEST(ContractBreaksTest, ValueBuiltByCoReturnIsDestroyedWhenALocalsDestructorThr
     weft::runtime rt(weft_test::with_workers(2));
     rt.block_on(awaits_the_throwing_return(&c, &saw_error));
   }
-  EXPECT_EQ(saw_error.load(), 2) << "the destructor's exception is the outcome";
-  EXPECT_GT(c.built.load(), 0);
-  EXPECT_EQ(c.built.load(), c.destroyed.load()) << "a value built by co_return leaked";
+  EXPECT_EQ(saw_error.load(std::memory_order_acquire), 2) << "the destructor's exception is the outcome";
+  EXPECT_GT(c.built.load(std::memory_order_acquire), 0);
+  EXPECT_EQ(c.built.load(std::memory_order_acquire), c.destroyed.load(std::memory_order_acquire)) << "a value built by co_return leaked";
 }
 
 // ---- cancelling the root of a very long await chain --------------------------
@@ -543,7 +548,7 @@ TEST(ContractBreaksTest, ATaskAwaitingItsOwnHandleGetsAUsageError) {
   s.self = &h;
   s.handle_stored.set();
   EXPECT_EQ(h.join(), 5);
-  EXPECT_TRUE(s.usage_error_seen.load());
+  EXPECT_TRUE(s.usage_error_seen.load(std::memory_order_acquire));
 }
 
 }  // namespace
@@ -564,7 +569,7 @@ TEST(ContractBreaksTest, AForwardedCancelWithdrawnByUncancelDoesNotComeBack) {
     EXPECT_EQ(t.uncancel(), 0u);
     s.release.store(true, std::memory_order_release);
     EXPECT_EQ(t.join(), 42) << "round " << round;
-    EXPECT_TRUE(s.after_wait.load());
+    EXPECT_TRUE(s.after_wait.load(std::memory_order_acquire));
     EXPECT_TRUE(h.completed_despite_cancel()) << "the awaited task never saw its request";
   }
 }
@@ -622,7 +627,7 @@ TEST(ContractBreaksTest, WhenAllOrWhenAnyCalledDuringShutdownRethrowsTheShutdown
       s.started.wait();
       rt.shutdown();
     }
-    EXPECT_EQ(s.outcome.load(), 2) << "form " << which << ": 1 = returned values that were never "
+    EXPECT_EQ(s.outcome.load(std::memory_order_acquire), 2) << "form " << which << ": 1 = returned values that were never "
                                    << "computed, 3 = another outcome";
   }
 }
