@@ -671,7 +671,7 @@ class [[nodiscard]] join_handle {
       // to destroy -- frees the frame right here: its destruction runs no code
       // that could reach another task (destroy_task's queue is for that).
       // The list, not kWatched: shield() of a finished task makes the list
-      // and never sets the flag (at 4b2f336 this leaked the list).
+      // and never sets the flag, so checking the flag would leak the list.
       // Relaxed: nobody can store to `pending` or `watchers` any more (last
       // reference); a list was made by a shield() that borrowed a handle to
       // this task, which happens-before that handle's last reset (this one).
