@@ -104,24 +104,40 @@ void unlock_chain_ancestors(task_core* core) noexcept {
   for (task_core* c = core->inline_joiner; c != nullptr; c = c->inline_joiner) c->unlock_hook();
 }
 
-// A request in a `pending` slot may carry a tag in its lowest bit (requests
-// are at least 8-byte aligned): set when it was forwarded down to this task
-// by a task waiting on it, rather than made on this task directly.  A
-// forwarded request this task never took goes back to its waiter when the
-// wait ends (reclaim_forwarded); a direct one stays with the task ("completed
-// despite the cancel").  Every reader of `pending` outside this file only
-// compares it with null, which the tag does not change.
-constexpr std::uintptr_t kForwardedTag = 1;
-cancel_request* tagged(cancel_request* r, bool forwarded) noexcept {
+// A request in a `pending` slot carries a tag in its three lowest bits
+// (requests are at least 8-byte aligned): how many awaits down it was
+// forwarded to reach this task -- 0 when it was made on this task directly.
+// A forwarded request this task never took goes back one level to its waiter
+// when the wait ends (reclaim_forwarded), tag minus one, and so on up to the
+// task it was made for; a direct one stays with the task ("completed despite
+// the cancel").  A delivered request keeps its tag in the cancelled_error
+// (cancel_route), so that a construct that catches it and puts it back
+// (park_cancellation) keeps it too.  Every reader of `pending` outside this
+// file only compares it with null, which the tag does not change.  Deeper
+// than 7 levels the tag saturates: such a request may come back up further
+// than it went down, never less far.
+constexpr std::uintptr_t kTagMask = 7;
+
+}  // namespace
+
+struct cancel_route {
+  static unsigned depth(const cancelled_error& e) noexcept { return e.forwarded_; }
+  static void set_depth(cancelled_error& e, unsigned d) noexcept {
+    e.forwarded_ = static_cast<std::uint8_t>(d);
+  }
+};
+
+namespace {
+
+cancel_request* tagged(cancel_request* r, unsigned depth) noexcept {
   return reinterpret_cast<cancel_request*>(reinterpret_cast<std::uintptr_t>(r) |
-                                           (forwarded ? kForwardedTag : 0));
+                                           (depth < kTagMask ? depth : kTagMask));
 }
-bool is_forwarded(const cancel_request* r) noexcept {
-  return (reinterpret_cast<std::uintptr_t>(r) & kForwardedTag) != 0;
+unsigned depth_of(const cancel_request* r) noexcept {
+  return static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(r) & kTagMask);
 }
 cancel_request* untagged(cancel_request* r) noexcept {
-  return reinterpret_cast<cancel_request*>(reinterpret_cast<std::uintptr_t>(r) &
-                                           ~kForwardedTag);
+  return reinterpret_cast<cancel_request*>(reinterpret_cast<std::uintptr_t>(r) & ~kTagMask);
 }
 
 std::source_location shutdown_site(const runtime_impl* rt) {
@@ -144,13 +160,16 @@ void count_request_locked(task_core* core) noexcept {
 // inline joiner counts as forwarded to `core` (cancelling() + 1, under
 // `core`'s hook lock like every update of the count).
 cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
-  for (task_core* c = core; c != nullptr; c = c->inline_joiner) {
+  unsigned up = 0;  // how many inline joins above `core` the slot is
+  for (task_core* c = core; c != nullptr; c = c->inline_joiner, ++up) {
     // Relaxed: a hint; the exchange below is what takes it.
     if (c->pending.load(std::memory_order_relaxed) == nullptr) continue;
     // Acquire: pairs with hand_over's release store or exchange; the
     // request's fields are visible.
-    cancel_request* r = untagged(c->pending.exchange(nullptr, std::memory_order_acquire));
+    cancel_request* r = c->pending.exchange(nullptr, std::memory_order_acquire);
     if (r == nullptr) continue;
+    // A request of an inline joiner reaches us forwarded `up` levels further.
+    r = tagged(untagged(r), depth_of(r) + up);
     if (c != core) {
       if (core_locked) {
         count_request_locked(core);
@@ -177,7 +196,7 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
 // and a plain store suffices (the common case: one locked instruction per
 // cancel() instead of three).
 cancel_request* store_request_locked(task_core* core, cancel_request* req,
-                                     bool forwarded) noexcept {
+                                     unsigned depth) noexcept {
   // Relaxed load: the CAS below re-reads the slot when it holds a request.
   cancel_request* old = core->pending.load(std::memory_order_relaxed);
   for (;;) {
@@ -185,14 +204,16 @@ cancel_request* store_request_locked(task_core* core, cancel_request* req,
       // Release: publishes the request's fields to the taker (acquire
       // exchange in take_from_chain / uncancel_core / reclaim_forwarded,
       // acquire load in destroy_extras).
-      core->pending.store(tagged(req, forwarded), std::memory_order_release);
+      core->pending.store(tagged(req, depth), std::memory_order_release);
       return nullptr;
     }
-    // A forwarded request stays marked as such when a later one replaces it:
-    // the waiter's cancel is then carried back with the newer reason.
-    // acq_rel: release as above; acquire makes the replaced request's fields
-    // ours to free.  Fails only when a taker emptied the slot meanwhile.
-    if (core->pending.compare_exchange_weak(old, tagged(req, forwarded || is_forwarded(old)),
+    // A forwarded request keeps its way back when a later one replaces it
+    // (the deeper tag wins): the waiter's cancel is then carried back with
+    // the newer reason.  acq_rel: release as above; acquire makes the
+    // replaced request's fields ours to free.  Fails only when a taker
+    // emptied the slot meanwhile.
+    const unsigned keep = depth_of(old) > depth ? depth_of(old) : depth;
+    if (core->pending.compare_exchange_weak(old, tagged(req, keep),
                                             std::memory_order_acq_rel,
                                             std::memory_order_relaxed))
       return old;
@@ -251,15 +272,15 @@ struct passed_refs {
 //            the new one is held, the waiter cannot end its wait and reclaim
 //            what it forwarded (reclaim_forwarded) before the request landed.
 //            The previous level's reference goes (passed_refs).
-//   land:    the request goes into `pending`, tagged as forwarded when it
-//            came down from a waiter.
+//   land:    the request goes into `pending`, tagged with how many levels
+//            it came down (0: made for this task).
 //
 // Returns false when `core` (the task the request was made for) had finished
 // already: nothing was handed over and `req` was freed.
-bool hand_over(task_core* core, cancel_request* req, bool forwarded = false) {
+bool hand_over(task_core* core, cancel_request* req, unsigned depth = 0) {
   passed_refs refs;
   core->lock_hook();
-  if (!forwarded && (core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
+  if (depth == 0 && (core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
     // Acquire: pairs with complete_task's release RMW.  Checked under the
     // hook lock so that the answer and the count agree for reclaim.
     core->unlock_hook();
@@ -286,11 +307,11 @@ bool hand_over(task_core* core, cancel_request* req, bool forwarded = false) {
     core->unlock_hook();
     refs.pass(target);  // drops the previous level's reference, keeps this one's
     core = target;
-    forwarded = true;
+    ++depth;
     hook = core->hook;
   }
   // land.
-  cancel_request* old = store_request_locked(core, req, forwarded);
+  cancel_request* old = store_request_locked(core, req, depth);
   WEFT_CHAOS_POINT();
 #if !defined(WEFT_BREAK_NO_WAKE_ON_CANCEL)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
@@ -438,7 +459,7 @@ void complete_unstarted(task_core* core, cancel_request* req) noexcept {
 bool cancel_before_start(task_core* core) noexcept {
   cancel_request* r = take_pending(core);
   if (r == nullptr) return false;
-  complete_unstarted(core, r);
+  complete_unstarted(core, untagged(r));
   return true;
 }
 
@@ -638,12 +659,16 @@ bool cancel_visible(const task_core* core) noexcept {
 }
 
 cancelled_error cancelled_error_of(cancel_request* req) {
+  const unsigned depth = depth_of(req);
+  req = untagged(req);
   // An interned request is shared: copy (its reason is empty), never move.
   std::string reason = req->interned ? std::string() : std::move(req->reason);
   const cancel_kind kind = req->kind;
   const std::source_location where = req->where;
   free_request(req);
-  return cancelled_error(std::move(reason), kind, where);
+  cancelled_error e(std::move(reason), kind, where);
+  cancel_route::set_depth(e, depth);
+  return e;
 }
 
 unsigned uncancel_core(task_core* core) noexcept {
@@ -683,13 +708,15 @@ cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept {
 }
 
 void park_request(task_core* core, cancel_request* req) noexcept {
+  const unsigned depth = depth_of(req);  // kept: the way back (see the tag)
+  req = untagged(req);
   if (req->kind == cancel_kind::shutdown) {
     core->shutdown_seen = false;  // take_pending produces it again
     free_request(req);
     return;
   }
   core->lock_hook();
-  cancel_request* old = store_request_locked(core, req, /*forwarded=*/false);
+  cancel_request* old = store_request_locked(core, req, depth);
   core->unlock_hook();
   free_request(untagged(old));
 }
@@ -713,7 +740,8 @@ void park_cancellation(const std::exception_ptr& err) noexcept {
   } catch (const cancelled_error& e) {
     try {
       park_request(w->current,
-                   new cancel_request{std::string(e.reason()), e.kind(), e.where()});
+                   tagged(new cancel_request{std::string(e.reason()), e.kind(), e.where()},
+                          cancel_route::depth(e)));
     } catch (...) {
       // Out of memory for the request: the cancellation is lost; the caller
       // still reports what it must.
@@ -733,7 +761,7 @@ void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
   // the target has finished, so nothing takes from it concurrently (uncancel
   // takes under the lock too).
   cancel_request* r = target->pending.load(std::memory_order_relaxed);
-  if (r != nullptr && is_forwarded(r)) {
+  if (r != nullptr && depth_of(r) != 0) {
     // Acquire: pairs with store_request_locked's release; the request's
     // fields are ours.
     r = target->pending.exchange(nullptr, std::memory_order_acquire);
@@ -751,7 +779,8 @@ void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
   cancel_request* old = nullptr;
   // Relaxed: every update of the count is made under the hook lock we hold.
   if (waiter->cancel_count.load(std::memory_order_relaxed) != 0) {
-    old = store_request_locked(waiter, untagged(r), /*forwarded=*/false);
+    // One level up: to the waiter it is forwarded one level less.
+    old = store_request_locked(waiter, untagged(r), depth_of(r) - 1);
     r = nullptr;
   }
   waiter->unlock_hook();
@@ -894,7 +923,7 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
     cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(target) | 1);
     if (r == nullptr) break;
     // Acquire: pairs with complete_task's release RMW (kDone).
-    if (r->kind == cancel_kind::shutdown ||
+    if (untagged(r)->kind == cancel_kind::shutdown ||
         (target->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
       // Nothing to forward to (finished), or the one shutdown delivery: keep it
       // for ourselves and resume now; await_resume delivers it.
@@ -903,7 +932,7 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
     }
     // Forwarded, tagged: if the target finishes without taking it, the
     // request comes back to us when the join ends (reclaim_forwarded).
-    hand_over(target, r, /*forwarded=*/true);
+    hand_over(target, untagged(r), depth_of(r) + 1);
   }
   target->continuation = self;
   target->continuation_core = ctx;

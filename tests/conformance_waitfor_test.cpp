@@ -234,9 +234,10 @@ TEST(ConformanceWaitFor, test_wait_for_cancellation_race_condition) {
 
 // ---- wait_for waits for the cancelled task's cleanup ----
 
-weft::task<void> inner_slow_cleanup(std::atomic<bool>* task_done) {
+weft::task<void> inner_slow_cleanup(std::atomic<bool>* task_done, weft::event* asleep) {
   std::exception_ptr cancelled;
   try {
+    asleep->set();
     co_await weft::sleep_for(10s);
   } catch (const weft::cancelled_error&) {
     cancelled = std::current_exception();
@@ -251,8 +252,12 @@ weft::task<void> inner_slow_cleanup(std::atomic<bool>* task_done) {
 
 weft::task<bool> wait_for_inner_cleanup(std::atomic<bool>* task_done, bool zero,
                                         bool* done_when_timed_out) {
-  weft::join_handle<void> inner_task = weft::spawn(inner_slow_cleanup(task_done));
-  if (zero) co_await weft::sleep_for(kEpsilon);  // the task is asleep by now
+  // As in asyncio's test, the task is in its sleep when the wait begins: a
+  // 100 us deadline could otherwise pass before it starts (it then never
+  // runs, and has no cleanup to wait for).
+  weft::event asleep;
+  weft::join_handle<void> inner_task = weft::spawn(inner_slow_cleanup(task_done, &asleep));
+  co_await asleep.wait();
   try {
     co_await weft::wait_for(inner_task, zero ? 0ns : std::chrono::nanoseconds(kEpsilon));
   } catch (const weft::timeout_error&) {

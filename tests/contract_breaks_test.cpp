@@ -633,3 +633,48 @@ TEST(ContractBreaksTest, WhenAllOrWhenAnyCalledDuringShutdownRethrowsTheShutdown
 }
 
 }  // namespace
+
+namespace {
+
+// ---- a cancel forwarded two awaits down, caught and put back on the way up ---
+
+weft::task<int> middle_waits_for(weft::join_handle<int>* h) {
+  co_return co_await weft::wait_for(*h, 100s);  // answers as soon as it gets h's value
+}
+
+weft::task<void> outer_waits_for_middle(weft::join_handle<int>* h, busy_scene* s) {
+  int v = co_await weft::wait_for(middle_waits_for(h), 100s);
+  s->value.store(v, std::memory_order_release);
+  s->after_wait.store(true, std::memory_order_release);
+  co_await weft::sleep_for(30s);
+  s->reached_end.store(true, std::memory_order_release);
+}
+
+// The outer task's cancel goes down outer -> middle -> busy task.  The busy
+// task answers without taking it; it comes back to the middle, whose wait_for
+// returns the answer and puts the cancellation back; the middle returns at
+// once.  The request was the outer's: it must climb on to the outer (its
+// wait_for returns the value, its next await throws) instead of staying on
+// the middle, whose caller would then never see it.
+TEST(ContractBreaksTest, ACancelForwardedTwoLevelsDownAndPutBackClimbsToItsTask) {
+  watchdog dog(30s);
+  for (int round = 0; round < weft_test::scaled(50, 10); ++round) {
+    busy_scene s;
+    weft::runtime rt(weft_test::with_workers(2));
+    weft::join_handle<int> h;
+    auto t = await_busy_task(rt, s, h, [&] { return rt.spawn(outer_waits_for_middle(&h, &s)); });
+    ASSERT_TRUE(t.cancel("outer cancelled"));
+    s.release.store(true, std::memory_order_release);
+    try {
+      t.join();
+      ADD_FAILURE() << "round " << round << ": the outer task's cancellation was lost";
+    } catch (const weft::cancelled_error& e) {
+      EXPECT_EQ(e.reason(), "outer cancelled");
+    }
+    EXPECT_TRUE(s.after_wait.load(std::memory_order_acquire)) << "the answer was dropped";
+    EXPECT_EQ(s.value.load(std::memory_order_acquire), 42);
+    EXPECT_FALSE(s.reached_end.load(std::memory_order_acquire));
+  }
+}
+
+}  // namespace

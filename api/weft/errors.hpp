@@ -15,6 +15,10 @@
 
 namespace weft {
 
+namespace detail {
+struct cancel_route;  // core.cpp: reads and sets cancelled_error::forwarded_
+}  // namespace detail
+
 // Why a task was cancelled.  Carried by every cancelled_error and every
 // cancelled handle.
 enum class cancel_kind : std::uint8_t {
@@ -46,10 +50,16 @@ class cancelled_error final : public std::exception {
   const char* what() const noexcept override { return what_.c_str(); }
 
  private:
+  friend struct detail::cancel_route;
   std::string reason_;
   std::string what_;
   std::source_location where_;
   cancel_kind kind_;
+  // How many awaits down the request travelled before it was delivered here
+  // (0: made for the task that caught it).  A construct that catches the
+  // error and puts it back keeps it, so that a request nobody finally
+  // observes still finds its way back to the task it was made for.
+  std::uint8_t forwarded_ = 0;
 };
 
 // A misuse of the API that weft detects instead of deadlocking or crashing:
