@@ -980,6 +980,9 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
 }
 
 cancel_request* sleep_resume(task_core* ctx, timer_node* node) {
+  // acq_rel: pairs with timer_arm's increment and the shutdown drain's
+  // acquire load: the sleep is over only now that its task runs again.
+  if (node->counted) ctx->rt->sleeps_unfinished.fetch_sub(1, std::memory_order_acq_rel);
   unregister_wait(ctx);
   cancel_request* r = take_pending(ctx);
   // Relaxed: written by this thread (refusal) before.

@@ -581,7 +581,11 @@ void runtime_impl::stop(std::source_location where) {
         lk.unlock();
         WEFT_CHAOS_POINT();
         const bool work = has_visible_work();
-        const bool waits = !timer_empty() || !blocked_empty();
+        // Acquire: pairs with timer_arm's / sleep_resume's acq_rel RMWs.  A
+        // sleep that a cancel ended has left the heap before its task is
+        // queued; the count still has it, so the queue is not closed under it.
+        const bool waits = !timer_empty() || !blocked_empty() ||
+                           sleeps_unfinished.load(std::memory_order_acquire) != 0;
         lk.lock();
         if (!work && !waits && sleepers.size() == n &&
             gen == wake_generation.load(std::memory_order_relaxed)) {

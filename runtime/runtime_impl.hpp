@@ -83,6 +83,11 @@ struct runtime_impl {
   // Tasks spawned from outside the workers minus tasks finished outside them
   // (with the workers' live_tasks: the shutdown report).  Relaxed counter.
   std::atomic<std::int64_t> outside_live{0};
+  // Sleeps that timer_arm accepted and whose task has not yet resumed from
+  // them (sleep_resume).  Unlike the timer heap, it still counts a sleep that
+  // a cancel or the timer has ended but whose task is not queued yet, so the
+  // shutdown drain cannot close the injection queue in that window.
+  std::atomic<std::int64_t> sleeps_unfinished{0};
   // Number of tasks in `injected`; lets workers skip the mutex when empty.
   std::atomic<std::int64_t> injected_count{0};
   std::atomic<std::uint64_t> injected_total{0};

@@ -122,6 +122,11 @@ bool runtime_impl::timer_arm(timer_node* node) noexcept {
   // holds after setting it; a sleep armed after that walk is refused here --
   // unless its task already had its "shutdown": that one sleeps.
   if (stopping.load(std::memory_order_relaxed) && !node->after_shutdown) return false;
+  // acq_rel: pairs with sleep_resume's decrement and the drain's acquire load
+  // (stop()); the task's worker is running, so the drain, which needs every
+  // worker parked, reads it afterwards.
+  sleeps_unfinished.fetch_add(1, std::memory_order_acq_rel);
+  node->counted = true;
   // Relaxed: claim is only raced under timer_mutex or by interrupt(), which
   // leaves kArmed only by its own CAS; a node cancelled before arming stays out.
   if (node->claim.load(std::memory_order_relaxed) != timer_node::kArmed) return true;

@@ -312,6 +312,9 @@ struct timer_node final : wait_node {
   std::atomic<std::uint8_t> claim{kArmed};
   std::atomic<std::uint8_t> latch{2};
   // As list_wait::after_shutdown: the sleep really sleeps during shutdown.
+  // Counted in runtime_impl::sleeps_unfinished by timer_arm; set under the
+  // timer lock, read by the sleeping task in sleep_resume (after the latch).
+  bool counted = false;
   // Written by the task before it arms the timer (under the timer lock).
   bool after_shutdown = false;
   void interrupt() noexcept override;
