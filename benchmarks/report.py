@@ -9,7 +9,7 @@ nqueens.json, uts.json, cancel_latency.json, mass_cancel.json, memory.json,
 micro.json from Google Benchmark) and meta.json from scripts/bench.sh (machine,
 load, compiler, commit).  A missing file leaves its section out.  Writes
 OUT_DIR/results.json (everything, merged), OUT_DIR/results.md (medians and
-ratios, and the issue-4 targets against the measured figures) and
+ratios, and the performance targets against the measured figures) and
 OUT_DIR/img/*.png (matplotlib, Agg backend: no display needed).
 """
 import json

@@ -9,6 +9,7 @@ packages=(
   libtbb-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-19 libclang-rt-19-dev llvm
+  clang-format-19 clang-tidy-19
   python3-matplotlib
 )
 

@@ -2,7 +2,8 @@
 // registry of tracked tasks, the round context, and the helpers every
 // scenario uses to spawn, cancel and observe a task.
 //
-// Rules the scenario code keeps (g++ 12 and C++20 coroutine pitfalls):
+// Rules the scenario code keeps (g++ 12 and C++20 coroutine pitfalls,
+// docs/pitfalls.md):
 //   * no co_await inside a catch handler (ill-formed): handlers record, the
 //     awaiting happens after;
 //   * no capturing lambda temporary in a co_await full-expression;

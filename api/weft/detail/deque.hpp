@@ -3,8 +3,8 @@
 // Chase & Lev, "Dynamic Circular Work-Stealing Deque" (SPAA 2005), with the
 // C11 orderings of Lê, Pop, Cohen, Zappa Nardelli (PPoPP 2013, Fig. 1) in the
 // fence-free form that ThreadSanitizer understands (it does not model
-// atomic_thread_fence) and that was model-checked clean (see
-// ../shared/notes/pitfalls.md at the time of writing):
+// atomic_thread_fence) and that was model-checked clean (docs/pitfalls.md,
+// "TSan does not model std::atomic_thread_fence"):
 //   push:  slot relaxed; bottom store release.
 //   take:  bottom.exchange(b - 1, seq_cst); top load seq_cst; the last element
 //          is raced for with a seq_cst CAS on top.
