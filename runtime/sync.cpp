@@ -21,32 +21,13 @@
 #include <thread>
 
 #include "runtime_impl.hpp"
+#include "spin.hpp"
 #include "weft/sync.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
 
-namespace {
-void relax(unsigned& spins) noexcept {
-  if (++spins > 64) {
-    std::this_thread::yield();
-  } else {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-}
-}  // namespace
-
-void wait_list::lock() noexcept {
-  unsigned spins = 0;
-  for (;;) {
-    // Acquire: pairs with unlock()'s release store.
-    if (lock_flag.exchange(1, std::memory_order_acquire) == 0) return;
-    // Relaxed: spinning read; the exchange acquires.
-    while (lock_flag.load(std::memory_order_relaxed) != 0) relax(spins);
-  }
-}
+void wait_list::lock() noexcept { spin_lock(lock_flag); }
 
 void wait_list::push_back(list_wait* n) noexcept {
   n->next = nullptr;
