@@ -20,7 +20,7 @@ bool grant_all(void*) noexcept { return true; }
 // reference (see mark_done), so the list outlives this call.
 void fire_watchers(task_core* core) noexcept {
   // Acquire: pairs with watch_list's release CAS; kWatched is set only by
-  // watch_op under the list's lock, so the list exists.
+  // watch_ready under the list's lock, so the list exists.
   wait_list* l = core->watchers.load(std::memory_order_acquire);
   l->lock();
   list_wake(l, grant_all, nullptr);
@@ -37,7 +37,7 @@ constexpr std::uint32_t kKeepRef = task_core::kWatched | task_core::kThreadJoine
 // registered, then keep the reference (the caller fires the watchers /
 // notifies the joiner and drops it afterwards, so the core it touches is
 // alive).  A CAS, so that the decision and kDone are one atomic step:
-// watch_op's fetch_or and join_blocking's CAS either come before it (we see
+// watch_ready's fetch_or and join_blocking's CAS either come before it (we see
 // the flag) or after it (they see kDone and never wait).  `inline_taken`: an
 // inline joiner takes the outcome; a thread that claimed it meanwhile (the
 // one-owner rule broken) is told by kJoiner, set here, and gets usage_error.
@@ -156,8 +156,7 @@ wait_list* watch_list(task_core* core) {
   return expected;
 }
 
-bool watch_op(void* obj, bool take) noexcept {
-  if (take) return true;  // nothing to take: finishing is not a resource
+bool watch_ready(void* obj) noexcept {
   auto* core = static_cast<task_core*>(obj);
   // acq_rel, under the watchers' lock: either mark_done's CAS comes first (we
   // see kDone and do not wait) or ours does (it sees kWatched, keeps its

@@ -34,13 +34,7 @@ std::set<const runtime_impl*>& live_runtimes() {
     }
     return;
   }
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    std::fprintf(stderr, "weft: exception in a task nobody awaited: %s\n", ex.what());
-  } catch (...) {
-    std::fputs("weft: non-std exception in a task nobody awaited\n", stderr);
-  }
+  std::fprintf(stderr, "weft: exception in a task nobody awaited: %s\n", describe(e).c_str());
 }
 
 void register_runtime(const runtime_impl* rt) {

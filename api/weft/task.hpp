@@ -221,11 +221,9 @@ struct sleep_awaiter {
 // list's owner (the resource is ours), false when a cancellation that woke it
 // was withdrawn meanwhile (uncancel): the caller waits again.
 struct list_wait_once {
-  list_wait_once(wait_list* l, bool (*o)(void*, bool), void* ob) noexcept
-      : list(l), op(o), obj(ob) {}
+  list_wait_once(wait_list* l, list_resource r) noexcept : list(l), what(r) {}
   wait_list* list;
-  bool (*op)(void*, bool);
-  void* obj;
+  list_resource what;
   task_core* ctx = nullptr;
   list_wait node;
 
@@ -233,7 +231,7 @@ struct list_wait_once {
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) noexcept {
     ctx = h.promise().ctx;
-    return list_wait_suspend(ctx, &node, h, list, op, obj);
+    return list_wait_suspend(ctx, &node, h, list, what);
   }
   bool await_resume() {
     cancel_request* r = nullptr;

@@ -118,6 +118,16 @@ struct wait_node {
 
 struct list_wait;
 
+// What a list wait waits for.  Both functions run under the list's lock.
+struct list_resource {
+  // Whether the wait can end at once.
+  bool (*ready)(void* obj) noexcept;
+  // Takes the resource (a permit) for the waiter, once its node's claim is
+  // won; null when waiting consumes nothing (an event, a task's completion).
+  void (*take)(void* obj) noexcept;
+  void* obj;
+};
+
 // An intrusive FIFO of suspended tasks (event, semaphore, watchers of a task),
 // guarded by its own spin lock.  Never held together with a hook lock of the
 // same task; a hook lock may be held while taking it (interrupt()).
@@ -132,7 +142,6 @@ struct wait_list {
   }
   void push_back(list_wait* n) noexcept;   // under lock
   void erase(list_wait* n) noexcept;       // under lock; n must be linked
-  list_wait* pop_front() noexcept;         // under lock
 };
 
 // A task suspended on a wait_list.  Same claim + latch protocol as timer_node:
@@ -389,8 +398,9 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept;
 // The inline-join path when a forwarded cancel or a watcher may be involved:
 // kDone and the running reference with an RMW, then fire watchers.
 void finish_inline_atomic(task_core* core) noexcept;
-// list op for watching a task's completion (shield): see list_wait_suspend.
-bool watch_op(void* obj, bool take) noexcept;
+// What a list wait on a task's completion waits for (shield): `obj` is the
+// task_core; ready once it finished; nothing to take.
+bool watch_ready(void* obj) noexcept;
 // The list of tasks watching `core` (shield), created on first use.
 wait_list* watch_list(task_core* core);
 
@@ -463,12 +473,10 @@ std::uint64_t now_ns() noexcept;
 inline constexpr std::uint64_t kEndOfTime = 0x7fff'ffff'ffff'ffff;
 bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime stopping
 
-// List waits (event, semaphore, watchers).  `op(obj, false)` is called under
-// the list's lock and says whether the wait can end at once; `op(obj, true)`
-// then takes the resource (a permit), once the node's claim is won.  Returns
-// true when the task must suspend.
+// List waits (event, semaphore, watchers).  Returns true when the task must
+// suspend.
 bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
-                       wait_list* list, bool (*op)(void* obj, bool take), void* obj) noexcept;
+                       wait_list* list, const list_resource& what) noexcept;
 // After a list wait: true when the list's owner ended it (the resource is
 // ours); else false, with `deliver` set to the request to throw (the awaiter
 // throws it: throw_taken), or null when a cancel that woke it was withdrawn.
