@@ -17,7 +17,7 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
   // shutdown: refusing its sleeps would make a task that catches every
   // cancellation spin (each refusal throws at once).
   node->after_shutdown = ctx->shutdown_seen;
-  if (!arm_timer(ctx->rt, node)) {
+  if (!ctx->rt->timer_arm(node)) {
     // The runtime is stopping and the task has not had its "shutdown" yet:
     // the sleep is refused; await_resume delivers it.
     // Relaxed: the node was never armed; an interrupt() racing this store can
@@ -58,5 +58,4 @@ void timer_node::interrupt() noexcept {
   if (latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
 }
 
-bool arm_timer(runtime_impl* rt, timer_node* node) noexcept { return rt->timer_arm(node); }
 }  // namespace weft::detail
