@@ -19,6 +19,17 @@ std::string_view to_string(cancel_kind kind) noexcept {
   return "unknown";
 }
 
+std::string describe(const std::exception_ptr& e) {
+  if (!e) return "no exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "a non-std exception";
+  }
+}
+
 cancelled_error::cancelled_error(std::string reason, cancel_kind kind, std::source_location where)
     : reason_(std::move(reason)), where_(where), kind_(kind) {
   what_ = reason_.empty() ? std::string("cancelled") : "cancelled: " + reason_;

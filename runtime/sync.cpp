@@ -21,32 +21,13 @@
 #include <thread>
 
 #include "runtime_impl.hpp"
+#include "spin.hpp"
 #include "weft/sync.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
 
-namespace {
-void relax(unsigned& spins) noexcept {
-  if (++spins > 64) {
-    std::this_thread::yield();
-  } else {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-}
-}  // namespace
-
-void wait_list::lock() noexcept {
-  unsigned spins = 0;
-  for (;;) {
-    // Acquire: pairs with unlock()'s release store.
-    if (lock_flag.exchange(1, std::memory_order_acquire) == 0) return;
-    // Relaxed: spinning read; the exchange acquires.
-    while (lock_flag.load(std::memory_order_relaxed) != 0) relax(spins);
-  }
-}
+void wait_list::lock() noexcept { spin_lock(lock_flag); }
 
 void wait_list::push_back(list_wait* n) noexcept {
   n->next = nullptr;
@@ -73,12 +54,6 @@ void wait_list::erase(list_wait* n) noexcept {
   }
   n->next = n->prev = nullptr;
   n->linked = false;
-}
-
-list_wait* wait_list::pop_front() noexcept {
-  list_wait* n = head;
-  if (n != nullptr) erase(n);
-  return n;
 }
 
 void list_wait::interrupt() noexcept {
@@ -118,7 +93,7 @@ void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept {
 }
 
 bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
-                       wait_list* list, bool (*op)(void*, bool), void* obj) noexcept {
+                       wait_list* list, const list_resource& what) noexcept {
   node->core = ctx;
   node->owner = list;
   ctx->resume_point = self;
@@ -140,13 +115,13 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
   bool claimed_now = false;
   WEFT_CHAOS_POINT();
   list->lock();
-  if (op(obj, false)) {
+  if (what.ready(what.obj)) {
     std::uint8_t expected = list_wait::kArmed;
     // acq_rel: decides against interrupt().  Only after winning the claim is
     // the resource taken, so an interrupted wait leaves it where it was.
     if (node->claim.compare_exchange_strong(expected, list_wait::kFired, std::memory_order_acq_rel,
                                             std::memory_order_relaxed)) {
-      op(obj, true);
+      if (what.take != nullptr) what.take(what.obj);
       claimed_now = true;
     }
   } else if (node->claim.load(std::memory_order_acquire) == list_wait::kArmed) {
@@ -241,8 +216,7 @@ event::~event() {
   if (waiting) die_with_waiters("weft::event");
 }
 
-bool event::op(void* self, bool take) noexcept {
-  if (take) return true;  // waiting does not consume the event
+bool event::is_set_locked(void* self) noexcept {
   // Relaxed: under the list lock, which set()/reset() hold when they write it.
   return static_cast<event*>(self)->set_.load(std::memory_order_relaxed);
 }
@@ -266,7 +240,7 @@ task<void> event::wait() {
   for (;;) {
     // A named awaiter: it holds atomics and must not be moved (g++ 12 moves an
     // awaiter returned by reference from await_transform).
-    detail::list_wait_once once{&list_, &event::op, this};
+    detail::list_wait_once once{&list_, {&event::is_set_locked, nullptr, this}};
     if (co_await once) co_return;
   }
 }
@@ -300,14 +274,12 @@ bool has_armed_waiter(const detail::wait_list& list) noexcept {
 }
 }  // namespace
 
-bool semaphore::op(void* self, bool take) noexcept {
+bool semaphore::can_take(void* self) noexcept {
   auto* s = static_cast<semaphore*>(self);
-  if (take) {
-    --s->count_;
-    return true;
-  }
   return s->count_ > 0 && !has_armed_waiter(s->list_);  // FIFO: no overtaking waiters
 }
+
+void semaphore::take_permit(void* self) noexcept { --static_cast<semaphore*>(self)->count_; }
 
 bool semaphore::grant(void* self) noexcept {
   auto* s = static_cast<semaphore*>(self);
@@ -317,7 +289,7 @@ bool semaphore::grant(void* self) noexcept {
 
 task<void> semaphore::acquire() {
   for (;;) {
-    detail::list_wait_once once{&list_, &semaphore::op, this};  // named: see event::wait
+    detail::list_wait_once once{&list_, {&semaphore::can_take, &semaphore::take_permit, this}};  // named: see event::wait
     if (co_await once) co_return;
   }
 }

@@ -32,6 +32,11 @@ enum class cancel_kind : std::uint8_t {
 // Text name of a cancel_kind ("explicit", "timeout", ...).
 std::string_view to_string(cancel_kind kind) noexcept;
 
+// The text of the exception `e` holds: its what() for a std::exception, else
+// "a non-std exception"; "no exception" for a null pointer.  For logs of what
+// a task_group_error or an unhandled_exception hook carries.
+std::string describe(const std::exception_ptr& e);
+
 // Thrown into a task at the await point where a cancellation request is
 // delivered.  Catching it "refuses" the cancellation; rethrowing (or not
 // catching) makes the task finish as cancelled.  Copyable; thread-compatible.

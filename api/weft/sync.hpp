@@ -40,7 +40,7 @@ class event {
   task<void> wait();
 
  private:
-  static bool op(void* self, bool take) noexcept;
+  static bool is_set_locked(void* self) noexcept;
   detail::wait_list list_;
   std::atomic<bool> set_;
 };
@@ -75,7 +75,8 @@ class semaphore {
   std::ptrdiff_t available() const noexcept;
 
  private:
-  static bool op(void* self, bool take) noexcept;
+  static bool can_take(void* self) noexcept;
+  static void take_permit(void* self) noexcept;
   static bool grant(void* self) noexcept;
   mutable detail::wait_list list_;
   std::ptrdiff_t count_;  // guarded by list_'s lock; 0 <= count_ <= PTRDIFF_MAX
@@ -91,8 +92,8 @@ task<T> shield(join_handle<T>& h) {
   if (!h.valid()) detail::throw_invalid_handle();
   detail::task_core* target = &h.handle().promise().own_core();
   for (;;) {
-    detail::list_wait_once once{detail::watch_list(target), &detail::watch_op,
-                                target};  // named: not movable
+    detail::list_wait_once once{detail::watch_list(target),
+                                {&detail::watch_ready, nullptr, target}};  // named: not movable
     if (co_await once) break;
   }
   co_return co_await h;  // finished: does not suspend

@@ -112,28 +112,6 @@ inline bool maybe_cancel(const task_core* ctx) noexcept {
   if (cancel_request* r = take_pending(ctx)) [[unlikely]] throw_taken(r);
 }
 
-// Blocking join from a thread that is not a worker.
-void join_blocking(task_core* core);
-// Slow path of co_await handle: the target is running elsewhere (or was
-// stolen).  Returns the coroutine to continue with: noop to suspend, `self`
-// when the target finished meanwhile.
-std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
-                                  std::coroutine_handle<> self) noexcept;
-// co_await sleep: returns false when the task must not suspend (a request was
-// pending, or the runtime refused the timer: claim kRefused).
-bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept;
-// After a sleep: the request to deliver (the awaiter throws it: throw_taken),
-// or null; throws shutdown_error when the runtime refused the timer and no
-// request is pending.
-cancel_request* sleep_resume(task_core* ctx, timer_node* node);
-// The outcome of a spawned task, for the awaiter/joiner: rethrows exceptions
-// and cancellation.  Marks it observed.
-[[noreturn]] void rethrow_outcome(promise_base& p);
-// The cancelled_error a task that finished by cancellation ended with.
-cancelled_error cancellation_of(const promise_base& p);
-[[noreturn]] void throw_invalid_handle();
-[[noreturn]] void throw_self_join();
-[[noreturn]] void throw_already_taken();
 inline void mark_taken(task_core* core) {
   if (core->observed) [[unlikely]] throw_already_taken();
   core->observed = true;
@@ -221,11 +199,9 @@ struct sleep_awaiter {
 // list's owner (the resource is ours), false when a cancellation that woke it
 // was withdrawn meanwhile (uncancel): the caller waits again.
 struct list_wait_once {
-  list_wait_once(wait_list* l, bool (*o)(void*, bool), void* ob) noexcept
-      : list(l), op(o), obj(ob) {}
+  list_wait_once(wait_list* l, list_resource r) noexcept : list(l), what(r) {}
   wait_list* list;
-  bool (*op)(void*, bool);
-  void* obj;
+  list_resource what;
   task_core* ctx = nullptr;
   list_wait node;
 
@@ -233,7 +209,7 @@ struct list_wait_once {
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) noexcept {
     ctx = h.promise().ctx;
-    return list_wait_suspend(ctx, &node, h, list, op, obj);
+    return list_wait_suspend(ctx, &node, h, list, what);
   }
   bool await_resume() {
     cancel_request* r = nullptr;
@@ -384,7 +360,6 @@ T take_result(promise<T>& p) {
   return p.take_value();
 }
 
-[[noreturn]] void throw_empty_task();
 
 // co_await of a task.  An empty task (default-constructed, moved from,
 // spawned) throws usage_error before anything suspends; so does a task that
@@ -723,7 +698,6 @@ handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>&& h) noexcep
   return {h.handle(), ctx};
 }
 
-unsigned uncancel_core(task_core* core) noexcept;
 
 // Build the core of a task that is about to be spawned at `where`.
 template <class T>

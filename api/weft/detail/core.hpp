@@ -1,5 +1,5 @@
-// weft/detail/core.hpp -- the state every spawned task carries, and the small
-// set of entry points the compiled runtime exports to the headers.
+// weft/detail/core.hpp -- the state every spawned task carries, the wait nodes
+// a suspended task sits in, and the inline halves of the seam (seam.hpp).
 //
 // Not part of the public API: names here may change without notice.  The
 // protocols are explained in docs/architecture.md and every atomic has a row in
@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "weft/detail/deque.hpp"
+#include "weft/detail/seam.hpp"
 #include "weft/errors.hpp"
 
 namespace weft::detail {
@@ -118,6 +119,16 @@ struct wait_node {
 
 struct list_wait;
 
+// What a list wait waits for.  Both functions run under the list's lock.
+struct list_resource {
+  // Whether the wait can end at once.
+  bool (*ready)(void* obj) noexcept;
+  // Takes the resource (a permit) for the waiter, once its node's claim is
+  // won; null when waiting consumes nothing (an event, a task's completion).
+  void (*take)(void* obj) noexcept;
+  void* obj;
+};
+
 // An intrusive FIFO of suspended tasks (event, semaphore, watchers of a task),
 // guarded by its own spin lock.  Never held together with a hook lock of the
 // same task; a hook lock may be held while taking it (interrupt()).
@@ -132,7 +143,6 @@ struct wait_list {
   }
   void push_back(list_wait* n) noexcept;   // under lock
   void erase(list_wait* n) noexcept;       // under lock; n must be linked
-  list_wait* pop_front() noexcept;         // under lock
 };
 
 // A task suspended on a wait_list.  Same claim + latch protocol as timer_node:
@@ -320,20 +330,7 @@ struct timer_node final : wait_node {
   void interrupt() noexcept override;
 };
 
-// ---- entry points exported by the compiled runtime (runtime/*.cpp) ----
-
-
-// The worker the calling thread is, or null.  Never inlined: a coroutine may
-// resume on another thread, and compilers have cached thread-local addresses
-// across co_await (see docs/architecture.md, "Finding the current worker").
-[[gnu::noinline]] worker_hot* current_worker() noexcept;
-
-// Frame memory, slow paths: a worker whose cache has no block of the class
-// (refill from the system allocator), a full cache, frames too big to cache,
-// threads that are not workers, and sanitizer builds (system allocator, so
-// that ASan sees every frame).  The fast paths are inline in task.hpp.
-void* alloc_frame(std::size_t size);
-void free_frame(void* p, std::size_t size) noexcept;
+// ---- inline halves of the seam (the slow halves are in seam.hpp) ----
 
 inline void* alloc_frame_fast(std::size_t size) {
   if (worker_hot* w = current_worker()) {
@@ -365,125 +362,15 @@ inline void free_frame_fast(void* p, std::size_t size) noexcept {
   free_frame(p, size);
 }
 
-// The runtime a spawn goes to: `rt`, or (null) the calling worker's.  Throws
-// usage_error on a thread that is not a worker when `rt` is null.
-runtime_impl* resolve_runtime(runtime_impl* rt);
-// Make a freshly created task runnable on `rt`.  When the runtime is shutting
-// down, completes it at once as cancelled ("shutdown") instead.
-void submit_spawn(runtime_impl* rt, task_core* core) noexcept;
-
-// Wake a parked worker of `rt` (a spawn saw sleepers).
-void wake_one(runtime_impl* rt) noexcept;
-
-// Finish a task that never started because it was cancelled (or the runtime
-// stops): outcome cancelled, joiner woken, frame released as needed.
-void complete_unstarted(task_core* core, cancel_request* req) noexcept;
-// About to start `core` and maybe_cancel() said a request may be pending:
-// take it and complete the task unstarted (true), or find none (false: run it).
-bool cancel_before_start(task_core* core) noexcept;
-
-// After the task wrote its outcome: DONE, wake the joiner, release the running
-// reference.  Returns the coroutine to transfer to (or noop).
-std::coroutine_handle<> complete_task(task_core* core) noexcept;
-
-// The inline-join path when a forwarded cancel or a watcher may be involved:
-// kDone and the running reference with an RMW, then fire watchers.
-void finish_inline_atomic(task_core* core) noexcept;
-// list op for watching a task's completion (shield): see list_wait_suspend.
-bool watch_op(void* obj, bool take) noexcept;
-// The list of tasks watching `core` (shield), created on first use.
-wait_list* watch_list(task_core* core);
-
-// Drop one reference; destroys the frame (and reports an unobserved
-// exception) when it was the last.
-void release_ref(task_core* core) noexcept;
-// The last reference is gone: report an unobserved exception, destroy the frame.
-void destroy_task(task_core* core) noexcept;
-
-// Cancellation.
-bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
-                    std::source_location where);
-// request_cancel with no reason: the request is interned (nothing allocated,
-// no string passed along).  join_handle::cancel() comes here when the reason
-// is empty: about 25 fewer instructions per call than passing the empty
-// string along (callgrind, clang 19).
-bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_location where);
-// Take the request pending on `core`, or on one of its inline joiners
-// (forwarding it down, as asyncio does); null when there is none.  Also
-// produces the one "shutdown" request of a stopping runtime.
-cancel_request* take_pending(task_core* core) noexcept;
-// Like take_pending but only looks, consumes nothing.
-bool cancel_visible(const task_core* core) noexcept;
-// The cancelled_error for a taken request (frees the request).  Cancellation
-// points throw it with throw_taken, inline: the unwinder then starts in the
-// task's own frame, where the catch usually is.  Each extra frame between the
-// throw and the catch cost 0.15-0.65 us with cold caches (a probe, clang 19),
-// up to half of what delivering a cancel to a sleeping task takes.
-cancelled_error cancelled_error_of(cancel_request* req);
-[[noreturn, gnu::always_inline]] inline void throw_taken(cancel_request* req) {
-  throw cancelled_error_of(req);  // constructed in place (guaranteed elision)
-}
-
-// Blocking waits.  register_wait installs `hook` (a wait_node*, or a
-// task_core*|1 forward) on `core` and forward hooks on its inline joiners, all
-// under their hook locks; it returns a taken cancellation request instead (and
-// installs nothing) when one is pending anywhere on the chain.
-cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept;
-void unregister_wait(task_core* core) noexcept;
-// Put a cancellation that was delivered to the running task back on it,
-// pending, uncounted: its next cancellation point delivers it again.  For
-// constructs that caught a cancellation and must report something else first
-// (task_group::join's group error, wait_for's answer).  `err` holds a
-// cancelled_error; anything else, or no running task, is ignored.
-void park_cancellation(const std::exception_ptr& err) noexcept;
-// `err` holds a cancelled_error.
-bool is_cancellation(const std::exception_ptr& err) noexcept;
-// A join of `target` by `waiter` ended.  A request that was forwarded down to
-// `target` (or further) and that nobody took goes back to `waiter`, pending,
-// uncounted (it was counted when made): the join's resume delivers it.
-void reclaim_forwarded(task_core* waiter, task_core* target) noexcept;
-// The task finished with a value or an exception while a cancel request was
-// still undelivered to it (made on it, or forwarded to it and sent back).
-bool completed_despite_cancel(task_core* core) noexcept;
-// Give a request that register_wait returned back to the task, whose wait is
-// refused: its await_resume delivers it.  The one "shutdown" request is
-// dropped and made again by take_pending (shutdown_seen reset); any other goes
-// back on the task's own slot, under the hook lock, as every store of a
-// request into `pending` does.
-void park_request(task_core* core, cancel_request* req) noexcept;
-
-// Re-queue a suspended chain (yield, trampoline, wake-ups).
-void schedule_yield(task_core* core) noexcept;
-void schedule_wake(task_core* core) noexcept;
-
-// Time slices and timers.
-std::uint64_t now_ns() noexcept;
 // The end of now_ns()'s range, steady_clock::time_point::max() (292 years
 // after the clock's epoch): deadlines computed from a duration saturate here.
 inline constexpr std::uint64_t kEndOfTime = 0x7fff'ffff'ffff'ffff;
-bool arm_timer(runtime_impl* rt, timer_node* node) noexcept;  // false: runtime stopping
 
-// List waits (event, semaphore, watchers).  `op(obj, false)` is called under
-// the list's lock and says whether the wait can end at once; `op(obj, true)`
-// then takes the resource (a permit), once the node's claim is won.  Returns
-// true when the task must suspend.
-bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
-                       wait_list* list, bool (*op)(void* obj, bool take), void* obj) noexcept;
-// After a list wait: true when the list's owner ended it (the resource is
-// ours); else false, with `deliver` set to the request to throw (the awaiter
-// throws it: throw_taken), or null when a cancel that woke it was withdrawn.
-// Throws shutdown_error when the runtime refused the wait and nothing is
-// pending.
-bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver);
-// End the wait of every node in `list` that can still be claimed (under the
-// list's lock, which the caller holds); `grant(obj)` is called for each node
-// it wins, and returns false to stop (no more of the resource).
-void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept;
-
-// Misuse checks: throw usage_error when called on a worker of `rt` (any
-// runtime when null).  Compares the pointer only: `rt` may be gone.
-void require_not_worker(const runtime_impl* rt, const char* what);
-// co_await of a handle whose outcome a thread's join() claimed.
-[[noreturn]] void throw_joined_by_thread();
+// Cancellation points throw the request's cancelled_error with throw_taken,
+// inline, so that the unwinder starts in the task's own frame, where the
+// catch usually is (see cancelled_error_of).
+[[noreturn, gnu::always_inline]] inline void throw_taken(cancel_request* req) {
+  throw cancelled_error_of(req);  // constructed in place (guaranteed elision)
+}
 
 }  // namespace weft::detail

@@ -1,4 +1,4 @@
-// runtime/cancellation.cpp -- cancellation_source / token / registration.
+// runtime/cancel_source.cpp -- cancellation_source / token / registration.
 //
 // Built on std::stop_source / std::stop_callback, which already give the hard
 // guarantees (a callback runs exactly once; registration racing request_stop

@@ -1,0 +1,209 @@
+// weft/detail/seam.hpp -- the seam: every function the compiled runtime
+// (runtime/*.cpp) exports to the installed headers, in one list.
+//
+// Not part of the public API.  A header never reaches into the runtime's
+// private structures (runtime_impl, worker); it calls one of these.  Each
+// group names the file that defines it.
+//
+// What stays inline in the headers instead, and why: the operations every
+// spawn, join and resume pays for, where a call would cost more than the work.
+//   * the deque (detail/deque.hpp): a spawn from a worker is a push onto its
+//     own deque, a join of a task nobody stole is a take from it;
+//   * spawn_here (task.hpp): build the task's core in its frame, push, and
+//     wake a sleeper only when one is parked;
+//   * the join fast path (task.hpp, handle_awaiter/task_awaiter): take the
+//     child back from the deque and run it inline, no atomic RMW when no
+//     cancel was forwarded and nobody watches it;
+//   * the resume check (maybe_cancel, task.hpp): two relaxed loads;
+//   * the frame cache (alloc_frame_fast/free_frame_fast, detail/core.hpp):
+//     a worker's free list per size class;
+//   * throw_taken (detail/core.hpp): a cancellation point throws in the
+//     task's own frame, where the catch usually is.
+// Everything else -- every slow path, every lock, every list -- is behind a
+// function below.
+//
+// The types these functions take are defined in detail/core.hpp (task_core,
+// promise_base, the wait nodes), except runtime_impl, which no header defines.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <source_location>
+#include <string>
+
+#include "weft/errors.hpp"
+
+namespace weft::detail {
+
+struct cancel_request;
+struct list_resource;
+struct list_wait;
+struct promise_base;
+struct runtime_impl;
+struct task_core;
+struct timer_node;
+struct wait_list;
+struct worker_hot;
+
+// ---- workers and spawning (runtime.cpp) ----
+
+// The worker the calling thread is, or null.  Never inlined: a coroutine may
+// resume on another thread, and compilers have cached thread-local addresses
+// across co_await (see docs/architecture.md, "Finding the current worker").
+[[gnu::noinline]] worker_hot* current_worker() noexcept;
+// The runtime a spawn goes to: `rt`, or (null) the calling worker's.  Throws
+// usage_error on a thread that is not a worker when `rt` is null.
+runtime_impl* resolve_runtime(runtime_impl* rt);
+// Make a freshly created task runnable on `rt`.  When the runtime is shutting
+// down, completes it at once as cancelled ("shutdown") instead.
+void submit_spawn(runtime_impl* rt, task_core* core) noexcept;
+// Wake a parked worker of `rt` (a spawn saw sleepers).
+void wake_one(runtime_impl* rt) noexcept;
+// Re-queue a suspended chain (yield, trampoline, wake-ups).
+void schedule_yield(task_core* core) noexcept;
+void schedule_wake(task_core* core) noexcept;
+// Misuse checks: throw usage_error when called on a worker of `rt` (any
+// runtime when null).  Compares the pointer only: `rt` may be gone.
+void require_not_worker(const runtime_impl* rt, const char* what);
+
+// ---- frame memory (alloc.cpp) ----
+
+// Slow paths: a worker whose cache has no block of the class (refill from
+// the system allocator), a full cache, frames too big to cache, threads that
+// are not workers, and sanitizer builds (system allocator, so that ASan sees
+// every frame).  The fast paths are inline in detail/core.hpp.
+void* alloc_frame(std::size_t size);
+void free_frame(void* p, std::size_t size) noexcept;
+
+// ---- completion (completion.cpp) and destruction (destroy.cpp) ----
+
+// After the task wrote its outcome: DONE, wake the joiner, release the running
+// reference.  Returns the coroutine to transfer to (or noop).
+std::coroutine_handle<> complete_task(task_core* core) noexcept;
+// Finish a task that never started because it was cancelled (or the runtime
+// stops): outcome cancelled, joiner woken, frame released as needed.
+void complete_unstarted(task_core* core, cancel_request* req) noexcept;
+// About to start `core` and maybe_cancel() said a request may be pending:
+// take it and complete the task unstarted (true), or find none (false: run it).
+bool cancel_before_start(task_core* core) noexcept;
+// The inline-join path when a forwarded cancel or a watcher may be involved:
+// kDone and the running reference with an RMW, then fire watchers.
+void finish_inline_atomic(task_core* core) noexcept;
+// The list of tasks watching `core` (shield), created on first use.
+wait_list* watch_list(task_core* core);
+// What a list wait on a task's completion waits for (shield): `obj` is the
+// task_core; ready once it finished; nothing to take.
+bool watch_ready(void* obj) noexcept;
+// Drop one reference; destroys the frame (and reports an unobserved
+// exception) when it was the last.
+void release_ref(task_core* core) noexcept;
+// The last reference is gone: report an unobserved exception, destroy the
+// frame.  destroy.cpp.
+void destroy_task(task_core* core) noexcept;
+
+// ---- cancel delivery (cancel_delivery.cpp) ----
+
+bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
+                    std::source_location where);
+// request_cancel with no reason: the request is interned (nothing allocated,
+// no string passed along).  join_handle::cancel() comes here when the reason
+// is empty: about 25 fewer instructions per call than passing the empty
+// string along (callgrind, clang 19).
+bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_location where);
+// Take the request pending on `core`, or on one of its inline joiners
+// (forwarding it down, as asyncio does); null when there is none.  Also
+// produces the one "shutdown" request of a stopping runtime.
+cancel_request* take_pending(task_core* core) noexcept;
+// Like take_pending but only looks, consumes nothing.
+bool cancel_visible(const task_core* core) noexcept;
+// The cancelled_error for a taken request (frees the request).  Cancellation
+// points throw it with throw_taken, inline: the unwinder then starts in the
+// task's own frame, where the catch usually is.  Each extra frame between the
+// throw and the catch cost 0.15-0.65 us with cold caches (a probe, clang 19),
+// up to half of what delivering a cancel to a sleeping task takes.
+cancelled_error cancelled_error_of(cancel_request* req);
+// join_handle::uncancel(): cancelling() - 1; at zero an undelivered request
+// is withdrawn too.
+unsigned uncancel_core(task_core* core) noexcept;
+// Blocking waits.  register_wait installs `hook` (a wait_node*, or a
+// task_core*|1 forward) on `core` and forward hooks on its inline joiners, all
+// under their hook locks; it returns a taken cancellation request instead (and
+// installs nothing) when one is pending anywhere on the chain.
+cancel_request* register_wait(task_core* core, std::uintptr_t hook) noexcept;
+void unregister_wait(task_core* core) noexcept;
+// Give a request that register_wait returned back to the task, whose wait is
+// refused: its await_resume delivers it.  The one "shutdown" request is
+// dropped and made again by take_pending (shutdown_seen reset); any other goes
+// back on the task's own slot, under the hook lock, as every store of a
+// request into `pending` does.
+void park_request(task_core* core, cancel_request* req) noexcept;
+// Put a cancellation that was delivered to the running task back on it,
+// pending, uncounted: its next cancellation point delivers it again.  For
+// constructs that caught a cancellation and must report something else first
+// (task_group::join's group error, wait_for's answer).  `err` holds a
+// cancelled_error; anything else, or no running task, is ignored.
+void park_cancellation(const std::exception_ptr& err) noexcept;
+// `err` holds a cancelled_error.
+bool is_cancellation(const std::exception_ptr& err) noexcept;
+// A join of `target` by `waiter` ended.  A request that was forwarded down to
+// `target` (or further) and that nobody took goes back to `waiter`, pending,
+// uncounted (it was counted when made): the join's resume delivers it.
+void reclaim_forwarded(task_core* waiter, task_core* target) noexcept;
+// The task finished with a value or an exception while a cancel request was
+// still undelivered to it (made on it, or forwarded to it and sent back).
+bool completed_despite_cancel(task_core* core) noexcept;
+
+// ---- joins (join.cpp) ----
+
+// Slow path of co_await handle: the target is running elsewhere (or was
+// stolen).  Returns the coroutine to continue with: noop to suspend, `self`
+// when the target finished meanwhile.
+std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
+                                  std::coroutine_handle<> self) noexcept;
+// Blocking join from a thread that is not a worker.
+void join_blocking(task_core* core);
+// The outcome of a spawned task, for the awaiter/joiner: rethrows exceptions
+// and cancellation.  Marks it observed.
+[[noreturn]] void rethrow_outcome(promise_base& p);
+// The cancelled_error a task that finished by cancellation ended with.
+cancelled_error cancellation_of(const promise_base& p);
+// Misuse of a handle or a task (usage_error, with the rule it broke).
+[[noreturn]] void throw_invalid_handle();
+[[noreturn]] void throw_self_join();
+[[noreturn]] void throw_already_taken();
+[[noreturn]] void throw_empty_task();
+// co_await of a handle whose outcome a thread's join() claimed.
+[[noreturn]] void throw_joined_by_thread();
+
+// ---- sleeps (sleep.cpp) and the clock (timer.cpp) ----
+
+// The runtime's clock: steady_clock, in nanoseconds.
+std::uint64_t now_ns() noexcept;
+// co_await sleep: returns false when the task must not suspend (a request was
+// pending, or the runtime refused the timer: claim kRefused).
+bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept;
+// After a sleep: the request to deliver (the awaiter throws it: throw_taken),
+// or null; throws the shutdown cancellation when the runtime refused the
+// timer and no request is pending.
+cancel_request* sleep_resume(task_core* ctx, timer_node* node);
+
+// ---- list waits: event, semaphore, watchers (sync.cpp) ----
+
+// Returns true when the task must suspend.
+bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
+                       wait_list* list, const list_resource& what) noexcept;
+// After a list wait: true when the list's owner ended it (the resource is
+// ours); else false, with `deliver` set to the request to throw (the awaiter
+// throws it: throw_taken), or null when a cancel that woke it was withdrawn.
+// Throws the shutdown cancellation when the runtime refused the wait and
+// nothing is pending.
+bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver);
+// End the wait of every node in `list` that can still be claimed (under the
+// list's lock, which the caller holds); `grant(obj)` is called for each node
+// it wins, and returns false to stop (no more of the resource).
+void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept;
+
+}  // namespace weft::detail

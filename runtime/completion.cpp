@@ -1,0 +1,175 @@
+// runtime/completion.cpp -- a task finishes: kDone, the joiner, the watchers
+// (shield), and the running reference.
+//
+// complete:  the task wrote its outcome; mark_done sets kDone and drops the
+//            running reference in one RMW, unless a watcher or a thread joiner
+//            is registered (kKeepRef): then the reference is kept while they
+//            are woken, and dropped after.
+// hand off:  a coroutine joiner (kJoiner) is resumed by symmetric transfer, on
+//            this worker; a finished task nobody holds is destroyed.
+#include "cancel_delivery.hpp"
+#include "sim_driver.hpp"
+
+namespace weft::detail {
+
+namespace {
+
+bool grant_all(void*) noexcept { return true; }
+
+// Wake the tasks watching `core` (shield).  The caller still holds its own
+// reference (see mark_done), so the list outlives this call.
+void fire_watchers(task_core* core) noexcept {
+  // Acquire: pairs with watch_list's release CAS; kWatched is set only by
+  // watch_ready under the list's lock, so the list exists.
+  wait_list* l = core->watchers.load(std::memory_order_acquire);
+  l->lock();
+  list_wake(l, grant_all, nullptr);
+  l->unlock();
+}
+
+// What completion must do besides setting kDone when one of these is set: keep
+// the running reference while it fires the watchers or notifies the thread
+// joiner, then drop it (release_ref).
+constexpr std::uint32_t kKeepRef = task_core::kWatched | task_core::kThreadJoiner;
+
+// The completion step: set kDone and drop the running reference in one RMW --
+// unless a watcher (kWatched) or a thread joiner (kThreadJoiner) is
+// registered, then keep the reference (the caller fires the watchers /
+// notifies the joiner and drops it afterwards, so the core it touches is
+// alive).  A CAS, so that the decision and kDone are one atomic step:
+// watch_ready's fetch_or and join_blocking's CAS either come before it (we see
+// the flag) or after it (they see kDone and never wait).  `inline_taken`: an
+// inline joiner takes the outcome; a thread that claimed it meanwhile (the
+// one-owner rule broken) is told by kJoiner, set here, and gets usage_error.
+// Returns the previous state.
+std::uint32_t mark_done(task_core* core, bool inline_taken = false) noexcept {
+  // Relaxed: the CAS below re-reads it.
+  std::uint32_t s = core->state.load(std::memory_order_relaxed);
+  WEFT_CHAOS_POINT();
+  for (;;) {
+    std::uint32_t next =
+        (s & kKeepRef) != 0 ? (s | task_core::kDone) : (s + task_core::kDone - task_core::kRefOne);
+    if (inline_taken && (s & task_core::kThreadJoiner) != 0) next |= task_core::kJoiner;
+    // acq_rel: release publishes the outcome to the joiner / handle / watchers;
+    // acquire makes a joiner's continuation (written before its kJoiner RMW)
+    // visible here.
+    if (core->state.compare_exchange_weak(s, next, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
+      return s;
+  }
+}
+
+void wake_joiner_from_loop(task_core* core, std::uint32_t prev) noexcept {
+  if (prev & task_core::kJoiner) {
+    task_core* j = core->continuation_core;
+    j->resume_point = core->continuation;
+    schedule_wake(j);
+  } else if (task_core::refs(prev) == 1) {
+    destroy_task(core);
+  }
+}
+
+// After mark_done kept the running reference (kKeepRef): fire the watchers
+// and wake a thread joiner.  The core is alive: we still hold the reference.
+void wake_kept(task_core* core, std::uint32_t prev) noexcept {
+  if (prev & task_core::kWatched) fire_watchers(core);
+  // The joiner waits on `state` for kDone (join_blocking).
+  if (prev & task_core::kThreadJoiner) core->state.notify_all();
+}
+
+}  // namespace
+
+std::coroutine_handle<> complete_task(task_core* core) noexcept {
+  worker_hot* w = core->w;
+  count_finish(core);
+  // One RMW sets kDone and (without watchers or a thread joiner) drops the
+  // running reference.
+  std::uint32_t prev = mark_done(core);
+  if (prev & kKeepRef) [[unlikely]] {
+    wake_kept(core, prev);  // we still hold the running reference
+    std::coroutine_handle<> next = std::noop_coroutine();
+    if (prev & task_core::kJoiner) {
+      task_core* j = core->continuation_core;
+      j->w = w;
+      set_current(w, j);
+      next = transfer(j, core->continuation);
+    }
+    release_ref(core);  // the running reference (may be the last)
+    return next;
+  }
+  if (prev & task_core::kJoiner) {
+    // The joiner holds its handle (a reference) and is suspended until we
+    // resume it: the core is alive.
+    task_core* j = core->continuation_core;
+    j->w = w;
+    set_current(w, j);
+    return transfer(j, core->continuation);
+  }
+  if (task_core::refs(prev) == 1) destroy_task(core);  // detached: we were the last
+  return std::noop_coroutine();
+}
+
+void complete_unstarted(task_core* core, cancel_request* req) noexcept {
+  core->final_cancel = req;
+  owner_of(core)->result = outcome::cancelled;
+  count_finish(core);
+  std::uint32_t prev = mark_done(core);
+  if (prev & kKeepRef) [[unlikely]] {
+    wake_kept(core, prev);  // we still hold the running reference
+    wake_joiner_from_loop(core, prev & (task_core::kRefOne - 1));  // flags only: never "last"
+    release_ref(core);  // the running reference (may be the last)
+    return;
+  }
+  wake_joiner_from_loop(core, prev);
+}
+
+bool cancel_before_start(task_core* core) noexcept {
+  cancel_request* r = take_pending(core);
+  if (r == nullptr) return false;
+  complete_unstarted(core, untagged(r));
+  return true;
+}
+
+void finish_inline_atomic(task_core* core) noexcept {
+  // As complete_task: a forwarded cancel may hold a reference, or a watcher
+  // may be registered.  (A simulation marks the tasks it names `hooked`, so
+  // that their inline finish comes here and it can forget the name.)
+  if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
+  std::uint32_t prev = mark_done(core, /*inline_taken=*/true);
+  if (prev & kKeepRef) {
+    wake_kept(core, prev);  // we still hold the running reference
+    release_ref(core);
+  }
+}
+
+wait_list* watch_list(task_core* core) {
+  // Acquire: pairs with the release CAS below (another watcher's list).
+  if (wait_list* l = core->watchers.load(std::memory_order_acquire)) return l;
+  auto* mine = new wait_list;
+  wait_list* expected = nullptr;
+  // acq_rel: release publishes the new list; acquire (on failure) makes the
+  // winner's list visible.  The caller holds a handle: the core is alive.
+  if (core->watchers.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
+                                             std::memory_order_acquire))
+    return mine;
+  delete mine;
+  return expected;
+}
+
+bool watch_ready(void* obj) noexcept {
+  auto* core = static_cast<task_core*>(obj);
+  // acq_rel, under the watchers' lock: either mark_done's CAS comes first (we
+  // see kDone and do not wait) or ours does (it sees kWatched, keeps its
+  // reference, and fires the list after we linked, since it needs this lock).
+  return (core->state.fetch_or(task_core::kWatched, std::memory_order_acq_rel) &
+          task_core::kDone) != 0;
+}
+
+void release_ref(task_core* core) noexcept {
+  // acq_rel: release orders our use of the task before a destroyer's; acquire
+  // (when we are last) makes every other holder's writes visible before we
+  // destroy the frame.
+  std::uint32_t prev = core->state.fetch_sub(task_core::kRefOne, std::memory_order_acq_rel);
+  if (task_core::refs(prev) == 1) destroy_task(core);
+}
+}  // namespace weft::detail
