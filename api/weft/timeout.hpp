@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "weft/detail/task_ref.hpp"
 #include "weft/task.hpp"
 
 namespace weft {
@@ -49,14 +50,11 @@ inline bool expired(std::uint64_t deadline) noexcept {
 std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept;
 std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept;
 
-// Sleeps until `deadline`, then cancels `target` with kind timeout.  Holds a
-// reference to `target` (taken by the caller with retain_for_timer) and drops
-// it when it ends, so it may outlive the waiter: the waiter cancels it and
-// lets it go instead of waiting for it (its own cancellation must not be
-// swallowed by that wait).
-task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
-                              std::source_location where);
-void retain_for_timer(task_core* target) noexcept;
+// Sleeps until `deadline`, then cancels `target` with kind timeout.  Holds its
+// reference to `target` (taken by the waiter) until its frame is destroyed, so
+// it may outlive the waiter: the waiter cancels it and lets it go instead of
+// waiting for it (its own cancellation must not be swallowed by that wait).
+task<void> deadline_canceller(task_ref target, std::uint64_t deadline, std::source_location where);
 
 // After the join in a wait threw `err`: timeout_error when it is this wait's
 // own timeout -- the deadline passed, the task ended by a timeout
@@ -113,8 +111,7 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
     // Already expired: a task that is done still gives its result.
     if (!h.done()) request_cancel(target, "timeout", cancel_kind::timeout, where);
   } else {
-    retain_for_timer(target);
-    timer = spawn(deadline_canceller(target, deadline, where), where);
+    timer = spawn(deadline_canceller(task_ref(target), deadline, where), where);
   }
   std::exception_ptr err;
   std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
