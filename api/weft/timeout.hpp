@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "weft/detail/access.hpp"
 #include "weft/detail/task_ref.hpp"
 #include "weft/task.hpp"
 
@@ -87,15 +88,15 @@ bool enclosing_wait_expired() noexcept;
 // The outcome of a finished task, taken without a cancellation point.
 template <class T>
 T take_finished(join_handle<T>& h) {
-  mark_taken(&h.handle().promise().own_core());
-  return take_result(h.handle().promise());
+  mark_taken(&access::core(h));
+  return take_result(access::promise(h));
 }
 
 template <class T>
 task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_location where) {
   if (!h.valid()) throw_invalid_handle();
   if (deadline == kNever) co_return co_await h;  // never expires: a plain join
-  task_core* target = &h.handle().promise().own_core();
+  task_core* target = &access::core(h);
   // The waiter's own cancellation, as it stood when the wait began: one
   // already pending is delivered at the join (and is never our timeout); one
   // made during the wait raises cancelling() and is not ours either.
@@ -113,27 +114,11 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
   } else {
     timer = spawn(deadline_canceller(task_ref(target), deadline, where), where);
   }
-  std::exception_ptr err;
-  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
-  try {
-    // A join: cancelling the waiter is forwarded to the task.
-    if constexpr (std::is_void_v<T>) {
-      co_await h;
-      value.emplace(true);
-    } else {
-      value.emplace(co_await h);
-    }
-  } catch (...) {
-    err = std::current_exception();
-  }
+  outcome_slot<T> joined;
+  co_await capture(h, joined);  // a join: cancelling the waiter is forwarded to the task
   timer.cancel("wait_for: the task finished");  // no-op when it already fired
-  if (!err) {
-    if constexpr (std::is_void_v<T>) {
-      co_return;
-    } else {
-      co_return std::move(*value);
-    }
-  }
+  const std::exception_ptr& err = joined.error;
+  if (!err) co_return joined.take();
   if (!pending_at_entry && h.done() && !h.cancelled() && is_cancellation(err)) {
     // The task answered, and a cancellation of the waiter came in during the
     // wait (after the answer, or forwarded to the task, which finished
