@@ -440,14 +440,37 @@ void cancel_losers(task_group& g, std::size_t winner) {
   g.cancel_as(cancel_kind::group, "when_any: task " + std::to_string(winner) + " finished first");
 }
 
-task<std::exception_ptr> join_fail_fast(task_group* g) {
-  std::exception_ptr first;
-  try {
-    co_await g->join();
-  } catch (const task_group_error& e) {
-    first = e.exceptions().front();
+task<void> run_children(const char* construct, function_ref<void(task_group&)> spawn_all,
+                        const race_winner* race) {
+  std::exception_ptr failure;
+  {
+    task_group g;
+    std::exception_ptr spawn_error;
+    try {
+      spawn_all(g);
+    } catch (...) {
+      spawn_error = std::current_exception();
+      g.cancel(std::string(construct) + ": spawn failed");
+    }
+    try {
+      co_await g.join();
+    } catch (const task_group_error& e) {
+      failure = e.exceptions().front();  // fail fast: the first failure itself
+    } catch (const cancelled_error&) {
+      // Cancelled while the children were being awaited.  A when_any winner
+      // that finished with a value or an error is not dropped: it is
+      // reported, and the cancellation stays pending for the next
+      // cancellation point.  Relaxed: join() (mutex + event) ordered the
+      // winner's exchange and its writes before us.
+      if (race == nullptr || !race->won.load(std::memory_order_relaxed) ||
+          is_cancellation(race->error)) {
+        throw;
+      }
+      park_cancellation(std::current_exception());
+    }
+    if (spawn_error) std::rethrow_exception(spawn_error);
   }
-  co_return first;
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace detail
@@ -470,27 +493,7 @@ std::size_t task_group::size() const {
 }
 
 task<void> when_all(std::vector<task<void>> ts) {
-  std::vector<std::optional<std::monostate>> slots(ts.size());
-  detail::first_cancellation cancelled;
-  std::exception_ptr failure;
-  {
-    task_group g;
-    std::exception_ptr spawn_error;
-    try {
-      for (std::size_t i = 0; i < ts.size(); ++i)
-        (void)g.spawn(detail::store_result<void>(&slots[i], &cancelled, std::move(ts[i])));
-    } catch (...) {
-      spawn_error = std::current_exception();
-      g.cancel("when_all: spawn failed");
-    }
-    failure = co_await detail::join_fail_fast(&g);
-    if (spawn_error) std::rethrow_exception(spawn_error);
-  }
-  if (failure) std::rethrow_exception(failure);
-  if (cancelled.error) std::rethrow_exception(cancelled.error);
-  for (const auto& slot : slots) {
-    if (!slot) detail::throw_unstarted_child("when_all");
-  }
+  return detail::when_all_vector<void>(std::move(ts));
 }
 
 }  // namespace weft
