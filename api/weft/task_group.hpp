@@ -88,11 +88,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <source_location>
 #include <string>
@@ -102,6 +100,7 @@
 #include <variant>
 #include <vector>
 
+#include "weft/detail/access.hpp"
 #include "weft/detail/core.hpp"
 #include "weft/errors.hpp"
 #include "weft/sync.hpp"
@@ -125,105 +124,87 @@ class task_group_error : public std::exception {
   std::string what_;
 };
 
+class task_group;
+
 namespace detail {
 
-struct cancel_info {
-  std::string reason;
-  cancel_kind kind;
-  std::source_location where;
+// The state shared by a group, its join() and its children's relays, and one
+// child's entry in it: defined in runtime/task_group.cpp, where everything
+// that takes its lock, walks its lists or sets its event lives.  The header
+// keeps only what depends on the user's types: making a child's relay frame.
+struct group_state;
+struct group_entry;
+
+// A borrowed callable (it must outlive the call), so that code which depends
+// on the user's types can be called from the runtime side.
+template <class Sig>
+class function_ref;
+template <class R, class... A>
+class function_ref<R(A...)> {
+ public:
+  // Implicit: it is a parameter type, built from the caller's lambda.
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, function_ref> &&
+             std::is_invocable_r_v<R, F&, A...>)
+  function_ref(F&& f) noexcept
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, A... a) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...);
+        }) {}
+  R operator()(A... a) const { return call_(obj_, std::forward<A>(a)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, A...);
 };
 
-// One child.  Allocated by spawn(), freed by whoever unlinks it for good (a
-// reap once its task is done, or the relay itself at its end when the group
-// was destroyed meanwhile), or by ~group_state for children that were
-// abandoned.  All fields are guarded
-// by group_state::mu.
-struct group_entry {
-  group_entry* prev = nullptr;
-  group_entry* next = nullptr;
-  task_core* core = nullptr;           // the relay task
-  std::source_location where;          // the spawn() call
-  std::unique_ptr<cancel_info> mark;   // cancelled by the group before it started
-  bool started = false;                // its relay has begun (moved to `running`)
-  bool group_ref = false;              // the group holds a reference on `core`
-  bool cancel_sent = false;            // the group already cancelled it (running)
-  bool failure_recorded = false;       // its failure is in group_state::errors
+// The winner of a when_any: the first child to finish (value, exception or
+// cancellation).  The value's type is the caller's (race_state<V>).
+struct race_winner {
+  std::atomic<bool> won{false};
+  std::size_t index = 0;     // written by the winner, read after join()
+  std::exception_ptr error;  // likewise
 };
 
-struct entry_list {
-  group_entry* head = nullptr;
-  group_entry* tail = nullptr;
-  std::size_t size = 0;
-  bool empty() const noexcept { return head == nullptr; }
-  void push_back(group_entry* e) noexcept;
-  void erase(group_entry* e) noexcept;
-};
+// ---- entry points (runtime/task_group.cpp) ----
 
-// State shared by the group object, join(), and every relay (each holds a
-// shared_ptr), so a relay never touches freed memory even when the group
-// object is gone.
-//
-// Reference protocol on a child's core (why the group may touch it):
-//   * spawn() takes a reference (group_ref) right after spawning, under `mu`,
-//     before the relay can start (its first step takes `mu`).
-//   * When the relay ends, its entry moves to `finished` with the reference;
-//     join() (or a later relay's end) drops it once the task is done (kDone
-//     seen with an acquire load), so that after join() every child's handle
-//     reports done().
-//   * A child that finishes without ever starting (cancelled through its
-//     handle before it ran, or by shutdown) never runs its relay: join() finds
-//     it done the same way and drops the reference then.
-//   * Destruction with live children drops the references of children not yet
-//     started, under `mu`, so before the relay's first step; a relay that ends
-//     after that drops its own (it still runs, so it is never the last).
-// The group never does a read-modify-write on a child's state word at any
-// other moment: the handle owner's inline join finishes a child with a plain
-// store (see handle_awaiter::await_resume), which must not race with one.
-struct group_state {
-  std::mutex mu;
-  entry_list unstarted;  // spawned, relay not yet begun
-  entry_list running;    // relay begun, not yet ended
-  entry_list finished;   // relay ended (its last user code ran); task maybe not yet kDone
-  std::vector<std::exception_ptr> errors;  // child failures, in order
-  std::optional<cancel_info> mark;         // the group-wide cancellation, if any
-  std::source_location created;            // where the group was constructed
-  runtime_impl* rt = nullptr;              // the runtime of the children
-  bool failed = false;       // a child failed (siblings were cancelled)
-  bool joining = false;      // join() was called
-  bool closed = false;       // join() finished: spawn() refuses
-  bool orphaned = false;     // destroyed with live children
-  bool join_waiting = false; // join() waits on `changed` for `running` to empty
-  event changed;             // set when `running` empties while join() waits
-  std::condition_variable drained;  // orphaned: `running` emptied (blocking destructor)
-
-  group_state() = default;
-  group_state(const group_state&) = delete;
-  group_state& operator=(const group_state&) = delete;
-  ~group_state();
-
-  // Under mu.
-  void cancel_all_locked(cancel_kind kind, const std::string& reason, std::source_location where);
-  // Under mu: drop the references of children not yet started; returns the
-  // cores whose last reference that was (destroy them after unlocking).
-  void release_unstarted_locked(std::vector<task_core*>& to_destroy);
-  // Under mu: unlink children that finished without starting.
-  void reap_unstarted_locked(std::vector<task_core*>& to_destroy);
-  // Under mu: unlink ended children whose task is done (kDone published).
-  void reap_finished_locked(std::vector<task_core*>& to_destroy);
-};
-
+// spawn(): a new entry for a child spawned at `where` (freed by the group).
+group_entry* group_new_entry(std::source_location where);
+void group_delete_entry(group_entry* e) noexcept;
+// spawn(), under the group's lock: admits `e` (usage_error when the group is
+// closed or the caller is on another runtime; `e` is freed then), calls
+// `start` (which spawns the relay and gives its core), and adopts that core.
+void group_spawn(group_state& s, group_entry* e, function_ref<task_core*()> start);
+[[noreturn]] void throw_group_needs_worker();
 // The relay's two calls.  on_start returns the cancellation the child must
 // start with (the group cancelled it before it ran), or null.
 std::exception_ptr group_on_start(group_state& s, group_entry* e);
 void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexcept;
-
-// spawn()'s steps, around the actual spawn (which happens under s.mu).
-void group_admit_locked(group_state& s, group_entry* e);
-void group_adopt_locked(group_state& s, group_entry* e, task_core* core);
-
 task<void> group_join(std::shared_ptr<group_state> s);
 void group_destroy(std::shared_ptr<group_state> s) noexcept;
-[[noreturn]] void throw_group_needs_worker();
+
+// The skeleton of when_all and when_any: a task_group, the children that
+// `spawn_all` spawns into it (a spawn failure cancels those already spawned
+// and is rethrown after they finished), and a join that fails fast: the first
+// child failure itself is rethrown (not a task_group_error).  A cancellation
+// of the awaiting task during the join is rethrown -- unless `race` (when_any;
+// null for when_all) has a winner that finished with a value or an exception
+// other than a cancellation: then the cancellation is parked for the next
+// cancellation point and the skeleton returns, so the winner is reported.
+// `construct` ("when_all", "when_any") names the caller in the spawn-failure
+// cancellation.
+task<void> run_children(const char* construct, function_ref<void(task_group&)> spawn_all,
+                        const race_winner* race);
+// when_any: cancel the children that lost to `winner`.
+void cancel_losers(task_group& g, std::size_t winner);
+// A when_all / when_any child that never ran (its relay was cancelled before
+// it started, as every spawn is once the runtime shuts down) left its slot
+// empty, and no failure or cancellation was recorded: throws that
+// cancellation -- the runtime's "shutdown" when it is stopping, else a
+// cancelled_error of kind parent naming `construct`.
+[[noreturn]] void throw_unstarted_child(const char* construct);
+
+// ---- end of entry points ----
 
 template <class T>
 task<T> group_relay(std::shared_ptr<group_state> s, group_entry* e, task<T> t) {
@@ -256,30 +237,23 @@ class task_group {
   join_handle<T> spawn(task<T> t, std::source_location where = std::source_location::current()) {
     if (!detail::spawnable(t)) detail::throw_empty_task();
     if (detail::current_worker() == nullptr) detail::throw_group_needs_worker();
-    auto* e = new detail::group_entry;
-    e->where = where;
+    detail::group_entry* e = detail::group_new_entry(where);
     task<T> relay;
     try {
       relay = detail::group_relay<T>(state_, e, std::move(t));
     } catch (...) {
-      delete e;
+      detail::group_delete_entry(e);
       throw;
     }
     join_handle<T> h;
-    {
-      std::unique_lock lk(state_->mu);
-      try {
-        detail::group_admit_locked(*state_, e);  // throws usage_error when closed
-      } catch (...) {
-        lk.unlock();
-        delete e;
-        throw;  // `relay` (and the child) are destroyed outside the lock
-      }
-      // Cannot throw: we are on a worker.  The relay may run on a thief at
-      // once, but its first step needs `mu`.
+    // Under the group's lock (the relay may run on a thief at once, but its
+    // first step needs that lock).  Cannot throw: we are on a worker.  When
+    // the group refuses the child, `relay` (and the child) are destroyed
+    // with this frame, outside the lock.
+    detail::group_spawn(*state_, e, [&]() noexcept -> detail::task_core* {
       h = weft::spawn(std::move(relay), where);
-      detail::group_adopt_locked(*state_, e, &h.handle().promise().own_core());
-    }
+      return &detail::access::core(h);
+    });
     return h;
   }
 
@@ -319,58 +293,6 @@ struct when_any_result {
 };
 
 namespace detail {
-
-// A borrowed callable (it must outlive the call), so that code which depends
-// on the user's types can be called from the runtime side.
-template <class Sig>
-class function_ref;
-template <class R, class... A>
-class function_ref<R(A...)> {
- public:
-  // Implicit: it is a parameter type, built from the caller's lambda.
-  template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, function_ref> &&
-             std::is_invocable_r_v<R, F&, A...>)
-  function_ref(F&& f) noexcept
-      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
-        call_([](void* o, A... a) -> R {
-          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...);
-        }) {}
-  R operator()(A... a) const { return call_(obj_, std::forward<A>(a)...); }
-
- private:
-  void* obj_;
-  R (*call_)(void*, A...);
-};
-
-// The winner of a when_any: the first child to finish (value, exception or
-// cancellation).  The value's type is the caller's (race_state<V>).
-struct race_winner {
-  std::atomic<bool> won{false};
-  std::size_t index = 0;     // written by the winner, read after join()
-  std::exception_ptr error;  // likewise
-};
-
-// The skeleton of when_all and when_any: a task_group, the children that
-// `spawn_all` spawns into it (a spawn failure cancels those already spawned
-// and is rethrown after they finished), and a join that fails fast: the first
-// child failure itself is rethrown (not a task_group_error).  A cancellation
-// of the awaiting task during the join is rethrown -- unless `race` (when_any;
-// null for when_all) has a winner that finished with a value or an exception
-// other than a cancellation: then the cancellation is parked for the next
-// cancellation point and the skeleton returns, so the winner is reported.
-// `construct` ("when_all", "when_any") names the caller in the spawn-failure
-// cancellation.
-task<void> run_children(const char* construct, function_ref<void(task_group&)> spawn_all,
-                        const race_winner* race);
-// when_any: cancel the children that lost to `winner`.
-void cancel_losers(task_group& g, std::size_t winner);
-// A when_all / when_any child that never ran (its relay was cancelled before
-// it started, as every spawn is once the runtime shuts down) left its slot
-// empty, and no failure or cancellation was recorded: throws that
-// cancellation -- the runtime's "shutdown" when it is stopping, else a
-// cancelled_error of kind parent naming `construct`.
-[[noreturn]] void throw_unstarted_child(const char* construct);
 
 // The first child of a when_all that ended by cancellation (asyncio.gather
 // treats a cancelled child as if it raised CancelledError).  A group counts
