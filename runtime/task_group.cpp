@@ -31,32 +31,108 @@
 
 #include "runtime_impl.hpp"
 
+#include <condition_variable>
 #include <cstdio>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace weft {
-
-namespace {
-std::string first_message(const std::vector<std::exception_ptr>& errors) {
-  if (errors.empty()) return "(none)";
-  try {
-    std::rethrow_exception(errors.front());
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception";
-  }
-}
-}  // namespace
 
 task_group_error::task_group_error(std::vector<std::exception_ptr> errors)
     : errors_(std::move(errors)) {
   what_ = "task_group: " + std::to_string(errors_.size()) + " child task(s) failed; first: " +
-          first_message(errors_);
+          (errors_.empty() ? std::string("(none)") : describe(errors_.front()));
 }
 
 namespace detail {
+
+struct cancel_info {
+  std::string reason;
+  cancel_kind kind;
+  std::source_location where;
+};
+
+// One child.  Allocated by spawn(), freed by whoever unlinks it for good (a
+// reap once its task is done, or the relay itself at its end when the group
+// was destroyed meanwhile), or by ~group_state for children that were
+// abandoned.  All fields are guarded by group_state::mu.
+struct group_entry {
+  group_entry* prev = nullptr;
+  group_entry* next = nullptr;
+  task_core* core = nullptr;           // the relay task
+  std::source_location where;          // the spawn() call
+  std::unique_ptr<cancel_info> mark;   // cancelled by the group before it started
+  bool started = false;                // its relay has begun (moved to `running`)
+  bool group_ref = false;              // the group holds a reference on `core`
+  bool cancel_sent = false;            // the group already cancelled it (running)
+  bool failure_recorded = false;       // its failure is in group_state::errors
+};
+
+struct entry_list {
+  group_entry* head = nullptr;
+  group_entry* tail = nullptr;
+  std::size_t size = 0;
+  bool empty() const noexcept { return head == nullptr; }
+  void push_back(group_entry* e) noexcept;
+  void erase(group_entry* e) noexcept;
+};
+
+// State shared by the group object, join(), and every relay (each holds a
+// shared_ptr), so a relay never touches freed memory even when the group
+// object is gone.
+//
+// Reference protocol on a child's core (why the group may touch it):
+//   * spawn() takes a reference (group_ref) right after spawning, under `mu`,
+//     before the relay can start (its first step takes `mu`).
+//   * When the relay ends, its entry moves to `finished` with the reference;
+//     join() (or a later relay's end) drops it once the task is done (kDone
+//     seen with an acquire load), so that after join() every child's handle
+//     reports done().
+//   * A child that finishes without ever starting (cancelled through its
+//     handle before it ran, or by shutdown) never runs its relay: join() finds
+//     it done the same way and drops the reference then.
+//   * Destruction with live children drops the references of children not yet
+//     started, under `mu`, so before the relay's first step; a relay that ends
+//     after that drops its own (it still runs, so it is never the last).
+// The group never does a read-modify-write on a child's state word at any
+// other moment: the handle owner's inline join finishes a child with a plain
+// store (see handle_awaiter::await_resume), which must not race with one.
+struct group_state {
+  std::mutex mu;
+  entry_list unstarted;  // spawned, relay not yet begun
+  entry_list running;    // relay begun, not yet ended
+  entry_list finished;   // relay ended (its last user code ran); task maybe not yet kDone
+  std::vector<std::exception_ptr> errors;  // child failures, in order
+  std::optional<cancel_info> mark;         // the group-wide cancellation, if any
+  std::source_location created;            // where the group was constructed
+  runtime_impl* rt = nullptr;              // the runtime of the children
+  bool failed = false;       // a child failed (siblings were cancelled)
+  bool joining = false;      // join() was called
+  bool closed = false;       // join() finished: spawn() refuses
+  bool orphaned = false;     // destroyed with live children
+  bool join_waiting = false; // join() waits on `changed` for `running` to empty
+  event changed;             // set when `running` empties while join() waits
+  std::condition_variable drained;  // orphaned: `running` emptied (blocking destructor)
+
+  group_state() = default;
+  group_state(const group_state&) = delete;
+  group_state& operator=(const group_state&) = delete;
+  ~group_state();
+
+  // Under mu.
+  void cancel_all_locked(cancel_kind kind, const std::string& reason, std::source_location where);
+  // Under mu: drop the references of children not yet started; returns the
+  // cores whose last reference that was (destroy them after unlocking).
+  void release_unstarted_locked(std::vector<task_core*>& to_destroy);
+  // Under mu: unlink children that finished without starting.
+  void reap_unstarted_locked(std::vector<task_core*>& to_destroy);
+  // Under mu: unlink ended children whose task is done (kDone published).
+  void reap_finished_locked(std::vector<task_core*>& to_destroy);
+};
 
 namespace {
 
@@ -98,16 +174,6 @@ void drop_ref_locked(group_entry* e, std::vector<task_core*>& to_destroy) noexce
   // (destroying the frame runs user destructors).
   std::uint32_t prev = e->core->state.fetch_sub(task_core::kRefOne, std::memory_order_acq_rel);
   if (task_core::refs(prev) == 1) to_destroy.push_back(e->core);
-}
-
-std::string describe(const std::exception_ptr& err) {
-  try {
-    std::rethrow_exception(err);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception";
-  }
 }
 
 task<void> rethrow_to_hook(std::vector<std::exception_ptr> errors) {
@@ -286,6 +352,9 @@ void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexce
   destroy_all(to_destroy);
 }
 
+namespace {
+
+// spawn()'s steps, around the actual spawn (which happens under s.mu).
 void group_admit_locked(group_state& s, group_entry* e) {
   if (s.closed) {
     throw usage_error("weft::task_group::spawn: the group is closed (its join() has finished)");
@@ -304,6 +373,28 @@ void group_adopt_locked(group_state& s, group_entry* e, task_core* core) {
   core->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
   e->group_ref = true;
   if (s.rt == nullptr) s.rt = current_worker()->rt;
+}
+
+}  // namespace
+
+group_entry* group_new_entry(std::source_location where) {
+  auto* e = new group_entry;
+  e->where = where;
+  return e;
+}
+
+void group_delete_entry(group_entry* e) noexcept { delete e; }
+
+void group_spawn(group_state& s, group_entry* e, function_ref<task_core*()> start) {
+  std::unique_lock lk(s.mu);
+  try {
+    group_admit_locked(s, e);  // throws usage_error when closed
+  } catch (...) {
+    lk.unlock();
+    delete e;
+    throw;
+  }
+  group_adopt_locked(s, e, start());
 }
 
 void throw_group_needs_worker() {
@@ -440,14 +531,37 @@ void cancel_losers(task_group& g, std::size_t winner) {
   g.cancel_as(cancel_kind::group, "when_any: task " + std::to_string(winner) + " finished first");
 }
 
-task<std::exception_ptr> join_fail_fast(task_group* g) {
-  std::exception_ptr first;
-  try {
-    co_await g->join();
-  } catch (const task_group_error& e) {
-    first = e.exceptions().front();
+task<void> run_children(const char* construct, function_ref<void(task_group&)> spawn_all,
+                        const race_winner* race) {
+  std::exception_ptr failure;
+  {
+    task_group g;
+    std::exception_ptr spawn_error;
+    try {
+      spawn_all(g);
+    } catch (...) {
+      spawn_error = std::current_exception();
+      g.cancel(std::string(construct) + ": spawn failed");
+    }
+    try {
+      co_await g.join();
+    } catch (const task_group_error& e) {
+      failure = e.exceptions().front();  // fail fast: the first failure itself
+    } catch (const cancelled_error&) {
+      // Cancelled while the children were being awaited.  A when_any winner
+      // that finished with a value or an error is not dropped: it is
+      // reported, and the cancellation stays pending for the next
+      // cancellation point.  Relaxed: join() (mutex + event) ordered the
+      // winner's exchange and its writes before us.
+      if (race == nullptr || !race->won.load(std::memory_order_relaxed) ||
+          is_cancellation(race->error)) {
+        throw;
+      }
+      park_cancellation(std::current_exception());
+    }
+    if (spawn_error) std::rethrow_exception(spawn_error);
   }
-  co_return first;
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace detail
@@ -470,27 +584,7 @@ std::size_t task_group::size() const {
 }
 
 task<void> when_all(std::vector<task<void>> ts) {
-  std::vector<std::optional<std::monostate>> slots(ts.size());
-  detail::first_cancellation cancelled;
-  std::exception_ptr failure;
-  {
-    task_group g;
-    std::exception_ptr spawn_error;
-    try {
-      for (std::size_t i = 0; i < ts.size(); ++i)
-        (void)g.spawn(detail::store_result<void>(&slots[i], &cancelled, std::move(ts[i])));
-    } catch (...) {
-      spawn_error = std::current_exception();
-      g.cancel("when_all: spawn failed");
-    }
-    failure = co_await detail::join_fail_fast(&g);
-    if (spawn_error) std::rethrow_exception(spawn_error);
-  }
-  if (failure) std::rethrow_exception(failure);
-  if (cancelled.error) std::rethrow_exception(cancelled.error);
-  for (const auto& slot : slots) {
-    if (!slot) detail::throw_unstarted_child("when_all");
-  }
+  return detail::when_all_vector<void>(std::move(ts));
 }
 
 }  // namespace weft

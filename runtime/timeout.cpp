@@ -26,44 +26,18 @@ std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept {
   return ns <= 0 ? 0 : static_cast<std::uint64_t>(ns);
 }
 
-void retain_for_timer(task_core* target) noexcept {
-  // Relaxed: the waiter's handle holds a reference, so the count is not zero.
-  target->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
-}
-
 namespace {
-// The deadline task's reference to its target.  A coroutine parameter, not a
-// local of the body: the frame owns it from its creation and drops it when the
-// frame is destroyed, also when the task never runs its body (it is cancelled
-// before it starts whenever the wait ends first, and during shutdown).
-class target_ref {
- public:
-  explicit target_ref(task_core* c) noexcept : core_(c) {}
-  target_ref(target_ref&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
-  target_ref(const target_ref&) = delete;
-  target_ref& operator=(const target_ref&) = delete;
-  target_ref& operator=(target_ref&&) = delete;
-  ~target_ref() {
-    if (core_ != nullptr) release_ref(core_);
-  }
-  task_core* get() const noexcept { return core_; }
-
- private:
-  task_core* core_;
-};
-
-task<void> cancel_at_deadline(target_ref target, std::uint64_t deadline,
+task<void> cancel_at_deadline(task_ref target, std::uint64_t deadline,
                               std::source_location where) {
   co_await sleep_tag{deadline, false};
   request_cancel(target.get(), "timeout", cancel_kind::timeout, where);
 }
 }  // namespace
 
-task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
-                              std::source_location where) {
-  // If creating the frame throws, the temporary still owns the reference and
+task<void> deadline_canceller(task_ref target, std::uint64_t deadline, std::source_location where) {
+  // If creating the frame throws, our parameter still owns the reference and
   // drops it here.
-  return cancel_at_deadline(target_ref(target), deadline, where);
+  return cancel_at_deadline(std::move(target), deadline, where);
 }
 
 namespace {

@@ -49,6 +49,7 @@
 #include <utility>
 
 #include "weft/detail/core.hpp"
+#include "weft/detail/task_ref.hpp"
 #include "weft/errors.hpp"
 #include "weft/task.hpp"
 
@@ -84,29 +85,6 @@ struct registration_impl {
   std::stop_callback<erased_callback> cb;
 };
 
-// A counted reference to a spawned task's core: keeps the frame (and so the
-// core) alive while a registration may still cancel it.  Taken only by the
-// owner of a join_handle (so the task cannot be finishing inline at the same
-// moment, see join_handle's inline join).
-class task_ref {
- public:
-  explicit task_ref(task_core* c) noexcept : core_(c) {
-    // Relaxed: the caller's handle keeps the core alive while we add ours; the
-    // count publishes nothing (release_ref's acq_rel orders the teardown).
-    core_->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
-  }
-  task_ref(task_ref&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
-  task_ref& operator=(task_ref&&) = delete;
-  task_ref(const task_ref&) = delete;
-  ~task_ref() {
-    if (core_ != nullptr) release_ref(core_);
-  }
-  task_core* get() const noexcept { return core_; }
-
- private:
-  task_core* core_;
-};
-
 // co_await current_core_tag{} inside a weft coroutine: the task_core of the
 // task running it (its own core when spawned, else its awaiter's).  Never
 // suspends.
@@ -122,8 +100,6 @@ struct current_core_tag {
 };
 
 struct cancel_source_state;
-cancellation_registration make_core_registration(const cancellation_token& tok, task_core* core,
-                                                 std::optional<task_ref> ref);
 
 }  // namespace detail
 

@@ -30,6 +30,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 #include "weft/detail/core.hpp"
 #include "weft/errors.hpp"
@@ -130,6 +131,8 @@ template <class T>
 struct task_awaiter;
 template <class T>
 struct handle_awaiter;
+template <class Source, class T>
+struct capture_tag;
 
 struct yield_awaiter {
   task_core* ctx;
@@ -284,6 +287,8 @@ struct promise_common : promise_base {
   template <class U>
   handle_awaiter<U> await_transform(join_handle<U>&& h) noexcept;
   list_wait_ref await_transform(list_wait_once& w) noexcept { return {&w}; }
+  template <class S, class U>
+  auto await_transform(capture_tag<S, U> c) noexcept;
   // Any other awaitable passes through unchanged.
   template <class A>
   A&& await_transform(A&& a) noexcept {
@@ -472,6 +477,78 @@ struct handle_awaiter {
     return take_result(target.promise());
   }
 };
+
+// The outcome of one awaited task or handle, kept instead of thrown: its
+// value (std::monostate for void) or its exception.  Filled by
+// `co_await capture(x, slot)`; read by whoever owns the slot afterwards.
+template <class T>
+struct outcome_slot {
+  using value_type = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+  std::optional<value_type> value;
+  std::exception_ptr error;
+
+  // The value, or the exception rethrown.
+  T take() {
+    if (error) std::rethrow_exception(error);
+    if constexpr (!std::is_void_v<T>) return std::move(*value);
+  }
+};
+
+// What co_await capture(x, slot) hands to the promise's await_transform, which
+// binds `x` as a plain co_await would (task_awaiter or handle_awaiter).
+template <class Source, class T>
+struct capture_tag {
+  Source* source;
+  outcome_slot<T>* slot;
+};
+
+// co_await of `x` that stores the value or the exception in the slot instead
+// of returning or throwing it.  The same cancellation point and the same join
+// as co_await x; forced inline like handle_awaiter's fast path, which it wraps.
+template <class Inner, class T>
+struct capture_awaiter {
+  Inner inner;
+  outcome_slot<T>* slot;
+  bool refused = false;  // await_ready threw (an empty or finished task)
+
+  bool await_ready() noexcept {
+    try {
+      return inner.await_ready();
+    } catch (...) {
+      slot->error = std::current_exception();
+      refused = true;
+      return true;
+    }
+  }
+  [[gnu::always_inline]] std::coroutine_handle<> await_suspend(
+      std::coroutine_handle<> self) noexcept {
+    return inner.await_suspend(self);
+  }
+  [[gnu::always_inline]] void await_resume() noexcept {
+    if (refused) return;
+    try {
+      if constexpr (std::is_void_v<T>) {
+        inner.await_resume();
+        slot->value.emplace();
+      } else {
+        slot->value.emplace(inner.await_resume());
+      }
+    } catch (...) {
+      slot->error = std::current_exception();
+    }
+  }
+};
+
+// `co_await capture(std::move(t), slot)` / `co_await capture(h, slot)`: never
+// throws; afterwards the slot holds the value or the exception.
+template <class T>
+capture_tag<task<T>, T> capture(task<T>&& t, outcome_slot<T>& slot) noexcept {
+  return {&t, &slot};
+}
+template <class T>
+capture_tag<join_handle<T>, T> capture(join_handle<T>& h, outcome_slot<T>& slot) noexcept {
+  return {&h, &slot};
+}
 
 }  // namespace detail
 
@@ -696,6 +773,13 @@ template <class D>
 template <class U>
 handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>&& h) noexcept {
   return {h.handle(), ctx};
+}
+
+template <class D>
+template <class S, class U>
+auto promise_common<D>::await_transform(capture_tag<S, U> c) noexcept {
+  using inner = decltype(await_transform(*c.source));
+  return capture_awaiter<inner, U>{await_transform(*c.source), c.slot};
 }
 
 

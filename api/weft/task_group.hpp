@@ -86,12 +86,11 @@
 // The group itself is neither copyable nor movable.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <source_location>
 #include <string>
@@ -101,6 +100,7 @@
 #include <variant>
 #include <vector>
 
+#include "weft/detail/access.hpp"
 #include "weft/detail/core.hpp"
 #include "weft/errors.hpp"
 #include "weft/sync.hpp"
@@ -124,126 +124,58 @@ class task_group_error : public std::exception {
   std::string what_;
 };
 
+class task_group;
+
 namespace detail {
 
-struct cancel_info {
-  std::string reason;
-  cancel_kind kind;
-  std::source_location where;
+// The state shared by a group, its join() and its children's relays, and one
+// child's entry in it: defined in runtime/task_group.cpp, where everything
+// that takes its lock, walks its lists or sets its event lives.  The header
+// keeps only what depends on the user's types: making a child's relay frame.
+struct group_state;
+struct group_entry;
+
+// A borrowed callable (it must outlive the call), so that code which depends
+// on the user's types can be called from the runtime side.
+template <class Sig>
+class function_ref;
+template <class R, class... A>
+class function_ref<R(A...)> {
+ public:
+  // Implicit: it is a parameter type, built from the caller's lambda.
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, function_ref> &&
+             std::is_invocable_r_v<R, F&, A...>)
+  function_ref(F&& f) noexcept
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, A... a) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...);
+        }) {}
+  R operator()(A... a) const { return call_(obj_, std::forward<A>(a)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, A...);
 };
 
-// One child.  Allocated by spawn(), freed by whoever unlinks it for good (a
-// reap once its task is done, or the relay itself at its end when the group
-// was destroyed meanwhile), or by ~group_state for children that were
-// abandoned.  All fields are guarded
-// by group_state::mu.
-struct group_entry {
-  group_entry* prev = nullptr;
-  group_entry* next = nullptr;
-  task_core* core = nullptr;           // the relay task
-  std::source_location where;          // the spawn() call
-  std::unique_ptr<cancel_info> mark;   // cancelled by the group before it started
-  bool started = false;                // its relay has begun (moved to `running`)
-  bool group_ref = false;              // the group holds a reference on `core`
-  bool cancel_sent = false;            // the group already cancelled it (running)
-  bool failure_recorded = false;       // its failure is in group_state::errors
+// The winner of a when_any: the first child to finish (value, exception or
+// cancellation).  The value's type is the caller's (race_state<V>).
+struct race_winner {
+  std::atomic<bool> won{false};
+  std::size_t index = 0;     // written by the winner, read after join()
+  std::exception_ptr error;  // likewise
 };
-
-struct entry_list {
-  group_entry* head = nullptr;
-  group_entry* tail = nullptr;
-  std::size_t size = 0;
-  bool empty() const noexcept { return head == nullptr; }
-  void push_back(group_entry* e) noexcept;
-  void erase(group_entry* e) noexcept;
-};
-
-// State shared by the group object, join(), and every relay (each holds a
-// shared_ptr), so a relay never touches freed memory even when the group
-// object is gone.
-//
-// Reference protocol on a child's core (why the group may touch it):
-//   * spawn() takes a reference (group_ref) right after spawning, under `mu`,
-//     before the relay can start (its first step takes `mu`).
-//   * When the relay ends, its entry moves to `finished` with the reference;
-//     join() (or a later relay's end) drops it once the task is done (kDone
-//     seen with an acquire load), so that after join() every child's handle
-//     reports done().
-//   * A child that finishes without ever starting (cancelled through its
-//     handle before it ran, or by shutdown) never runs its relay: join() finds
-//     it done the same way and drops the reference then.
-//   * Destruction with live children drops the references of children not yet
-//     started, under `mu`, so before the relay's first step; a relay that ends
-//     after that drops its own (it still runs, so it is never the last).
-// The group never does a read-modify-write on a child's state word at any
-// other moment: the handle owner's inline join finishes a child with a plain
-// store (see handle_awaiter::await_resume), which must not race with one.
-struct group_state {
-  std::mutex mu;
-  entry_list unstarted;  // spawned, relay not yet begun
-  entry_list running;    // relay begun, not yet ended
-  entry_list finished;   // relay ended (its last user code ran); task maybe not yet kDone
-  std::vector<std::exception_ptr> errors;  // child failures, in order
-  std::optional<cancel_info> mark;         // the group-wide cancellation, if any
-  std::source_location created;            // where the group was constructed
-  runtime_impl* rt = nullptr;              // the runtime of the children
-  bool failed = false;       // a child failed (siblings were cancelled)
-  bool joining = false;      // join() was called
-  bool closed = false;       // join() finished: spawn() refuses
-  bool orphaned = false;     // destroyed with live children
-  bool join_waiting = false; // join() waits on `changed` for `running` to empty
-  event changed;             // set when `running` empties while join() waits
-  std::condition_variable drained;  // orphaned: `running` emptied (blocking destructor)
-
-  group_state() = default;
-  group_state(const group_state&) = delete;
-  group_state& operator=(const group_state&) = delete;
-  ~group_state();
-
-  // Under mu.
-  void cancel_all_locked(cancel_kind kind, const std::string& reason, std::source_location where);
-  // Under mu: drop the references of children not yet started; returns the
-  // cores whose last reference that was (destroy them after unlocking).
-  void release_unstarted_locked(std::vector<task_core*>& to_destroy);
-  // Under mu: unlink children that finished without starting.
-  void reap_unstarted_locked(std::vector<task_core*>& to_destroy);
-  // Under mu: unlink ended children whose task is done (kDone published).
-  void reap_finished_locked(std::vector<task_core*>& to_destroy);
-};
-
-// The relay's two calls.  on_start returns the cancellation the child must
-// start with (the group cancelled it before it ran), or null.
-std::exception_ptr group_on_start(group_state& s, group_entry* e);
-void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexcept;
-
-// spawn()'s steps, around the actual spawn (which happens under s.mu).
-void group_admit_locked(group_state& s, group_entry* e);
-void group_adopt_locked(group_state& s, group_entry* e, task_core* core);
-
-task<void> group_join(std::shared_ptr<group_state> s);
-void group_destroy(std::shared_ptr<group_state> s) noexcept;
-[[noreturn]] void throw_group_needs_worker();
 
 template <class T>
 task<T> group_relay(std::shared_ptr<group_state> s, group_entry* e, task<T> t) {
-  std::exception_ptr err = group_on_start(*s, e);
-  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
-  if (!err) {
-    try {
-      task<T> body = std::move(t);  // freed as soon as it finished
-      if constexpr (std::is_void_v<T>) {
-        co_await std::move(body);
-        value.emplace(true);
-      } else {
-        value.emplace(co_await std::move(body));
-      }
-    } catch (...) {
-      err = std::current_exception();
-    }
+  outcome_slot<T> outcome;
+  outcome.error = group_on_start(*s, e);
+  if (!outcome.error) {
+    task<T> body = std::move(t);  // freed as soon as it finished
+    co_await capture(std::move(body), outcome);
   }
-  group_on_end(*s, e, err);  // last touch of the group for this child
-  if (err) std::rethrow_exception(err);
-  if constexpr (!std::is_void_v<T>) co_return std::move(*value);
+  group_on_end(*s, e, outcome.error);  // last touch of the group for this child
+  co_return outcome.take();
 }
 
 }  // namespace detail
@@ -265,30 +197,23 @@ class task_group {
   join_handle<T> spawn(task<T> t, std::source_location where = std::source_location::current()) {
     if (!detail::spawnable(t)) detail::throw_empty_task();
     if (detail::current_worker() == nullptr) detail::throw_group_needs_worker();
-    auto* e = new detail::group_entry;
-    e->where = where;
+    detail::group_entry* e = detail::group_new_entry(where);
     task<T> relay;
     try {
       relay = detail::group_relay<T>(state_, e, std::move(t));
     } catch (...) {
-      delete e;
+      detail::group_delete_entry(e);
       throw;
     }
     join_handle<T> h;
-    {
-      std::unique_lock lk(state_->mu);
-      try {
-        detail::group_admit_locked(*state_, e);  // throws usage_error when closed
-      } catch (...) {
-        lk.unlock();
-        delete e;
-        throw;  // `relay` (and the child) are destroyed outside the lock
-      }
-      // Cannot throw: we are on a worker.  The relay may run on a thief at
-      // once, but its first step needs `mu`.
+    // Under the group's lock (the relay may run on a thief at once, but its
+    // first step needs that lock).  Cannot throw: we are on a worker.  When
+    // the group refuses the child, `relay` (and the child) are destroyed
+    // with this frame, outside the lock.
+    detail::group_spawn(*state_, e, [&]() noexcept -> detail::task_core* {
       h = weft::spawn(std::move(relay), where);
-      detail::group_adopt_locked(*state_, e, &h.handle().promise().own_core());
-    }
+      return &detail::access::core(h);
+    });
     return h;
   }
 
@@ -317,7 +242,7 @@ class task_group {
 // The value a task<T> contributes to a heterogeneous result: T, or
 // std::monostate for task<void>.
 template <class T>
-using when_value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+using when_value_t = typename detail::outcome_slot<T>::value_type;
 
 // when_any's result: which task finished first (its position in the
 // arguments / vector) and its value.
@@ -341,85 +266,95 @@ struct first_cancellation {
     // reader.
     if (!taken.exchange(true, std::memory_order_acq_rel)) error = std::move(e);
   }
+  // After the join: rethrows the recorded cancellation (a slot is empty);
+  // else, when a child never ran, its cancellation (throw_unstarted_child).
+  void rethrow_unless(bool every_child_ran) const {
+    if (error) std::rethrow_exception(error);
+    if (!every_child_ran) throw_unstarted_child("when_all");
+  }
 };
 
-// A when_all / when_any child that never ran (its relay was cancelled before
-// it started, as every spawn is once the runtime shuts down) left its slot
-// empty, and no failure or cancellation was recorded: throws that
-// cancellation -- the runtime's "shutdown" when it is stopping, else a
-// cancelled_error of kind parent naming `construct`.
-[[noreturn]] void throw_unstarted_child(const char* construct);
-
-template <class T, class Slot>
-task<void> store_result(Slot* slot, first_cancellation* cancelled, task<T> t) {
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(t);
-      slot->emplace();
-    } else {
-      slot->emplace(co_await std::move(t));
-    }
-  } catch (const cancelled_error&) {
-    cancelled->record(std::current_exception());
-    throw;
+// A when_all child: `t`'s outcome goes to `slot`; a failure or cancellation
+// also ends the child with it (the group sees it).
+template <class T>
+task<void> store_result(outcome_slot<T>* slot, first_cancellation* cancelled, task<T> t) {
+  co_await capture(std::move(t), *slot);
+  if (slot->error) {
+    if (is_cancellation(slot->error)) cancelled->record(slot->error);
+    std::rethrow_exception(slot->error);
   }
 }
 
 // First to finish (value, exception or cancellation) wins `won`.
 template <class V>
-struct race_state {
-  std::atomic<bool> won{false};
-  std::size_t index = 0;          // written by the winner, read after join()
-  std::exception_ptr error;       // likewise
-  std::optional<V> value;         // likewise
+struct race_state : race_winner {
+  std::optional<V> value;  // written by the winner, read after join()
 };
 
-void cancel_losers(task_group& g, std::size_t winner);
-
-// Hetero: V is a std::variant and the value goes in alternative I.
+// A when_any child.  Hetero: V is a std::variant and the value goes in
+// alternative I.
 template <bool Hetero, std::size_t I, class T, class V>
 task<void> race_one(race_state<V>* st, task_group* g, std::size_t index, task<T> t) {
-  std::exception_ptr err;
-  std::optional<when_value_t<T>> v;
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(t);
-      v.emplace();
-    } else {
-      v.emplace(co_await std::move(t));
-    }
-  } catch (...) {
-    err = std::current_exception();
-  }
+  outcome_slot<T> outcome;
+  co_await capture(std::move(t), outcome);
   // acq_rel: the one winner; join() (mutex + event) publishes its writes.
   if (st->won.exchange(true, std::memory_order_acq_rel)) co_return;  // a loser: outcome dropped
   st->index = index;
-  if (err) {
-    st->error = err;
+  if (outcome.error) {
+    st->error = outcome.error;
   } else if constexpr (Hetero) {
-    st->value.emplace(std::in_place_index<I>, std::move(*v));
+    st->value.emplace(std::in_place_index<I>, std::move(*outcome.value));
   } else {
-    st->value.emplace(std::move(*v));
+    st->value.emplace(std::move(*outcome.value));
   }
   cancel_losers(*g, index);
 }
 
-template <class... Vs, std::size_t... I>
-std::tuple<Vs...> unwrap_slots(std::tuple<std::optional<Vs>...>& slots, std::index_sequence<I...>) {
-  return std::tuple<Vs...>(std::move(*std::get<I>(slots))...);
+// when_any's answer after the join: the winner's exception, or its index and
+// value.
+template <class V>
+when_any_result<V> take_winner(race_state<V>& st) {
+  if (st.error) std::rethrow_exception(st.error);
+  if (!st.value) throw_unstarted_child("when_any");  // no child ever ran
+  return when_any_result<V>{st.index, std::move(*st.value)};
 }
 
-// when_any was cancelled during its join: does the winner (if any) have an
-// outcome that is not itself a cancellation?  Read after join(), which
-// publishes the winner's writes.
-inline bool winner_outlives_cancel(const std::atomic<bool>& won, const std::exception_ptr& error) {
-  // Relaxed: join() (mutex + event) ordered the winner's exchange before us.
-  return won.load(std::memory_order_relaxed) && !is_cancellation(error);
+// g.spawn(make(I, t)) for the I-th task of a pack (I a std::integral_constant)
+// and for the i-th task of a vector, in order.
+template <class Make, class... Ts>
+void spawn_each(task_group& g, Make make, task<Ts>&... ts) {
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ((void)g.spawn(make(std::integral_constant<std::size_t, I>{}, std::move(ts))), ...);
+  }(std::index_sequence_for<Ts...>{});
 }
 
-// Awaits g.join(); returns the failure to rethrow (the first child failure), or
-// rethrows the join's cancellation.
-task<std::exception_ptr> join_fail_fast(task_group* g);
+template <class Make, class T>
+void spawn_each(task_group& g, Make make, std::vector<task<T>>& ts) {
+  for (std::size_t i = 0; i < ts.size(); ++i) (void)g.spawn(make(i, std::move(ts[i])));
+}
+
+
+// when_all over a vector: the values in the vector's order, or nothing for
+// task<void>.
+template <class T>
+task<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>> when_all_vector(
+    std::vector<task<T>> ts) {
+  std::vector<outcome_slot<T>> slots(ts.size());
+  first_cancellation cancelled;
+  co_await run_children("when_all", [&](task_group& g) {
+    spawn_each(g, [&](std::size_t i, task<T> t) {
+      return store_result<T>(&slots[i], &cancelled, std::move(t));
+    }, ts);
+  }, nullptr);
+  cancelled.rethrow_unless(
+      std::all_of(slots.begin(), slots.end(), [](const auto& s) { return s.value.has_value(); }));
+  if constexpr (!std::is_void_v<T>) {
+    std::vector<T> out;
+    out.reserve(slots.size());
+    for (auto& s : slots) out.push_back(std::move(*s.value));
+    co_return out;
+  }
+}
 
 }  // namespace detail
 
@@ -434,61 +369,24 @@ task<std::exception_ptr> join_fail_fast(task_group* g);
 // rethrows the cancellation.  Must be awaited from a weft task.
 template <class... Ts>
 task<std::tuple<when_value_t<Ts>...>> when_all(task<Ts>... ts) {
-  std::tuple<std::optional<when_value_t<Ts>>...> slots;
+  std::tuple<detail::outcome_slot<Ts>...> slots;
   detail::first_cancellation cancelled;
-  std::exception_ptr failure;
-  {
-    task_group g;
-    std::exception_ptr spawn_error;
-    try {
-      [&]<std::size_t... I>(std::index_sequence<I...>) {
-        ((void)g.spawn(
-            detail::store_result<Ts>(&std::get<I>(slots), &cancelled, std::move(ts))),
-         ...);
-      }(std::index_sequence_for<Ts...>{});
-    } catch (...) {
-      spawn_error = std::current_exception();
-      g.cancel("when_all: spawn failed");
-    }
-    failure = co_await detail::join_fail_fast(&g);
-    if (spawn_error) std::rethrow_exception(spawn_error);
-  }
-  if (failure) std::rethrow_exception(failure);
-  if (cancelled.error) std::rethrow_exception(cancelled.error);  // a slot is empty
-  if (!std::apply([](const auto&... o) { return (o.has_value() && ...); }, slots))
-    detail::throw_unstarted_child("when_all");
-  co_return detail::unwrap_slots(slots, std::index_sequence_for<Ts...>{});
+  co_await detail::run_children("when_all", [&](task_group& g) {
+    detail::spawn_each(g, [&](auto i, auto t) {
+      return detail::store_result(&std::get<i>(slots), &cancelled, std::move(t));
+    }, ts...);
+  }, nullptr);
+  cancelled.rethrow_unless(
+      std::apply([](const auto&... s) { return (s.value.has_value() && ...); }, slots));
+  co_return std::apply(
+      [](auto&... s) { return std::tuple<when_value_t<Ts>...>(std::move(*s.value)...); }, slots);
 }
 
 // when_all over a vector: the values in the vector's order.
 template <class T>
   requires(!std::is_void_v<T>)
 task<std::vector<T>> when_all(std::vector<task<T>> ts) {
-  std::vector<std::optional<T>> slots(ts.size());
-  detail::first_cancellation cancelled;
-  std::exception_ptr failure;
-  {
-    task_group g;
-    std::exception_ptr spawn_error;
-    try {
-      for (std::size_t i = 0; i < ts.size(); ++i)
-        (void)g.spawn(detail::store_result<T>(&slots[i], &cancelled, std::move(ts[i])));
-    } catch (...) {
-      spawn_error = std::current_exception();
-      g.cancel("when_all: spawn failed");
-    }
-    failure = co_await detail::join_fail_fast(&g);
-    if (spawn_error) std::rethrow_exception(spawn_error);
-  }
-  if (failure) std::rethrow_exception(failure);
-  if (cancelled.error) std::rethrow_exception(cancelled.error);  // a slot is empty
-  std::vector<T> out;
-  out.reserve(slots.size());
-  for (auto& s : slots) {
-    if (!s) detail::throw_unstarted_child("when_all");
-    out.push_back(std::move(*s));
-  }
-  co_return out;
+  return detail::when_all_vector<T>(std::move(ts));
 }
 
 // when_all over a vector of task<void>: completes (or fails fast) like the
@@ -512,33 +410,13 @@ template <class... Ts>
 task<when_any_result<std::variant<when_value_t<Ts>...>>> when_any(task<Ts>... ts) {
   using V = std::variant<when_value_t<Ts>...>;
   detail::race_state<V> st;
-  std::exception_ptr failure;
-  {
-    task_group g;
-    std::exception_ptr spawn_error;
-    try {
-      [&]<std::size_t... I>(std::index_sequence<I...>) {
-        ((void)g.spawn(detail::race_one<true, I, Ts, V>(&st, &g, I, std::move(ts))), ...);
-      }(std::index_sequence_for<Ts...>{});
-    } catch (...) {
-      spawn_error = std::current_exception();
-      g.cancel("when_any: spawn failed");
-    }
-    try {
-      failure = co_await detail::join_fail_fast(&g);
-    } catch (const cancelled_error&) {
-      // Cancelled while the children were being awaited.  A winner that
-      // finished with a value or an error is not dropped: it is reported,
-      // and the cancellation stays pending for the next cancellation point.
-      if (!detail::winner_outlives_cancel(st.won, st.error)) throw;
-      detail::park_cancellation(std::current_exception());
-    }
-    if (spawn_error) std::rethrow_exception(spawn_error);
-  }
-  if (failure) std::rethrow_exception(failure);
-  if (st.error) std::rethrow_exception(st.error);
-  if (!st.value) detail::throw_unstarted_child("when_any");  // no child ever ran
-  co_return when_any_result<V>{st.index, std::move(*st.value)};
+  co_await detail::run_children("when_any", [&](task_group& g) {
+    detail::spawn_each(g, [&](auto i, auto t) {
+      using T = typename decltype(t)::value_type;
+      return detail::race_one<true, i, T, V>(&st, &g, i, std::move(t));
+    }, ts...);
+  }, &st);
+  co_return detail::take_winner(st);
 }
 
 // when_any over a vector: the winner's position in the vector and its value
@@ -548,32 +426,12 @@ task<when_any_result<when_value_t<T>>> when_any(std::vector<task<T>> ts) {
   using V = when_value_t<T>;
   if (ts.empty()) throw usage_error("weft::when_any: no tasks");
   detail::race_state<V> st;
-  std::exception_ptr failure;
-  {
-    task_group g;
-    std::exception_ptr spawn_error;
-    try {
-      for (std::size_t i = 0; i < ts.size(); ++i)
-        (void)g.spawn(detail::race_one<false, 0, T, V>(&st, &g, i, std::move(ts[i])));
-    } catch (...) {
-      spawn_error = std::current_exception();
-      g.cancel("when_any: spawn failed");
-    }
-    try {
-      failure = co_await detail::join_fail_fast(&g);
-    } catch (const cancelled_error&) {
-      // Cancelled while the children were being awaited.  A winner that
-      // finished with a value or an error is not dropped: it is reported,
-      // and the cancellation stays pending for the next cancellation point.
-      if (!detail::winner_outlives_cancel(st.won, st.error)) throw;
-      detail::park_cancellation(std::current_exception());
-    }
-    if (spawn_error) std::rethrow_exception(spawn_error);
-  }
-  if (failure) std::rethrow_exception(failure);
-  if (st.error) std::rethrow_exception(st.error);
-  if (!st.value) detail::throw_unstarted_child("when_any");  // no child ever ran
-  co_return when_any_result<V>{st.index, std::move(*st.value)};
+  co_await detail::run_children("when_any", [&](task_group& g) {
+    detail::spawn_each(g, [&](std::size_t i, task<T> t) {
+      return detail::race_one<false, 0, T, V>(&st, &g, i, std::move(t));
+    }, ts);
+  }, &st);
+  co_return detail::take_winner(st);
 }
 
 }  // namespace weft

@@ -26,6 +26,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "weft/detail/access.hpp"
+#include "weft/detail/task_ref.hpp"
 #include "weft/task.hpp"
 
 namespace weft {
@@ -45,28 +47,6 @@ inline bool expired(std::uint64_t deadline) noexcept {
   return deadline != kNever && deadline <= now_ns();
 }
 
-// now_ns() + d, saturated; <= now for d <= 0.
-std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept;
-std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept;
-
-// Sleeps until `deadline`, then cancels `target` with kind timeout.  Holds a
-// reference to `target` (taken by the caller with retain_for_timer) and drops
-// it when it ends, so it may outlive the waiter: the waiter cancels it and
-// lets it go instead of waiting for it (its own cancellation must not be
-// swallowed by that wait).
-task<void> deadline_canceller(task_core* target, std::uint64_t deadline,
-                              std::source_location where);
-void retain_for_timer(task_core* target) noexcept;
-
-// After the join in a wait threw `err`: timeout_error when it is this wait's
-// own timeout -- the deadline passed, the task ended by a timeout
-// cancellation, and the waiting task was not cancelled itself (`own`: no
-// request was pending when the wait began, none was made for the waiter
-// during it, and no wait on the waiter expired during it).  Otherwise `err`
-// goes on unchanged: a timeout of an enclosing wait is that wait's to report
-// (asyncio's nested timeouts).
-[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline, bool own);
-
 // The deadlines of the waits in progress, by the task each waits on.  A wait
 // whose deadline passed while the task it runs in is itself under a wait whose
 // deadline passed too lets the cancellation through instead of reporting a
@@ -82,22 +62,19 @@ class wait_registration {
  private:
   task_core* target_;
 };
-// The running task (or a task running it inline) is waited on by a wait whose
-// deadline has passed.  (A wait compares this at its start and at its end.)
-bool enclosing_wait_expired() noexcept;
 
 // The outcome of a finished task, taken without a cancellation point.
 template <class T>
 T take_finished(join_handle<T>& h) {
-  mark_taken(&h.handle().promise().own_core());
-  return take_result(h.handle().promise());
+  mark_taken(&access::core(h));
+  return take_result(access::promise(h));
 }
 
 template <class T>
 task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_location where) {
   if (!h.valid()) throw_invalid_handle();
   if (deadline == kNever) co_return co_await h;  // never expires: a plain join
-  task_core* target = &h.handle().promise().own_core();
+  task_core* target = &access::core(h);
   // The waiter's own cancellation, as it stood when the wait began: one
   // already pending is delivered at the join (and is never our timeout); one
   // made during the wait raises cancelling() and is not ours either.
@@ -113,30 +90,13 @@ task<T> wait_until_core(join_handle<T>& h, std::uint64_t deadline, std::source_l
     // Already expired: a task that is done still gives its result.
     if (!h.done()) request_cancel(target, "timeout", cancel_kind::timeout, where);
   } else {
-    retain_for_timer(target);
-    timer = spawn(deadline_canceller(target, deadline, where), where);
+    timer = spawn(deadline_canceller(task_ref(target), deadline, where), where);
   }
-  std::exception_ptr err;
-  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
-  try {
-    // A join: cancelling the waiter is forwarded to the task.
-    if constexpr (std::is_void_v<T>) {
-      co_await h;
-      value.emplace(true);
-    } else {
-      value.emplace(co_await h);
-    }
-  } catch (...) {
-    err = std::current_exception();
-  }
+  outcome_slot<T> joined;
+  co_await capture(h, joined);  // a join: cancelling the waiter is forwarded to the task
   timer.cancel("wait_for: the task finished");  // no-op when it already fired
-  if (!err) {
-    if constexpr (std::is_void_v<T>) {
-      co_return;
-    } else {
-      co_return std::move(*value);
-    }
-  }
+  const std::exception_ptr& err = joined.error;
+  if (!err) co_return joined.take();
   if (!pending_at_entry && h.done() && !h.cancelled() && is_cancellation(err)) {
     // The task answered, and a cancellation of the waiter came in during the
     // wait (after the answer, or forwarded to the task, which finished

@@ -20,7 +20,10 @@
 //   * throw_taken (detail/core.hpp): a cancellation point throws in the
 //     task's own frame, where the catch usually is.
 // Everything else -- every slow path, every lock, every list -- is behind a
-// function below.
+// function below, or behind an out-of-line member of a detail type declared
+// in the headers: task_core::lock_hook, wait_list::lock/push_back/erase,
+// timer_node::interrupt, list_wait::interrupt (cancel_delivery.cpp, sync.cpp,
+// sleep.cpp) and wait_registration (timeout.cpp).
 //
 // The types these functions take are defined in detail/core.hpp (task_core,
 // promise_base, the wait nodes), except runtime_impl, which no header defines.
@@ -31,10 +34,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
+#include <optional>
 #include <source_location>
 #include <string>
 
 #include "weft/errors.hpp"
+
+namespace weft {
+template <class T>
+class task;
+class task_group;
+class cancellation_token;
+class cancellation_registration;
+}  // namespace weft
 
 namespace weft::detail {
 
@@ -47,6 +60,12 @@ struct task_core;
 struct timer_node;
 struct wait_list;
 struct worker_hot;
+struct group_state;
+struct group_entry;
+struct race_winner;
+class task_ref;
+template <class Sig>
+class function_ref;
 
 // ---- workers and spawning (runtime.cpp) ----
 
@@ -205,5 +224,77 @@ bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver)
 // list's lock, which the caller holds); `grant(obj)` is called for each node
 // it wins, and returns false to stop (no more of the resource).
 void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept;
+
+// ---- deadlines: wait_for, wait_until (timeout.cpp) ----
+
+// now_ns() + d, saturated; <= now for d <= 0.
+std::uint64_t deadline_after(std::chrono::nanoseconds d) noexcept;
+std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept;
+
+// Sleeps until `deadline`, then cancels `target` with kind timeout.  Holds its
+// reference to `target` (taken by the waiter) until its frame is destroyed, so
+// it may outlive the waiter: the waiter cancels it and lets it go instead of
+// waiting for it (its own cancellation must not be swallowed by that wait).
+task<void> deadline_canceller(task_ref target, std::uint64_t deadline, std::source_location where);
+
+// After the join in a wait threw `err`: timeout_error when it is this wait's
+// own timeout -- the deadline passed, the task ended by a timeout
+// cancellation, and the waiting task was not cancelled itself (`own`: no
+// request was pending when the wait began, none was made for the waiter
+// during it, and no wait on the waiter expired during it).  Otherwise `err`
+// goes on unchanged: a timeout of an enclosing wait is that wait's to report
+// (asyncio's nested timeouts).
+[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline, bool own);
+
+// The running task (or a task running it inline) is waited on by a wait whose
+// deadline has passed.  (A wait compares this at its start and at its end.)
+bool enclosing_wait_expired() noexcept;
+
+// ---- task groups and when_all / when_any (task_group.cpp) ----
+
+// spawn(): a new entry for a child spawned at `where` (freed by the group).
+group_entry* group_new_entry(std::source_location where);
+void group_delete_entry(group_entry* e) noexcept;
+// spawn(), under the group's lock: admits `e` (usage_error when the group is
+// closed or the caller is on another runtime; `e` is freed then), calls
+// `start` (which spawns the relay and gives its core), and adopts that core.
+void group_spawn(group_state& s, group_entry* e, function_ref<task_core*()> start);
+[[noreturn]] void throw_group_needs_worker();
+// The relay's two calls.  on_start returns the cancellation the child must
+// start with (the group cancelled it before it ran), or null.
+std::exception_ptr group_on_start(group_state& s, group_entry* e);
+void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexcept;
+task<void> group_join(std::shared_ptr<group_state> s);
+void group_destroy(std::shared_ptr<group_state> s) noexcept;
+
+// The skeleton of when_all and when_any: a task_group, the children that
+// `spawn_all` spawns into it (a spawn failure cancels those already spawned
+// and is rethrown after they finished), and a join that fails fast: the first
+// child failure itself is rethrown (not a task_group_error).  A cancellation
+// of the awaiting task during the join is rethrown -- unless `race` (when_any;
+// null for when_all) has a winner that finished with a value or an exception
+// other than a cancellation: then the cancellation is parked for the next
+// cancellation point and the skeleton returns, so the winner is reported.
+// `construct` ("when_all", "when_any") names the caller in the spawn-failure
+// cancellation.
+task<void> run_children(const char* construct, function_ref<void(task_group&)> spawn_all,
+                        const race_winner* race);
+// when_any: cancel the children that lost to `winner`.
+void cancel_losers(task_group& g, std::size_t winner);
+// A when_all / when_any child that never ran (its relay was cancelled before
+// it started, as every spawn is once the runtime shuts down) left its slot
+// empty, and no failure or cancellation was recorded: throws that
+// cancellation -- the runtime's "shutdown" when it is stopping, else a
+// cancelled_error of kind parent naming `construct`.
+[[noreturn]] void throw_unstarted_child(const char* construct);
+
+
+// ---- cancellation sources (cancel_source.cpp) ----
+
+// A registration that cancels `core` when `tok` is cancelled; `ref` keeps
+// the frame alive while it may (bind(); spawn(task, token) needs none).
+cancellation_registration make_core_registration(const cancellation_token& tok, task_core* core,
+                                                 std::optional<task_ref> ref);
+
 
 }  // namespace weft::detail
