@@ -12,7 +12,7 @@
 //   * Iteration counts are scaled down under sanitizers with `scaled()`; the
 //     scenarios stay the same.
 //   * No capturing lambda temporary inside a co_await full-expression (g++ 12
-//     double-frees it, see shared/notes/pitfalls.md): coroutines here are free
+//     double-frees it, docs/pitfalls.md): coroutines here are free
 //     functions taking their state by pointer/reference, and that state is
 //     declared before the runtime so it outlives every task.
 #pragma once
@@ -37,6 +37,18 @@
 
 #ifndef WEFT_TEST_SANITIZER
 #define WEFT_TEST_SANITIZER 0  // 0 normal build, 1 TSan, 2 ASan(+UBSan)
+#endif
+
+// LeakSanitizer runs with AddressSanitizer (g++ and clang spell it differently).
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT_TEST_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WEFT_TEST_LSAN 1
+#endif
+#endif
+#if defined(WEFT_TEST_LSAN)
+#include <sanitizer/lsan_interface.h>
 #endif
 
 namespace weft_test {
@@ -145,6 +157,13 @@ bool spin_until(Pred pred, std::chrono::milliseconds bound = 10'000ms) {
   return true;
 }
 
+// Spin (yielding) until pred() holds, with no bound of its own: the test's
+// watchdog bounds it.  For a state the scenario must reach before it goes on.
+template <class Pred>
+void await_true(Pred pred) {
+  while (!pred()) std::this_thread::yield();
+}
+
 // Wait (outside the runtime) until the handle reports done(), bounded.
 template <class H>
 bool wait_done(const H& h, std::chrono::milliseconds bound = 10'000ms) {
@@ -201,6 +220,17 @@ struct frame_baseline {
   std::int64_t start = weft::diagnostics::live_frames();
   std::int64_t now() const { return weft::diagnostics::live_frames(); }
 };
+
+// Tells LeakSanitizer that the frame of `h`'s task is leaked on purpose (a
+// task that can never finish is reported and leaked, as documented).
+template <class H>
+void expect_leaked(const H& h) {
+#if defined(WEFT_TEST_LSAN)
+  __lsan_ignore_object(h.handle().address());
+#else
+  (void)h;
+#endif
+}
 
 // A splitmix64 generator: deterministic per seed, cheap, fine for tests.
 struct rng {
