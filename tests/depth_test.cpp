@@ -2,7 +2,7 @@
 // task must not overflow the stack in any build.  g++ 12 does not emit
 // symmetric transfer as a tail call at -O0/-O1 or under ASan/TSan, where a
 // plain implementation overflows an 8 MiB stack below 100k (-O0) or 50k
-// (sanitizers) awaits (shared/notes/pitfalls.md); the runtime must trampoline.
+// (sanitizers) awaits (docs/pitfalls.md); the runtime must trampoline.
 //
 // The counts stay at 1e6 under the sanitizers too: that is exactly where the
 // overflow happens, and each of these tests takes only seconds there.
