@@ -18,10 +18,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::detail::task_core;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // What a task saw of a cancellation.  Written by the task before it finishes,
 // read by the test after join() (which orders the two): relaxed is enough for

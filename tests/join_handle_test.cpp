@@ -16,7 +16,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
 
 // The inline join takes the child from the bottom of the joiner's own deque
 // and runs it.  A child there may have started already: a task that cancels

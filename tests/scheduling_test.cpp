@@ -12,8 +12,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancelled_error;
 
 // ------------------------------------------------------------- checkpoint
 

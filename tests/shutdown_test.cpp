@@ -15,9 +15,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // Relaxed, every counter and flag of this file's state structs: the test reads
 // them after shutdown() (which joins the workers) or after join().

@@ -15,10 +15,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::detail::task_core;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // ------------------------------------------------------------ shield
 

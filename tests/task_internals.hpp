@@ -13,23 +13,25 @@
 
 namespace weft_test {
 
+using weft::detail::task_core;
+
 template <class T>
-weft::detail::task_core& core_of(const weft::join_handle<T>& h) {
+task_core& core_of(const weft::join_handle<T>& h) {
   return h.handle().promise().own_core();
 }
 
-inline std::uint32_t state_of(const weft::detail::task_core& c) {
+inline std::uint32_t state_of(const task_core& c) {
   return c.state.load(std::memory_order_acquire);  // as join_handle::done()
 }
 
-inline std::uint32_t refs_of(const weft::detail::task_core& c) {
-  return weft::detail::task_core::refs(state_of(c));
+inline std::uint32_t refs_of(const task_core& c) {
+  return task_core::refs(state_of(c));
 }
 
 // Whether another task already waits on `h`'s task (kJoiner in its state).
 template <class T>
 bool has_joiner(const weft::join_handle<T>& h) {
-  return (state_of(core_of(h)) & weft::detail::task_core::kJoiner) != 0;
+  return (state_of(core_of(h)) & task_core::kJoiner) != 0;
 }
 
 // Stores the runtime_impl of the worker it runs on.  Relaxed: the tests read

@@ -53,7 +53,12 @@
 
 namespace weft_test {
 
+// `using namespace weft_test;` also brings these into a test file, with
+// std::chrono_literals: the names nearly every test spells.
 using namespace std::chrono_literals;
+using weft::cancel_kind;
+using weft::cancelled_error;
+
 using clock_type = std::chrono::steady_clock;
 
 inline constexpr int kSanitizer = WEFT_TEST_SANITIZER;

@@ -21,9 +21,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // What a task saw.  Relaxed, every access: the readers are ordered after the
 // writes by weft itself -- the test reads after join()/block_on(), and a
