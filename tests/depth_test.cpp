@@ -27,16 +27,18 @@ weft::task<long> million_task_awaits(long n) {
   co_return sum;
 }
 
-class DepthTest : public ::testing::TestWithParam<unsigned> {};
+class DepthTest : public ::testing::TestWithParam<unsigned> {
+ protected:
+  // Runs make(n) on a runtime of GetParam() workers: it must return `want`,
+  // and no frame may outlive the runtime.
+  void expect_result_and_no_frame_left(weft::task<long> (*make)(long), long n, long want) {
+    expect_result_leaving_no_frame(GetParam(), [make, n] { return make(n); }, want);
+  }
+};
 
 TEST_P(DepthTest, MillionSynchronousAwaitsOfTasksDoNotOverflowTheStack) {
   watchdog wd(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(GetParam()));
-    EXPECT_EQ(rt.block_on(million_task_awaits(kAwaits)), sum_below(kAwaits));
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  expect_result_and_no_frame_left(million_task_awaits, kAwaits, sum_below(kAwaits));
 }
 
 // A nested chain: each level awaits the next, 1e5 frames deep (1e5 frames are
@@ -49,13 +51,8 @@ weft::task<long> nested(long depth) {
 
 TEST_P(DepthTest, DeeplyNestedAwaitChainCompletesWithoutOverflow) {
   watchdog wd(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(GetParam()));
-    const long depth = 100'000;
-    EXPECT_EQ(rt.block_on(nested(depth)), depth);
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  const long depth = 100'000;
+  expect_result_and_no_frame_left(nested, depth, depth);
 }
 
 // Handles that finished before they are awaited: spawn a batch, let it run
@@ -117,12 +114,7 @@ weft::task<long> spawn_then_await(long n) {
 
 TEST_P(DepthTest, MillionSpawnedThenImmediatelyAwaitedChildren) {
   watchdog wd(90s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(GetParam()));
-    EXPECT_EQ(rt.block_on(spawn_then_await(kAwaits)), sum_below(kAwaits));
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  expect_result_and_no_frame_left(spawn_then_await, kAwaits, sum_below(kAwaits));
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, DepthTest, ::testing::Values(1u, 2u),

@@ -33,38 +33,28 @@ struct shutdown_state {
   }
 };
 
-weft::task<int> live_sleeper(shutdown_state* s) {
+// What a live task does until shutdown cancels it: sleep an hour, yield
+// forever, or pass checkpoints forever.
+enum class live_kind { sleeps, yields, checkpoints };
+
+weft::task<int> live_task(shutdown_state* s, live_kind k) {
   raii_probe g(s->rc);
   s->started.count_down();
   try {
-    co_await weft::sleep_for(std::chrono::hours(1));
+    switch (k) {
+      case live_kind::sleeps:
+        co_await weft::sleep_for(std::chrono::hours(1));
+        break;
+      case live_kind::yields:
+        for (;;) co_await weft::yield();
+      case live_kind::checkpoints:
+        for (;;) co_await weft::checkpoint();
+    }
   } catch (const cancelled_error& e) {
     s->record(e);
     throw;
   }
   co_return 1;
-}
-
-weft::task<int> live_yielder(shutdown_state* s) {
-  raii_probe g(s->rc);
-  s->started.count_down();
-  try {
-    for (;;) co_await weft::yield();
-  } catch (const cancelled_error& e) {
-    s->record(e);
-    throw;
-  }
-}
-
-weft::task<int> live_checkpointer(shutdown_state* s) {
-  raii_probe g(s->rc);
-  s->started.count_down();
-  try {
-    for (;;) co_await weft::checkpoint();
-  } catch (const cancelled_error& e) {
-    s->record(e);
-    throw;
-  }
 }
 
 weft::task<int> plain_sleeper(raii_counter* rc) {
@@ -108,9 +98,9 @@ TEST(ShutdownTest, LiveTasksAreCancelledWithKindShutdownAndRunTheirCleanup) {
     hs.reserve(n_tasks);
     weft::runtime rt(with_workers(2));
     for (int i = 0; i < per_kind; ++i) {
-      hs.push_back(rt.spawn(live_sleeper(&s)));
-      hs.push_back(rt.spawn(live_yielder(&s)));
-      hs.push_back(rt.spawn(live_checkpointer(&s)));
+      hs.push_back(rt.spawn(live_task(&s, live_kind::sleeps)));
+      hs.push_back(rt.spawn(live_task(&s, live_kind::yields)));
+      hs.push_back(rt.spawn(live_task(&s, live_kind::checkpoints)));
       hs.push_back(rt.spawn(live_awaiter(&s)));
     }
     for (int i = 0; i < per_kind; ++i) hs.push_back(rt.spawn(awaits_other(&s, &hs[4 * i])));
@@ -153,8 +143,8 @@ TEST(ShutdownTest, DestructorShutsDownLiveTasksWithinABound) {
     {
       weft::runtime rt(with_workers(2));
       for (int i = 0; i < 2; ++i) {
-        hs.push_back(rt.spawn(live_sleeper(&s)));
-        hs.push_back(rt.spawn(live_yielder(&s)));
+        hs.push_back(rt.spawn(live_task(&s, live_kind::sleeps)));
+        hs.push_back(rt.spawn(live_task(&s, live_kind::yields)));
         hs.push_back(rt.spawn(live_awaiter(&s)));
       }
       { auto dropped = rt.spawn(plain_sleeper(&s.rc)); }  // detached and live
@@ -265,8 +255,8 @@ TEST(ShutdownTest, ShutdownIsIdempotentAndSafeFromSeveralThreads) {
   {
     shutdown_state s(2);
     weft::runtime rt(with_workers(2));
-    auto a = rt.spawn(live_sleeper(&s));
-    auto b = rt.spawn(live_yielder(&s));
+    auto a = rt.spawn(live_task(&s, live_kind::sleeps));
+    auto b = rt.spawn(live_task(&s, live_kind::yields));
     s.started.wait();
     {
       std::jthread t1([&] { rt.shutdown(); });

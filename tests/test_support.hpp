@@ -237,6 +237,26 @@ void expect_leaked(const H& h) {
 #endif
 }
 
+// Runs body(rt) on a runtime of `workers` workers; no frame may outlive the
+// runtime.  State the tasks use is declared by the caller, before the call.
+template <class Body>
+void run_leaving_no_frame(unsigned workers, Body body) {
+  const frame_baseline frames;
+  {
+    weft::runtime rt(with_workers(workers));
+    body(rt);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// Runs make()'s task to the end on a runtime of `workers` workers (make() is
+// called while the runtime exists): the task must return `want`, and no frame
+// may outlive the runtime.
+template <class Make, class T>
+void expect_result_leaving_no_frame(unsigned workers, Make make, const T& want) {
+  run_leaving_no_frame(workers, [&](weft::runtime& rt) { EXPECT_EQ(rt.block_on(make()), want); });
+}
+
 // A splitmix64 generator: deterministic per seed, cheap, fine for tests.
 struct rng {
   std::uint64_t s;
