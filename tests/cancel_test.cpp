@@ -34,21 +34,6 @@ struct seen_cancel {
   }
 };
 
-// Expects `f()` to throw cancelled_error; returns it (or a dummy after a failure).
-template <class F>
-cancelled_error expect_cancelled(F&& f) {
-  try {
-    f();
-  } catch (const cancelled_error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw something else: " << e.what();
-    return cancelled_error("<wrong exception>", cancel_kind::timeout);
-  }
-  ADD_FAILURE() << "did not throw cancelled_error";
-  return cancelled_error("<no exception>", cancel_kind::timeout);
-}
-
 // ------------------------------------------------------------ sleeping tasks
 
 weft::task<int> sleep_then_return(std::latch* started, std::chrono::nanoseconds d,

@@ -28,8 +28,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <malloc.h>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -167,6 +169,34 @@ bool spin_until(Pred pred, std::chrono::milliseconds bound = 10'000ms) {
 template <class Pred>
 void await_true(Pred pred) {
   while (!pred()) std::this_thread::yield();
+}
+
+// Expects f() to throw an E; returns it, or nothing after a failure (f()
+// threw nothing).  Any other exception leaves the helper, and fails the test.
+template <class E, class F>
+std::optional<E> expect_throws(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no exception of the expected type";
+  return std::nullopt;
+}
+
+// Expects f() to throw cancelled_error; returns it (or a dummy after a failure).
+template <class F>
+cancelled_error expect_cancelled(F&& f) {
+  try {
+    f();
+  } catch (const cancelled_error& e) {
+    return e;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw something else: " << e.what();
+    return cancelled_error("<wrong exception>", cancel_kind::timeout);
+  }
+  ADD_FAILURE() << "did not throw cancelled_error";
+  return cancelled_error("<no exception>", cancel_kind::timeout);
 }
 
 // Wait (outside the runtime) until the handle reports done(), bounded.
