@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "task_internals.hpp"
@@ -103,10 +104,16 @@ struct wait_probe {
   std::atomic<int> wrong_reason{0};
 };
 
-weft::task<int> event_waiter(weft::event* ev, std::latch* ready, wait_probe* p) {
+// Waits on an event, or takes a semaphore's permit and keeps it (so the test
+// can count permits exactly); counts in `p` how the wait ended.
+template <class Primitive>
+weft::task<int> counted_waiter(Primitive* prim, std::latch* ready, wait_probe* p) {
   ready->count_down();
   try {
-    co_await ev->wait();
+    if constexpr (std::is_same_v<Primitive, weft::event>)
+      co_await prim->wait();
+    else
+      co_await prim->acquire();
   } catch (const cancelled_error& e) {
     if (e.reason() != "stop waiting" || e.kind() != cancel_kind::explicit_request)
       p->wrong_reason.fetch_add(1, std::memory_order_relaxed);
@@ -127,7 +134,7 @@ TEST(EventTest, WaitIsACancellationPointThatWakesPromptlyAndLeavesTheEventAlone)
     std::latch ready(n);
     weft::runtime rt(with_workers(2));
     std::vector<weft::join_handle<int>> hs;
-    for (int i = 0; i < n; ++i) hs.push_back(rt.spawn(event_waiter(&ev, &ready, &p)));
+    for (int i = 0; i < n; ++i) hs.push_back(rt.spawn(counted_waiter(&ev, &ready, &p)));
     ready.wait();
     const auto t0 = clock_type::now();
     for (int i = 0; i < n; i += 2) hs[i].cancel("stop waiting");
@@ -160,26 +167,13 @@ TEST(EventTest, SetEventLetsWaitersThroughUntilReset) {
   EXPECT_FALSE(ev.is_set());
   wait_probe p;
   std::latch ready(1);
-  auto h = rt.spawn(event_waiter(&ev, &ready, &p));
+  auto h = rt.spawn(counted_waiter(&ev, &ready, &p));
   ready.wait();
   ev.set();
   EXPECT_EQ(h.join(), 1);
 }
 
 // ------------------------------------------------------------ semaphore
-
-// Takes a permit and keeps it (so the test can count permits exactly).
-weft::task<int> permit_keeper(weft::semaphore* s, std::latch* ready, wait_probe* p) {
-  ready->count_down();
-  try {
-    co_await s->acquire();
-  } catch (const cancelled_error&) {
-    p->cancelled.fetch_add(1, std::memory_order_relaxed);
-    throw;
-  }
-  p->woke.fetch_add(1, std::memory_order_relaxed);
-  co_return 1;
-}
 
 TEST(SemaphoreTest, CancelledAcquireWakesPromptlyAndTakesNoPermit) {
   watchdog dog(std::chrono::seconds(60));
@@ -189,7 +183,7 @@ TEST(SemaphoreTest, CancelledAcquireWakesPromptlyAndTakesNoPermit) {
   std::latch ready(2 * n);
   weft::runtime rt(with_workers(2));
   std::vector<weft::join_handle<int>> hs;
-  for (int i = 0; i < 2 * n; ++i) hs.push_back(rt.spawn(permit_keeper(&sem, &ready, &p)));
+  for (int i = 0; i < 2 * n; ++i) hs.push_back(rt.spawn(counted_waiter(&sem, &ready, &p)));
   ready.wait();
   const auto t0 = clock_type::now();
   for (int i = 0; i < 2 * n; i += 2) hs[i].cancel("stop waiting");

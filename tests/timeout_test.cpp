@@ -556,14 +556,7 @@ struct pending_rec {
   std::atomic<std::uint8_t> outcome{0};  // 0 pending, 1 woke normally, 2 cancelled
 };
 
-struct pending_stats {
-  std::atomic<long> armed{0};
-  std::atomic<long> woke{0};
-  std::atomic<long> cancelled{0};
-  std::atomic<long> early{0};
-};
-
-weft::task<void> pending_timer(pending_stats* st, pending_rec* r) {
+weft::task<void> pending_timer(timer_stats* st, pending_rec* r) {
   auto tag = weft::sleep_for(std::chrono::hours(1));  // named: no temporaries in the co_await
   switch (r->mode) {
     case pending_mode::fire:
@@ -608,7 +601,7 @@ TEST(MillionTimersTest, AllPendingAtOnceHalfCancelledAndMemoryBackToBaselineWhil
   watchdog dog(std::chrono::seconds(110), std::chrono::seconds(60));
   frame_baseline frames;
   auto recs = std::make_unique<pending_rec[]>(static_cast<std::size_t>(n));
-  pending_stats st;
+  timer_stats st;
   long long base_bytes = 0, after_bytes = 0, peak_pending = 0;
   long woke_when_all_armed = -1, ended_when_all_armed = -1;
   double arm_s = 0, cancel_s = 0;
@@ -620,7 +613,7 @@ TEST(MillionTimersTest, AllPendingAtOnceHalfCancelledAndMemoryBackToBaselineWhil
       dog.phase("warm-up");
       const long warm = 3 * 4096;
       auto wrecs = std::make_unique<pending_rec[]>(static_cast<std::size_t>(warm));
-      pending_stats wst;
+      timer_stats wst;
       std::vector<weft::join_handle<void>> whs;
       whs.reserve(static_cast<std::size_t>(warm));
       for (long i = 0; i < warm; ++i) {
