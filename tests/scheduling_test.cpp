@@ -453,7 +453,7 @@ TEST(TimerTest, ManyTimersNoneEarlyNoneAfterASuccessfulCancel) {
 
 // ------------------------------------------------------------- migration
 
-// Regression for the cached-thread-identity pitfall (clang caches
+// The cached-thread-identity pitfall (docs/pitfalls.md: clang caches
 // pthread_self()/thread-local addresses across a co_await that resumes on
 // another thread): a task must always see the worker it is really on.
 thread_local long tl_slot = 0;
