@@ -14,7 +14,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
 
 // ---------------------------------------------------------------- block_on
 
@@ -84,13 +83,9 @@ weft::task<long> spawn_children_and_sum(int n) {
 
 TEST(SpawnTest, FromInsideATask) {
   watchdog wd(30s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(2));
-    const int n = 1000;
-    EXPECT_EQ(rt.block_on(spawn_children_and_sum(n)), long(n) * (n - 1) / 2);
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  const int n = 1000;
+  expect_result_leaving_no_frame(2, [] { return spawn_children_and_sum(n); },
+                                 long(n) * (n - 1) / 2);
 }
 
 TEST(SpawnTest, FromOutsideThreadsConcurrently) {
@@ -132,16 +127,11 @@ weft::task<long> fan_out(int depth, int width) {
 
 TEST(SpawnTest, ManyTasksInATree) {
   watchdog wd(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(2));
-    // 8^6 leaves: 299,593 tasks in all (8^5 = 37,449 under sanitizers).
-    const int depth = kSanitizer ? 5 : 6;
-    long expect = 0, level = 1;
-    for (int d = 0; d <= depth; ++d, level *= 8) expect += level;
-    EXPECT_EQ(rt.block_on(fan_out(depth, 8)), expect);
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  // 8^6 leaves: 299,593 tasks in all (8^5 = 37,449 under sanitizers).
+  const int depth = kSanitizer ? 5 : 6;
+  long expect = 0, level = 1;
+  for (int d = 0; d <= depth; ++d, level *= 8) expect += level;
+  expect_result_leaving_no_frame(2, [depth] { return fan_out(depth, 8); }, expect);
 }
 
 TEST(SpawnTest, SpawnOutsideAWorkerThrowsUsageError) {

@@ -14,7 +14,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
 
 // ----------------------------------------------------------- cancellation bound
 

@@ -7,15 +7,17 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <memory>
+#include <cstdio>
+#include <pthread.h>
 
+#include "freezer.hpp"
+#include "task_internals.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // What a task saw of a cancellation.  Written by the task before it finishes,
 // read by the test after join() (which orders the two): relaxed is enough for
@@ -31,21 +33,6 @@ struct seen_cancel {
     times.fetch_add(1, std::memory_order_relaxed);
   }
 };
-
-// Expects `f()` to throw cancelled_error; returns it (or a dummy after a failure).
-template <class F>
-cancelled_error expect_cancelled(F&& f) {
-  try {
-    f();
-  } catch (const cancelled_error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw something else: " << e.what();
-    return cancelled_error("<wrong exception>", cancel_kind::timeout);
-  }
-  ADD_FAILURE() << "did not throw cancelled_error";
-  return cancelled_error("<no exception>", cancel_kind::timeout);
-}
 
 // ------------------------------------------------------------ sleeping tasks
 
@@ -720,6 +707,239 @@ TEST(ThisTaskTest, CancelRequestedAndThrowIfCancelRequestedInsideATask) {
   EXPECT_TRUE(s.clear_after_throw.load(std::memory_order_relaxed));
   EXPECT_FALSE(s.yield_threw.load(std::memory_order_relaxed));
   EXPECT_FALSE(h.cancelled());
+}
+
+// uncancel() decrements the count and withdraws the pending request in one
+// step under the hook lock: done in two, a cancel() in between would be
+// withdrawn with it while cancelling() said 1.  Here the task cancels itself
+// and refuses (uncancel) in a loop, and is frozen inside
+// this_task::uncancel() (tests/freezer.hpp); the test cancels it from outside
+// and thaws it.  Whatever the interleaving, one request must then be counted
+// and delivered.  Each round is one chance for the freeze to land in the
+// window (a two-step uncancel fails within a few dozen rounds; the test
+// allows 500).
+
+struct uncancel_race {
+  std::atomic<weft::join_handle<int>*> self{nullptr};
+  pthread_t worker{};
+  std::atomic<bool> have_worker{false};
+  std::atomic<int> round{0};      // test -> task: play round n
+  std::atomic<bool> stop{false};  // test -> task: leave the loop after this uncancel
+  std::atomic<int> check{0};      // test -> task: its cancel of round n returned
+  std::atomic<int> finished{0};   // task -> test: round n over
+  std::atomic<unsigned> count_after{0};
+  std::atomic<bool> delivered{false};
+  std::atomic<bool> finish{false};
+};
+
+weft::task<int> cancel_self_and_refuse(uncancel_race* s) {
+  s->worker = pthread_self();
+  s->have_worker.store(true, std::memory_order_release);
+  weft::join_handle<int>* self = nullptr;
+  while ((self = s->self.load(std::memory_order_acquire)) == nullptr) std::this_thread::yield();
+  for (int r = 1;; ++r) {
+    while (s->round.load(std::memory_order_acquire) < r) {
+      if (s->finish.load(std::memory_order_acquire)) co_return 0;
+      std::this_thread::yield();
+    }
+    // No resume point in this loop: the requests stay pending, never delivered.
+    while (!s->stop.load(std::memory_order_acquire)) {
+      self->cancel("self");
+      freezable_region region;
+      weft::this_task::uncancel();
+    }
+    // The test's cancel() may still be on its way (it waited for our lock).
+    while (s->check.load(std::memory_order_acquire) < r) std::this_thread::yield();
+    // Relaxed, this and `delivered`: published by the release store of
+    // `finished` below.
+    s->count_after.store(weft::this_task::cancelling(), std::memory_order_relaxed);
+    bool delivered = false;
+    try {
+      weft::this_task::throw_if_cancel_requested();
+    } catch (const weft::cancelled_error&) {
+      delivered = true;
+    }
+    s->delivered.store(delivered, std::memory_order_relaxed);
+    weft::this_task::uncancel();  // back to zero for the next round
+    s->finished.store(r, std::memory_order_release);
+  }
+}
+
+TEST(CancelRaceTest, UncancelRacingACancelFromOutsideKeepsTheNewRequest) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  uncancel_race s;
+  freezer fz;
+  weft::runtime rt(weft_test::with_workers(1));
+  weft::join_handle<int> h = rt.spawn(cancel_self_and_refuse(&s));
+  s.self.store(&h, std::memory_order_release);
+  await_true([&] { return s.have_worker.load(std::memory_order_acquire); });
+  task_core& core = core_of(h);
+  const int rounds = static_cast<int>(scaled(500, 300, 300));
+  int inside_lock = 0, frozen_rounds = 0;
+  for (int r = 1; r <= rounds; ++r) {
+    s.stop.store(false, std::memory_order_relaxed);  // published by the release of `round`
+    s.round.store(r, std::memory_order_release);
+    bool frozen = false;
+    for (int k = 0; k < 100'000 && !frozen; ++k) frozen = fz.try_freeze(s.worker);
+    if (!frozen) {
+      s.stop.store(true, std::memory_order_release);
+      s.check.store(r, std::memory_order_release);
+      await_true([&] { return s.finished.load(std::memory_order_acquire) == r; });
+      continue;
+    }
+    ++frozen_rounds;
+    std::thread late_canceller;
+    if (core.hook_lock.load(std::memory_order_acquire) == 0) {
+      h.cancel("from outside");  // the frozen uncancel holds no lock: cancel now
+    } else {
+      // Frozen inside uncancel's critical section: this cancel waits
+      // for it, as it would without the freeze.
+      ++inside_lock;
+      late_canceller = std::thread([&h] { h.cancel("from outside"); });
+    }
+    s.stop.store(true, std::memory_order_release);
+    fz.thaw();
+    if (late_canceller.joinable()) late_canceller.join();
+    s.check.store(r, std::memory_order_release);
+    await_true([&] { return s.finished.load(std::memory_order_acquire) == r; });
+    EXPECT_EQ(s.count_after.load(std::memory_order_relaxed), 1u) << "round " << r;
+    EXPECT_TRUE(s.delivered.load(std::memory_order_relaxed))
+        << "round " << r << ": cancelling() is " << s.count_after.load(std::memory_order_relaxed)
+        << " but the request was withdrawn by uncancel()";
+    if (::testing::Test::HasFailure()) break;
+  }
+  s.finish.store(true, std::memory_order_release);
+  EXPECT_EQ(h.join(), 0);
+  std::printf("[ info ] uncancel() frozen in %d of %d rounds, %d of them inside the hook lock\n",
+              frozen_rounds, rounds, inside_lock);
+}
+
+// cancel() of a task that waits on task T1 forwards the request to T1.  When
+// T1 has finished meanwhile, the request must not just be made pending on
+// the waiter: the waiter may by then have moved on to await T2, and nobody
+// would forward it -- T2 would run on uncancelled and the waiter stay
+// blocked.  The canceller is frozen (tests/freezer.hpp) between reading
+// "waits on T1" and re-reading the waiter's hook while the waiter moves from
+// T1 to T2; without the re-read every freeze in that window fails.
+
+// Blocks its worker thread (without spinning) until the gate opens.  Relaxed,
+// every access to a gate: it publishes nothing (what the test then checks is
+// ordered by weft's own joins and the tasks' states).
+weft::task<void> hold_worker(std::atomic<int>* gate) {
+  gate->store(1, std::memory_order_relaxed);  // running
+  gate->wait(1, std::memory_order_relaxed);
+  co_return;
+}
+
+void open_gate(std::atomic<int>& gate) {
+  gate.store(2, std::memory_order_relaxed);
+  gate.notify_all();
+}
+
+weft::task<int> wait_on_event(weft::event* e) {
+  co_await e->wait();
+  co_return 2;
+}
+
+weft::task<void> await_one_then_another(weft::join_handle<int>* t1, weft::join_handle<int>* t2) {
+  try {
+    (void)co_await *t1;
+  } catch (const weft::cancelled_error&) {
+  }
+  (void)co_await *t2;
+}
+
+// Relaxed, `stop` and `calls`: a stop flag and a sign of progress; the
+// canceller thread is joined before anything else is read.
+struct forward_race {
+  weft::join_handle<void>* waiter = nullptr;
+  std::atomic<bool> stop{false};
+  std::atomic<long> calls{0};
+};
+
+void cancel_in_a_loop(forward_race* f) {
+  while (!f->stop.load(std::memory_order_relaxed)) {
+    {
+      freezable_region region;
+      f->waiter->cancel();
+    }
+    f->calls.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+TEST(CancelChainTest, ACancelReachesTheTaskTheWaiterMovedOnToAfterTheFirstFinished) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  freezer fz;
+  // The waiter runs on `a`; T1 and T2 on `b`.  T1 finishes by
+  // complete_unstarted, which queues the waiter on `a` (blocked) instead of
+  // resuming it: the waiter's hook still says "T1" after T1 is done.
+  weft::runtime a(weft_test::with_workers(1));
+  weft::runtime b(weft_test::with_workers(1));
+  const int attempts = static_cast<int>(scaled(3, 2));
+  // Effort bounds over all attempts (not synchronisation): signals, and time.
+  const long budget = scaled(200'000, 20'000);
+  const auto give_up = weft_test::clock_type::now() + 20s * kSlowdown;
+  int armed = 0;
+  long tries = 0;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    auto e2 = std::make_unique<weft::event>();
+    std::atomic<int> gate_a{0}, gate_b{0};
+    weft::join_handle<void> block_b = b.spawn(hold_worker(&gate_b));
+    await_true([&] { return gate_b.load(std::memory_order_relaxed) == 1; });
+    weft::join_handle<int> t1 = b.spawn(weft_test::value_task(1));  // queued behind block_b
+    weft::join_handle<int> t2 = b.spawn(wait_on_event(e2.get()));
+    weft::join_handle<void> waiter = a.spawn(await_one_then_another(&t1, &t2));
+    await_true([&] { return has_joiner(t1); });
+    weft::join_handle<void> block_a = a.spawn(hold_worker(&gate_a));
+    await_true([&] { return gate_a.load(std::memory_order_relaxed) == 1; });
+    EXPECT_TRUE(t1.cancel("before it starts"));
+    open_gate(gate_b);  // t1 completes unstarted; the waiter is queued on blocked `a`
+    await_true([&] { return t1.done(); });
+
+    forward_race f;
+    f.waiter = &waiter;
+    std::thread canceller(cancel_in_a_loop, &f);
+    await_true([&] { return f.calls.load(std::memory_order_relaxed) > 0; });
+    // Freeze the canceller after it took its temporary reference on T1 and
+    // let go of the waiter's hook lock.
+    bool in_window = false;
+    while (!in_window && tries < budget && weft_test::clock_type::now() < give_up) {
+      ++tries;
+      if (!fz.try_freeze(canceller.native_handle())) continue;
+      if (refs_of(core_of(t1)) == 2 &&
+          core_of(waiter).hook_lock.load(std::memory_order_acquire) == 0) {
+        in_window = true;
+        break;
+      }
+      fz.thaw();
+    }
+    if (in_window) {
+      ++armed;
+      open_gate(gate_a);  // the waiter runs: T1's outcome, then it awaits T2
+      await_true([&] { return has_joiner(t2); });
+      f.stop.store(true, std::memory_order_relaxed);
+      fz.thaw();
+      canceller.join();
+      EXPECT_EQ(t2.cancelling(), 1u)
+          << "attempt " << attempt << ": the cancel stayed on the waiter instead of reaching T2";
+    } else {
+      f.stop.store(true, std::memory_order_relaxed);
+      canceller.join();
+      open_gate(gate_a);
+    }
+    e2->set();
+    try {
+      waiter.join();  // it took t2's outcome
+    } catch (const weft::cancelled_error&) {
+    }
+    EXPECT_TRUE(t2.done());
+    block_a.join();
+    block_b.join();
+    if (::testing::Test::HasFailure()) break;
+  }
+  std::printf(
+      "[ info ] the canceller was frozen in the window in %d of %d attempts (%ld signals)\n", armed,
+      attempts, tries);
 }
 
 }  // namespace

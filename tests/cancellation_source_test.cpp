@@ -21,9 +21,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // What bound tasks saw.  Each task checks the cancellation against the
 // expectation itself (reason/kind/line) and counts.  Relaxed, every access:

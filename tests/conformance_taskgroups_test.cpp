@@ -27,9 +27,11 @@
 #include <typeinfo>
 #include <vector>
 
+#include "conformance_support.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
+using weft_conformance::expect_group_error;
 using weft_test::with_workers;
 
 namespace {
@@ -159,12 +161,8 @@ TEST(ConformanceTaskGroups, test_taskgroup_04) {
   weft_test::watchdog dog(60s);
   sibling_state st;
   weft::runtime rt(with_workers(2));
-  try {
-    rt.block_on(taskgroup_04(&st));
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<zero_division>(e));
-  }
+  const weft::task_group_error e = expect_group_error([&] { rt.block_on(taskgroup_04(&st)); });
+  EXPECT_TRUE(all_of_type<zero_division>(e));
   EXPECT_EQ(st.num.load(std::memory_order_acquire), 0);
   EXPECT_TRUE(st.t2_cancel.load(std::memory_order_acquire));
   EXPECT_TRUE(st.t2.cancelled());
@@ -197,14 +195,11 @@ TEST(ConformanceTaskGroups, test_cancel_children_on_child_error) {
   weft_test::watchdog dog(60s);
   children_error_state st;
   weft::runtime rt(with_workers(2));
-  try {
-    rt.block_on(cancel_children_on_child_error(&st));
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<zero_division>(e));
-    EXPECT_GE(e.size(), 1u);
-    EXPECT_LE(e.size(), 3u);
-  }
+  const weft::task_group_error e =
+      expect_group_error([&] { rt.block_on(cancel_children_on_child_error(&st)); });
+  EXPECT_TRUE(all_of_type<zero_division>(e));
+  EXPECT_GE(e.size(), 1u);
+  EXPECT_LE(e.size(), 3u);
   EXPECT_EQ(st.num.load(std::memory_order_acquire), 0);
   EXPECT_TRUE(st.t2_cancel.load(std::memory_order_acquire));
   EXPECT_FALSE(st.runner_cancel);  // asyncio: True (the divergence)
@@ -344,13 +339,9 @@ TEST(ConformanceTaskGroups, test_taskgroup_08) {
   weft::join_handle<void> r = rt.spawn(five_failing_cleanups(&started));
   started.wait();
   r.cancel();
-  try {
-    r.join();
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<zero_division>(e));
-    EXPECT_EQ(e.size(), 5u);
-  }
+  const weft::task_group_error e = expect_group_error([&] { r.join(); });
+  EXPECT_TRUE(all_of_type<zero_division>(e));
+  EXPECT_EQ(e.size(), 5u);
 }
 
 // ---- test_taskgroup_09 / test_taskgroup_10 ----
@@ -425,18 +416,15 @@ TEST(ConformanceTaskGroups, test_taskgroup_13) {
   {
     weft::runtime rt(counting_hook(&st));
     const auto t0 = std::chrono::steady_clock::now();
+    const weft::task_group_error e =
+        expect_group_error([&] { rt.block_on(nested_groups(&st, 10ms, 200ms)); });
+    // asyncio: the outer failure (0.1) only, the inner group being
+    // cancelled through the owner.  weft: the inner group ran its course.
+    ASSERT_TRUE(all_of_type<std::invalid_argument>(e));
     try {
-      rt.block_on(nested_groups(&st, 10ms, 200ms));
-      ADD_FAILURE() << "no task_group_error";
-    } catch (const weft::task_group_error& e) {
-      // asyncio: the outer failure (0.1) only, the inner group being
-      // cancelled through the owner.  weft: the inner group ran its course.
-      ASSERT_TRUE(all_of_type<std::invalid_argument>(e));
-      try {
-        std::rethrow_exception(e.exceptions().front());
-      } catch (const std::invalid_argument& v) {
-        EXPECT_STREQ(v.what(), "200");
-      }
+      std::rethrow_exception(e.exceptions().front());
+    } catch (const std::invalid_argument& v) {
+      EXPECT_STREQ(v.what(), "200");
     }
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
     // g1 was destroyed without join(): its recorded failure goes to the hook
@@ -451,13 +439,10 @@ TEST(ConformanceTaskGroups, test_taskgroup_14) {
   weft_test::watchdog dog(60s);
   nested_state st;
   weft::runtime rt(counting_hook(&st));
-  try {
-    rt.block_on(nested_groups(&st, 10'000ms, 10ms));
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<std::invalid_argument>(e));  // asyncio: EG(EG(ValueError))
-    EXPECT_EQ(e.size(), 1u);
-  }
+  const weft::task_group_error e =
+      expect_group_error([&] { rt.block_on(nested_groups(&st, 10'000ms, 10ms)); });
+  EXPECT_TRUE(all_of_type<std::invalid_argument>(e));  // asyncio: EG(EG(ValueError))
+  EXPECT_EQ(e.size(), 1u);
   ASSERT_TRUE(weft_test::wait_done(st.outer_child));
   EXPECT_TRUE(st.outer_child.cancelled());
   EXPECT_EQ(st.outer_child.cancellation()->reason(), "task_group destroyed");
@@ -494,12 +479,8 @@ TEST(ConformanceTaskGroups, test_taskgroup_15) {
   in_body.wait();
   EXPECT_FALSE(r.done());
   r.cancel();
-  try {
-    r.join();
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<zero_division>(e));
-  }
+  const weft::task_group_error e = expect_group_error([&] { r.join(); });
+  EXPECT_TRUE(all_of_type<zero_division>(e));
 }
 
 weft::task<void> runner_awaits_nested(std::latch* in_body) {
@@ -514,12 +495,8 @@ TEST(ConformanceTaskGroups, test_taskgroup_16) {
   weft::join_handle<void> r = rt.spawn(runner_awaits_nested(&in_body));
   in_body.wait();
   r.cancel();  // forwarded to the nested runner
-  try {
-    r.join();
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<zero_division>(e));
-  }
+  const weft::task_group_error e = expect_group_error([&] { r.join(); });
+  EXPECT_TRUE(all_of_type<zero_division>(e));
 }
 
 // ---- test_taskgroup_18 ----
@@ -628,12 +605,8 @@ TEST(ConformanceTaskGroups, test_taskgroup_25) {
   weft_test::watchdog dog(60s);
   hydra_state st;
   weft::runtime rt(with_workers(2));
-  try {
-    rt.block_on(taskgroup_25(&st));
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<zero_division>(e));
-  }
+  const weft::task_group_error e = expect_group_error([&] { rt.block_on(taskgroup_25(&st)); });
+  EXPECT_TRUE(all_of_type<zero_division>(e));
   EXPECT_GE(st.nhydras.load(std::memory_order_acquire), 10);
 }
 
@@ -675,13 +648,10 @@ TEST(ConformanceTaskGroups, test_taskgroup_no_create_task_after_failure) {
   weft_test::watchdog dog(60s);
   after_failure_state st;
   weft::runtime rt(with_workers(2));
-  try {
-    rt.block_on(no_create_after_failure(&st));
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    EXPECT_TRUE(all_of_type<zero_division>(e));
-    EXPECT_EQ(e.size(), 1u);
-  }
+  const weft::task_group_error e =
+      expect_group_error([&] { rt.block_on(no_create_after_failure(&st)); });
+  EXPECT_TRUE(all_of_type<zero_division>(e));
+  EXPECT_EQ(e.size(), 1u);
   ASSERT_TRUE(st.late.valid());
   EXPECT_TRUE(st.late.cancelled());
   EXPECT_FALSE(st.late_ran.load(std::memory_order_acquire));
@@ -837,16 +807,13 @@ TEST(ConformanceTaskGroups, test_cancels_task_if_created_during_creation) {
   weft_test::watchdog dog(60s);
   creation_state st;
   weft::runtime rt(with_workers(2));
+  const weft::task_group_error e =
+      expect_group_error([&] { rt.block_on(created_during_creation(&st)); });
+  ASSERT_EQ(e.size(), 1u);
   try {
-    rt.block_on(created_during_creation(&st));
-    ADD_FAILURE() << "no task_group_error";
-  } catch (const weft::task_group_error& e) {
-    ASSERT_EQ(e.size(), 1u);
-    try {
-      std::rethrow_exception(e.exceptions().front());
-    } catch (const std::runtime_error& r) {
-      EXPECT_STREQ(r.what(), "third task failed");
-    }
+    std::rethrow_exception(e.exceptions().front());
+  } catch (const std::runtime_error& r) {
+    EXPECT_STREQ(r.what(), "third task failed");
   }
   EXPECT_TRUE(st.ran);
 }

@@ -2,18 +2,18 @@
 // task must not overflow the stack in any build.  g++ 12 does not emit
 // symmetric transfer as a tail call at -O0/-O1 or under ASan/TSan, where a
 // plain implementation overflows an 8 MiB stack below 100k (-O0) or 50k
-// (sanitizers) awaits (shared/notes/pitfalls.md); the runtime must trampoline.
+// (sanitizers) awaits (docs/pitfalls.md); the runtime must trampoline.
 //
 // The counts stay at 1e6 under the sanitizers too: that is exactly where the
 // overflow happens, and each of these tests takes only seconds there.
 #include <vector>
+#include <pthread.h>
 
 #include "test_support.hpp"
 
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
 
 constexpr long kAwaits = 1'000'000;
 
@@ -27,16 +27,18 @@ weft::task<long> million_task_awaits(long n) {
   co_return sum;
 }
 
-class DepthTest : public ::testing::TestWithParam<unsigned> {};
+class DepthTest : public ::testing::TestWithParam<unsigned> {
+ protected:
+  // Runs make(n) on a runtime of GetParam() workers: it must return `want`,
+  // and no frame may outlive the runtime.
+  void expect_result_and_no_frame_left(weft::task<long> (*make)(long), long n, long want) {
+    expect_result_leaving_no_frame(GetParam(), [make, n] { return make(n); }, want);
+  }
+};
 
 TEST_P(DepthTest, MillionSynchronousAwaitsOfTasksDoNotOverflowTheStack) {
   watchdog wd(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(GetParam()));
-    EXPECT_EQ(rt.block_on(million_task_awaits(kAwaits)), sum_below(kAwaits));
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  expect_result_and_no_frame_left(million_task_awaits, kAwaits, sum_below(kAwaits));
 }
 
 // A nested chain: each level awaits the next, 1e5 frames deep (1e5 frames are
@@ -49,13 +51,8 @@ weft::task<long> nested(long depth) {
 
 TEST_P(DepthTest, DeeplyNestedAwaitChainCompletesWithoutOverflow) {
   watchdog wd(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(GetParam()));
-    const long depth = 100'000;
-    EXPECT_EQ(rt.block_on(nested(depth)), depth);
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  const long depth = 100'000;
+  expect_result_and_no_frame_left(nested, depth, depth);
 }
 
 // Handles that finished before they are awaited: spawn a batch, let it run
@@ -117,15 +114,55 @@ weft::task<long> spawn_then_await(long n) {
 
 TEST_P(DepthTest, MillionSpawnedThenImmediatelyAwaitedChildren) {
   watchdog wd(90s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(GetParam()));
-    EXPECT_EQ(rt.block_on(spawn_then_await(kAwaits)), sum_below(kAwaits));
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  expect_result_and_no_frame_left(spawn_then_await, kAwaits, sum_below(kAwaits));
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, DepthTest, ::testing::Values(1u, 2u),
                          [](const auto& info) { return "Workers" + std::to_string(info.param); });
+
+// Destroying a frame that holds the last handle of another finished task
+// destroys that one too, and so on.  With one nested call per link, 10^5
+// links dropped at once on a thread with a 2 MiB stack overflow it (SIGSEGV):
+// the runtime queues nested destructions on the thread instead.
+
+weft::task<long> link(weft::join_handle<long> prev) {
+  long v = 0;
+  if (prev.valid()) v = co_await prev;  // `prev` stays in this frame until it is destroyed
+  co_return v + 1;
+}
+
+template <class F>
+void run_on_small_stack(std::size_t bytes, F& f) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, bytes);
+  pthread_t t;
+  ASSERT_EQ(pthread_create(
+                &t, &attr,
+                [](void* p) -> void* {
+                  (*static_cast<F*>(p))();
+                  return nullptr;
+                },
+                &f),
+            0);
+  pthread_join(t, nullptr);
+  pthread_attr_destroy(&attr);
+}
+
+TEST(DepthTest, DroppingTheLastHandleOfALongChainOfFinishedTasksDoesNotRecurse) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  const weft_test::frame_baseline frames;
+  const long n = 100'000;
+  {
+    weft::join_handle<long> last;
+    weft::runtime rt(weft_test::with_workers(2));
+    for (long i = 0; i < n; ++i) last = rt.spawn(link(std::move(last)));
+    EXPECT_EQ(last.join(), n);  // every link is done; each frame holds the previous one
+    auto drop = [&last] { last = {}; };
+    run_on_small_stack(2u << 20, drop);  // 10^5 nested destructions would need far more
+    EXPECT_FALSE(last.valid());
+  }
+  EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
+}
 
 }  // namespace

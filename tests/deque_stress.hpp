@@ -1,8 +1,8 @@
 // tests/deque_stress.hpp -- the exactly-once stress of the Chase-Lev deque,
-// shared by deque_test.cpp (the real deque) and deque_broken_test.cpp (a
+// shared by deque_test.cpp (the real deque) and deque_broken_check.cpp (a
 // deliberately broken variant that the stress must catch).
 //
-// What makes it bite (../shared/notes/deque.md): a tiny initial capacity so the
+// What makes it bite (docs/pitfalls.md): a tiny initial capacity so the
 // buffer grows under thieves, the owner taking right after most pushes so the
 // deque sits at size 0-1 where take and steal race for the last item, and
 // several thieves.  It counts how many steal attempts met a deque of size <= 1

@@ -42,26 +42,35 @@ struct run_result {
   return r;
 }
 
+// Runs the example program `name`: it must exit 0, print `expected` line by
+// line, and take between `min_seconds` and `max_seconds` of wall time.
+[[maybe_unused]] void expect_example_run(const std::string& dir, const std::string& name,
+                                         const std::vector<std::string>& expected,
+                                         double min_seconds, double max_seconds) {
+  const std::string path = dir + "/" + name;
+  const run_result r = run_program(path);
+  EXPECT_EQ(r.exit_code, 0) << path;
+  EXPECT_EQ(r.lines, expected);
+  EXPECT_GE(r.seconds, min_seconds);
+  EXPECT_LE(r.seconds, max_seconds);
+}
+
 TEST(ExamplesTest, SeedCancelPrintsTheSixLinesAndCancelWakesTheSleep) {
 #ifndef WEFT_EXAMPLE_DIR
   GTEST_SKIP() << "WEFT_EXAMPLE_DIR is not defined: the seed_cancel example was not built";
 #else
-  const std::string path = std::string(WEFT_EXAMPLE_DIR) + "/seed_cancel";
-  const run_result r = run_program(path);
-  EXPECT_EQ(r.exit_code, 0) << path;
-  const std::vector<std::string> expected = {
-      "--- Main Process Started ---",
-      "[Worker] Task started. Executing heavy process...",
-      ">>> Main: Requesting task cancellation...",
-      "[Worker] Cancellation notice received. Interrupting process.",
-      "Main: Task result -> Canceled",
-      "--- Main Process Finished ---",
-  };
-  EXPECT_EQ(r.lines, expected);
   // main waits 1 s before cancelling; the worker's sleep is 5 s.  Finishing
   // well under 5 s proves cancel() woke the sleep instead of waiting it out.
-  EXPECT_GE(r.seconds, 0.9);
-  EXPECT_LE(r.seconds, 3.0);
+  expect_example_run(WEFT_EXAMPLE_DIR, "seed_cancel",
+                     {
+                         "--- Main Process Started ---",
+                         "[Worker] Task started. Executing heavy process...",
+                         ">>> Main: Requesting task cancellation...",
+                         "[Worker] Cancellation notice received. Interrupting process.",
+                         "Main: Task result -> Canceled",
+                         "--- Main Process Finished ---",
+                     },
+                     0.9, 3.0);
 #endif
 }
 
@@ -69,19 +78,15 @@ TEST(ExamplesTest, AdvancedTimeoutPrintsTheThreeLinesAndTimesOutAfterOneSecond) 
 #ifndef WEFT_EXAMPLE_DIR
   GTEST_SKIP() << "WEFT_EXAMPLE_DIR is not defined: the examples were not built";
 #else
-  const std::string path = std::string(WEFT_EXAMPLE_DIR) + "/advanced_timeout";
-  const run_result r = run_program(path);
-  EXPECT_EQ(r.exit_code, 0) << path;
-  const std::vector<std::string> expected = {
-      "[Process] Started",
-      "[Process] Interrupted due to timeout",
-      "Main: Timed out (Task already cancelled)",
-  };
-  EXPECT_EQ(r.lines, expected);
   // The wait_for is 1 s, the sleep 3 s: about 1 s proves the timeout cancelled
   // the sleep rather than waiting it out.
-  EXPECT_GE(r.seconds, 0.9);
-  EXPECT_LE(r.seconds, 2.5);
+  expect_example_run(WEFT_EXAMPLE_DIR, "advanced_timeout",
+                     {
+                         "[Process] Started",
+                         "[Process] Interrupted due to timeout",
+                         "Main: Timed out (Task already cancelled)",
+                     },
+                     0.9, 2.5);
 #endif
 }
 

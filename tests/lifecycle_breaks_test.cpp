@@ -36,9 +36,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // CPU time this process used so far (every thread), in seconds.
 double process_cpu_seconds() {

@@ -19,9 +19,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 enum class outcome_mode { value, throws };
 enum class handle_mode { dropped_early, dropped_after_completion, joined };

@@ -32,25 +32,11 @@
 #include <utility>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define WEFT_TEST_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WEFT_TEST_LSAN 1
-#endif
-#endif
-#if defined(WEFT_TEST_LSAN)
-#include <sanitizer/lsan_interface.h>
-#endif
-
 #include "test_support.hpp"
 
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 using weft::detail::task_core;
 
 template <class T>
@@ -243,55 +229,49 @@ weft::task<std::string> spawns_awaited_task() {
   co_return out;
 }
 
+// Runs body(rt) on a runtime of two workers: the runtime must then still run
+// a task, and no frame may outlive it.
+template <class Body>
+void expect_misuse_leaves_the_runtime_healthy(Body body) {
+  run_leaving_no_frame(2, [&](weft::runtime& rt) {
+    body(rt);
+    EXPECT_EQ(rt.block_on(value_task(1)), 1) << "the runtime stays healthy";
+  });
+}
+
 TEST(AwaitEmptyTaskTest, AwaitingADefaultConstructedTaskThrowsUsageError) {
   watchdog dog(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(2));
+  expect_misuse_leaves_the_runtime_healthy([](weft::runtime& rt) {
     EXPECT_EQ(await_misuse_result(rt, awaits_default_int()), "usage_error");
     EXPECT_EQ(await_misuse_result(rt, awaits_default_void_rvalue()), "usage_error");
-    EXPECT_EQ(rt.block_on(value_task(1)), 1) << "the runtime stays healthy";
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  });
 }
 
 TEST(AwaitEmptyTaskTest, AwaitingAMovedFromTaskThrowsUsageErrorAndTheMovedToTaskStillRuns) {
   watchdog dog(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(2));
+  expect_misuse_leaves_the_runtime_healthy([](weft::runtime& rt) {
     EXPECT_EQ(await_misuse_result(rt, awaits_moved_from()), "usage_error,4");
-    EXPECT_EQ(rt.block_on(value_task(1)), 1);
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  });
 }
 
 TEST(AwaitEmptyTaskTest, AwaitingTheSameTaskTwiceThrowsUsageErrorTheSecondTime) {
   watchdog dog(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(2));
+  expect_misuse_leaves_the_runtime_healthy([](weft::runtime& rt) {
     EXPECT_EQ(await_misuse_result(rt, awaits_int_twice()), "5,usage_error,usage_error");
     EXPECT_EQ(await_misuse_result(rt, awaits_void_twice()), "1,usage_error,1")
         << "the body ran once";
     EXPECT_EQ(await_misuse_result(rt, awaits_failed_task_twice()), "first await,usage_error")
         << "the exception is given once";
-    EXPECT_EQ(rt.block_on(value_task(1)), 1);
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  });
 }
 
 TEST(AwaitEmptyTaskTest, SpawningATaskThatWasAlreadyAwaitedThrowsUsageError) {
   watchdog dog(60s);
-  frame_baseline frames;
-  {
-    weft::runtime rt(with_workers(2));
+  expect_misuse_leaves_the_runtime_healthy([](weft::runtime& rt) {
     EXPECT_EQ(await_misuse_result(rt, spawns_awaited_task()), "6,usage_error");
     weft::task<int> t;
     EXPECT_THROW((void)rt.spawn(std::move(t)), weft::usage_error) << "an empty task";
-    EXPECT_EQ(rt.block_on(value_task(1)), 1);
-  }
-  EXPECT_EQ(frames.now(), frames.start);
+  });
 }
 
 // ============================================================ break 13
@@ -730,9 +710,7 @@ TEST(HandleOutlivesRuntimeTest, ATaskThatCanNeverFinishMakesJoinThrowInsteadOfHa
   }
   EXPECT_THROW((void)h.join(), weft::usage_error);
   EXPECT_THROW((void)h.join(), weft::usage_error) << "still: no claim was left behind";
-#if defined(WEFT_TEST_LSAN)
-  __lsan_ignore_object(h.handle().address());  // the documented leak of a stuck task
-#endif
+  expect_leaked(h);  // the documented leak of a stuck task
 }
 
 // A simulation runtime: the same members after it is gone.

@@ -6,13 +6,12 @@
 #include <thread>
 #include <vector>
 
+#include "task_internals.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancelled_error;
 
 // ------------------------------------------------------------- checkpoint
 
@@ -454,7 +453,7 @@ TEST(TimerTest, ManyTimersNoneEarlyNoneAfterASuccessfulCancel) {
 
 // ------------------------------------------------------------- migration
 
-// Regression for the cached-thread-identity pitfall (clang caches
+// The cached-thread-identity pitfall (docs/pitfalls.md: clang caches
 // pthread_self()/thread-local addresses across a co_await that resumes on
 // another thread): a task must always see the worker it is really on.
 thread_local long tl_slot = 0;
@@ -606,6 +605,107 @@ TEST(StealingTest, ThiefWorksThroughCancelledTasksToTheRealOnesBehindThem) {
   // The real tasks sat below the cancelled ones: the thief had to take every
   // cancelled task first (the driver's worker never drained its deque).
   EXPECT_GE(after.steals - before.steals, static_cast<std::uint64_t>(s.cancelled + s.real));
+}
+
+// checkpoint() in a child joined inline sees the joiner's request (it looks
+// at the whole chain); it must deliver it too, not only a request of the
+// child's own: otherwise it neither delivers nor reschedules, and the loop
+// runs on (to its 5 s bound) as if nothing was asked.
+
+// Relaxed, both: `running` is polled as a sign of progress, `delivered` is
+// read after join().
+struct inline_cruncher {
+  std::atomic<bool> running{false};
+  std::atomic<bool> delivered{false};
+};
+
+weft::task<int> crunch_with_checkpoints(inline_cruncher* s) {
+  s->running.store(true, std::memory_order_relaxed);
+  const auto t0 = weft_test::clock_type::now();
+  try {
+    while (weft_test::clock_type::now() - t0 < 5s * kSlowdown) co_await weft::checkpoint();
+  } catch (const weft::cancelled_error&) {
+    s->delivered.store(true, std::memory_order_relaxed);
+    throw;
+  }
+  co_return 0;
+}
+
+weft::task<int> join_cruncher_inline(inline_cruncher* s) {
+  weft::join_handle<int> h = weft::spawn(crunch_with_checkpoints(s));
+  co_return co_await h;  // one worker: h is at the bottom of our deque, run inline
+}
+
+TEST(CheckpointTest, CheckpointInAChildJoinedInlineDeliversTheJoinersCancel) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  inline_cruncher s;
+  weft::runtime rt(weft_test::with_workers(1));
+  weft::join_handle<int> h = rt.spawn(join_cruncher_inline(&s));
+  await_true([&] { return s.running.load(std::memory_order_relaxed); });
+  const auto t0 = weft_test::clock_type::now();
+  EXPECT_TRUE(h.cancel("stop the joiner"));
+  EXPECT_THROW(h.join(), weft::cancelled_error);
+  EXPECT_TRUE(s.delivered.load(std::memory_order_relaxed))
+      << "checkpoint() in the inline child never delivered the cancel";
+  EXPECT_LT(weft_test::seconds_since(t0), 2.0 * kSlowdown);
+}
+
+// yield() must go on rescheduling while the runtime stops.  Were its
+// await_ready "maybe cancelled", true for good once the runtime stopped, a
+// task's yield() would no longer let anything else run after its one
+// "shutdown" delivery: a task that refuses the shutdown and yields until a
+// sibling on its worker has cleaned up would spin forever (shutdown would
+// never return).  Here it gives up after 10^6 yields.
+
+// `sibling_done`: relaxed, a sign of progress between two tasks on one worker.
+struct refusing_pair {
+  std::latch both{2};
+  std::atomic<bool> sibling_done{false};
+  weft::event never;
+};
+
+weft::task<bool> refuse_shutdown_and_yield(refusing_pair* s) {
+  s->both.count_down();
+  try {
+    co_await weft::sleep_for(1h);
+  } catch (const weft::cancelled_error&) {
+    // refused: carry on until the sibling has cleaned up
+  }
+  for (long i = 0; i < 1'000'000; ++i) {
+    if (s->sibling_done.load(std::memory_order_relaxed)) co_return true;
+    co_await weft::yield();
+  }
+  co_return false;  // yield() never let the sibling run
+}
+
+weft::task<void> clean_up_at_shutdown(refusing_pair* s) {
+  s->both.count_down();
+  try {
+    co_await s->never.wait();
+  } catch (const weft::cancelled_error&) {
+  }
+  s->sibling_done.store(true, std::memory_order_relaxed);
+}
+
+TEST(YieldTest, YieldStillLetsASiblingRunAfterShutdownBegan) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  refusing_pair s;
+  std::atomic<weft::detail::runtime_impl*> impl{nullptr};
+  weft::runtime rt(weft_test::with_workers(1));
+  rt.block_on(find_runtime(&impl));
+  weft::join_handle<bool> a = rt.spawn(refuse_shutdown_and_yield(&s));
+  weft::join_handle<void> b = rt.spawn(clean_up_at_shutdown(&s));
+  s.both.wait();
+  // Both suspended: the only worker has parked.  Shutdown then wakes the
+  // sleeper first (timers before list waits), so `a` runs before `b`.
+  // Relaxed: `impl` was stored before block_on() returned; num_sleepers is
+  // only polled for a state.
+  await_true([&] {
+    return impl.load(std::memory_order_relaxed)->num_sleepers.load(std::memory_order_relaxed) == 1;
+  });
+  rt.shutdown();
+  EXPECT_TRUE(a.join()) << "yield() did not let the sibling run after shutdown began";
+  b.join();
 }
 
 }  // namespace

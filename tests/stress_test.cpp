@@ -16,9 +16,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // =================================================================== storm
 //

@@ -18,9 +18,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // What the children of one test did.  Atomics: children run on any worker.
 // Relaxed, nearly every access: the readers run after join() (or after the

@@ -12,7 +12,7 @@
 //   * Iteration counts are scaled down under sanitizers with `scaled()`; the
 //     scenarios stay the same.
 //   * No capturing lambda temporary inside a co_await full-expression (g++ 12
-//     double-frees it, see shared/notes/pitfalls.md): coroutines here are free
+//     double-frees it, docs/pitfalls.md): coroutines here are free
 //     functions taking their state by pointer/reference, and that state is
 //     declared before the runtime so it outlives every task.
 #pragma once
@@ -28,8 +28,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <malloc.h>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -39,9 +41,26 @@
 #define WEFT_TEST_SANITIZER 0  // 0 normal build, 1 TSan, 2 ASan(+UBSan)
 #endif
 
+// LeakSanitizer runs with AddressSanitizer (g++ and clang spell it differently).
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT_TEST_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WEFT_TEST_LSAN 1
+#endif
+#endif
+#if defined(WEFT_TEST_LSAN)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 namespace weft_test {
 
+// `using namespace weft_test;` also brings these into a test file, with
+// std::chrono_literals: the names nearly every test spells.
 using namespace std::chrono_literals;
+using weft::cancel_kind;
+using weft::cancelled_error;
+
 using clock_type = std::chrono::steady_clock;
 
 inline constexpr int kSanitizer = WEFT_TEST_SANITIZER;
@@ -145,6 +164,41 @@ bool spin_until(Pred pred, std::chrono::milliseconds bound = 10'000ms) {
   return true;
 }
 
+// Spin (yielding) until pred() holds, with no bound of its own: the test's
+// watchdog bounds it.  For a state the scenario must reach before it goes on.
+template <class Pred>
+void await_true(Pred pred) {
+  while (!pred()) std::this_thread::yield();
+}
+
+// Expects f() to throw an E; returns it, or nothing after a failure (f()
+// threw nothing).  Any other exception leaves the helper, and fails the test.
+template <class E, class F>
+std::optional<E> expect_throws(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no exception of the expected type";
+  return std::nullopt;
+}
+
+// Expects f() to throw cancelled_error; returns it (or a dummy after a failure).
+template <class F>
+cancelled_error expect_cancelled(F&& f) {
+  try {
+    f();
+  } catch (const cancelled_error& e) {
+    return e;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw something else: " << e.what();
+    return cancelled_error("<wrong exception>", cancel_kind::timeout);
+  }
+  ADD_FAILURE() << "did not throw cancelled_error";
+  return cancelled_error("<no exception>", cancel_kind::timeout);
+}
+
 // Wait (outside the runtime) until the handle reports done(), bounded.
 template <class H>
 bool wait_done(const H& h, std::chrono::milliseconds bound = 10'000ms) {
@@ -201,6 +255,37 @@ struct frame_baseline {
   std::int64_t start = weft::diagnostics::live_frames();
   std::int64_t now() const { return weft::diagnostics::live_frames(); }
 };
+
+// Tells LeakSanitizer that the frame of `h`'s task is leaked on purpose (a
+// task that can never finish is reported and leaked, as documented).
+template <class H>
+void expect_leaked(const H& h) {
+#if defined(WEFT_TEST_LSAN)
+  __lsan_ignore_object(h.handle().address());
+#else
+  (void)h;
+#endif
+}
+
+// Runs body(rt) on a runtime of `workers` workers; no frame may outlive the
+// runtime.  State the tasks use is declared by the caller, before the call.
+template <class Body>
+void run_leaving_no_frame(unsigned workers, Body body) {
+  const frame_baseline frames;
+  {
+    weft::runtime rt(with_workers(workers));
+    body(rt);
+  }
+  EXPECT_EQ(frames.now(), frames.start);
+}
+
+// Runs make()'s task to the end on a runtime of `workers` workers (make() is
+// called while the runtime exists): the task must return `want`, and no frame
+// may outlive the runtime.
+template <class Make, class T>
+void expect_result_leaving_no_frame(unsigned workers, Make make, const T& want) {
+  run_leaving_no_frame(workers, [&](weft::runtime& rt) { EXPECT_EQ(rt.block_on(make()), want); });
+}
 
 // A splitmix64 generator: deterministic per seed, cheap, fine for tests.
 struct rng {

@@ -21,9 +21,6 @@
 namespace {
 
 using namespace weft_test;
-using namespace std::chrono_literals;
-using weft::cancel_kind;
-using weft::cancelled_error;
 
 // What a task saw.  Relaxed, every access: the readers are ordered after the
 // writes by weft itself -- the test reads after join()/block_on(), and a
@@ -559,14 +556,7 @@ struct pending_rec {
   std::atomic<std::uint8_t> outcome{0};  // 0 pending, 1 woke normally, 2 cancelled
 };
 
-struct pending_stats {
-  std::atomic<long> armed{0};
-  std::atomic<long> woke{0};
-  std::atomic<long> cancelled{0};
-  std::atomic<long> early{0};
-};
-
-weft::task<void> pending_timer(pending_stats* st, pending_rec* r) {
+weft::task<void> pending_timer(timer_stats* st, pending_rec* r) {
   auto tag = weft::sleep_for(std::chrono::hours(1));  // named: no temporaries in the co_await
   switch (r->mode) {
     case pending_mode::fire:
@@ -611,7 +601,7 @@ TEST(MillionTimersTest, AllPendingAtOnceHalfCancelledAndMemoryBackToBaselineWhil
   watchdog dog(std::chrono::seconds(110), std::chrono::seconds(60));
   frame_baseline frames;
   auto recs = std::make_unique<pending_rec[]>(static_cast<std::size_t>(n));
-  pending_stats st;
+  timer_stats st;
   long long base_bytes = 0, after_bytes = 0, peak_pending = 0;
   long woke_when_all_armed = -1, ended_when_all_armed = -1;
   double arm_s = 0, cancel_s = 0;
@@ -623,7 +613,7 @@ TEST(MillionTimersTest, AllPendingAtOnceHalfCancelledAndMemoryBackToBaselineWhil
       dog.phase("warm-up");
       const long warm = 3 * 4096;
       auto wrecs = std::make_unique<pending_rec[]>(static_cast<std::size_t>(warm));
-      pending_stats wst;
+      timer_stats wst;
       std::vector<weft::join_handle<void>> whs;
       whs.reserve(static_cast<std::size_t>(warm));
       for (long i = 0; i < warm; ++i) {
@@ -742,6 +732,145 @@ TEST(MillionTimersTest, AllPendingAtOnceHalfCancelledAndMemoryBackToBaselineWhil
       "timer; allocated bytes before %lld, after %lld (%+lld)\n",
       n, peak_pending, arm_s, n / 2 - (racing_cancelled + racing_fired), cancel_s,
       racing_cancelled, racing_fired, base_bytes, after_bytes, after_bytes - base_bytes);
+}
+
+// wait_for() cancels its deadline task and then awaits it.  A cancel of the
+// waiter arriving after the awaited task has answered is forwarded to the
+// deadline task by that await; wait_for must not swallow it with what that
+// await throws.  Here the answer's move constructor (which runs in the waiter,
+// after its join ended) cancels the waiter; the next await must deliver it.
+// Deterministic.
+
+struct cancels_on_second_move {
+  weft::join_handle<std::string>* victim = nullptr;
+  int moves = 0;
+  int value = 0;
+  cancels_on_second_move(weft::join_handle<std::string>* v, int x) : victim(v), value(x) {}
+  // Move 1: into the promise, in the finishing task.  Move 2: out of it, in
+  // the waiter (promise::take_value), after its join ended.
+  cancels_on_second_move(cancels_on_second_move&& o)
+      : victim(o.victim), moves(o.moves + 1), value(o.value) {
+    if (moves == 2 && victim != nullptr) victim->cancel("late");
+  }
+};
+
+weft::task<cancels_on_second_move> answer_then_cancel_the_waiter(
+    weft::join_handle<std::string>* waiter) {
+  co_return cancels_on_second_move(waiter, 9);
+}
+
+weft::task<std::string> wait_for_then_await_again(weft::event* ready,
+                                                  weft::join_handle<std::string>* self) {
+  co_await ready->wait();  // `self` is assigned by now
+  weft::join_handle<cancels_on_second_move> h = weft::spawn(answer_then_cancel_the_waiter(self));
+  cancels_on_second_move v = co_await weft::wait_for(h, 1h);
+  if (v.value != 9) co_return "wrong value";
+  try {
+    co_await weft::yield();  // asyncio: a cancel after the answer lands at the next await
+  } catch (const weft::cancelled_error& e) {
+    co_return "cancelled at the next await: " + std::string(e.reason());
+  }
+  co_return "the cancel was lost";
+}
+
+TEST(WaitForTest, ACancelOfTheWaiterAfterTheAnswerIsDeliveredAtTheNextAwait) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::event ready;
+  weft::runtime rt(weft_test::with_workers(1));
+  weft::join_handle<std::string> w;
+  w = rt.spawn(wait_for_then_await_again(&ready, &w));
+  ready.set();
+  EXPECT_EQ(w.join(), "cancelled at the next await: late");
+  EXPECT_EQ(w.cancelling(), 1u);
+}
+
+weft::task<int> sleeps_an_hour() {
+  co_await weft::sleep_for(std::chrono::hours(1));
+  co_return 1;
+}
+
+// The inner wait_for (1 h) sees the outer timeout's cancellation come through
+// its task; it must let the cancelled_error through (its own deadline is far
+// away), and only the outer wait_for turns it into timeout_error.
+// `inner_saw`: relaxed, read after block_on().
+weft::task<int> inner_wait(std::atomic<int>* inner_saw) {
+  try {
+    co_return co_await weft::wait_for(sleeps_an_hour(), std::chrono::hours(1));
+  } catch (const weft::timeout_error&) {
+    inner_saw->store(1, std::memory_order_relaxed);  // wrong: not the inner one's timeout
+    throw;
+  } catch (const weft::cancelled_error& e) {
+    inner_saw->store(e.kind() == weft::cancel_kind::timeout ? 2 : 3, std::memory_order_relaxed);
+    throw;
+  }
+}
+
+weft::task<int> outer_wait(std::atomic<int>* inner_saw) {
+  try {
+    co_return co_await weft::wait_for(inner_wait(inner_saw), std::chrono::milliseconds(20));
+  } catch (const weft::timeout_error&) {
+    co_return -1;
+  }
+}
+
+TEST(WaitForTest, NestedWaitForReportsTheOuterTimeoutOnlyAtTheOuterWaitFor) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  std::atomic<int> inner_saw{0};
+  weft::runtime rt(weft_test::with_workers(2));
+  EXPECT_EQ(rt.block_on(outer_wait(&inner_saw)), -1) << "the outer wait_for times out";
+  EXPECT_EQ(inner_saw.load(std::memory_order_relaxed), 2)
+      << "1: the inner wait_for threw timeout_error; 3: other kind";
+}
+
+// wait_for(h, d) takes a reference on h's task for the deadline task it spawns
+// (which may outlive the wait).  The deadline task must drop it also when it
+// is cancelled before it starts -- it then never runs its body, so a guard
+// declared in the body would never drop it and h's frame would leak.  That
+// happens whenever the wait ends before the deadline task got a worker:
+// (a) h is already done (one worker: the waiter does not suspend, cancels the
+// deadline task, and only then lets it run); (b) during shutdown, where the
+// spawn of the deadline task completes it at once as cancelled.
+
+weft::task<int> wait_for_finished_handles(int rounds) {
+  int sum = 0;
+  for (int i = 0; i < rounds; ++i) {
+    auto h = weft::spawn(weft_test::value_task(i));
+    while (!h.done()) co_await weft::yield();
+    sum += co_await weft::wait_for(h, std::chrono::hours(1));
+  }
+  co_return sum;
+}
+
+weft::task<int> wait_for_during_shutdown(std::latch* asleep) {
+  asleep->count_down();
+  try {
+    co_await weft::sleep_for(std::chrono::hours(1));
+  } catch (const weft::cancelled_error&) {
+    // refused: carry on with a wait_for while the runtime stops
+  }
+  auto h = weft::spawn(weft_test::value_task(5));  // comes back cancelled ("shutdown")
+  try {
+    co_return co_await weft::wait_for(h, std::chrono::hours(1));
+  } catch (const weft::cancelled_error& e) {
+    co_return e.kind() == weft::cancel_kind::shutdown ? -1 : -2;
+  }
+}
+
+TEST(WaitForTest, TheAwaitedTaskIsFreedWhenItsDeadlineTaskNeverRan) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  const weft_test::frame_baseline frames;
+  const int rounds = 100;
+  {
+    std::latch asleep{1};
+    weft::runtime rt(weft_test::with_workers(1));
+    EXPECT_EQ(rt.block_on(wait_for_finished_handles(rounds)), rounds * (rounds - 1) / 2);
+    auto h = rt.spawn(wait_for_during_shutdown(&asleep));
+    asleep.wait();
+    rt.shutdown();
+    EXPECT_EQ(h.join(), -1) << "the handle spawned during shutdown is cancelled (shutdown)";
+  }
+  EXPECT_EQ(frames.now(), frames.start)
+      << "frames leaked (one per wait_for whose deadline task never ran)";
 }
 
 }  // namespace
