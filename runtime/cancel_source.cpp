@@ -87,9 +87,10 @@ cancellation_registration make_core_registration(const cancellation_token& tok, 
     cancel_core_fn fn;
     void operator()() noexcept { fn(); }
   };
-  holder h{tok.state(), cancel_core_fn{tok.state().get(), core, std::move(ref)}};
+  const auto& state = access::state(tok);
+  holder h{state, cancel_core_fn{state.get(), core, std::move(ref)}};
   erased_callback cb{std::make_unique<callback_impl<holder>>(std::move(h))};
-  return cancellation_registration(
+  return access::make<cancellation_registration>(
       std::make_unique<registration_impl>(tok.stop_token(), std::move(cb)));
 }
 
@@ -131,7 +132,7 @@ cancellation_source::cancellation_source()
 cancellation_source::cancellation_source(const cancellation_token& parent)
     : state_(std::make_shared<detail::cancel_source_state>()) {
   if (!parent.can_be_cancelled()) return;
-  state_->parent = parent.state();
+  state_->parent = detail::access::state(parent);
   // Runs follow_parent at once when the parent is already cancelled.
   state_->parent_link.emplace(parent.stop_token(),
                               detail::cancel_source_state::follow_parent{state_.get()});

@@ -162,7 +162,7 @@ weft::task<int> awaits_handle_again(weft::join_handle<int>* h) { co_return co_aw
 
 // The awaiter registered itself as the joiner (white-box: the kJoiner flag).
 bool has_joiner(weft::join_handle<int>& h) {
-  return (h.handle().promise().own_core().state.load(std::memory_order_acquire) &
+  return (weft::detail::access::core(h).state.load(std::memory_order_acquire) &
           weft::detail::task_core::kJoiner) != 0;
 }
 

@@ -42,7 +42,7 @@ using weft::detail::task_core;
 template <class T>
 std::uint32_t state_of(const weft::join_handle<T>& h) {
   // Acquire: as join_handle::done().
-  return h.handle().promise().own_core().state.load(std::memory_order_acquire);
+  return weft::detail::access::core(h).state.load(std::memory_order_acquire);
 }
 
 // ============================================================ break 7

@@ -17,7 +17,7 @@ using weft::detail::task_core;
 
 template <class T>
 task_core& core_of(const weft::join_handle<T>& h) {
-  return h.handle().promise().own_core();
+  return weft::detail::access::core(h);
 }
 
 inline std::uint32_t state_of(const task_core& c) {

@@ -261,7 +261,7 @@ struct frame_baseline {
 template <class H>
 void expect_leaked(const H& h) {
 #if defined(WEFT_TEST_LSAN)
-  __lsan_ignore_object(h.handle().address());
+  __lsan_ignore_object(weft::detail::access::handle(h).address());
 #else
   (void)h;
 #endif

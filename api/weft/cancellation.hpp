@@ -124,11 +124,10 @@ class cancellation_registration {
   // Holds a registration (not moved from, not reset).
   bool active() const noexcept { return static_cast<bool>(impl_); }
 
-  // Internal.
+ private:
+  friend struct detail::access;
   explicit cancellation_registration(std::unique_ptr<detail::registration_impl> p) noexcept
       : impl_(std::move(p)) {}
-
- private:
   std::unique_ptr<detail::registration_impl> impl_;
 };
 
@@ -163,7 +162,7 @@ class cancellation_token {
     static_assert(std::is_invocable_v<D&>, "on_cancel needs a callable taking no arguments");
     if (!state_) return {};
     detail::erased_callback cb{std::make_unique<detail::callback_impl<D>>(std::forward<F>(f))};
-    return cancellation_registration(
+    return detail::access::make<cancellation_registration>(
         std::make_unique<detail::registration_impl>(stop_token(), std::move(cb)));
   }
 
@@ -178,16 +177,14 @@ class cancellation_token {
   [[nodiscard]] cancellation_registration bind(join_handle<T>& h) const {
     if (!h.valid()) detail::throw_invalid_handle();
     if (!state_) return {};
-    detail::task_core* c = &h.handle().promise().own_core();
+    detail::task_core* c = &detail::access::core(h);
     return detail::make_core_registration(*this, c, std::optional<detail::task_ref>(std::in_place, c));
   }
 
-  // Internal.
+ private:
+  friend struct detail::access;
   explicit cancellation_token(std::shared_ptr<detail::cancel_source_state> s) noexcept
       : state_(std::move(s)) {}
-  const std::shared_ptr<detail::cancel_source_state>& state() const noexcept { return state_; }
-
- private:
   std::shared_ptr<detail::cancel_source_state> state_;
 };
 
@@ -202,7 +199,9 @@ class cancellation_source {
   // root source.
   explicit cancellation_source(const cancellation_token& parent);
 
-  cancellation_token token() const noexcept { return cancellation_token(state_); }
+  cancellation_token token() const noexcept {
+    return detail::access::make<cancellation_token>(state_);
+  }
 
   // Cancel every bound task and run every callback (on this thread, before
   // returning).  True for the call that did it; false if the source was

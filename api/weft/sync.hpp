@@ -90,7 +90,7 @@ class semaphore {
 template <class T>
 task<T> shield(join_handle<T>& h) {
   if (!h.valid()) detail::throw_invalid_handle();
-  detail::task_core* target = &h.handle().promise().own_core();
+  detail::task_core* target = &detail::access::core(h);
   for (;;) {
     detail::list_wait_once once{detail::watch_list(target),
                                 {&detail::watch_ready, nullptr, target}};  // named: not movable

@@ -32,6 +32,7 @@
 #include <utility>
 #include <variant>
 
+#include "weft/detail/access.hpp"
 #include "weft/detail/core.hpp"
 #include "weft/errors.hpp"
 
@@ -578,12 +579,9 @@ class [[nodiscard]] task {
   bool valid() const noexcept { return static_cast<bool>(h_); }
   explicit operator bool() const noexcept { return valid(); }
 
-  // Internal: hands the frame over (spawn, awaiters).
-  std::coroutine_handle<promise_type> release_handle() noexcept { return std::exchange(h_, {}); }
-  std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
-
  private:
   friend class detail::promise<T>;
+  friend struct detail::access;
   explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
   void reset() noexcept {
     if (h_) std::exchange(h_, {}).destroy();
@@ -639,7 +637,9 @@ class [[nodiscard]] join_handle {
     return detail::request_cancel(&core(), std::move(reason), cancel_kind::explicit_request,
                                   where);
   }
-  // Internal: cancel with another kind (timeouts, groups, shutdown).
+  // cancel() with another kind than explicit_request: what weft's own
+  // constructs use (timeouts, groups, shutdown); also for code that builds
+  // such constructs itself.
   bool cancel_as(cancel_kind kind, std::string reason,
                  std::source_location where = std::source_location::current()) {
     if (!h_) return false;
@@ -701,11 +701,9 @@ class [[nodiscard]] join_handle {
     return detail::take_result(h_.promise());
   }
 
-  // Internal.
-  explicit join_handle(std::coroutine_handle<detail::promise<T>> h) noexcept : h_(h) {}
-  std::coroutine_handle<detail::promise<T>> handle() const noexcept { return h_; }
-
  private:
+  friend struct detail::access;
+  explicit join_handle(std::coroutine_handle<detail::promise<T>> h) noexcept : h_(h) {}
   detail::task_core& core() const noexcept { return h_.promise().own_core(); }
   // Forced inline: every join ends here (g++ 12 outlined it in large
   // translation units).
@@ -757,22 +755,22 @@ template <class U>
 task_awaiter<U> promise_common<D>::await_transform(task<U>&& t) noexcept {
   // The task object is a temporary of the co_await full-expression: it stays
   // alive (and destroys the child frame) after await_resume.
-  return {t.handle(), ctx};
+  return {access::handle(t), ctx};
 }
 template <class D>
 template <class U>
 task_awaiter<U> promise_common<D>::await_transform(task<U>& t) noexcept {
-  return {t.handle(), ctx};
+  return {access::handle(t), ctx};
 }
 template <class D>
 template <class U>
 handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>& h) noexcept {
-  return {h.handle(), ctx};
+  return {access::handle(h), ctx};
 }
 template <class D>
 template <class U>
 handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>&& h) noexcept {
-  return {h.handle(), ctx};
+  return {access::handle(h), ctx};
 }
 
 template <class D>
@@ -803,16 +801,16 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h, std::source_locati
 // whose frame already finished (it was awaited), throws usage_error.
 template <class T>
 bool spawnable(const task<T>& t) noexcept {
-  return t.valid() && !t.handle().done();
+  return t.valid() && !access::handle(t).done();
 }
 
 template <class T>
 join_handle<T> spawn_on(runtime_impl* rt, task<T> t, std::source_location where) {
   if (!spawnable(t)) throw_empty_task();
   runtime_impl* target = resolve_runtime(rt);  // may throw: before we own the frame
-  auto h = t.release_handle();
+  auto h = access::release(t);
   submit_spawn(target, prepare_spawn(h, where));
-  return join_handle<T>(h);
+  return access::make<join_handle<T>>(h);
 }
 
 // spawn() from inside a task: straight onto the calling worker's deque.
@@ -821,7 +819,7 @@ template <class T>
   if (!spawnable(t)) [[unlikely]] throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
-  auto h = t.release_handle();
+  auto h = access::release(t);
   task_core* c = prepare_spawn(h, where);
   // Relaxed: a spawn that misses the stop flag is drained by shutdown like any
   // queued task; submit_spawn handles the one that sees it.
@@ -835,7 +833,7 @@ template <class T>
     // this worker runs its own deque (docs/architecture.md, "Parking").
     if (w->sleepers->load(std::memory_order_relaxed) != 0) [[unlikely]] wake_one(w->rt);
   }
-  return join_handle<T>(h);
+  return access::make<join_handle<T>>(h);
 }
 
 }  // namespace detail
