@@ -18,23 +18,14 @@
 #include <vector>
 
 #include "runtime_impl.hpp"
+#include "splitmix.hpp"
 #include "weft/sim.hpp"
 
 namespace weft::detail {
 
-// splitmix64: one 64-bit state, good enough statistics for scheduling, and
-// trivially reproducible from the seed.
-struct sim_rng {
-  std::uint64_t state;
-  explicit sim_rng(std::uint64_t seed) noexcept : state(seed) {}
-  std::uint64_t next() noexcept {
-    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n); n > 0.  (The modulo bias is irrelevant at these sizes.)
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+// The driver's generator: splitmix64 seeded with options::seed.
+struct sim_rng : splitmix64 {
+  using splitmix64::splitmix64;
   bool percent(unsigned p) noexcept { return below(100) < p; }
 };
 
