@@ -467,7 +467,7 @@ void finish_inline_atomic(task_core* core) noexcept {
   // As complete_task: a forwarded cancel may hold a reference, or a watcher
   // may be registered.  (A simulation marks the tasks it names `hooked`, so
   // that their inline finish comes here and it can forget the name.)
-  if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
+  sim_hook::finished(core);
   std::uint32_t prev = mark_done(core, /*inline_taken=*/true);
   if (prev & kKeepRef) {
     wake_kept(core, prev);  // we still hold the running reference
@@ -628,9 +628,7 @@ bool accepts_cancel(task_core* core) {
   if ((core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) return false;
   // Not finished: its runtime is alive, or kept (~runtime keeps the
   // structures of a runtime that left unfinished tasks behind).
-  if (core->rt->sim != nullptr) [[unlikely]] {
-    sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
-  }
+  sim_hook::require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
   return true;
 }
 }  // namespace
@@ -863,7 +861,7 @@ void join_blocking(task_core* core) {
     // Not finished: its runtime is alive, or kept (see accepts_cancel).
     const runtime_impl* rt = core->rt;
     // A simulation has one thread: it drives the task here, no claim needed.
-    if (rt->sim != nullptr) return sim_join(core);
+    if (sim_hook::join(core)) return;
     // Acquire: pairs with stop()'s release store of `exiting`, made once every
     // task that could still finish had finished (the drain).
     if (rt->exiting.load(std::memory_order_acquire)) {

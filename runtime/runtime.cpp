@@ -141,7 +141,7 @@ void require_not_worker(const runtime_impl* rt, const char* what) {
 
 runtime_impl* resolve_runtime(runtime_impl* rt) {
   if (rt != nullptr) {
-    if (rt->sim != nullptr) [[unlikely]] sim_require_owner(rt, "weft::runtime::spawn");
+    sim_hook::require_owner(rt, "weft::runtime::spawn");
     return rt;
   }
   worker* w = tls_worker;
@@ -184,19 +184,18 @@ void count_finish(task_core* core) noexcept {
   worker* w = tls_worker;
   if (w != nullptr && w->rt == core->rt) {
     --w->live_tasks;
-    if (w->sim != nullptr) [[unlikely]] sim_finished(core);
+    sim_hook::finished(w->sim, core);
   } else {
     // Relaxed: counter, read after the drain.
     core->rt->outside_live.fetch_sub(1, std::memory_order_relaxed);
-    if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
+    sim_hook::finished(core->rt->sim, core);
   }
 }
 
 void wake_one(runtime_impl* rt) noexcept { rt->wake_one(); }
 
 void schedule_yield(task_core* core) noexcept {
-  // A simulation decides here whether a checkpoint's slice is spent.
-  if (core->rt->sim != nullptr) [[unlikely]] return sim_yield(core);
+  if (sim_hook::yield(core)) return;
   core->rt->inject(core);
 }
 
@@ -205,9 +204,7 @@ void schedule_wake(task_core* core) noexcept { core->rt->push_local_or_inject(co
 // ---------------------------------------------------------------------------
 
 void runtime_impl::inject(task_core* c) {
-  // A wake-up of a simulation's task from another thread (event::set, ...)
-  // would race with its driver: refuse it loudly (it cannot throw here).
-  if (sim != nullptr) [[unlikely]] sim_require_owner_or_abort(this, "a wake-up or re-queue");
+  sim_hook::require_owner_or_abort(this, "a wake-up or re-queue");
   {
     std::lock_guard lk(inject_mutex);
     injected.push_back(c);
@@ -222,7 +219,7 @@ void runtime_impl::inject(task_core* c) {
 }
 
 bool runtime_impl::inject_spawn(task_core* c) {
-  if (sim != nullptr) [[unlikely]] sim_require_owner_or_abort(this, "a spawn");
+  sim_hook::require_owner_or_abort(this, "a spawn");
   {
     std::lock_guard lk(inject_mutex);
     if (closed) return false;
@@ -478,10 +475,7 @@ void runtime_impl::start() {
     init_frame_cache(w.get());
     workers.push_back(std::move(w));
   }
-  if (options.simulation) {
-    sim_create(this);  // no worker thread, no timer thread: the owner drives
-    return;
-  }
+  if (sim_hook::start(this)) return;  // no worker thread, no timer thread
   // Every deque exists before any thread can steal from it.
   try {
     for (auto& w : workers) {
@@ -513,12 +507,7 @@ void runtime_impl::abandon_start() noexcept {
 }
 
 void runtime_impl::stop(std::source_location where) {
-  if (sim != nullptr) {
-    // Single-threaded: record the site unless a shutdown already began.
-    // Relaxed: the simulation's only thread wrote it, if anyone did.
-    if (!stopping.load(std::memory_order_relaxed)) shutdown_at = where;
-    return sim_stop(this, false);
-  }
+  if (sim_hook::stop(this, where)) return;
   std::lock_guard guard(shutdown_mutex);
   if (shut_down) return;
   // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
@@ -800,14 +789,7 @@ runtime::~runtime() {
   }
   // A shutdown the destructor starts names the runtime's construction as
   // its location (a destructor has no call site of its own to report).
-  if (impl_->sim != nullptr) {
-    // Relaxed: the simulation's only thread.
-    if (!impl_->stopping.load(std::memory_order_relaxed)) impl_->shutdown_at = impl_->created_at;
-    detail::sim_stop(impl_, true);  // never throws
-    detail::sim_destroy(impl_);
-  } else {
-    impl_->stop(impl_->created_at);
-  }
+  if (!detail::sim_hook::destroy(impl_)) impl_->stop(impl_->created_at);
   detail::unregister_runtime(impl_);
   if (impl_->stuck_tasks > 0) {
     detail::keep_remains(impl_);  // their handles may still read it

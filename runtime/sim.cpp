@@ -455,7 +455,7 @@ void sim_join(task_core* core) {
   core->rt->sim->drive(core, ~std::uint64_t{0});
 }
 
-void sim_stop(runtime_impl* rt, bool destructor) {
+void sim_stop(runtime_impl* rt, std::source_location where, bool destructor) {
   sim_driver* s = rt->sim;
   if (std::this_thread::get_id() != s->owner) {
     if (destructor) {
@@ -468,6 +468,9 @@ void sim_stop(runtime_impl* rt, bool destructor) {
     sim_require_owner(rt, "weft::runtime::shutdown");
   }
   std::lock_guard guard(rt->shutdown_mutex);
+  // Single-threaded: record the site unless a shutdown already began.
+  // Relaxed: the simulation's only thread wrote it, if anyone did.
+  if (!rt->stopping.load(std::memory_order_relaxed)) rt->shutdown_at = where;
   if (rt->shut_down) return;
 
   // stop_spawning, as runtime_impl::stop.  seq_cst: the same store as there

@@ -34,8 +34,7 @@
 namespace weft::detail {
 
 std::uint64_t now_ns() noexcept {
-  // The thread driving a simulation (inside its tasks too) reads virtual time.
-  if (const sim_driver* s = tls_sim) [[unlikely]] return s->now;
+  if (std::uint64_t ns = 0; sim_hook::virtual_now(&ns)) [[unlikely]] return ns;
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                         std::chrono::steady_clock::now().time_since_epoch())
                                         .count());
