@@ -172,7 +172,7 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
     // Relaxed: see the file comment (own deque: a missed sleeper costs only
     // parallelism).
     if (rt->num_sleepers.load(std::memory_order_relaxed) > 0) rt->wake_one();
-  } else if (!rt->inject_spawn(core)) {
+  } else if (!rt->inject(core, runtime_impl::injection::spawn)) {
     // Shutdown finished draining between our check and the queue: no worker
     // will look again, so the task ends here, cancelled before it started.
     core->started = true;
@@ -203,10 +203,12 @@ void schedule_wake(task_core* core) noexcept { core->rt->push_local_or_inject(co
 
 // ---------------------------------------------------------------------------
 
-void runtime_impl::inject(task_core* c) {
-  sim_hook::require_owner_or_abort(this, "a wake-up or re-queue");
+bool runtime_impl::inject(task_core* c, injection why) {
+  sim_hook::require_owner_or_abort(this,
+                                   why == injection::spawn ? "a spawn" : "a wake-up or re-queue");
   {
     std::lock_guard lk(inject_mutex);
+    if (why == injection::spawn && closed) return false;
     injected.push_back(c);
     // seq_cst: the injector's half of the parking Dekker pair.
     injected_count.fetch_add(1, std::memory_order_seq_cst);
@@ -214,21 +216,6 @@ void runtime_impl::inject(task_core* c) {
   // Relaxed: statistics.
   injected_total.fetch_add(1, std::memory_order_relaxed);
   WEFT_CHAOS_POINT();
-  // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
-  if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
-}
-
-bool runtime_impl::inject_spawn(task_core* c) {
-  sim_hook::require_owner_or_abort(this, "a spawn");
-  {
-    std::lock_guard lk(inject_mutex);
-    if (closed) return false;
-    injected.push_back(c);
-    // seq_cst: the injector's half of the parking Dekker pair.
-    injected_count.fetch_add(1, std::memory_order_seq_cst);
-  }
-  // Relaxed: statistics.
-  injected_total.fetch_add(1, std::memory_order_relaxed);
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
   if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
   return true;

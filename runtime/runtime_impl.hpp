@@ -159,8 +159,13 @@ struct runtime_impl {
   bool has_visible_work() noexcept;
   void wake_one() noexcept;
   void wake_all() noexcept;
-  void inject(task_core* c);
-  bool inject_spawn(task_core* c);  // false: closed (shutdown finished draining)
+  // What a task comes to the injection queue for.  A spawn is refused once
+  // shutdown's drain closed the queue (no worker would look again); a task
+  // that was already running (a wake-up, a yield, the shutdown report's move
+  // off a deque) is always queued.
+  enum class injection : std::uint8_t { requeue, spawn };
+  // Queues `c` and wakes a sleeper; false: a spawn, and the queue is closed.
+  bool inject(task_core* c, injection why = injection::requeue);
   void push_local_or_inject(task_core* c);
   // Step by step in runtime.cpp; `where` is the shutdown() call (or the
   // runtime's construction, when the destructor shuts it down).
