@@ -2,8 +2,9 @@
 // queue, and shutdown.
 //
 // Worker loop (worker_main): find_work -> run -> repeat; when find_work comes
-// back empty a few times, park.  find_work is the one place that decides which
-// task runs next and which victim is robbed (the scheduling seam).
+// back empty a few times, park.  find_work (runtime_impl.hpp) is the one place
+// that decides which task runs next and which victim is robbed (the
+// scheduling seam); its random choices come from a chooser (fast_chooser here).
 //
 // Parking without lost wake-ups (the Dekker pair):
 //   parker:   add itself to `sleepers` and increment num_sleepers (seq_cst RMW),
@@ -18,8 +19,8 @@
 //
 // A simulation (runtime_options::simulation) uses the same structures without
 // threads: start() creates the workers but no thread, and the driver in
-// sim.cpp steps them; the hooks here (count_finish, schedule_yield, inject,
-// resolve_runtime, stop) hand over to it when `sim` is set.
+// sim.cpp steps them through the same find_work and run; the sim_hook calls
+// here (sim_driver.hpp lists them all) hand over to it when `sim` is set.
 #include <sched.h>
 
 #include <algorithm>
@@ -101,15 +102,25 @@ std::thread start_thread(F f) {
   return std::thread(std::move(f));
 }
 
-// Pauses after a steal that found nothing to run (worker_main).
-constexpr std::uint32_t kMinStealBackoff = 16;
-constexpr std::uint32_t kMaxStealBackoff = 1024;
-
 void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
 }
+
+// The threaded runtime's chooser (runtime_impl.hpp, "Choosers"): each worker's
+// own xorshift64 picks its victims; the backoff spins.
+struct fast_chooser {
+  static unsigned victim(worker* w, unsigned others) noexcept {
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 7;
+    w->rng ^= w->rng << 17;
+    return static_cast<unsigned>(w->rng % others);
+  }
+  static void pause(std::uint32_t pauses) noexcept {
+    for (std::uint32_t i = 0; i < pauses; ++i) cpu_relax();
+  }
+};
 
 }  // namespace
 
@@ -290,34 +301,6 @@ task_core* runtime_impl::pop_injected() noexcept {
   return c;
 }
 
-runtime_impl::found_work runtime_impl::find_work(worker* w) {
-  // Every 61st look goes to the injection queue first, so tasks from outside
-  // and yielded tasks are not starved by a busy local deque.
-  if (++w->tick % 61 == 0) {
-    if (task_core* c = pop_injected()) return {c, false};
-  }
-  if (task_core* c = w->deque.take()) return {c, false};
-  if (task_core* c = pop_injected()) return {c, false};
-  if (n > 1) {
-    // Random victims (xorshift64).
-    for (unsigned attempt = 0; attempt < 2 * n; ++attempt) {
-      w->rng ^= w->rng << 13;
-      w->rng ^= w->rng >> 7;
-      w->rng ^= w->rng << 17;
-      unsigned v = static_cast<unsigned>(w->rng % (n - 1));
-      if (v >= w->index) ++v;
-      task_core* item = nullptr;
-      WEFT_CHAOS_POINT();
-      if (workers[v]->deque.steal(item) == steal_result::success) {
-        // Relaxed: statistics, owner-written.
-        w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        return {item, true};
-      }
-    }
-  }
-  return {};
-}
-
 bool runtime_impl::run(worker* w, task_core* c) {
   c->w = w;
   if (!c->started) {
@@ -390,24 +373,13 @@ bool runtime_impl::park(worker* w) {
 
 void runtime_impl::worker_main(worker* w) {
   tls_worker = w;
+  fast_chooser choose;
   unsigned idle_rounds = 0;
   std::uint64_t idle_since = 0;
   for (;;) {
-    if (const found_work f = find_work(w); f.task != nullptr) {
+    if (const found_work f = find_work(w, choose); f.task != nullptr) {
       idle_rounds = 0;
-      if (run(w, f.task) || !f.stolen) {
-        w->steal_backoff = 0;
-        continue;
-      }
-      // Unproductive steal: the task had been cancelled before it started, so
-      // we only completed it.  A thief that steals such tasks back to back
-      // (a deque of cancelled tasks being drained) costs its victim a cache
-      // line transfer on every take; see "Stealing cancelled tasks" in
-      // docs/architecture.md.  Pause before the next attempt, doubling up to
-      // kMaxStealBackoff pauses, until a steal finds a task to run.
-      w->steal_backoff = w->steal_backoff == 0 ? kMinStealBackoff
-                                               : std::min(2 * w->steal_backoff, kMaxStealBackoff);
-      for (std::uint32_t i = 0; i < w->steal_backoff; ++i) cpu_relax();
+      after_run(w, f, run(w, f.task), choose);
       continue;
     }
     // Acquire: pairs with stop()'s release store; all tasks are done by then.

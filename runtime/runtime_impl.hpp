@@ -4,6 +4,7 @@
 // (parking) state and the timer.  Each field says who writes it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -37,10 +38,10 @@ struct alignas(kCacheLine) worker : worker_hot {
   // Set on the virtual workers of a simulation (never changes): count_finish
   // tells the driver about completions.  Null on real workers.
   sim_driver* sim = nullptr;
-  std::uint64_t rng = 0;           // victim choice (xorshift); owner only
+  std::uint64_t rng = 0;           // victim choice of the threaded runtime (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
   // Owner only.  Pauses before the next steal attempt after a steal that found
-  // nothing to run (see worker_main); 0 again once find_work gives a task that
+  // nothing to run (after_run); 0 again once find_work gives a task that
   // runs, or one from this worker's own deque or the injection queue.
   std::uint32_t steal_backoff = 0;
 
@@ -143,14 +144,26 @@ struct runtime_impl {
   void start();
   void abandon_start() noexcept;
   void worker_main(worker* w);
-  // What find_work found: the task (null: nothing), and whether it was stolen
-  // from another worker's deque (worker_main backs off after stealing a task
-  // that turns out cancelled before it started).
+  // What find_work found: the task (null: nothing) and where from: the
+  // worker's own deque, the injection queue, or the deque of worker `v`
+  // (kVictim + v; after_run backs off after stealing a task that turns out
+  // cancelled before it started).  The simulation's traces show `from`.
   struct found_work {
+    static constexpr std::uint32_t kOwn = 0;
+    static constexpr std::uint32_t kInjected = 1;
+    static constexpr std::uint32_t kVictim = 2;
     task_core* task = nullptr;
-    bool stolen = false;
+    std::uint32_t from = kOwn;
+    bool stolen() const noexcept { return from >= kVictim; }
   };
-  found_work find_work(worker* w);  // THE scheduling seam: which task runs next
+  // THE scheduling seam: which task worker `w` runs next (below).  `choose`
+  // supplies the random choices (see "Choosers" below); the threaded
+  // runtime's worker_main and the simulation's driver both come here.
+  template <class Chooser>
+  found_work find_work(worker* w, Chooser& choose);
+  // After run(): the steal backoff (below).  `ran`: what run() returned.
+  template <class Chooser>
+  void after_run(worker* w, const found_work& f, bool ran, Chooser& choose) noexcept;
   task_core* pop_injected() noexcept;  // front of the injection queue, or null
   // Runs `c`; false when it was cancelled before it started (no code of the
   // task ran: it was completed as cancelled instead).
@@ -194,6 +207,68 @@ struct runtime_impl {
   // The earliest deadline, if a timer is armed.
   bool timer_next_deadline(std::uint64_t* deadline) noexcept;
 };
+
+// ---- the scheduling policy (find_work, after_run) ----
+//
+// Choosers.  find_work and after_run are the one policy of both schedulers;
+// what is random in it comes from a chooser, a plain class passed by
+// reference (a template parameter, so the threaded runtime's calls inline):
+//   unsigned victim(worker* w, unsigned others)
+//       which of the `others` other workers `w` tries to rob, in [0, others)
+//   void pause(std::uint32_t pauses)
+//       wait `pauses` pauses (the steal backoff)
+// The threaded runtime's (runtime.cpp, fast_chooser): the worker's own
+// xorshift64 (worker::rng) and cpu_relax.  The simulation's (sim.cpp,
+// sim_chooser): its seeded generator, and pauses charged to the virtual clock.
+
+// find_work looks at the injection queue first every kInjectedEvery-th time.
+inline constexpr std::uint32_t kInjectedEvery = 61;
+// Pauses after a steal that found nothing to run (after_run).
+inline constexpr std::uint32_t kMinStealBackoff = 16;
+inline constexpr std::uint32_t kMaxStealBackoff = 1024;
+
+template <class Chooser>
+runtime_impl::found_work runtime_impl::find_work(worker* w, Chooser& choose) {
+  // Every 61st look goes to the injection queue first, so tasks from outside
+  // and yielded tasks are not starved by a busy local deque.
+  if (++w->tick % kInjectedEvery == 0) {
+    if (task_core* c = pop_injected()) return {c, found_work::kInjected};
+  }
+  if (task_core* c = w->deque.take()) return {c, found_work::kOwn};
+  if (task_core* c = pop_injected()) return {c, found_work::kInjected};
+  if (n > 1) {
+    // Up to 2n random victims.
+    for (unsigned attempt = 0; attempt < 2 * n; ++attempt) {
+      unsigned v = choose.victim(w, n - 1);
+      if (v >= w->index) ++v;
+      task_core* item = nullptr;
+      WEFT_CHAOS_POINT();
+      if (workers[v]->deque.steal(item) == steal_result::success) {
+        // Relaxed: statistics, owner-written.
+        w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return {item, found_work::kVictim + v};
+      }
+    }
+  }
+  return {};
+}
+
+template <class Chooser>
+void runtime_impl::after_run(worker* w, const found_work& f, bool ran, Chooser& choose) noexcept {
+  if (ran || !f.stolen()) {
+    w->steal_backoff = 0;
+    return;
+  }
+  // Unproductive steal: the task had been cancelled before it started, so
+  // the worker only completed it.  A thief that steals such tasks back to
+  // back (a deque of cancelled tasks being drained) costs its victim a cache
+  // line transfer on every take; see "Stealing cancelled tasks" in
+  // docs/architecture.md.  Pause before the next attempt, doubling up to
+  // kMaxStealBackoff pauses, until a steal finds a task to run.
+  w->steal_backoff =
+      w->steal_backoff == 0 ? kMinStealBackoff : std::min(2 * w->steal_backoff, kMaxStealBackoff);
+  choose.pause(w->steal_backoff);
+}
 
 namespace testing {
 // Test-only fault injection: after `n` more threads started by runtimes

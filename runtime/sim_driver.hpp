@@ -3,10 +3,12 @@
 // A simulation runtime is a runtime_impl with `sim` set: its workers exist
 // (deques, frame caches, counters) but no thread runs them, and no timer
 // thread runs.  The thread that owns the runtime drives it (sim.cpp): each
-// step it picks a virtual worker and a source with the seeded generator, takes
-// a task out of that deque / the injection queue / a victim's deque, sets
-// tls_worker to that worker and calls runtime_impl::run -- the same code a
-// real worker runs.  See weft/sim.hpp for the user's view and
+// step it picks a virtual worker with the seeded generator and lets it look
+// for work with the real policy (runtime_impl::find_work, with the
+// generator as its chooser), sets tls_worker to that worker and calls
+// runtime_impl::run and after_run -- the same code a real worker runs.  The
+// end of this file lists every point where the rest of the runtime hands over
+// to the simulation (sim_hook).  See weft/sim.hpp for the user's view and
 // docs/architecture.md ("The simulation driver") for the design.
 #pragma once
 
@@ -87,8 +89,9 @@ struct sim_driver {
   // False when nothing can happen any more.
   bool advance_once();
   void step();
-  void pick_random(worker*& w, task_core*& c, std::int64_t& source);
-  void pick_pct(worker*& w, task_core*& c, std::int64_t& source);
+  // policy::pct: the worker and the task it takes (always one; `from` as
+  // find_work's).  policy::random asks find_work instead.
+  void pick_pct(worker*& w, runtime_impl::found_work& f);
   std::int64_t priority_of(task_core* c);
   void demote(task_core* c);
   void fire_timer();
