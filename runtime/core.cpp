@@ -313,7 +313,7 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth = 0) {
   // land.
   cancel_request* old = store_request_locked(core, req, depth);
   WEFT_CHAOS_POINT();
-#if !defined(WEFT_BREAK_NO_WAKE_ON_CANCEL)  // broken variant (tests only): the wait is not ended
+#if !WEFT_MUTANT_IS(no_wake_on_cancel)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
 #endif
   core->unlock_hook();
@@ -749,7 +749,7 @@ void park_cancellation(const std::exception_ptr& err) noexcept {
 }
 
 void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
-#if defined(WEFT_BREAK_NO_RECLAIM)  // broken variant (tests only): the forwarded request stays behind
+#if WEFT_MUTANT_IS(no_reclaim)  // broken variant (tests only): the forwarded request stays behind
   (void)waiter;
   (void)target;
   return;

@@ -305,9 +305,10 @@ bool runtime_impl::run(worker* w, task_core* c) {
   c->w = w;
   if (!c->started) {
     c->started = true;
-#if defined(WEFT_BREAK_LOST_CANCEL_BEFORE_START)
-    // Deliberately broken variant (tests only): no cancel-before-start check,
-    // so a task cancelled before it started runs its body anyway.
+#if WEFT_MUTANT_IS(lost_cancel_before_start)
+    // Deliberately broken variant (weft/detail/mutant.hpp): no
+    // cancel-before-start check, so a task cancelled before it started runs
+    // its body anyway.
 #else
     if (maybe_cancel(c) && cancel_before_start(c)) return false;
 #endif

@@ -19,6 +19,7 @@
 
 #include "weft/detail/deque.hpp"
 #include "weft/detail/core.hpp"
+#include "weft/detail/mutant.hpp"
 #include "weft/runtime.hpp"
 
 namespace weft::detail {
