@@ -2,7 +2,7 @@
 //
 // Frames come from per-worker free lists by 16-byte size class (up to 1008
 // bytes): the promise's operator new/delete pop and push them inline
-// (alloc_frame_fast / free_frame_fast in detail/core.hpp); this file holds the
+// (alloc_frame_fast / free_frame_fast in detail/task_core.hpp); this file holds the
 // slow paths.  A list is refilled one block at a time from the system
 // allocator when empty; a frame freed on another worker than the one that
 // allocated it joins the freeing worker's list (at most kFramesPerClass per

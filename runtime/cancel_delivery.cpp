@@ -242,7 +242,7 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth) {
   // land.
   cancel_request* old = store_request_locked(core, req, depth);
   WEFT_CHAOS_POINT();
-#if !defined(WEFT_BREAK_NO_WAKE_ON_CANCEL)  // broken variant (tests only): the wait is not ended
+#if !WEFT_MUTANT_IS(no_wake_on_cancel)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
 #endif
   core->unlock_hook();
@@ -263,9 +263,7 @@ bool accepts_cancel(task_core* core) {
   if ((core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) return false;
   // Not finished: its runtime is alive, or kept (~runtime keeps the
   // structures of a runtime that left unfinished tasks behind).
-  if (core->rt->sim != nullptr) [[unlikely]] {
-    sim_require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
-  }
+  sim_hook::require_owner(core->rt, "weft::join_handle::cancel");  // one thread only
   return true;
 }
 }  // namespace
@@ -386,7 +384,7 @@ void park_cancellation(const std::exception_ptr& err) noexcept {
 }
 
 void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
-#if defined(WEFT_BREAK_NO_RECLAIM)  // broken variant (tests only): the forwarded request stays behind
+#if WEFT_MUTANT_IS(no_reclaim)  // broken variant (tests only): the forwarded request stays behind
   (void)waiter;
   (void)target;
   return;
@@ -447,7 +445,7 @@ cancel_request* shutdown_request(const runtime_impl* rt) {
   return new cancel_request{"shutdown", cancel_kind::shutdown, shutdown_site(rt)};
 }
 
-cancelled_error shutdown_error(const runtime_impl* rt) {
+cancelled_error shutdown_cancellation(const runtime_impl* rt) {
   return cancelled_error("shutdown", cancel_kind::shutdown, shutdown_site(rt));
 }
 

@@ -43,7 +43,7 @@ thread_local std::uint64_t t_state = 0;
 
 void chaos_point() noexcept {
   const chaos_settings& s = settings();
-  if (!s.on || tls_sim != nullptr) return;
+  if (!s.on || sim_hook::driving()) return;
   std::uint64_t x = t_state;
   if (x == 0) {
     x = s.seed ^ (std::hash<std::thread::id>{}(std::this_thread::get_id()) * 0x9E3779B97F4A7C15ull);

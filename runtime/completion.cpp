@@ -61,9 +61,9 @@ std::uint32_t mark_done(task_core* core, bool inline_taken = false) noexcept {
 
 void wake_joiner_from_loop(task_core* core, std::uint32_t prev) noexcept {
   if (prev & task_core::kJoiner) {
-    task_core* j = core->continuation_core;
-    j->resume_point = core->continuation;
-    schedule_wake(j);
+    task_core* joiner = core->continuation_core;
+    joiner->resume_point = core->continuation;
+    schedule_wake(joiner);
   } else if (task_core::refs(prev) == 1) {
     destroy_task(core);
   }
@@ -89,10 +89,10 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     wake_kept(core, prev);  // we still hold the running reference
     std::coroutine_handle<> next = std::noop_coroutine();
     if (prev & task_core::kJoiner) {
-      task_core* j = core->continuation_core;
-      j->w = w;
-      set_current(w, j);
-      next = transfer(j, core->continuation);
+      task_core* joiner = core->continuation_core;
+      joiner->w = w;
+      set_current(w, joiner);
+      next = transfer(joiner, core->continuation);
     }
     release_ref(core);  // the running reference (may be the last)
     return next;
@@ -100,10 +100,10 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
   if (prev & task_core::kJoiner) {
     // The joiner holds its handle (a reference) and is suspended until we
     // resume it: the core is alive.
-    task_core* j = core->continuation_core;
-    j->w = w;
-    set_current(w, j);
-    return transfer(j, core->continuation);
+    task_core* joiner = core->continuation_core;
+    joiner->w = w;
+    set_current(w, joiner);
+    return transfer(joiner, core->continuation);
   }
   if (task_core::refs(prev) == 1) destroy_task(core);  // detached: we were the last
   return std::noop_coroutine();
@@ -134,7 +134,7 @@ void finish_inline_atomic(task_core* core) noexcept {
   // As complete_task: a forwarded cancel may hold a reference, or a watcher
   // may be registered.  (A simulation marks the tasks it names `hooked`, so
   // that their inline finish comes here and it can forget the name.)
-  if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
+  sim_hook::finished(core);
   std::uint32_t prev = mark_done(core, /*inline_taken=*/true);
   if (prev & kKeepRef) {
     wake_kept(core, prev);  // we still hold the running reference

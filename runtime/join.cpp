@@ -62,7 +62,7 @@ void join_blocking(task_core* core) {
     // Not finished: its runtime is alive, or kept (see accepts_cancel).
     const runtime_impl* rt = core->rt;
     // A simulation has one thread: it drives the task here, no claim needed.
-    if (rt->sim != nullptr) return sim_join(core);
+    if (sim_hook::join(core)) return;
     // Acquire: pairs with stop()'s release store of `exiting`, made once every
     // task that could still finish had finished (the drain).
     if (rt->exiting.load(std::memory_order_acquire)) {
@@ -113,20 +113,20 @@ void throw_self_join() {
   throw usage_error("weft: a task awaited its own join_handle (it would wait for itself forever)");
 }
 
-std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
+std::coroutine_handle<> join_slow(task_core* core, task_core* target,
                                   std::coroutine_handle<> self) noexcept {
-  if (target == ctx) return self;  // await_resume reports the misuse
+  if (target == core) return self;  // await_resume reports the misuse
   // asyncio: a cancel pending on the joiner when it starts waiting goes to the
   // awaited task instead (Task.__step cancels its new _fut_waiter).
   for (;;) {
-    cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(target) | 1);
+    cancel_request* r = register_wait(core, reinterpret_cast<std::uintptr_t>(target) | 1);
     if (r == nullptr) break;
     // Acquire: pairs with complete_task's release RMW (kDone).
     if (untagged(r)->kind == cancel_kind::shutdown ||
         (target->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
       // Nothing to forward to (finished), or the one shutdown delivery: keep it
       // for ourselves and resume now; await_resume delivers it.
-      park_request(ctx, r);
+      park_request(core, r);
       return self;
     }
     // Forwarded, tagged: if the target finishes without taking it, the
@@ -134,8 +134,8 @@ std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
     hand_over(target, untagged(r), depth_of(r) + 1);
   }
   target->continuation = self;
-  target->continuation_core = ctx;
-  ctx->resume_point = self;
+  target->continuation_core = core;
+  core->resume_point = self;
   WEFT_CHAOS_POINT();
   // Relaxed: the CAS below re-reads it.
   std::uint32_t prev = target->state.load(std::memory_order_relaxed);

@@ -2,8 +2,9 @@
 // queue, and shutdown.
 //
 // Worker loop (worker_main): find_work -> run -> repeat; when find_work comes
-// back empty a few times, park.  find_work is the one place that decides which
-// task runs next and which victim is robbed (the scheduling seam).
+// back empty a few times, park.  find_work (runtime_impl.hpp) is the one place
+// that decides which task runs next and which victim is robbed (the
+// scheduling seam); its random choices come from a chooser (fast_chooser here).
 //
 // Parking without lost wake-ups (the Dekker pair):
 //   parker:   add itself to `sleepers` and increment num_sleepers (seq_cst RMW),
@@ -18,8 +19,8 @@
 //
 // A simulation (runtime_options::simulation) uses the same structures without
 // threads: start() creates the workers but no thread, and the driver in
-// sim.cpp steps them; the hooks here (count_finish, schedule_yield, inject,
-// resolve_runtime, stop) hand over to it when `sim` is set.
+// sim.cpp steps them through the same find_work and run; the sim_hook calls
+// here (sim_driver.hpp lists them all) hand over to it when `sim` is set.
 #include <sched.h>
 
 #include <algorithm>
@@ -35,6 +36,7 @@
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
+#include "spin.hpp"
 #include "weft/runtime.hpp"
 #include "weft/task.hpp"
 
@@ -101,15 +103,19 @@ std::thread start_thread(F f) {
   return std::thread(std::move(f));
 }
 
-// Pauses after a steal that found nothing to run (worker_main).
-constexpr std::uint32_t kMinStealBackoff = 16;
-constexpr std::uint32_t kMaxStealBackoff = 1024;
-
-void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
+// The threaded runtime's chooser (runtime_impl.hpp, "Choosers"): each worker's
+// own xorshift64 picks its victims; the backoff spins.
+struct fast_chooser {
+  static unsigned victim(worker* w, unsigned others) noexcept {
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 7;
+    w->rng ^= w->rng << 17;
+    return static_cast<unsigned>(w->rng % others);
+  }
+  static void pause(std::uint32_t pauses) noexcept {
+    for (std::uint32_t i = 0; i < pauses; ++i) cpu_relax();
+  }
+};
 
 }  // namespace
 
@@ -141,7 +147,7 @@ void require_not_worker(const runtime_impl* rt, const char* what) {
 
 runtime_impl* resolve_runtime(runtime_impl* rt) {
   if (rt != nullptr) {
-    if (rt->sim != nullptr) [[unlikely]] sim_require_owner(rt, "weft::runtime::spawn");
+    sim_hook::require_owner(rt, "weft::runtime::spawn");
     return rt;
   }
   worker* w = tls_worker;
@@ -172,7 +178,7 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
     // Relaxed: see the file comment (own deque: a missed sleeper costs only
     // parallelism).
     if (rt->num_sleepers.load(std::memory_order_relaxed) > 0) rt->wake_one();
-  } else if (!rt->inject_spawn(core)) {
+  } else if (!rt->inject(core, runtime_impl::injection::spawn)) {
     // Shutdown finished draining between our check and the queue: no worker
     // will look again, so the task ends here, cancelled before it started.
     core->started = true;
@@ -184,19 +190,18 @@ void count_finish(task_core* core) noexcept {
   worker* w = tls_worker;
   if (w != nullptr && w->rt == core->rt) {
     --w->live_tasks;
-    if (w->sim != nullptr) [[unlikely]] sim_finished(core);
+    sim_hook::finished(w->sim, core);
   } else {
     // Relaxed: counter, read after the drain.
     core->rt->outside_live.fetch_sub(1, std::memory_order_relaxed);
-    if (core->rt->sim != nullptr) [[unlikely]] sim_finished(core);
+    sim_hook::finished(core->rt->sim, core);
   }
 }
 
 void wake_one(runtime_impl* rt) noexcept { rt->wake_one(); }
 
 void schedule_yield(task_core* core) noexcept {
-  // A simulation decides here whether a checkpoint's slice is spent.
-  if (core->rt->sim != nullptr) [[unlikely]] return sim_yield(core);
+  if (sim_hook::yield(core)) return;
   core->rt->inject(core);
 }
 
@@ -204,12 +209,12 @@ void schedule_wake(task_core* core) noexcept { core->rt->push_local_or_inject(co
 
 // ---------------------------------------------------------------------------
 
-void runtime_impl::inject(task_core* c) {
-  // A wake-up of a simulation's task from another thread (event::set, ...)
-  // would race with its driver: refuse it loudly (it cannot throw here).
-  if (sim != nullptr) [[unlikely]] sim_require_owner_or_abort(this, "a wake-up or re-queue");
+bool runtime_impl::inject(task_core* c, injection why) {
+  sim_hook::require_owner_or_abort(this,
+                                   why == injection::spawn ? "a spawn" : "a wake-up or re-queue");
   {
     std::lock_guard lk(inject_mutex);
+    if (why == injection::spawn && closed) return false;
     injected.push_back(c);
     // seq_cst: the injector's half of the parking Dekker pair.
     injected_count.fetch_add(1, std::memory_order_seq_cst);
@@ -217,21 +222,6 @@ void runtime_impl::inject(task_core* c) {
   // Relaxed: statistics.
   injected_total.fetch_add(1, std::memory_order_relaxed);
   WEFT_CHAOS_POINT();
-  // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
-  if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
-}
-
-bool runtime_impl::inject_spawn(task_core* c) {
-  if (sim != nullptr) [[unlikely]] sim_require_owner_or_abort(this, "a spawn");
-  {
-    std::lock_guard lk(inject_mutex);
-    if (closed) return false;
-    injected.push_back(c);
-    // seq_cst: the injector's half of the parking Dekker pair.
-    injected_count.fetch_add(1, std::memory_order_seq_cst);
-  }
-  // Relaxed: statistics.
-  injected_total.fetch_add(1, std::memory_order_relaxed);
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
   if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
   return true;
@@ -306,41 +296,14 @@ task_core* runtime_impl::pop_injected() noexcept {
   return c;
 }
 
-runtime_impl::found_work runtime_impl::find_work(worker* w) {
-  // Every 61st look goes to the injection queue first, so tasks from outside
-  // and yielded tasks are not starved by a busy local deque.
-  if (++w->tick % 61 == 0) {
-    if (task_core* c = pop_injected()) return {c, false};
-  }
-  if (task_core* c = w->deque.take()) return {c, false};
-  if (task_core* c = pop_injected()) return {c, false};
-  if (n > 1) {
-    // Random victims (xorshift64).
-    for (unsigned attempt = 0; attempt < 2 * n; ++attempt) {
-      w->rng ^= w->rng << 13;
-      w->rng ^= w->rng >> 7;
-      w->rng ^= w->rng << 17;
-      unsigned v = static_cast<unsigned>(w->rng % (n - 1));
-      if (v >= w->index) ++v;
-      task_core* item = nullptr;
-      WEFT_CHAOS_POINT();
-      if (workers[v]->deque.steal(item) == steal_result::success) {
-        // Relaxed: statistics, owner-written.
-        w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        return {item, true};
-      }
-    }
-  }
-  return {};
-}
-
 bool runtime_impl::run(worker* w, task_core* c) {
   c->w = w;
   if (!c->started) {
     c->started = true;
-#if defined(WEFT_BREAK_LOST_CANCEL_BEFORE_START)
-    // Deliberately broken variant (tests only): no cancel-before-start check,
-    // so a task cancelled before it started runs its body anyway.
+#if WEFT_MUTANT_IS(lost_cancel_before_start)
+    // Deliberately broken variant (weft/detail/mutant.hpp): no
+    // cancel-before-start check, so a task cancelled before it started runs
+    // its body anyway.
 #else
     if (maybe_cancel(c) && cancel_before_start(c)) return false;
 #endif
@@ -406,24 +369,13 @@ bool runtime_impl::park(worker* w) {
 
 void runtime_impl::worker_main(worker* w) {
   tls_worker = w;
+  fast_chooser choose;
   unsigned idle_rounds = 0;
   std::uint64_t idle_since = 0;
   for (;;) {
-    if (const found_work f = find_work(w); f.task != nullptr) {
+    if (const found_work f = find_work(w, choose); f.task != nullptr) {
       idle_rounds = 0;
-      if (run(w, f.task) || !f.stolen) {
-        w->steal_backoff = 0;
-        continue;
-      }
-      // Unproductive steal: the task had been cancelled before it started, so
-      // we only completed it.  A thief that steals such tasks back to back
-      // (a deque of cancelled tasks being drained) costs its victim a cache
-      // line transfer on every take; see "Stealing cancelled tasks" in
-      // docs/architecture.md.  Pause before the next attempt, doubling up to
-      // kMaxStealBackoff pauses, until a steal finds a task to run.
-      w->steal_backoff = w->steal_backoff == 0 ? kMinStealBackoff
-                                               : std::min(2 * w->steal_backoff, kMaxStealBackoff);
-      for (std::uint32_t i = 0; i < w->steal_backoff; ++i) cpu_relax();
+      after_run(w, f, run(w, f.task), choose);
       continue;
     }
     // Acquire: pairs with stop()'s release store; all tasks are done by then.
@@ -438,8 +390,8 @@ void runtime_impl::worker_main(worker* w) {
       continue;
     }
     // Shutting down: skip the rest of the spin, since shutdown's drain waits
-    // for every worker to park (with a 1 ms spin, every shutdown took 1 ms
-    // more).  Relaxed: a hint set by stop(); missing it only means spinning
+    // for every worker to park (otherwise every shutdown would last one
+    // idle_spin longer).  Relaxed: a hint set by stop(); missing it only means spinning
     // out the idle_spin, and park() re-checks the queues either way.
     const bool stopping_now = w->stopping.load(std::memory_order_relaxed);
     if (idle_rounds == 32) idle_since = now_ns();
@@ -458,9 +410,9 @@ void runtime_impl::worker_main(worker* w) {
 void runtime_impl::start() {
   if (options.simulation) {
     // Virtual workers: never taken from the machine, so a seed replays anywhere.
-    n = options.workers != 0 ? options.workers : 4;
+    worker_count = options.workers != 0 ? options.workers : 4;
   } else {
-    n = options.workers != 0 ? options.workers : default_worker_count();
+    worker_count = options.workers != 0 ? options.workers : default_worker_count();
   }
   // validate_options() refused negative values.  Saturating: a huge slice
   // never expires, a huge idle spin never parks an idle worker (until
@@ -468,8 +420,8 @@ void runtime_impl::start() {
   if (options.time_slice.count() == 0) options.time_slice = std::chrono::microseconds(2000);
   slice_ns = static_cast<std::uint64_t>(saturating_ns(options.time_slice).count());
   idle_spin_ns = static_cast<std::uint64_t>(saturating_ns(options.idle_spin).count());
-  workers.reserve(n);
-  for (unsigned i = 0; i < n; ++i) {
+  workers.reserve(worker_count);
+  for (unsigned i = 0; i < worker_count; ++i) {
     auto w = std::make_unique<worker>();
     w->index = i;
     w->rt = this;
@@ -478,10 +430,7 @@ void runtime_impl::start() {
     init_frame_cache(w.get());
     workers.push_back(std::move(w));
   }
-  if (options.simulation) {
-    sim_create(this);  // no worker thread, no timer thread: the owner drives
-    return;
-  }
+  if (sim_hook::start(this)) return;  // no worker thread, no timer thread
   // Every deque exists before any thread can steal from it.
   try {
     for (auto& w : workers) {
@@ -513,12 +462,7 @@ void runtime_impl::abandon_start() noexcept {
 }
 
 void runtime_impl::stop(std::source_location where) {
-  if (sim != nullptr) {
-    // Single-threaded: record the site unless a shutdown already began.
-    // Relaxed: the simulation's only thread wrote it, if anyone did.
-    if (!stopping.load(std::memory_order_relaxed)) shutdown_at = where;
-    return sim_stop(this, false);
-  }
+  if (sim_hook::stop(this, where)) return;
   std::lock_guard guard(shutdown_mutex);
   if (shut_down) return;
   // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
@@ -564,7 +508,7 @@ void runtime_impl::stop(std::source_location where) {
       // (at most once per report_every).  kEndOfTime: never.
       if (const std::uint64_t now = now_ns(); next_report != kEndOfTime && now >= next_report) {
         try {
-          std::vector<char> parked(n, 0);
+          std::vector<char> parked(worker_count, 0);
           for (worker* w : sleepers) parked[w->index] = 1;
           lk.unlock();
           deliver_report(collect_report(now - began, parked));
@@ -575,7 +519,7 @@ void runtime_impl::stop(std::source_location where) {
         next_report = add_saturating(now_ns(), report_every);
         continue;
       }
-      if (sleepers.size() == n) {
+      if (sleepers.size() == worker_count) {
         // Relaxed: read and written under idle_mutex.
         std::uint64_t gen = wake_generation.load(std::memory_order_relaxed);
         lk.unlock();
@@ -587,7 +531,7 @@ void runtime_impl::stop(std::source_location where) {
         const bool waits = !timer_empty() || !blocked_empty() ||
                            sleeps_unfinished.load(std::memory_order_acquire) != 0;
         lk.lock();
-        if (!work && !waits && sleepers.size() == n &&
+        if (!work && !waits && sleepers.size() == worker_count &&
             gen == wake_generation.load(std::memory_order_relaxed)) {
           // Close the injection queue in the same breath as the last look at
           // it: a spawn from outside either got in before (and we would have
@@ -651,15 +595,15 @@ namespace {
 // so on up the chain.
 void add_awaiting(shutdown_report& r, task_core* c) {
   for (int depth = 0; depth < 1000 && c != nullptr; ++depth) {
-    task_core* j = c->inline_joiner;
+    task_core* joiner = c->inline_joiner;
     // Acquire: pairs with join_slow's acq_rel fetch_or of kJoiner, after
     // which continuation_core (written before it) is visible.
-    if (j == nullptr && (c->state.load(std::memory_order_acquire) & task_core::kJoiner) != 0) {
-      j = c->continuation_core;
+    if (joiner == nullptr && (c->state.load(std::memory_order_acquire) & task_core::kJoiner) != 0) {
+      joiner = c->continuation_core;
     }
-    if (j == nullptr) return;
-    r.tasks.push_back({j->where, shutdown_report::task_state::awaiting, 0, c->where});
-    c = j;
+    if (joiner == nullptr) return;
+    r.tasks.push_back({joiner->where, shutdown_report::task_state::awaiting, 0, c->where});
+    c = joiner;
   }
 }
 }  // namespace
@@ -671,7 +615,7 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
   r.waited = std::chrono::milliseconds(waited_ns / 1'000'000);
   // Running: a worker not parked with a task on it.  Only its spawn site is
   // read (running_site: static data); the task itself may be gone already.
-  for (unsigned i = 0; i < n; ++i) {
+  for (unsigned i = 0; i < worker_count; ++i) {
     if (parked[i] != 0) continue;
     // Relaxed: see set_current.
     const std::source_location site = workers[i]->running_site.load(std::memory_order_relaxed);
@@ -800,14 +744,7 @@ runtime::~runtime() {
   }
   // A shutdown the destructor starts names the runtime's construction as
   // its location (a destructor has no call site of its own to report).
-  if (impl_->sim != nullptr) {
-    // Relaxed: the simulation's only thread.
-    if (!impl_->stopping.load(std::memory_order_relaxed)) impl_->shutdown_at = impl_->created_at;
-    detail::sim_stop(impl_, true);  // never throws
-    detail::sim_destroy(impl_);
-  } else {
-    impl_->stop(impl_->created_at);
-  }
+  if (!detail::sim_hook::destroy(impl_)) impl_->stop(impl_->created_at);
   detail::unregister_runtime(impl_);
   if (impl_->stuck_tasks > 0) {
     detail::keep_remains(impl_);  // their handles may still read it
@@ -821,7 +758,7 @@ void runtime::shutdown(std::source_location where) {
   impl_->stop(where);
 }
 
-unsigned runtime::workers() const noexcept { return impl_->n; }
+unsigned runtime::workers() const noexcept { return impl_->worker_count; }
 
 std::chrono::microseconds runtime::time_slice() const noexcept { return impl_->options.time_slice; }
 

@@ -4,6 +4,7 @@
 // (parking) state and the timer.  Each field says who writes it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -17,7 +18,8 @@
 #include <vector>
 
 #include "weft/detail/deque.hpp"
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
+#include "weft/detail/mutant.hpp"
 #include "weft/runtime.hpp"
 
 namespace weft::detail {
@@ -37,10 +39,10 @@ struct alignas(kCacheLine) worker : worker_hot {
   // Set on the virtual workers of a simulation (never changes): count_finish
   // tells the driver about completions.  Null on real workers.
   sim_driver* sim = nullptr;
-  std::uint64_t rng = 0;           // victim choice (xorshift); owner only
+  std::uint64_t rng = 0;           // victim choice of the threaded runtime (xorshift); owner only
   std::uint32_t tick = 0;          // owner only: when to look at the injection queue
   // Owner only.  Pauses before the next steal attempt after a steal that found
-  // nothing to run (see worker_main); 0 again once find_work gives a task that
+  // nothing to run (after_run); 0 again once find_work gives a task that
   // runs, or one from this worker's own deque or the injection queue.
   std::uint32_t steal_backoff = 0;
 
@@ -66,7 +68,7 @@ struct alignas(kCacheLine) worker : worker_hot {
 struct runtime_impl {
   runtime_options options;
   std::vector<std::unique_ptr<worker>> workers;
-  unsigned n = 0;
+  unsigned worker_count = 0;
   std::uint64_t slice_ns = 0;
   std::uint64_t idle_spin_ns = 0;
   // Non-null: a simulation (options.simulation), driven by its owner thread;
@@ -110,7 +112,7 @@ struct runtime_impl {
   // location of every "shutdown" cancellation.  created_at: set before the
   // workers start.  shutdown_at: written once by stop() (or the simulation's
   // stop) before `stopping` is stored; read only through shutdown_request()
-  // and shutdown_error(), which load `stopping` with acquire first.
+  // and shutdown_cancellation(), which load `stopping` with acquire first.
   std::source_location created_at;
   std::source_location shutdown_at;
   std::mutex shutdown_mutex;          // serialises shutdown() callers
@@ -143,14 +145,26 @@ struct runtime_impl {
   void start();
   void abandon_start() noexcept;
   void worker_main(worker* w);
-  // What find_work found: the task (null: nothing), and whether it was stolen
-  // from another worker's deque (worker_main backs off after stealing a task
-  // that turns out cancelled before it started).
+  // What find_work found: the task (null: nothing) and where from: the
+  // worker's own deque, the injection queue, or the deque of worker `v`
+  // (kVictim + v; after_run backs off after stealing a task that turns out
+  // cancelled before it started).  The simulation's traces show `from`.
   struct found_work {
+    static constexpr std::uint32_t kOwn = 0;
+    static constexpr std::uint32_t kInjected = 1;
+    static constexpr std::uint32_t kVictim = 2;
     task_core* task = nullptr;
-    bool stolen = false;
+    std::uint32_t from = kOwn;
+    bool stolen() const noexcept { return from >= kVictim; }
   };
-  found_work find_work(worker* w);  // THE scheduling seam: which task runs next
+  // THE scheduling seam: which task worker `w` runs next (below).  `choose`
+  // supplies the random choices (see "Choosers" below); the threaded
+  // runtime's worker_main and the simulation's driver both come here.
+  template <class Chooser>
+  found_work find_work(worker* w, Chooser& choose);
+  // After run(): the steal backoff (below).  `ran`: what run() returned.
+  template <class Chooser>
+  void after_run(worker* w, const found_work& f, bool ran, Chooser& choose) noexcept;
   task_core* pop_injected() noexcept;  // front of the injection queue, or null
   // Runs `c`; false when it was cancelled before it started (no code of the
   // task ran: it was completed as cancelled instead).
@@ -159,8 +173,13 @@ struct runtime_impl {
   bool has_visible_work() noexcept;
   void wake_one() noexcept;
   void wake_all() noexcept;
-  void inject(task_core* c);
-  bool inject_spawn(task_core* c);  // false: closed (shutdown finished draining)
+  // What a task comes to the injection queue for.  A spawn is refused once
+  // shutdown's drain closed the queue (no worker would look again); a task
+  // that was already running (a wake-up, a yield, the shutdown report's move
+  // off a deque) is always queued.
+  enum class injection : std::uint8_t { requeue, spawn };
+  // Queues `c` and wakes a sleeper; false: a spawn, and the queue is closed.
+  bool inject(task_core* c, injection why = injection::requeue);
   void push_local_or_inject(task_core* c);
   // Step by step in runtime.cpp; `where` is the shutdown() call (or the
   // runtime's construction, when the destructor shuts it down).
@@ -190,6 +209,68 @@ struct runtime_impl {
   bool timer_next_deadline(std::uint64_t* deadline) noexcept;
 };
 
+// ---- the scheduling policy (find_work, after_run) ----
+//
+// Choosers.  find_work and after_run are the one policy of both schedulers;
+// what is random in it comes from a chooser, a plain class passed by
+// reference (a template parameter, so the threaded runtime's calls inline):
+//   unsigned victim(worker* w, unsigned others)
+//       which of the `others` other workers `w` tries to rob, in [0, others)
+//   void pause(std::uint32_t pauses)
+//       wait `pauses` pauses (the steal backoff)
+// The threaded runtime's (runtime.cpp, fast_chooser): the worker's own
+// xorshift64 (worker::rng) and cpu_relax.  The simulation's (sim.cpp,
+// sim_chooser): its seeded generator, and pauses charged to the virtual clock.
+
+// find_work looks at the injection queue first every kInjectedEvery-th time.
+inline constexpr std::uint32_t kInjectedEvery = 61;
+// Pauses after a steal that found nothing to run (after_run).
+inline constexpr std::uint32_t kMinStealBackoff = 16;
+inline constexpr std::uint32_t kMaxStealBackoff = 1024;
+
+template <class Chooser>
+runtime_impl::found_work runtime_impl::find_work(worker* w, Chooser& choose) {
+  // Every 61st look goes to the injection queue first, so tasks from outside
+  // and yielded tasks are not starved by a busy local deque.
+  if (++w->tick % kInjectedEvery == 0) {
+    if (task_core* c = pop_injected()) return {c, found_work::kInjected};
+  }
+  if (task_core* c = w->deque.take()) return {c, found_work::kOwn};
+  if (task_core* c = pop_injected()) return {c, found_work::kInjected};
+  if (worker_count > 1) {
+    // Up to 2 * worker_count random victims.
+    for (unsigned attempt = 0; attempt < 2 * worker_count; ++attempt) {
+      unsigned v = choose.victim(w, worker_count - 1);
+      if (v >= w->index) ++v;
+      task_core* item = nullptr;
+      WEFT_CHAOS_POINT();
+      if (workers[v]->deque.steal(item) == steal_result::success) {
+        // Relaxed: statistics, owner-written.
+        w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return {item, found_work::kVictim + v};
+      }
+    }
+  }
+  return {};
+}
+
+template <class Chooser>
+void runtime_impl::after_run(worker* w, const found_work& f, bool ran, Chooser& choose) noexcept {
+  if (ran || !f.stolen()) {
+    w->steal_backoff = 0;
+    return;
+  }
+  // Unproductive steal: the task had been cancelled before it started, so
+  // the worker only completed it.  A thief that steals such tasks back to
+  // back (a deque of cancelled tasks being drained) costs its victim a cache
+  // line transfer on every take; see "Stealing cancelled tasks" in
+  // docs/architecture.md.  Pause before the next attempt, doubling up to
+  // kMaxStealBackoff pauses, until a steal finds a task to run.
+  w->steal_backoff =
+      w->steal_backoff == 0 ? kMinStealBackoff : std::min(2 * w->steal_backoff, kMaxStealBackoff);
+  choose.pause(w->steal_backoff);
+}
+
 namespace testing {
 // Test-only fault injection: after `n` more threads started by runtimes
 // (workers and timer threads, counted process-wide), the next one fails as
@@ -210,7 +291,7 @@ extern thread_local worker* tls_worker;
 // The "shutdown" cancellation of a stopping runtime (kind shutdown, reason
 // "shutdown", where = shutdown_at), as a request or as the error itself.
 cancel_request* shutdown_request(const runtime_impl* rt);
-cancelled_error shutdown_error(const runtime_impl* rt);
+cancelled_error shutdown_cancellation(const runtime_impl* rt);
 
 // ~runtime of a runtime whose shutdown left tasks that can never finish: free
 // what no task can reach (the frame caches), keep the rest for good (their

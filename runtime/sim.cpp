@@ -10,11 +10,16 @@
 //     a timer is due (deadline <= virtual now)
 //       and (no task is ready, or the generator says "timer first")
 //                                   -> fire it (timer_pop_due_locked, as the timer thread)
-//     a task is ready somewhere     -> step(): pick a worker and a source
-//                                      (policy::random or policy::pct), take the
-//                                      task out, run it (runtime_impl::run) with
+//     a task is ready somewhere     -> step(): pick a worker; policy::random
+//                                      lets it look for work with the real
+//                                      policy (runtime_impl::find_work, with
+//                                      sim_chooser: this generator), policy::pct
+//                                      picks its task by priority; run it
+//                                      (runtime_impl::run, then after_run) with
 //                                      tls_worker = that worker, then charge a
-//                                      random step cost to the virtual clock
+//                                      random step cost to the virtual clock.
+//                                      A look that finds nothing (every victim
+//                                      it tried was empty) is no step.
 //     a timer is armed (within the horizon)
 //                                   -> jump the clock to its deadline, fire it
 //     otherwise                     -> nothing can happen any more
@@ -51,6 +56,19 @@ struct runtime_access {
 };
 
 namespace {
+
+// The simulation's chooser (runtime_impl.hpp, "Choosers"): find_work's
+// victims come from the seeded generator, and the steal backoff's pauses are
+// charged to the virtual clock (a pause is of the order of a nanosecond).
+struct sim_chooser {
+  sim_driver* s;
+  unsigned victim(worker*, unsigned others) noexcept {
+    return static_cast<unsigned>(s->rng.below(others));
+  }
+  void pause(std::uint32_t pauses) noexcept {
+    s->now = std::min(s->now + pauses, sim_driver::kEnd);
+  }
+};
 
 // A counter bump by its only writer (the driving thread).  Relaxed: the
 // counters publish nothing; other threads only read them for reports.
@@ -207,36 +225,6 @@ void sim_driver::check_step_limit() {
   throw sim::step_limit_error(buf);
 }
 
-void sim_driver::pick_random(worker*& w, task_core*& c, std::int64_t& source) {
-  const unsigned n = rt->n;
-  w = rt->workers[rng.below(n)].get();
-  const bool own = w->deque.size_hint() > 0;
-  // Relaxed: single-threaded here.
-  const bool inj = rt->injected_count.load(std::memory_order_relaxed) > 0;
-  unsigned victims[64];
-  unsigned nv = 0;
-  for (unsigned v = 0; v < n && nv < 64; ++v) {
-    if (v != w->index && rt->workers[v]->deque.size_hint() > 0) victims[nv++] = v;
-  }
-  const unsigned kinds = unsigned{own} + unsigned{inj} + (nv > 0 ? 1u : 0u);
-  // has_ready() held: some source is reachable from every worker.
-  unsigned k = static_cast<unsigned>(rng.below(kinds));
-  if (own && k-- == 0) {
-    c = w->deque.take();
-    source = 0;
-    return;
-  }
-  if (inj && k-- == 0) {
-    c = rt->pop_injected();
-    source = 1;
-    return;
-  }
-  const unsigned v = victims[rng.below(nv)];
-  c = nullptr;
-  rt->workers[v]->deque.steal(c);  // single-threaded: cannot lose a race
-  source = 2 + v;
-}
-
 std::int64_t sim_driver::priority_of(task_core* c) {
   const std::uint64_t id = id_of(c);
   auto [it, fresh] = priority.try_emplace(id, 0);
@@ -254,8 +242,8 @@ void sim_driver::demote(task_core* c) {
   priority[id_of(c)] = --yield_floor;
 }
 
-void sim_driver::pick_pct(worker*& w, task_core*& c, std::int64_t& source) {
-  const unsigned n = rt->n;
+void sim_driver::pick_pct(worker*& w, runtime_impl::found_work& f) {
+  const unsigned n = rt->worker_count;
   struct reach {
     task_core* task;
     unsigned at;       // deque index, or n for the injection queue
@@ -293,32 +281,35 @@ void sim_driver::pick_pct(worker*& w, task_core*& c, std::int64_t& source) {
       continue;
     }
     // Every (worker, source) that reaches `best`.
+    using found = runtime_impl::found_work;
     struct way {
       unsigned worker_index;
-      std::int64_t source;
+      std::uint32_t from;
     };
     std::vector<way> ways;
     for (const reach& r : reachable) {
       if (r.task != best) continue;
       if (r.how == 0) {
-        ways.push_back({r.at, 0});
+        ways.push_back({r.at, found::kOwn});
       } else if (r.how == 1) {
         for (unsigned j = 0; j < n; ++j)
-          if (j != r.at) ways.push_back({j, 2 + static_cast<std::int64_t>(r.at)});
+          if (j != r.at) ways.push_back({j, found::kVictim + r.at});
       } else {
-        for (unsigned j = 0; j < n; ++j) ways.push_back({j, 1});
+        for (unsigned j = 0; j < n; ++j) ways.push_back({j, found::kInjected});
       }
     }
     const way chosen = ways[rng.below(ways.size())];
     w = rt->workers[chosen.worker_index].get();
-    source = chosen.source;
-    if (source == 0) {
-      c = w->deque.take();
-    } else if (source == 1) {
-      c = rt->pop_injected();
+    f.from = chosen.from;
+    if (f.from == found::kOwn) {
+      f.task = w->deque.take();
+    } else if (f.from == found::kInjected) {
+      f.task = rt->pop_injected();
     } else {
-      c = nullptr;
-      rt->workers[static_cast<unsigned>(source - 2)]->deque.steal(c);
+      f.task = nullptr;
+      rt->workers[f.from - found::kVictim]->deque.steal(f.task);  // single-threaded: cannot lose
+      // Relaxed: statistics, owner-written (as in find_work).
+      w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
     return;
   }
@@ -335,29 +326,31 @@ void sim_driver::deliver_cancel(task_core* c, std::uint64_t id) {
 
 void sim_driver::step() {
   worker* w = nullptr;
-  task_core* c = nullptr;
-  std::int64_t source = 0;
+  runtime_impl::found_work f;
+  sim_chooser choose{this};
   if (opt.schedule == sim::policy::pct) {
-    pick_pct(w, c, source);
+    pick_pct(w, f);
   } else {
-    pick_random(w, c, source);
+    // Which worker looks next is the simulation's decision; what it finds is
+    // the real policy's.
+    w = rt->workers[rng.below(rt->worker_count)].get();
+    f = rt->find_work(w, choose);
+    if (f.task == nullptr) return;
   }
+  task_core* const c = f.task;
   bump(resume_points);
   bump(steps);
-  if (source >= 2) {
-    bump(steals);
-    // Relaxed: statistics, owner-written (as in find_work).
-    w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
+  if (f.stolen()) bump(steals);
   const std::uint64_t id = id_of(c);
-  record(sim::event::kind::step, w->index, id, source);
+  record(sim::event::kind::step, w->index, id, f.from);
   if (opt.cancel_at != 0 && get(resume_points) == opt.cancel_at) deliver_cancel(c, id);
   // Every checkpoint of this step asks the generator (sim_yield).  Relaxed:
   // single-threaded.
   w->slice_expired.store(true, std::memory_order_relaxed);
   tls_worker = w;
-  (void)rt->run(w, c);
+  const bool ran = rt->run(w, c);
   tls_worker = nullptr;
+  rt->after_run(w, f, ran, choose);
   // Saturates at kEnd (now <= kEnd < 2^63 and the cost <= 2^63 - 1: the sum
   // cannot wrap).
   now = std::min(now + rng.below(static_cast<std::uint64_t>(opt.max_step_cost.count()) + 1), kEnd);
@@ -455,7 +448,7 @@ void sim_join(task_core* core) {
   core->rt->sim->drive(core, ~std::uint64_t{0});
 }
 
-void sim_stop(runtime_impl* rt, bool destructor) {
+void sim_stop(runtime_impl* rt, std::source_location where, bool destructor) {
   sim_driver* s = rt->sim;
   if (std::this_thread::get_id() != s->owner) {
     if (destructor) {
@@ -468,6 +461,9 @@ void sim_stop(runtime_impl* rt, bool destructor) {
     sim_require_owner(rt, "weft::runtime::shutdown");
   }
   std::lock_guard guard(rt->shutdown_mutex);
+  // Single-threaded: record the site unless a shutdown already began.
+  // Relaxed: the simulation's only thread wrote it, if anyone did.
+  if (!rt->stopping.load(std::memory_order_relaxed)) rt->shutdown_at = where;
   if (rt->shut_down) return;
 
   // stop_spawning, as runtime_impl::stop.  seq_cst: the same store as there

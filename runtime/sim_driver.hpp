@@ -3,10 +3,12 @@
 // A simulation runtime is a runtime_impl with `sim` set: its workers exist
 // (deques, frame caches, counters) but no thread runs them, and no timer
 // thread runs.  The thread that owns the runtime drives it (sim.cpp): each
-// step it picks a virtual worker and a source with the seeded generator, takes
-// a task out of that deque / the injection queue / a victim's deque, sets
-// tls_worker to that worker and calls runtime_impl::run -- the same code a
-// real worker runs.  See weft/sim.hpp for the user's view and
+// step it picks a virtual worker with the seeded generator and lets it look
+// for work with the real policy (runtime_impl::find_work, with the
+// generator as its chooser), sets tls_worker to that worker and calls
+// runtime_impl::run and after_run -- the same code a real worker runs.  The
+// end of this file lists every point where the rest of the runtime hands over
+// to the simulation (sim_hook).  See weft/sim.hpp for the user's view and
 // docs/architecture.md ("The simulation driver") for the design.
 #pragma once
 
@@ -18,23 +20,14 @@
 #include <vector>
 
 #include "runtime_impl.hpp"
+#include "splitmix.hpp"
 #include "weft/sim.hpp"
 
 namespace weft::detail {
 
-// splitmix64: one 64-bit state, good enough statistics for scheduling, and
-// trivially reproducible from the seed.
-struct sim_rng {
-  std::uint64_t state;
-  explicit sim_rng(std::uint64_t seed) noexcept : state(seed) {}
-  std::uint64_t next() noexcept {
-    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n); n > 0.  (The modulo bias is irrelevant at these sizes.)
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+// The driver's generator: splitmix64 seeded with options::seed.
+struct sim_rng : splitmix64 {
+  using splitmix64::splitmix64;
   bool percent(unsigned p) noexcept { return below(100) < p; }
 };
 
@@ -96,8 +89,9 @@ struct sim_driver {
   // False when nothing can happen any more.
   bool advance_once();
   void step();
-  void pick_random(worker*& w, task_core*& c, std::int64_t& source);
-  void pick_pct(worker*& w, task_core*& c, std::int64_t& source);
+  // policy::pct: the worker and the task it takes (always one; `from` as
+  // find_work's).  policy::random asks find_work instead.
+  void pick_pct(worker*& w, runtime_impl::found_work& f);
   std::int64_t priority_of(task_core* c);
   void demote(task_core* c);
   void fire_timer();
@@ -113,7 +107,7 @@ struct sim_driver {
 // clock), or null.
 extern thread_local sim_driver* tls_sim;
 
-// ---- hooks the rest of the runtime calls (sim.cpp) ----
+// ---- what the hooks below call (sim.cpp) ----
 void sim_create(runtime_impl* rt);
 void sim_destroy(runtime_impl* rt) noexcept;
 // usage_error unless called on the simulation's own thread.
@@ -122,12 +116,99 @@ void sim_require_owner(const runtime_impl* rt, const char* what);
 void sim_require_owner_or_abort(const runtime_impl* rt, const char* what) noexcept;
 // join_handle::join / block_on: drive until `core` is done.
 void sim_join(task_core* core);
-// runtime_impl::stop for a simulation.  `destructor`: never throws (prints).
-void sim_stop(runtime_impl* rt, bool destructor);
+// runtime_impl::stop for a simulation: records `where` as the shutdown's
+// site unless one began already.  `destructor`: never throws (prints).
+void sim_stop(runtime_impl* rt, std::source_location where, bool destructor);
 // schedule_yield for a simulation: the slice decision of a checkpoint, or a
 // plain re-queue (yield).
 void sim_yield(task_core* core) noexcept;
 // A spawned task completed (complete_task, complete_unstarted, inline finish).
 void sim_finished(task_core* core) noexcept;
+
+// ---- sim_hook: every point where the runtime hands over to a simulation ----
+//
+// The rest of the runtime runs its own code in a simulation too (find_work,
+// run, the deques, the timer heap, the cancel and wait protocols); these are
+// the only places where it asks whether it is one, each for the reason given.
+// Outside a simulation each costs one test of a null pointer (none is in the
+// inline fast paths of task.hpp).  A hook that returns bool returns true when
+// the simulation did the work and the caller must not.
+namespace sim_hook {
+
+// runtime_impl::start: the workers exist; a simulation makes its driver
+// instead of starting worker and timer threads (its owner thread drives).
+inline bool start(runtime_impl* rt) {
+  if (!rt->options.simulation) return false;
+  sim_create(rt);
+  return true;
+}
+
+// runtime_impl::stop (runtime::shutdown): shutdown's steps, with the drain
+// done by driving on the calling thread.
+inline bool stop(runtime_impl* rt, std::source_location where) {
+  if (rt->sim == nullptr) return false;
+  sim_stop(rt, where, false);
+  return true;
+}
+
+// ~runtime: as stop, never throwing, then the driver is freed.
+inline bool destroy(runtime_impl* rt) noexcept {
+  if (rt->sim == nullptr) return false;
+  sim_stop(rt, rt->created_at, true);
+  sim_destroy(rt);
+  return true;
+}
+
+// A simulation runs on one OS thread: a call from another thread would race
+// its driver.  resolve_runtime (runtime::spawn) and accepts_cancel
+// (join_handle::cancel) throw usage_error there ...
+inline void require_owner(const runtime_impl* rt, const char* what) {
+  if (rt->sim != nullptr) [[unlikely]] sim_require_owner(rt, what);
+}
+// ... and inject, reached by wake-ups (event::set from another thread, ...)
+// that cannot throw, aborts with a message.
+inline void require_owner_or_abort(const runtime_impl* rt, const char* what) noexcept {
+  if (rt->sim != nullptr) [[unlikely]] sim_require_owner_or_abort(rt, what);
+}
+
+// join_blocking (join_handle::join, block_on) of an unfinished task: no
+// worker thread will finish it, so the joining thread drives until it is done.
+inline bool join(task_core* core) {
+  if (core->rt->sim == nullptr) return false;
+  sim_join(core);
+  return true;
+}
+
+// schedule_yield: a simulation decides there whether a checkpoint's slice is
+// spent (sim_yield); a real runtime re-queues.
+inline bool yield(task_core* core) noexcept {
+  if (core->rt->sim == nullptr) [[likely]] return false;
+  sim_yield(core);
+  return true;
+}
+
+// count_finish (`s`: the finishing worker's worker::sim, a field next to its
+// counters, or the runtime's) and finish_inline_atomic: the driver forgets
+// the task's trace id before its frame's memory can be reused.
+inline void finished(const sim_driver* s, task_core* core) noexcept {
+  if (s != nullptr) [[unlikely]] sim_finished(core);
+}
+inline void finished(task_core* core) noexcept { finished(core->rt->sim, core); }
+
+// now_ns: the thread driving a simulation (inside its tasks too) reads the
+// virtual clock.  A thread-local read; now_ns is not on a hot path.
+inline bool virtual_now(std::uint64_t* ns) noexcept {
+  if (const sim_driver* s = tls_sim) [[unlikely]] {
+    *ns = s->now;
+    return true;
+  }
+  return false;
+}
+
+// chaos_point: the driving thread is alone; a delay there would only cost
+// time (and a yield would change nothing).
+inline bool driving() noexcept { return tls_sim != nullptr; }
+
+}  // namespace sim_hook
 
 }  // namespace weft::detail

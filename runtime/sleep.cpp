@@ -5,19 +5,19 @@
 
 namespace weft::detail {
 
-bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept {
-  node->core = ctx;
-  ctx->resume_point = self;
-  if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
-    park_request(ctx, r);  // await_resume delivers it
+bool sleep_suspend(task_core* core, timer_node* node, std::coroutine_handle<> self) noexcept {
+  node->core = core;
+  core->resume_point = self;
+  if (cancel_request* r = register_wait(core, reinterpret_cast<std::uintptr_t>(node))) {
+    park_request(core, r);  // await_resume delivers it
     node->claim.store(timer_node::kCancelled, std::memory_order_relaxed);  // never armed
     return false;
   }
   // A task that already had its one "shutdown" sleeps for real during the
   // shutdown: refusing its sleeps would make a task that catches every
   // cancellation spin (each refusal throws at once).
-  node->after_shutdown = ctx->shutdown_seen;
-  if (!ctx->rt->timer_arm(node)) {
+  node->after_shutdown = core->shutdown_seen;
+  if (!core->rt->timer_arm(node)) {
     // The runtime is stopping and the task has not had its "shutdown" yet:
     // the sleep is refused; await_resume delivers it.
     // Relaxed: the node was never armed; an interrupt() racing this store can
@@ -31,16 +31,16 @@ bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> sel
   return node->latch.fetch_sub(1, std::memory_order_acq_rel) != 1;
 }
 
-cancel_request* sleep_resume(task_core* ctx, timer_node* node) {
+cancel_request* sleep_resume(task_core* core, timer_node* node) {
   // acq_rel: pairs with timer_arm's increment and the shutdown drain's
   // acquire load: the sleep is over only now that its task runs again.
-  if (node->counted) ctx->rt->sleeps_unfinished.fetch_sub(1, std::memory_order_acq_rel);
-  unregister_wait(ctx);
-  cancel_request* r = take_pending(ctx);
+  if (node->counted) core->rt->sleeps_unfinished.fetch_sub(1, std::memory_order_acq_rel);
+  unregister_wait(core);
+  cancel_request* r = take_pending(core);
   // Relaxed: written by this thread (refusal) before.
   if (r == nullptr && node->claim.load(std::memory_order_relaxed) == timer_node::kRefused) {
-    ctx->shutdown_seen = true;  // this is its delivery
-    throw shutdown_error(ctx->rt);
+    core->shutdown_seen = true;  // this is its delivery
+    throw shutdown_cancellation(core->rt);
   }
   return r;
 }

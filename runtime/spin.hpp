@@ -1,4 +1,4 @@
-// runtime/spin.hpp -- the runtime's small spin locks (a task's hook lock, a
+// runtime/spin.hpp -- spinning: the pause hint, and the runtime's small spin locks (a task's hook lock, a
 // wait_list's lock): held for a few instructions, never across a suspension,
 // so spinning beats parking.  Past 64 rounds the spinner yields its core, so
 // that a holder preempted on the same core (2-core machines, sanitizers)
@@ -11,14 +11,20 @@
 
 namespace weft::detail {
 
+// The processor's spin-wait hint (x86 PAUSE): lets a sibling hyperthread run
+// and avoids the memory-order flush when the awaited write arrives.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 // One round of waiting for a lock that is held.
 inline void spin_pause(unsigned& spins) noexcept {
   if (++spins > 64) {
     std::this_thread::yield();
   } else {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    cpu_relax();
   }
 }
 

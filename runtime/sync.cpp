@@ -92,21 +92,21 @@ void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept {
   }
 }
 
-bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
+bool list_wait_suspend(task_core* core, list_wait* node, std::coroutine_handle<> self,
                        wait_list* list, const list_resource& what) noexcept {
-  node->core = ctx;
+  node->core = core;
   node->owner = list;
-  ctx->resume_point = self;
-  if (cancel_request* r = register_wait(ctx, reinterpret_cast<std::uintptr_t>(node))) {
-    park_request(ctx, r);  // await_resume delivers it
+  core->resume_point = self;
+  if (cancel_request* r = register_wait(core, reinterpret_cast<std::uintptr_t>(node))) {
+    park_request(core, r);  // await_resume delivers it
     // Relaxed: nobody else can see a node that was never armed.
     node->claim.store(list_wait::kCancelled, std::memory_order_relaxed);
     return false;
   }
   // As for sleeps (sleep_suspend): after its "shutdown" the task waits for
   // real, and shutdown waits for it.
-  node->after_shutdown = ctx->shutdown_seen;
-  if (!ctx->rt->register_blocked(node)) {
+  node->after_shutdown = core->shutdown_seen;
+  if (!core->rt->register_blocked(node)) {
     // The runtime is stopping and the task has not had its "shutdown" yet:
     // the wait is refused.  Relaxed: as above.
     node->claim.store(list_wait::kRefused, std::memory_order_relaxed);
@@ -137,17 +137,17 @@ bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> 
   return node->latch.fetch_sub(1, std::memory_order_acq_rel) != 1;
 }
 
-bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver) {
+bool list_wait_resume(task_core* core, list_wait* node, cancel_request*& deliver) {
   // Relaxed: our own node; its last writer resumed us (latch acq_rel).
   std::uint8_t how = node->claim.load(std::memory_order_relaxed);
-  ctx->rt->unregister_blocked(node);  // no-op when it never registered
-  unregister_wait(ctx);
+  core->rt->unregister_blocked(node);  // no-op when it never registered
+  unregister_wait(core);
   if (how == list_wait::kFired) return true;
-  deliver = take_pending(ctx);
+  deliver = take_pending(core);
   if (deliver != nullptr) return false;
   if (how == list_wait::kRefused) {
-    ctx->shutdown_seen = true;  // this is its delivery
-    throw shutdown_error(ctx->rt);
+    core->shutdown_seen = true;  // this is its delivery
+    throw shutdown_cancellation(core->rt);
   }
   return false;  // interrupted, but the request was withdrawn (uncancel) meanwhile
 }

@@ -520,9 +520,9 @@ void group_destroy(std::shared_ptr<group_state> s) noexcept {
 
 void throw_unstarted_child(const char* construct) {
   worker_hot* w = current_worker();
-  // Relaxed: a hint; the shutdown's location is read through shutdown_error,
+  // Relaxed: a hint; the shutdown's location is read through shutdown_cancellation,
   // which loads `stopping` with acquire first.
-  if (w != nullptr && w->stopping.load(std::memory_order_relaxed)) throw shutdown_error(w->rt);
+  if (w != nullptr && w->stopping.load(std::memory_order_relaxed)) throw shutdown_cancellation(w->rt);
   throw cancelled_error(std::string(construct) + ": a task was cancelled before it started",
                         cancel_kind::parent);
 }

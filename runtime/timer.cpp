@@ -5,7 +5,7 @@
 // cancelled sleep is removed in O(log n) at once: memory goes back as soon as
 // the task ends, and no node is touched after its frame resumed.
 //
-// Ending a sleep (claim protocol, see timer_node in core.hpp):
+// Ending a sleep (claim protocol, see timer_node in task_core.hpp):
 //   timer thread (under timer_mutex): pop the node, CAS claim kArmed->kFired;
 //     if it won, count down the latch and, if last, schedule the task.
 //   interrupt (cancel/shutdown): CAS claim kArmed->kCancelled; if it won,
@@ -34,8 +34,7 @@
 namespace weft::detail {
 
 std::uint64_t now_ns() noexcept {
-  // The thread driving a simulation (inside its tasks too) reads virtual time.
-  if (const sim_driver* s = tls_sim) [[unlikely]] return s->now;
+  if (std::uint64_t ns = 0; sim_hook::virtual_now(&ns)) [[unlikely]] return ns;
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                         std::chrono::steady_clock::now().time_since_epoch())
                                         .count());
@@ -217,7 +216,7 @@ void runtime_impl::timer_main() {
     // Time slices: a worker that resumed nothing for a whole slice is told.
     // Relaxed: num_sleepers is a hint here; a missed tick only delays a
     // reschedule by one tick.
-    bool busy = num_sleepers.load(std::memory_order_relaxed) < n;
+    bool busy = num_sleepers.load(std::memory_order_relaxed) < worker_count;
     std::uint64_t next = heap.empty() ? std::numeric_limits<std::uint64_t>::max() : heap.front()->deadline;
     if (busy) {
       for (auto& wp : workers) {

@@ -58,7 +58,7 @@ if [[ "$what" == all || "$what" == tidy ]]; then
     -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DWEFT_BUILD_STRESS=ON -DWEFT_BUILD_TESTS=OFF \
     -DWEFT_BUILD_BENCHMARKS=OFF -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_INSTALL=OFF >/dev/null
   # The database lists each runtime file once per library variant (the stress
-  # tool's deliberately broken runtimes, compiled with -DWEFT_BREAK_*).  Keep
+  # tool's deliberately broken runtimes, compiled with -DWEFT_MUTANT=<name>).  Keep
   # the plain compile of each file once, so that each is checked once.
   mkdir -p "$build/tidy"
   python3 - "$build/compile_commands.json" "$build/tidy/compile_commands.json" \
@@ -69,7 +69,7 @@ seen, keep = set(), []
 for e in json.load(open(src)):
     f = os.path.relpath(e["file"], root)
     cmd = e.get("command") or " ".join(e.get("arguments", []))
-    if not f.startswith(("runtime/", "stress/")) or "-DWEFT_BREAK_" in cmd or f in seen:
+    if not f.startswith(("runtime/", "stress/")) or "-DWEFT_MUTANT=" in cmd or f in seen:
         continue
     seen.add(f)
     keep.append(e)

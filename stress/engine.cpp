@@ -57,16 +57,6 @@ std::string strprintf(const char* fmt, ...) {
   return buf;
 }
 
-std::string what_of(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-    return "a non-std exception";
-  }
-}
-
 }  // namespace
 
 // ------------------------------------------------------------ names
@@ -635,8 +625,8 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
   round_report rep;
   rep.seed = seed;
   rep.cancel_at = cancel_at;
-  auto ctx = std::make_unique<round_ctx>();  // outlives the runtime (never_set)
-  round_ctx* c = ctx.get();
+  auto core = std::make_unique<round_ctx>();  // outlives the runtime (never_set)
+  round_ctx* c = core.get();
   c->cfg = &cfg;
   c->seed = seed;
   c->sim = cfg.sim;
@@ -652,7 +642,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     o.time_slice = cfg.time_slice;
     o.unhandled_exception = [c](std::exception_ptr e) {
       add(c->unhandled);
-      c->violation(nullptr, "an exception reached the unhandled-exception hook: " + what_of(e));
+      c->violation(nullptr, "an exception reached the unhandled-exception hook: " + weft::describe(e));
     };
     if (cfg.sim) {
       weft::sim::options so;

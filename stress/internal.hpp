@@ -31,22 +31,16 @@
 #include <unordered_set>
 #include <vector>
 
+#include "splitmix.hpp"  // runtime/: the project's one seeded generator
 #include "stress.hpp"
 
 namespace weft_stress {
 
-// splitmix64, owned by one task.
-struct rng {
-  std::uint64_t s;
+// splitmix64 (runtime/splitmix.hpp), owned by one task; the seed is spread
+// first, so that neighbouring seeds start far apart.
+struct rng : weft::detail::splitmix64 {
   explicit rng(std::uint64_t seed) noexcept
-      : s(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
-  std::uint64_t next() noexcept {
-    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+      : splitmix64(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
   bool chance(double p) noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53 < p; }
 };
 

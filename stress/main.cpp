@@ -57,8 +57,9 @@ ABSL_FLAG(bool, sim, false,
           "thread, virtual workers and virtual time, every decision from the seed.  A failing "
           "seed replays exactly with --sim --seed=S --iterations=1.");
 ABSL_FLAG(std::string, sim_policy, "random",
-          "--sim scheduling: random (uniform among legal choices) or pct (probabilistic "
-          "concurrency testing: random priorities, --pct_depth - 1 change points).");
+          "--sim scheduling: random (a random worker looks for work with the real policy) or "
+          "pct (probabilistic concurrency testing: random priorities, --pct_depth - 1 change "
+          "points).");
 ABSL_FLAG(uint32_t, pct_depth, 3, "PCT's bug depth d (d - 1 priority change points).");
 ABSL_FLAG(uint64_t, pct_steps, 0,
           "PCT: change points are drawn from [1, pct_steps]; 0: 6 x tasks x scenarios.");

@@ -1,8 +1,10 @@
 // A program, not a gtest: runs the deque stress against a deliberately broken
-// deque (WEFT_DEQUE_BREAK_LAST_ELEMENT: take() grabs the last item without the
-// CAS that races thieves) and exits 0 only if the stress caught it (an item
-// taken twice) -- proof that the stress in deque_test.cpp can fail.
-#define WEFT_DEQUE_BREAK_LAST_ELEMENT 1
+// deque (the mutant deque_last_element, weft/detail/mutant.hpp: take() grabs
+// the last item without the CAS that races thieves) and exits 0 only if the
+// stress caught it (an item taken twice) -- proof that the stress in
+// deque_test.cpp can fail.  Only this program's own deques are broken: the
+// runtime it links is the real one.
+#define WEFT_MUTANT deque_last_element
 #include <cstdio>
 
 #include "deque_stress.hpp"

@@ -1,4 +1,10 @@
-// White-box tests of the Chase-Lev deque (runtime/deque.hpp).
+// White-box tests of the Chase-Lev deque (weft/detail/deque.hpp).
+//
+// The deque forced to take light (fence_mode::asymmetric) is a test-only
+// variant (the mutant always_light_take, weft/detail/mutant.hpp): the tests of
+// it are compiled only into deque_always_light_tests, this file built again
+// with WEFT_MUTANT=always_light_take against the runtime built the same way
+// (tests/CMakeLists.txt), and run by ctest (deque_always_light*).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -75,9 +81,31 @@ const char* mode_name(fence_mode m) {
   switch (m) {
     case fence_mode::adaptive: return "adaptive";
     case fence_mode::symmetric: return "symmetric";
+#if WEFT_MUTANT_IS(always_light_take)
     case fence_mode::asymmetric: return "asymmetric";
+#endif
   }
   return "?";
+}
+
+// The modes the stress runs in: the forced light one only in the
+// always_light_take build.
+std::vector<fence_mode> fence_modes() {
+  std::vector<fence_mode> modes{fence_mode::adaptive, fence_mode::symmetric};
+#if WEFT_MUTANT_IS(always_light_take)
+  modes.push_back(fence_mode::asymmetric);
+#endif
+  return modes;
+}
+
+// Whether `m` forces the light take (only in the always_light_take build).
+bool forced_light(fence_mode m) {
+#if WEFT_MUTANT_IS(always_light_take)
+  return m == fence_mode::asymmetric;
+#else
+  (void)m;
+  return false;
+#endif
 }
 
 // Each fence mode of the deque (deque.hpp): the symmetric exchange, the light
@@ -97,7 +125,7 @@ TEST_P(DequeStressTest, EveryItemTakenExactlyOnceAtTheSizeOneBoundary) {
   const auto [thieves, mode] = GetParam();
   // Keeps pushing (up to 10x kItems) until the thieves met the boundary
   // often enough, so a thief starved of CPU cannot make the test vacuous.
-  const bool light = mode == fence_mode::asymmetric;
+  const bool light = forced_light(mode);
   auto r = weft_test::run_deque_stress(kItems, thieves, 0xC0FFEEu + static_cast<unsigned>(thieves),
                                        1, light ? 0 : kMinBoundary, 10 * kItems, mode);
   std::printf("thieves=%d mode=%s items=%lld steals=%lld boundary-steal-attempts=%lld\n", thieves,
@@ -111,7 +139,7 @@ TEST_P(DequeStressTest, EveryItemTakenExactlyOnceAtTheSizeOneBoundary) {
   // the deque grows far past 1, so whether the thieves count 1000 looks at a
   // small deque depends on how soon they start.  That mode meets the boundary
   // in DequeFenceTest.LightTakesRaceBarrierProtectedStealsForTheLastItem.
-  if (mode != fence_mode::asymmetric) {
+  if (!light) {
     EXPECT_GE(r.boundary_steals, kMinBoundary);
   }
   // ... and really took items.
@@ -131,8 +159,7 @@ TEST_P(DequeStressTest, GrowsUnderThievesWithoutLosingItems) {
 INSTANTIATE_TEST_SUITE_P(
     Thieves, DequeStressTest,
     ::testing::Combine(::testing::Values(1, 3, 7),
-                       ::testing::Values(fence_mode::adaptive, fence_mode::symmetric,
-                                         fence_mode::asymmetric)),
+                       ::testing::ValuesIn(fence_modes())),
     [](const ::testing::TestParamInfo<DequeStressTest::ParamType>& info) {
       return std::to_string(std::get<0>(info.param)) + "_" + mode_name(std::get<1>(info.param));
     });
@@ -185,6 +212,7 @@ TEST(DequeFenceTest, SymmetricModeNeverTakesLight) {
 // thief's membarrier) takes it light, half the time through take_if.  Each
 // item must be taken exactly once, and both sides must win some of the races,
 // or the test proved nothing.
+#if WEFT_MUTANT_IS(always_light_take)
 TEST(DequeFenceTest, LightTakesRaceBarrierProtectedStealsForTheLastItem) {
   if (!weft::detail::asymmetric_fence_available())
     GTEST_SKIP() << "membarrier is not available here: every deque is symmetric";
@@ -259,6 +287,7 @@ TEST(DequeFenceTest, LightTakesRaceBarrierProtectedStealsForTheLastItem) {
   EXPECT_GE(thief_took, 1) << "the thief must win some races for the last item";
   EXPECT_GE(owner_took, 1) << "the owner must win some races for the last item";
 }
+#endif  // WEFT_MUTANT_IS(always_light_take)
 
 // WEFT_ASYMMETRIC_FENCE=0 turns the light take off for the whole process: an
 // adaptive deque never goes light and a forced asymmetric one falls back.
@@ -270,8 +299,10 @@ TEST(DequeFenceTest, EnvironmentZeroKeepsEveryDequeSymmetric) {
     GTEST_SKIP() << "run by ctest's deque_fence_switched_off, with WEFT_ASYMMETRIC_FENCE=0";
   EXPECT_FALSE(weft::detail::asymmetric_fence_available());
   weft::detail::chase_lev_deque<int*> adaptive(4);
+#if WEFT_MUTANT_IS(always_light_take)
   weft::detail::chase_lev_deque<int*> forced(4, fence_mode::asymmetric);
   EXPECT_FALSE(forced.light_takes()) << "a forced asymmetric deque falls back to the exchange";
+#endif
   int v = 0;
   for (std::uint32_t i = 0; i < 2 * weft::detail::chase_lev_deque<int*>::kQuietTakes; ++i) {
     adaptive.push(&v);

@@ -1,39 +1,34 @@
 // A program, not a gtest: the weft-stress engine in simulation mode, linked
 // against a deliberately broken build of the runtime (tests/CMakeLists.txt
-// builds it once per variant), must catch the planted bug within 10^4 seeds of
-// the core scenarios -- and the failing seed must replay: the same violations
-// and the same event trace, twice.  Exits 0 only then: proof that the seeds CI
-// runs can fail.
-//
-//   WEFT_BREAK_NO_WAKE_ON_CANCEL          cancel() does not end a blocking wait
-//   WEFT_BREAK_LOST_CANCEL_BEFORE_START   the worker runs a body although a
-//                                         cancel was pending before it started
-//   WEFT_BREAK_NO_RECLAIM                 a cancel forwarded to an awaited task
-//                                         that finished without taking it does
-//                                         not come back to its awaiter
+// builds it once per mutant; the library brings its WEFT_MUTANT), must catch
+// the planted bug within 10^4 seeds of the core scenarios -- and the failing
+// seed must replay: the same violations and the same event trace, twice.
+// Exits 0 only then: proof that the seeds CI runs can fail.  The mutants are
+// described in weft/detail/mutant.hpp.
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "stress.hpp"
+#include "weft/detail/mutant.hpp"
 
-#if defined(WEFT_EXPECT_NO_WAKE)
-static const char* const kVariant = "WEFT_BREAK_NO_WAKE_ON_CANCEL";
+#if WEFT_MUTANT_IS(no_wake_on_cancel)
+static const char* const kVariant = "no_wake_on_cancel";
 // What the invariants report when a cancelled task stays asleep: its
 // cancellation comes late, a task that waits until cancelled ends normally,
 // a wait_for times out late, or a wait that only a cancel could end hangs.
 static const char* const kExpected[] = {"observed", "finished normally", "long after", "deadlock",
                                         "sleeps an hour"};
-#elif defined(WEFT_EXPECT_LOST_CANCEL)
-static const char* const kVariant = "WEFT_BREAK_LOST_CANCEL_BEFORE_START";
+#elif WEFT_MUTANT_IS(lost_cancel_before_start)
+static const char* const kVariant = "lost_cancel_before_start";
 static const char* const kExpected[] = {"before it started"};
-#elif defined(WEFT_EXPECT_NO_RECLAIM)
-static const char* const kVariant = "WEFT_BREAK_NO_RECLAIM";
+#elif WEFT_MUTANT_IS(no_reclaim)
+static const char* const kVariant = "no_reclaim";
 // The contract ledger's verdict: the request was delivered nowhere and the
 // handle of the task it was made for does not report completed_despite_cancel().
 static const char* const kExpected[] = {"was lost: cancel() returned true"};
 #else
-#error "define WEFT_EXPECT_NO_WAKE, WEFT_EXPECT_LOST_CANCEL or WEFT_EXPECT_NO_RECLAIM"
+#error "link a runtime built with WEFT_MUTANT=no_wake_on_cancel, lost_cancel_before_start or no_reclaim"
 #endif
 
 int main() {
@@ -46,7 +41,7 @@ int main() {
   for (std::uint64_t seed = 1; seed <= kSeeds; ++seed) {
     weft_stress::round_report rep = weft_stress::run_round(cfg, seed);
     if (rep.violations.empty()) continue;
-    std::printf("%s caught at seed %llu (after %llu seeds): %s\n", kVariant,
+    std::printf("mutant %s caught at seed %llu (after %llu seeds): %s\n", kVariant,
                 static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed),
                 rep.violations.front().c_str());
     bool expected = false;
@@ -75,7 +70,7 @@ int main() {
     std::printf("replay: %s\n", weft_stress::replay_command(cfg, seed, 0).c_str());
     return 0;
   }
-  std::printf("%s NOT caught in %llu seeds: the seeds are too weak\n", kVariant,
+  std::printf("mutant %s NOT caught in %llu seeds: the seeds are too weak\n", kVariant,
               static_cast<unsigned long long>(kSeeds));
   return 1;
 }

@@ -37,6 +37,8 @@
 #include <thread>
 #include <utility>
 
+#include "splitmix.hpp"  // runtime/: the project's one seeded generator
+
 #ifndef WEFT_TEST_SANITIZER
 #define WEFT_TEST_SANITIZER 0  // 0 normal build, 1 TSan, 2 ASan(+UBSan)
 #endif
@@ -287,17 +289,11 @@ void expect_result_leaving_no_frame(unsigned workers, Make make, const T& want) 
   run_leaving_no_frame(workers, [&](weft::runtime& rt) { EXPECT_EQ(rt.block_on(make()), want); });
 }
 
-// A splitmix64 generator: deterministic per seed, cheap, fine for tests.
-struct rng {
-  std::uint64_t s;
-  explicit rng(std::uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
-  std::uint64_t next() noexcept {
-    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+// splitmix64 (runtime/splitmix.hpp): deterministic per seed, cheap, fine for
+// tests; the seed is spread first, so that neighbouring seeds start far apart.
+struct rng : weft::detail::splitmix64 {
+  explicit rng(std::uint64_t seed)
+      : splitmix64(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
 };
 
 // Bytes allocated and not yet freed, process-wide (the sanitizer's allocator

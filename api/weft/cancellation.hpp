@@ -48,7 +48,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
 #include "weft/detail/task_ref.hpp"
 #include "weft/errors.hpp"
 #include "weft/task.hpp"
@@ -93,7 +93,7 @@ struct current_core_tag {
   bool await_ready() const noexcept { return false; }
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) noexcept {
-    core = h.promise().ctx;
+    core = h.promise().core;
     return false;  // do not suspend: we only wanted the promise
   }
   task_core* await_resume() const noexcept { return core; }

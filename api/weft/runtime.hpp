@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
 #include "weft/sim.hpp"
 #include "weft/task.hpp"
 
@@ -69,7 +69,7 @@ struct runtime_options {
   // yielding its core to other threads between looks) before it parks.  A
   // task woken (e.g. by cancel()) while its worker still spins starts within
   // about a microsecond; waking a parked worker costs a futex wake and the
-  // kernel's wake-up of the thread, 10-30 us on the project's VM.  Spinning
+  // kernel's wake-up of the thread, 10-30 us on a 2-vCPU VM.  Spinning
   // burns up to that much CPU each time a worker runs dry (oneTBB's workers
   // spin 1-3 ms); 0 parks at once (after a few dozen looks), for programs
   // that value idle CPU over wake-up latency.  Negative throws

@@ -14,14 +14,14 @@
 // yield, checkpoint, sleeps, wait_for, task_group, shield, event, semaphore,
 // cancellation sources.  It starts no worker thread and no timer thread.  The
 // thread that blocks on it (block_on, join, shutdown, sim::run) drives it:
-// each step it lets one virtual worker take one task -- from its own deque,
-// from the injection queue, or by stealing from a victim -- and resumes it
-// until it suspends, exactly as a real worker would (the same deques,
-// injection queue, timer heap and resume code).  Which worker steps, which
-// source it takes from and which victim it robs, whether a due timer fires
-// before the next step, whether a checkpoint() finds its time slice spent, and
-// how much virtual time a step costs: every such choice comes from one
-// generator seeded with options::seed.  So the same seed, the same worker
+// each step it lets one virtual worker look for one task -- from its own
+// deque, from the injection queue, or by stealing from a victim, with the
+// real workers' policy -- and resumes it until it suspends, exactly as a real
+// worker would (the same scheduling code, deques, injection queue, timer heap
+// and resume code).  Which worker steps, which victims it tries, whether a
+// due timer fires before the next step, whether a checkpoint() finds its time
+// slice spent, and how much virtual time a step costs: every such choice
+// comes from one generator seeded with options::seed.  So the same seed, the same worker
 // count and the same task code give the same run, event for event (see
 // `trace`).
 //
@@ -62,8 +62,10 @@ namespace sim {
 
 // How the driver picks the next task.
 enum class policy : std::uint8_t {
-  // Every choice uniform among the legal ones: a random worker, then a random
-  // source (its own deque, the injection queue, or a random non-empty victim).
+  // A uniform random worker looks for work with the real workers' policy: its
+  // own deque first (every 61st look the injection queue first), then the
+  // injection queue, then up to 2n random victims, whose choice comes from the
+  // generator.  A look that finds nothing is no step.
   random,
   // Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010): every
   // task gets a random priority when first seen and the reachable task with

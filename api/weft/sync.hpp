@@ -11,7 +11,7 @@
 #include <coroutine>
 #include <cstddef>
 
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
 #include "weft/task.hpp"
 
 namespace weft {

@@ -33,7 +33,7 @@
 #include <variant>
 
 #include "weft/detail/access.hpp"
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
 #include "weft/errors.hpp"
 
 namespace weft {
@@ -90,12 +90,12 @@ constexpr std::chrono::steady_clock::time_point saturating_steady(
 // Count one symmetric transfer; past kMaxTransfers, bounce through the worker
 // loop so the stack cannot grow without bound (g++ 12 does not emit these
 // transfers as tail calls in -O0 and sanitizer builds).
-inline std::coroutine_handle<> transfer(task_core* ctx, std::coroutine_handle<> to) noexcept {
+inline std::coroutine_handle<> transfer(task_core* core, std::coroutine_handle<> to) noexcept {
   if constexpr (!kCountTransfers) return to;
-  worker_hot* w = ctx->w;
+  worker_hot* w = core->w;
   if (++w->transfers > kMaxTransfers) [[unlikely]] {
-    ctx->resume_point = to;
-    w->resume_next = ctx;
+    core->resume_point = to;
+    w->resume_next = core;
     return std::noop_coroutine();
   }
   return to;
@@ -104,14 +104,14 @@ inline std::coroutine_handle<> transfer(task_core* ctx, std::coroutine_handle<> 
 // The fast resume check: a relaxed load of the task's own pending slot and of
 // the worker's stop flag.  Relaxed is enough: the request itself is taken with
 // an acquire exchange in take_pending().
-inline bool maybe_cancel(const task_core* ctx) noexcept {
-  return ctx->pending.load(std::memory_order_relaxed) != nullptr ||
-         ctx->w->stopping.load(std::memory_order_relaxed);
+inline bool maybe_cancel(const task_core* core) noexcept {
+  return core->pending.load(std::memory_order_relaxed) != nullptr ||
+         core->w->stopping.load(std::memory_order_relaxed);
 }
 
 // Inline, throw included: see throw_taken.
-[[gnu::always_inline]] inline void deliver_if_pending(task_core* ctx) {
-  if (cancel_request* r = take_pending(ctx)) [[unlikely]] throw_taken(r);
+[[gnu::always_inline]] inline void deliver_if_pending(task_core* core) {
+  if (cancel_request* r = take_pending(core)) [[unlikely]] throw_taken(r);
 }
 
 inline void mark_taken(task_core* core) {
@@ -136,66 +136,66 @@ template <class Source, class T>
 struct capture_tag;
 
 struct yield_awaiter {
-  task_core* ctx;
+  task_core* core;
   // Always reschedules (also while the runtime stops: a task that refuses the
   // shutdown and yields in a loop must still let the others run).
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h) noexcept {
-    ctx->resume_point = h;
-    schedule_yield(ctx);  // publishes the frame: touch nothing after this
+    core->resume_point = h;
+    schedule_yield(core);  // publishes the frame: touch nothing after this
   }
-  void await_resume() { deliver_if_pending(ctx); }
+  void await_resume() { deliver_if_pending(core); }
 };
 
 struct checkpoint_awaiter {
-  task_core* ctx;
+  task_core* core;
   bool slow = false;
   bool await_ready() const noexcept {
     // Relaxed: a hint; the request is taken with acquire in await_resume.
-    return ctx->pending.load(std::memory_order_relaxed) == nullptr &&
-           !ctx->w->slice_expired.load(std::memory_order_relaxed);
+    return core->pending.load(std::memory_order_relaxed) == nullptr &&
+           !core->w->slice_expired.load(std::memory_order_relaxed);
   }
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     // Slice spent or something pending.  A pending request (ours, or one of a
     // task joining us inline) is delivered without rescheduling; otherwise the
     // task goes to the back of the line.
     slow = true;
-    if (cancel_visible(ctx)) return false;
+    if (cancel_visible(core)) return false;
     // Relaxed: the flag only asks for a reschedule; the timer thread sets it
     // again if the next run also overstays.
-    ctx->w->slice_expired.store(false, std::memory_order_relaxed);
-    ctx->resume_point = h;
-    schedule_yield(ctx);
+    core->w->slice_expired.store(false, std::memory_order_relaxed);
+    core->resume_point = h;
+    schedule_yield(core);
     return true;
   }
   void await_resume() {
-    if (slow || maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
+    if (slow || maybe_cancel(core)) [[unlikely]] deliver_if_pending(core);
   }
 };
 
 struct sleep_awaiter {
-  sleep_awaiter(task_core* c, sleep_tag s) noexcept : ctx(c), immediate(s.immediate) {
+  sleep_awaiter(task_core* c, sleep_tag s) noexcept : core(c), immediate(s.immediate) {
     node.deadline = s.deadline;
   }
-  task_core* ctx;
+  task_core* core;
   timer_node node;
   bool immediate;
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     if (immediate) {
-      if (cancel_visible(ctx)) return false;
-      ctx->resume_point = h;
-      schedule_yield(ctx);
+      if (cancel_visible(core)) return false;
+      core->resume_point = h;
+      schedule_yield(core);
       return true;
     }
-    return sleep_suspend(ctx, &node, h);
+    return sleep_suspend(core, &node, h);
   }
   void await_resume() {
     if (immediate) {
-      deliver_if_pending(ctx);
+      deliver_if_pending(core);
       return;
     }
-    if (cancel_request* r = sleep_resume(ctx, &node)) [[unlikely]] throw_taken(r);
+    if (cancel_request* r = sleep_resume(core, &node)) [[unlikely]] throw_taken(r);
   }
 };
 
@@ -206,18 +206,18 @@ struct list_wait_once {
   list_wait_once(wait_list* l, list_resource r) noexcept : list(l), what(r) {}
   wait_list* list;
   list_resource what;
-  task_core* ctx = nullptr;
+  task_core* core = nullptr;
   list_wait node;
 
   bool await_ready() const noexcept { return false; }
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) noexcept {
-    ctx = h.promise().ctx;
-    return list_wait_suspend(ctx, &node, h, list, what);
+    core = h.promise().core;
+    return list_wait_suspend(core, &node, h, list, what);
   }
   bool await_resume() {
     cancel_request* r = nullptr;
-    const bool ours = list_wait_resume(ctx, &node, r);
+    const bool ours = list_wait_resume(core, &node, r);
     if (r != nullptr) [[unlikely]] throw_taken(r);
     return ours;
   }
@@ -249,15 +249,15 @@ struct promise_common : promise_base {
     bool await_ready() const noexcept { return false; }
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Derived> h) noexcept {
       promise_base& p = h.promise();
-      if (!p.spawned) return transfer(p.ctx, p.parent);  // back to the direct awaiter
-      task_core* c = p.ctx;
-      if (task_core* j = c->inline_joiner) {
+      if (!p.spawned) return transfer(p.core, p.parent);  // back to the direct awaiter
+      task_core* c = p.core;
+      if (task_core* joiner = c->inline_joiner) {
         // Taken back and run inline by its joiner: hand back with plain
         // stores; the joiner finishes the bookkeeping in
         // handle_awaiter::await_resume.
-        j->w = c->w;
-        set_current(c->w, j);
-        return transfer(j, c->continuation);
+        joiner->w = c->w;
+        set_current(c->w, joiner);
+        return transfer(joiner, c->continuation);
       }
       return complete_task(c);
     }
@@ -276,9 +276,9 @@ struct promise_common : promise_base {
     }
   }
 
-  yield_awaiter await_transform(yield_tag) noexcept { return {ctx}; }
-  checkpoint_awaiter await_transform(checkpoint_tag) noexcept { return {ctx}; }
-  sleep_awaiter await_transform(sleep_tag s) noexcept { return sleep_awaiter(ctx, s); }
+  yield_awaiter await_transform(yield_tag) noexcept { return {core}; }
+  checkpoint_awaiter await_transform(checkpoint_tag) noexcept { return {core}; }
+  sleep_awaiter await_transform(sleep_tag s) noexcept { return sleep_awaiter(core, s); }
   template <class U>
   task_awaiter<U> await_transform(task<U>&& t) noexcept;
   template <class U>
@@ -378,16 +378,16 @@ T take_result(promise<T>& p) {
 template <class T>
 struct task_awaiter {
   std::coroutine_handle<promise<T>> child;
-  task_core* ctx;
+  task_core* core;
   bool await_ready() const {
     if (!child || child.done()) [[unlikely]] throw_empty_task();
     return false;
   }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
     promise<T>& p = child.promise();
-    p.ctx = ctx;
+    p.core = core;
     p.parent = self;
-    return transfer(ctx, child);
+    return transfer(core, child);
   }
   T await_resume() { return take_result(child.promise()); }
 };
@@ -395,7 +395,7 @@ struct task_awaiter {
 template <class T>
 struct handle_awaiter {
   std::coroutine_handle<promise<T>> target;
-  task_core* ctx;
+  task_core* core;
   bool inline_run = false;
   bool slow = false;
 
@@ -410,59 +410,59 @@ struct handle_awaiter {
   // inline: it is most of a fork-join's cost, and compilers judged it too big.
   [[gnu::always_inline]] std::coroutine_handle<> await_suspend(
       std::coroutine_handle<> self) noexcept {
-    task_core* t = &target.promise().own_core();
-    worker_hot* w = ctx->w;
+    task_core* child = &target.promise().own_core();
+    worker_hot* w = core->w;
     // Relaxed: a hint; a request that arrives later is handled like any other
     // request to a task that is running a child inline.
-    if (ctx->pending.load(std::memory_order_relaxed) == nullptr && w->deque.take_if(t))
+    if (core->pending.load(std::memory_order_relaxed) == nullptr && w->deque.take_if(child))
         [[likely]] {
       // Our own child, taken back from the bottom of our deque: run it right
       // here.  Either it never started, or it started, suspended and was woken
       // onto this deque (a deque push happens-after its earlier run, so
       // `started` is ours to read now that we took it).
-      t->w = w;
-      if (!t->started) [[likely]] {
-        t->started = true;
-        if (maybe_cancel(t) && cancel_before_start(t)) [[unlikely]] return self;
+      child->w = w;
+      if (!child->started) [[likely]] {
+        child->started = true;
+        if (maybe_cancel(child) && cancel_before_start(child)) [[unlikely]] return self;
       }
       inline_run = true;
-      t->inline_joiner = ctx;  // also tells final_suspend to hand back to us
-      t->continuation = self;
-      set_current(w, t);
-      return transfer(t, t->resume_point);
+      child->inline_joiner = core;  // also tells final_suspend to hand back to us
+      child->continuation = self;
+      set_current(w, child);
+      return transfer(child, child->resume_point);
     }
     slow = true;
-    return join_slow(ctx, t, self);
+    return join_slow(core, child, self);
   }
   [[gnu::always_inline]] T await_resume() {
     if (inline_run) [[likely]] {
-      task_core* t = &target.promise().own_core();
-      --ctx->w->live_tasks;  // counted by the spawn; the loop never saw it finish
+      task_core* child = &target.promise().own_core();
+      --core->w->live_tasks;  // counted by the spawn; the loop never saw it finish
       // The child ran on this thread and handed back with plain stores; only a
       // forwarded cancel (t->hooked) can hold a reference besides our handle.
       // Relaxed: see below; a concurrent RMW is only possible when `hooked`
       // (or when a thread's join() of the same handle breaks the one-owner
       // rule: seen here, it is woken with usage_error by the atomic path).
-      std::uint32_t s = t->state.load(std::memory_order_relaxed);
-      if (t->hooked || (s & (task_core::kWatched | task_core::kThreadJoiner)) != 0) [[unlikely]] {
+      std::uint32_t s = child->state.load(std::memory_order_relaxed);
+      if (child->hooked || (s & (task_core::kWatched | task_core::kThreadJoiner)) != 0) [[unlikely]] {
         // A cancel of ours may have been forwarded to it while it waited:
         // what it did not take comes back to us first.
-        if (t->hooked) reclaim_forwarded(ctx, t);
-        finish_inline_atomic(t);
+        if (child->hooked) reclaim_forwarded(core, child);
+        finish_inline_atomic(child);
       } else {
         // No RMW needed: no cancel forwarding ever pointed at it and no
         // watcher is registered, so no other thread modifies the word.
         // Release: done()/cancelled() may be read from another thread; pairs
         // with their acquire loads (a plain mov on x86-64).
-        t->state.store((s | task_core::kDone) - task_core::kRefOne, std::memory_order_release);
+        child->state.store((s | task_core::kDone) - task_core::kRefOne, std::memory_order_release);
       }
     } else {
       if (!target) throw_invalid_handle();
       if (slow) {
-        task_core* t = &target.promise().own_core();
-        if (t == ctx) [[unlikely]] throw_self_join();
-        unregister_wait(ctx);
-        reclaim_forwarded(ctx, t);
+        task_core* child = &target.promise().own_core();
+        if (child == core) [[unlikely]] throw_self_join();
+        unregister_wait(core);
+        reclaim_forwarded(core, child);
       }
       // A thread's join() claimed the outcome first (join_slow then did not
       // register).  Relaxed: kThreadJoiner is never set once kJoiner is, and
@@ -473,7 +473,7 @@ struct handle_awaiter {
            task_core::kThreadJoiner) != 0) [[unlikely]]
         throw_joined_by_thread();
     }
-    if (maybe_cancel(ctx)) [[unlikely]] deliver_if_pending(ctx);
+    if (maybe_cancel(core)) [[unlikely]] deliver_if_pending(core);
     mark_taken(&target.promise().own_core());
     return take_result(target.promise());
   }
@@ -705,7 +705,7 @@ class [[nodiscard]] join_handle {
   friend struct detail::access;
   explicit join_handle(std::coroutine_handle<detail::promise<T>> h) noexcept : h_(h) {}
   detail::task_core& core() const noexcept { return h_.promise().own_core(); }
-  // Forced inline: every join ends here (g++ 12 outlined it in large
+  // Forced inline: every join ends here (g++ 12 outlines it in large
   // translation units).
   [[gnu::always_inline]] void reset() noexcept {
     if (!h_) return;
@@ -755,22 +755,22 @@ template <class U>
 task_awaiter<U> promise_common<D>::await_transform(task<U>&& t) noexcept {
   // The task object is a temporary of the co_await full-expression: it stays
   // alive (and destroys the child frame) after await_resume.
-  return {access::handle(t), ctx};
+  return {access::handle(t), core};
 }
 template <class D>
 template <class U>
 task_awaiter<U> promise_common<D>::await_transform(task<U>& t) noexcept {
-  return {access::handle(t), ctx};
+  return {access::handle(t), core};
 }
 template <class D>
 template <class U>
 handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>& h) noexcept {
-  return {access::handle(h), ctx};
+  return {access::handle(h), core};
 }
 template <class D>
 template <class U>
 handle_awaiter<U> promise_common<D>::await_transform(join_handle<U>&& h) noexcept {
-  return {access::handle(h), ctx};
+  return {access::handle(h), core};
 }
 
 template <class D>
@@ -787,7 +787,7 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h, std::source_locati
   promise<T>& p = h.promise();
   task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
-  p.ctx = c;
+  p.core = c;
   c->frame = h;
   c->resume_point = h;
   c->where = where;

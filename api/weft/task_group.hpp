@@ -101,7 +101,7 @@
 #include <vector>
 
 #include "weft/detail/access.hpp"
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
 #include "weft/errors.hpp"
 #include "weft/sync.hpp"
 #include "weft/task.hpp"

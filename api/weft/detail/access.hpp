@@ -8,7 +8,7 @@
 
 #include <utility>
 
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
 
 namespace weft::detail {
 

@@ -21,8 +21,8 @@
 // the owner's store is then visible to the thief, or the owner's load of top
 // comes after the thief's barrier and sees what the thief saw.  That is the
 // asymmetric Dekker pair (membarrier(2); Dice, Huang, Yang, "Asymmetric Dekker
-// Synchronization").  A barrier costs a thief about 22 us on this 2-CPU VM, so
-// the owner goes back to the symmetric exchange the moment it sees top move
+// Synchronization").  A barrier costs a thief about 22 us while the owner's
+// thread runs (1.1 us with it idle; a 2-vCPU VM), so the owner goes back to the symmetric exchange the moment it sees top move
 // (a thief took something) and tries the light take again only after
 // kQuietTakes takes without a steal.  Switching to light is a seq_cst
 // exchange of the flag before the first light take; a thief that read the
@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "weft/detail/chaos.hpp"
+#include "weft/detail/mutant.hpp"
 
 namespace weft::detail {
 
@@ -55,7 +56,9 @@ enum class steal_result : std::uint8_t { success, empty, lost_race };
 enum class fence_mode : std::uint8_t {
   adaptive,    // symmetric while thieves take from it, light after a quiet spell
   symmetric,   // always the locked exchange (also where membarrier is missing)
-  asymmetric,  // always the light take; every non-empty steal pays the barrier
+#if WEFT_MUTANT_IS(always_light_take)
+  asymmetric,  // tests only: always the light take; every non-empty steal pays the barrier
+#endif
 };
 
 // runtime/barrier.cpp.  Whether heavy_barrier() works in this process
@@ -95,8 +98,10 @@ class chase_lev_deque {
     if (mode != fence_mode::symmetric && !asymmetric_fence_available())
       mode = fence_mode::symmetric;
     mode_ = mode;
+#if WEFT_MUTANT_IS(always_light_take)
     // Relaxed: as buf_ below.
     light_.store(mode == fence_mode::asymmetric, std::memory_order_relaxed);
+#endif
     std::int64_t cap = 1;
     while (cap < initial_capacity) cap <<= 1;
     buffers_.push_back(std::make_unique<buffer>(cap));
@@ -108,8 +113,9 @@ class chase_lev_deque {
   chase_lev_deque& operator=(const chase_lev_deque&) = delete;
 
   // Owner only.  push, take_if and lower_bottom are on every spawn and join:
-  // forced inline, since g++ 12 stopped inlining them in a large translation
-  // unit (the benchmarks' with oneTBB), which made fib 1.6x slower there.
+  // forced inline, because g++ 12 does not inline them in a large translation
+  // unit (the benchmarks', with oneTBB's headers), where fib is then 1.6x
+  // slower.
   [[gnu::always_inline]] void push(T item) {
     // Relaxed: only the owner writes bottom.
     std::int64_t b = bottom_.load(std::memory_order_relaxed);
@@ -139,9 +145,9 @@ class chase_lev_deque {
     }
     T item = a->load(b);
     if (t == b) {
-#if defined(WEFT_DEQUE_BREAK_LAST_ELEMENT)
-      // Deliberately broken variant (tests only): take the last item without
-      // racing the thieves, so an item can be taken twice.
+#if WEFT_MUTANT_IS(deque_last_element)
+      // Deliberately broken variant (weft/detail/mutant.hpp): take the last
+      // item without racing the thieves, so an item can be taken twice.
       top_.store(t + 1, std::memory_order_relaxed);
 #else
       // The last item: race the thieves for it.  seq_cst: pairs with their CAS.
@@ -176,7 +182,7 @@ class chase_lev_deque {
       return false;
     }
     if (t == b) {
-#if defined(WEFT_DEQUE_BREAK_LAST_ELEMENT)
+#if WEFT_MUTANT_IS(deque_last_element)
       top_.store(t + 1, std::memory_order_relaxed);  // broken variant, see take()
       bool won = true;
 #else
@@ -298,7 +304,9 @@ class chase_lev_deque {
   }
   void go_symmetric(std::int64_t t) noexcept {
     seen_top_ = t;
-    if (mode_ != fence_mode::adaptive) return;  // forced asymmetric stays light
+#if WEFT_MUTANT_IS(always_light_take)
+    if (mode_ == fence_mode::asymmetric) return;  // forced light stays light
+#endif
     quiet_ = 0;
     // Release: pairs with steal's seq_cst load of the flag; a thief that sees
     // it clear also sees our light stores of bottom, which came before.

@@ -15,9 +15,9 @@
 //     child back from the deque and run it inline, no atomic RMW when no
 //     cancel was forwarded and nobody watches it;
 //   * the resume check (maybe_cancel, task.hpp): two relaxed loads;
-//   * the frame cache (alloc_frame_fast/free_frame_fast, detail/core.hpp):
+//   * the frame cache (alloc_frame_fast/free_frame_fast, detail/task_core.hpp):
 //     a worker's free list per size class;
-//   * throw_taken (detail/core.hpp): a cancellation point throws in the
+//   * throw_taken (detail/task_core.hpp): a cancellation point throws in the
 //     task's own frame, where the catch usually is.
 // Everything else -- every slow path, every lock, every list -- is behind a
 // function below, or behind an out-of-line member of a detail type declared
@@ -25,7 +25,7 @@
 // timer_node::interrupt, list_wait::interrupt (cancel_delivery.cpp, sync.cpp,
 // sleep.cpp) and wait_registration (timeout.cpp).
 //
-// The types these functions take are defined in detail/core.hpp (task_core,
+// The types these functions take are defined in detail/task_core.hpp (task_core,
 // promise_base, the wait nodes), except runtime_impl, which no header defines.
 #pragma once
 
@@ -93,7 +93,7 @@ void require_not_worker(const runtime_impl* rt, const char* what);
 // Slow paths: a worker whose cache has no block of the class (refill from
 // the system allocator), a full cache, frames too big to cache, threads that
 // are not workers, and sanitizer builds (system allocator, so that ASan sees
-// every frame).  The fast paths are inline in detail/core.hpp.
+// every frame).  The fast paths are inline in detail/task_core.hpp.
 void* alloc_frame(std::size_t size);
 void free_frame(void* p, std::size_t size) noexcept;
 
@@ -180,7 +180,7 @@ bool completed_despite_cancel(task_core* core) noexcept;
 // Slow path of co_await handle: the target is running elsewhere (or was
 // stolen).  Returns the coroutine to continue with: noop to suspend, `self`
 // when the target finished meanwhile.
-std::coroutine_handle<> join_slow(task_core* ctx, task_core* target,
+std::coroutine_handle<> join_slow(task_core* core, task_core* target,
                                   std::coroutine_handle<> self) noexcept;
 // Blocking join from a thread that is not a worker.
 void join_blocking(task_core* core);
@@ -203,23 +203,23 @@ cancelled_error cancellation_of(const promise_base& p);
 std::uint64_t now_ns() noexcept;
 // co_await sleep: returns false when the task must not suspend (a request was
 // pending, or the runtime refused the timer: claim kRefused).
-bool sleep_suspend(task_core* ctx, timer_node* node, std::coroutine_handle<> self) noexcept;
+bool sleep_suspend(task_core* core, timer_node* node, std::coroutine_handle<> self) noexcept;
 // After a sleep: the request to deliver (the awaiter throws it: throw_taken),
 // or null; throws the shutdown cancellation when the runtime refused the
 // timer and no request is pending.
-cancel_request* sleep_resume(task_core* ctx, timer_node* node);
+cancel_request* sleep_resume(task_core* core, timer_node* node);
 
 // ---- list waits: event, semaphore, watchers (sync.cpp) ----
 
 // Returns true when the task must suspend.
-bool list_wait_suspend(task_core* ctx, list_wait* node, std::coroutine_handle<> self,
+bool list_wait_suspend(task_core* core, list_wait* node, std::coroutine_handle<> self,
                        wait_list* list, const list_resource& what) noexcept;
 // After a list wait: true when the list's owner ended it (the resource is
 // ours); else false, with `deliver` set to the request to throw (the awaiter
 // throws it: throw_taken), or null when a cancel that woke it was withdrawn.
 // Throws the shutdown cancellation when the runtime refused the wait and
 // nothing is pending.
-bool list_wait_resume(task_core* ctx, list_wait* node, cancel_request*& deliver);
+bool list_wait_resume(task_core* core, list_wait* node, cancel_request*& deliver);
 // End the wait of every node in `list` that can still be claimed (under the
 // list's lock, which the caller holds); `grant(obj)` is called for each node
 // it wins, and returns false to stop (no more of the resource).

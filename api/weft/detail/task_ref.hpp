@@ -4,7 +4,7 @@
 #include <atomic>
 #include <utility>
 
-#include "weft/detail/core.hpp"
+#include "weft/detail/task_core.hpp"
 
 namespace weft::detail {
 

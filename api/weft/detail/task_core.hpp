@@ -1,4 +1,4 @@
-// weft/detail/core.hpp -- the state every spawned task carries, the wait nodes
+// weft/detail/task_core.hpp -- the state every spawned task carries, the wait nodes
 // a suspended task sits in, and the inline halves of the seam (seam.hpp).
 //
 // Not part of the public API: names here may change without notice.  The
@@ -274,11 +274,11 @@ struct task_core {
 enum class outcome : std::uint8_t { none, value, exception, cancelled };
 
 // What every weft coroutine promise starts with.  A frame that is awaited
-// directly (co_await some_task()) runs as part of its awaiter's task: `ctx`
+// directly (co_await some_task()) runs as part of its awaiter's task: `core`
 // points at that task's core.  A spawned frame constructs its own core in
-// `core_storage` and points `ctx` at it.
+// `core_storage` and points `core` at it.
 struct promise_base {
-  task_core* ctx = nullptr;
+  task_core* core = nullptr;
   std::coroutine_handle<> parent;  // direct awaiter (not spawned)
   std::exception_ptr error;        // exception outcome (cancelled_error too)
   outcome result = outcome::none;
