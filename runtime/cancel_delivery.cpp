@@ -140,8 +140,7 @@ cancel_request* store_request_locked(task_core* core, cancel_request* req,
     // replaced request's fields ours to free.  Fails only when a taker
     // emptied the slot meanwhile.
     const unsigned keep = depth_of(old) > depth ? depth_of(old) : depth;
-    if (core->pending.compare_exchange_weak(old, tagged(req, keep),
-                                            std::memory_order_acq_rel,
+    if (core->pending.compare_exchange_weak(old, tagged(req, keep), std::memory_order_acq_rel,
                                             std::memory_order_relaxed))
       return old;
   }
@@ -427,8 +426,7 @@ bool completed_despite_cancel(task_core* core) noexcept {
   if (owner_of(core)->result == outcome::cancelled) return false;
   core->lock_hook();
   // Relaxed: under the hook lock, which every store into the slot holds.
-  const bool r = core->pending.load(std::memory_order_relaxed) != nullptr ||
-                 core->returned_request;
+  const bool r = core->pending.load(std::memory_order_relaxed) != nullptr || core->returned_request;
   core->unlock_hook();
   return r;
 }

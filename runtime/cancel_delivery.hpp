@@ -48,6 +48,6 @@ cancel_request* interned_request(cancel_kind kind, std::source_location where);
 
 // An exception nobody observed: to the runtime's unhandled_exception hook
 // (when `rt` is still alive), else to stderr.  unhandled.cpp.
-void report_unhandled(runtime_impl* rt, std::exception_ptr e) noexcept;
+void report_unhandled(runtime_impl* rt, const std::exception_ptr& e) noexcept;
 
 }  // namespace weft::detail

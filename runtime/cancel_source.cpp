@@ -98,9 +98,7 @@ cancellation_registration make_core_registration(const cancellation_token& tok, 
 
 namespace weft {
 
-bool cancellation_token::cancel_requested() const noexcept {
-  return state_ && state_->requested();
-}
+bool cancellation_token::cancel_requested() const noexcept { return state_ && state_->requested(); }
 
 std::string_view cancellation_token::reason() const noexcept {
   if (!cancel_requested()) return {};

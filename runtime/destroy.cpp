@@ -49,8 +49,7 @@ inline void destroy_one(task_core* core) noexcept {
   // Relaxed: a look only; destroy_extras loads it again with acquire when it
   // is not null.  Nobody can store to it any more (the last reference is gone).
   if ((owner_of(core)->result == outcome::exception && !core->observed) ||
-      core->pending.load(std::memory_order_relaxed) != nullptr ||
-      core->final_cancel != nullptr ||
+      core->pending.load(std::memory_order_relaxed) != nullptr || core->final_cancel != nullptr ||
       core->watchers.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
     destroy_extras(core);
   }

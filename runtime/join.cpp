@@ -142,7 +142,8 @@ std::coroutine_handle<> join_slow(task_core* core, task_core* target,
   do {
     // A thread's join() claimed the outcome: do not register; await_resume
     // throws usage_error.  (Our continuation fields are only read with kJoiner.)
-    if ((prev & task_core::kThreadJoiner) != 0) [[unlikely]] return self;
+    if ((prev & task_core::kThreadJoiner) != 0) [[unlikely]]
+      return self;
     // acq_rel: release publishes continuation to the completer's acquire RMW;
     // acquire (if kDone is already set) makes the outcome visible.  This is
     // the publish: the target may resume us (on another thread) right after.

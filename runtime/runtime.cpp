@@ -127,7 +127,9 @@ void keep_remains(runtime_impl* rt) noexcept {
   // Reachable for good (LeakSanitizer does not report it).  At most one entry
   // per runtime that leaked tasks, whose frames stay allocated anyway.
   static std::mutex mu;
-  static std::vector<runtime_impl*>* kept = new std::vector<runtime_impl*>;
+  // Out of memory for this one vector terminates, as in any noexcept path.
+  static std::vector<runtime_impl*>* kept =
+      new std::vector<runtime_impl*>;  // NOLINT(bugprone-unhandled-exception-at-new)
   std::lock_guard lk(mu);
   try {
     kept->push_back(rt);
@@ -513,7 +515,8 @@ void runtime_impl::stop(std::source_location where) {
           lk.unlock();
           deliver_report(collect_report(now - began, parked));
         } catch (...) {
-          std::fputs("weft: shutdown is still waiting for tasks (no memory to list them)\n", stderr);
+          std::fputs("weft: shutdown is still waiting for tasks (no memory to list them)\n",
+                     stderr);
         }
         if (!lk.owns_lock()) lk.lock();
         next_report = add_saturating(now_ns(), report_every);
@@ -707,8 +710,9 @@ void validate_options(const runtime_options& o) {
                                 std::to_string(o.idle_spin.count()) + " us)");
   }
   if (o.shutdown_report_after.count() < 0) {
-    throw std::invalid_argument("weft::runtime: runtime_options::shutdown_report_after is negative (" +
-                                std::to_string(o.shutdown_report_after.count()) + " ms)");
+    throw std::invalid_argument(
+        "weft::runtime: runtime_options::shutdown_report_after is negative (" +
+        std::to_string(o.shutdown_report_after.count()) + " ms)");
   }
   if (o.workers > runtime_options::max_workers) {
     throw std::invalid_argument("weft::runtime: runtime_options::workers is " +
@@ -779,11 +783,16 @@ std::int64_t live_frames() noexcept { return detail::frames_outside_workers(); }
 
 std::string_view to_string(shutdown_report::task_state s) noexcept {
   switch (s) {
-    case shutdown_report::task_state::running: return "running";
-    case shutdown_report::task_state::queued: return "queued";
-    case shutdown_report::task_state::sleeping: return "sleeping";
-    case shutdown_report::task_state::blocked: return "blocked";
-    case shutdown_report::task_state::awaiting: return "awaiting";
+    case shutdown_report::task_state::running:
+      return "running";
+    case shutdown_report::task_state::queued:
+      return "queued";
+    case shutdown_report::task_state::sleeping:
+      return "sleeping";
+    case shutdown_report::task_state::blocked:
+      return "blocked";
+    case shutdown_report::task_state::awaiting:
+      return "awaiting";
   }
   return "?";
 }
@@ -800,8 +809,9 @@ std::string shutdown_report::to_string() const {
                 static_cast<double>(waited.count()) / 1000.0, tasks.size());
   std::string out = head;
   if (tasks.empty()) {
-    out += "  (none found running, queued, sleeping or blocked: the tasks left await one that "
-           "was just finishing)\n";
+    out +=
+        "  (none found running, queued, sleeping or blocked: the tasks left await one that "
+        "was just finishing)\n";
   }
   for (const task_entry& t : tasks) {
     out += "  task spawned at " + site_text(t.spawned_at);

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "weft/detail/deque.hpp"
-#include "weft/detail/task_core.hpp"
 #include "weft/detail/mutant.hpp"
+#include "weft/detail/task_core.hpp"
 #include "weft/runtime.hpp"
 
 namespace weft::detail {
@@ -39,8 +39,8 @@ struct alignas(kCacheLine) worker : worker_hot {
   // Set on the virtual workers of a simulation (never changes): count_finish
   // tells the driver about completions.  Null on real workers.
   sim_driver* sim = nullptr;
-  std::uint64_t rng = 0;           // victim choice of the threaded runtime (xorshift); owner only
-  std::uint32_t tick = 0;          // owner only: when to look at the injection queue
+  std::uint64_t rng = 0;   // victim choice of the threaded runtime (xorshift); owner only
+  std::uint32_t tick = 0;  // owner only: when to look at the injection queue
   // Owner only.  Pauses before the next steal attempt after a steal that found
   // nothing to run (after_run); 0 again once find_work gives a task that
   // runs, or one from this worker's own deque or the injection queue.
@@ -115,8 +115,8 @@ struct runtime_impl {
   // and shutdown_cancellation(), which load `stopping` with acquire first.
   std::source_location created_at;
   std::source_location shutdown_at;
-  std::mutex shutdown_mutex;          // serialises shutdown() callers
-  bool shut_down = false;             // guarded by shutdown_mutex
+  std::mutex shutdown_mutex;  // serialises shutdown() callers
+  bool shut_down = false;     // guarded by shutdown_mutex
   // Tasks the shutdown found that can never finish (report_stuck).  Then
   // ~runtime keeps this structure alive (keep_remains): their handles still
   // read `rt`.  Guarded by shutdown_mutex; read by ~runtime after stop().
@@ -298,8 +298,8 @@ cancelled_error shutdown_cancellation(const runtime_impl* rt);
 // handles read `rt`: cancel() a pending request, join() the usage_error).
 void keep_remains(runtime_impl* rt) noexcept;
 
-void init_frame_cache(worker* w) noexcept;   // before the worker thread starts
-void flush_frame_count(worker* w) noexcept;  // the worker thread exits
+void init_frame_cache(worker* w) noexcept;    // before the worker thread starts
+void flush_frame_count(worker* w) noexcept;   // the worker thread exits
 void count_finish(task_core* core) noexcept;  // a spawned task finished on this thread
 std::int64_t frames_outside_workers() noexcept;
 

@@ -151,8 +151,9 @@ inline bool stop(runtime_impl* rt, std::source_location where) {
   return true;
 }
 
-// ~runtime: as stop, never throwing, then the driver is freed.
-inline bool destroy(runtime_impl* rt) noexcept {
+// ~runtime: as stop, never throwing (sim_stop with destructor = true reports
+// instead of throwing), then the driver is freed.
+inline bool destroy(runtime_impl* rt) noexcept {  // NOLINT(bugprone-exception-escape)
   if (rt->sim == nullptr) return false;
   sim_stop(rt, rt->created_at, true);
   sim_destroy(rt);
@@ -163,12 +164,14 @@ inline bool destroy(runtime_impl* rt) noexcept {
 // its driver.  resolve_runtime (runtime::spawn) and accepts_cancel
 // (join_handle::cancel) throw usage_error there ...
 inline void require_owner(const runtime_impl* rt, const char* what) {
-  if (rt->sim != nullptr) [[unlikely]] sim_require_owner(rt, what);
+  if (rt->sim != nullptr) [[unlikely]]
+    sim_require_owner(rt, what);
 }
 // ... and inject, reached by wake-ups (event::set from another thread, ...)
 // that cannot throw, aborts with a message.
 inline void require_owner_or_abort(const runtime_impl* rt, const char* what) noexcept {
-  if (rt->sim != nullptr) [[unlikely]] sim_require_owner_or_abort(rt, what);
+  if (rt->sim != nullptr) [[unlikely]]
+    sim_require_owner_or_abort(rt, what);
 }
 
 // join_blocking (join_handle::join, block_on) of an unfinished task: no
@@ -182,7 +185,8 @@ inline bool join(task_core* core) {
 // schedule_yield: a simulation decides there whether a checkpoint's slice is
 // spent (sim_yield); a real runtime re-queues.
 inline bool yield(task_core* core) noexcept {
-  if (core->rt->sim == nullptr) [[likely]] return false;
+  if (core->rt->sim == nullptr) [[likely]]
+    return false;
   sim_yield(core);
   return true;
 }
@@ -191,7 +195,8 @@ inline bool yield(task_core* core) noexcept {
 // counters, or the runtime's) and finish_inline_atomic: the driver forgets
 // the task's trace id before its frame's memory can be reused.
 inline void finished(const sim_driver* s, task_core* core) noexcept {
-  if (s != nullptr) [[unlikely]] sim_finished(core);
+  if (s != nullptr) [[unlikely]]
+    sim_finished(core);
 }
 inline void finished(task_core* core) noexcept { finished(core->rt->sim, core); }
 

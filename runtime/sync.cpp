@@ -289,7 +289,8 @@ bool semaphore::grant(void* self) noexcept {
 
 task<void> semaphore::acquire() {
   for (;;) {
-    detail::list_wait_once once{&list_, {&semaphore::can_take, &semaphore::take_permit, this}};  // named: see event::wait
+    detail::list_wait_once once{
+        &list_, {&semaphore::can_take, &semaphore::take_permit, this}};  // named: see event::wait
     if (co_await once) co_return;
   }
 }

@@ -43,7 +43,8 @@
 namespace weft {
 
 task_group_error::task_group_error(std::vector<std::exception_ptr> errors)
-    : errors_(std::move(errors)) {
+    // The exception builds its own message here; nothing is missing a throw.
+    : errors_(std::move(errors)) {  // NOLINT(bugprone-throw-keyword-missing)
   what_ = "task_group: " + std::to_string(errors_.size()) + " child task(s) failed; first: " +
           (errors_.empty() ? std::string("(none)") : describe(errors_.front()));
 }
@@ -63,13 +64,13 @@ struct cancel_info {
 struct group_entry {
   group_entry* prev = nullptr;
   group_entry* next = nullptr;
-  task_core* core = nullptr;           // the relay task
-  std::source_location where;          // the spawn() call
-  std::unique_ptr<cancel_info> mark;   // cancelled by the group before it started
-  bool started = false;                // its relay has begun (moved to `running`)
-  bool group_ref = false;              // the group holds a reference on `core`
-  bool cancel_sent = false;            // the group already cancelled it (running)
-  bool failure_recorded = false;       // its failure is in group_state::errors
+  task_core* core = nullptr;          // the relay task
+  std::source_location where;         // the spawn() call
+  std::unique_ptr<cancel_info> mark;  // cancelled by the group before it started
+  bool started = false;               // its relay has begun (moved to `running`)
+  bool group_ref = false;             // the group holds a reference on `core`
+  bool cancel_sent = false;           // the group already cancelled it (running)
+  bool failure_recorded = false;      // its failure is in group_state::errors
 };
 
 struct entry_list {
@@ -110,13 +111,13 @@ struct group_state {
   std::optional<cancel_info> mark;         // the group-wide cancellation, if any
   std::source_location created;            // where the group was constructed
   runtime_impl* rt = nullptr;              // the runtime of the children
-  bool failed = false;       // a child failed (siblings were cancelled)
-  bool joining = false;      // join() was called
-  bool closed = false;       // join() finished: spawn() refuses
-  bool orphaned = false;     // destroyed with live children
-  bool join_waiting = false; // join() waits on `changed` for `running` to empty
-  event changed;             // set when `running` empties while join() waits
-  std::condition_variable drained;  // orphaned: `running` emptied (blocking destructor)
+  bool failed = false;                     // a child failed (siblings were cancelled)
+  bool joining = false;                    // join() was called
+  bool closed = false;                     // join() finished: spawn() refuses
+  bool orphaned = false;                   // destroyed with live children
+  bool join_waiting = false;               // join() waits on `changed` for `running` to empty
+  event changed;                           // set when `running` empties while join() waits
+  std::condition_variable drained;         // orphaned: `running` emptied (blocking destructor)
 
   group_state() = default;
   group_state(const group_state&) = delete;
@@ -267,8 +268,7 @@ void group_state::reap_unstarted_locked(std::vector<task_core*>& to_destroy) {
     group_entry* next = e->next;
     // Acquire: pairs with complete_unstarted's release RMW (kDone).  Still in
     // `unstarted` and done: its relay never ran and never will.
-    if (e->group_ref &&
-        (e->core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
+    if (e->group_ref && (e->core->state.load(std::memory_order_acquire) & task_core::kDone) != 0) {
       unstarted.erase(e);
       drop_ref_locked(e, to_destroy);
       delete e;
@@ -306,7 +306,7 @@ std::exception_ptr group_on_start(group_state& s, group_entry* e) {
   return std::make_exception_ptr(cancelled_error(std::move(mark->reason), mark->kind, mark->where));
 }
 
-void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexcept {
+void group_on_end(group_state& s, group_entry* e, const std::exception_ptr& err) noexcept {
   const bool failure = err && !is_cancellation(err);
   std::string what = failure ? describe(err) : std::string();
   std::vector<task_core*> to_destroy;
@@ -522,7 +522,8 @@ void throw_unstarted_child(const char* construct) {
   worker_hot* w = current_worker();
   // Relaxed: a hint; the shutdown's location is read through shutdown_cancellation,
   // which loads `stopping` with acquire first.
-  if (w != nullptr && w->stopping.load(std::memory_order_relaxed)) throw shutdown_cancellation(w->rt);
+  if (w != nullptr && w->stopping.load(std::memory_order_relaxed))
+    throw shutdown_cancellation(w->rt);
   throw cancelled_error(std::string(construct) + ": a task was cancelled before it started",
                         cancel_kind::parent);
 }
@@ -573,7 +574,8 @@ task_group::task_group(std::source_location where)
 
 task_group::~task_group() { detail::group_destroy(std::move(state_)); }
 
-void task_group::cancel_as(cancel_kind kind, std::string reason, std::source_location where) {
+void task_group::cancel_as(cancel_kind kind, const std::string& reason,
+                           std::source_location where) {
   std::lock_guard lk(state_->mu);
   state_->cancel_all_locked(kind, reason, where);
 }

@@ -27,8 +27,7 @@ std::uint64_t deadline_at(std::chrono::steady_clock::time_point tp) noexcept {
 }
 
 namespace {
-task<void> cancel_at_deadline(task_ref target, std::uint64_t deadline,
-                              std::source_location where) {
+task<void> cancel_at_deadline(task_ref target, std::uint64_t deadline, std::source_location where) {
   co_await sleep_tag{deadline, false};
   request_cancel(target.get(), "timeout", cancel_kind::timeout, where);
 }
@@ -52,8 +51,7 @@ wait_table& waits() {
 }
 }  // namespace
 
-wait_registration::wait_registration(task_core* target, std::uint64_t deadline)
-    : target_(target) {
+wait_registration::wait_registration(task_core* target, std::uint64_t deadline) : target_(target) {
   wait_table& t = waits();
   std::lock_guard lk(t.mu);
   t.deadlines[target] = deadline;  // one joiner per task: one wait at a time
@@ -79,7 +77,7 @@ bool enclosing_wait_expired() noexcept {
   return false;
 }
 
-void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline, bool own) {
+void rethrow_timeout_or(const std::exception_ptr& err, std::uint64_t deadline, bool own) {
   try {
     std::rethrow_exception(err);
   } catch (const cancelled_error& e) {

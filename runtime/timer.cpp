@@ -34,7 +34,8 @@
 namespace weft::detail {
 
 std::uint64_t now_ns() noexcept {
-  if (std::uint64_t ns = 0; sim_hook::virtual_now(&ns)) [[unlikely]] return ns;
+  if (std::uint64_t ns = 0; sim_hook::virtual_now(&ns)) [[unlikely]]
+    return ns;
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                         std::chrono::steady_clock::now().time_since_epoch())
                                         .count());
@@ -217,7 +218,8 @@ void runtime_impl::timer_main() {
     // Relaxed: num_sleepers is a hint here; a missed tick only delays a
     // reschedule by one tick.
     bool busy = num_sleepers.load(std::memory_order_relaxed) < worker_count;
-    std::uint64_t next = heap.empty() ? std::numeric_limits<std::uint64_t>::max() : heap.front()->deadline;
+    std::uint64_t next =
+        heap.empty() ? std::numeric_limits<std::uint64_t>::max() : heap.front()->deadline;
     if (busy) {
       for (auto& wp : workers) {
         worker* w = wp.get();
@@ -232,7 +234,8 @@ void runtime_impl::timer_main() {
           w->seen_since_ns = now;
         }
       }
-      next = std::min(next, saturating_add(now, static_cast<std::int64_t>(std::max<std::uint64_t>(slice_ns / 4, 50'000))));
+      next = std::min(next, saturating_add(now, static_cast<std::int64_t>(std::max<std::uint64_t>(
+                                                    slice_ns / 4, 50'000))));
     }
     timer_idle = !busy;
     if (next == std::numeric_limits<std::uint64_t>::max()) {

@@ -20,7 +20,7 @@ std::set<const runtime_impl*>& live_runtimes() {
 }
 }  // namespace
 
-[[gnu::noinline]] void report_unhandled(runtime_impl* rt, std::exception_ptr e) noexcept {
+[[gnu::noinline]] void report_unhandled(runtime_impl* rt, const std::exception_ptr& e) noexcept {
   std::function<void(std::exception_ptr)> hook;
   {
     std::lock_guard lk(g_runtimes_mutex);

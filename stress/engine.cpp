@@ -44,9 +44,9 @@ namespace weft_stress {
 
 namespace {
 
-constexpr const char* kNames[kScenarioCount] = {"storm",   "cancel",   "timeout",
-                                                "checkpoint", "group", "cleanup",
-                                                "shutdown", "outside", "compose"};
+constexpr const char* kNames[kScenarioCount] = {"storm",      "cancel",  "timeout",
+                                                "checkpoint", "group",   "cleanup",
+                                                "shutdown",   "outside", "compose"};
 
 std::string strprintf(const char* fmt, ...) {
   char buf[1024];
@@ -470,10 +470,15 @@ void check_contract(round_ctx* c) {
       }
       if (q.deliveries.size() > 1) {
         std::string who;
-        for (const record* o : q.observers) who += (who.empty() ? "" : ", ") + name_of(o);
-        found.emplace_back(q.target, "contract: " + id + " was delivered " +
-                                         std::to_string(q.deliveries.size()) + " times (to " + who +
-                                         "); a request is delivered once");
+        for (const record* o : q.observers) {
+          if (!who.empty()) who += ", ";
+          who += name_of(o);
+        }
+        std::string what = "contract: " + id;
+        what += " was delivered " + std::to_string(q.deliveries.size()) + " times (to ";
+        what += who;
+        what += "); a request is delivered once";
+        found.emplace_back(q.target, std::move(what));
       } else if (q.deliveries.size() == 1) {
         const record* o = q.observers[0];
         if (!is_below(o, q.target)) {
@@ -640,9 +645,10 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     weft::runtime_options o;
     o.workers = cfg.workers;
     o.time_slice = cfg.time_slice;
-    o.unhandled_exception = [c](std::exception_ptr e) {
+    o.unhandled_exception = [c](const std::exception_ptr& e) {
       add(c->unhandled);
-      c->violation(nullptr, "an exception reached the unhandled-exception hook: " + weft::describe(e));
+      c->violation(nullptr,
+                   "an exception reached the unhandled-exception hook: " + weft::describe(e));
     };
     if (cfg.sim) {
       weft::sim::options so;
@@ -839,11 +845,10 @@ void print_config(const config& cfg, FILE* f) {
   const std::string duration = std::isinf(cfg.duration.count())
                                    ? std::string("none")
                                    : strprintf("%.1fs", cfg.duration.count());
-  std::fprintf(f,
-               "weft-stress: seed=%" PRIu64 " mode=%s workers=%u duration=%s iterations=%" PRIu64
-               "%s\n",
-               cfg.seed, cfg.sim ? "simulation" : "real", cfg.workers, duration.c_str(),
-               cfg.iterations, cfg.iterations == 0 ? " (until the duration)" : "");
+  std::fprintf(
+      f, "weft-stress: seed=%" PRIu64 " mode=%s workers=%u duration=%s iterations=%" PRIu64 "%s\n",
+      cfg.seed, cfg.sim ? "simulation" : "real", cfg.workers, duration.c_str(), cfg.iterations,
+      cfg.iterations == 0 ? " (until the duration)" : "");
   std::fprintf(f,
                "  scenarios=%s tasks=%u cancel_rate=%.2f cancel_bound=%.3fs watchdog=%.0fs "
                "time_slice=%lldus\n",
@@ -878,7 +883,7 @@ std::string fmt_count(std::uint64_t v) {
   return s;
 }
 
-std::uint64_t total(std::atomic<std::uint64_t> scenario_figures::*m) {
+std::uint64_t total(std::atomic<std::uint64_t> scenario_figures::* m) {
   std::uint64_t t = 0;
   for (auto& p : global_figures().per) t += (p.*m).load(std::memory_order_relaxed);
   return t;
@@ -1068,10 +1073,14 @@ int run(const config& cfg) {
     auto& p = g.per[i];
     if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
     std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n",
-                 i < kScenarioCount ? kNames[i] : "(drivers)", fmt_count(p.spawned.load(std::memory_order_relaxed)).c_str(),
-                 fmt_count(p.values.load(std::memory_order_relaxed)).c_str(), fmt_count(p.cancelled.load(std::memory_order_relaxed)).c_str(),
-                 fmt_count(p.errors.load(std::memory_order_relaxed)).c_str(), fmt_count(p.refused.load(std::memory_order_relaxed)).c_str(),
-                 fmt_count(p.timeouts.load(std::memory_order_relaxed)).c_str(), fmt_count(p.cancels.load(std::memory_order_relaxed)).c_str());
+                 i < kScenarioCount ? kNames[i] : "(drivers)",
+                 fmt_count(p.spawned.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.values.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.cancelled.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.errors.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.refused.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.timeouts.load(std::memory_order_relaxed)).c_str(),
+                 fmt_count(p.cancels.load(std::memory_order_relaxed)).c_str());
   }
   const std::uint64_t tasks = total(&scenario_figures::spawned);
   std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n", "total", fmt_count(tasks).c_str(),
@@ -1085,15 +1094,21 @@ int run(const config& cfg) {
                "\n%s: %" PRIu64 " in %.2f s (%.1f/s); rounds %" PRIu64
                "; tasks %.0f/s; steals %s; "
                "max stretch between resume points %.3f ms\n",
-               cfg.sim ? "seeds" : "rounds", seeds.load(std::memory_order_relaxed), secs, seeds.load(std::memory_order_relaxed) / secs, rounds,
-               tasks / secs, fmt_count(g.steals.load(std::memory_order_relaxed)).c_str(), g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6);
-  if (cfg.iterations != 0 && seeds.load(std::memory_order_relaxed) < cfg.iterations && failures.size() < 20)
-    std::fprintf(out, "note: --duration (%.1f s) ended the run after %" PRIu64 " of %" PRIu64
-                      " %s; give a longer --duration to run them all\n",
-                 cfg.duration.count(), seeds.load(std::memory_order_relaxed), cfg.iterations, cfg.sim ? "seeds" : "rounds");
+               cfg.sim ? "seeds" : "rounds", seeds.load(std::memory_order_relaxed), secs,
+               seeds.load(std::memory_order_relaxed) / secs, rounds, tasks / secs,
+               fmt_count(g.steals.load(std::memory_order_relaxed)).c_str(),
+               g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6);
+  if (cfg.iterations != 0 && seeds.load(std::memory_order_relaxed) < cfg.iterations &&
+      failures.size() < 20)
+    std::fprintf(out,
+                 "note: --duration (%.1f s) ended the run after %" PRIu64 " of %" PRIu64
+                 " %s; give a longer --duration to run them all\n",
+                 cfg.duration.count(), seeds.load(std::memory_order_relaxed), cfg.iterations,
+                 cfg.sim ? "seeds" : "rounds");
   if (cfg.sim)
     std::fprintf(
-        out, "resume points %s (%.0f/s)%s\n", fmt_count(g.resume_points.load(std::memory_order_relaxed)).c_str(),
+        out, "resume points %s (%.0f/s)%s\n",
+        fmt_count(g.resume_points.load(std::memory_order_relaxed)).c_str(),
         g.resume_points.load(std::memory_order_relaxed) / secs,
         replays_checked != 0
             ? strprintf("; %" PRIu64 " seeds run twice with identical traces", replays_checked)
@@ -1132,21 +1147,26 @@ int run(const config& cfg) {
       << "\",\n  \"workers\": " << cfg.workers << ",\n  \"scenarios\": \""
       << scenario_list(cfg.scenarios) << "\",\n  \"tasks_per_scenario\": " << cfg.tasks
       << ",\n  \"cancel_rate\": " << cfg.cancel_rate << ",\n  \"seconds\": " << secs
-      << ",\n  \"rounds\": " << rounds << ",\n  \"seeds\": " << seeds.load(std::memory_order_relaxed)
-      << ",\n  \"seeds_per_second\": " << seeds.load(std::memory_order_relaxed) / secs << ",\n  \"tasks\": " << tasks
-      << ",\n  \"tasks_per_second\": " << tasks / secs << ",\n  \"steals\": " << g.steals.load(std::memory_order_relaxed)
+      << ",\n  \"rounds\": " << rounds
+      << ",\n  \"seeds\": " << seeds.load(std::memory_order_relaxed)
+      << ",\n  \"seeds_per_second\": " << seeds.load(std::memory_order_relaxed) / secs
+      << ",\n  \"tasks\": " << tasks << ",\n  \"tasks_per_second\": " << tasks / secs
+      << ",\n  \"steals\": " << g.steals.load(std::memory_order_relaxed)
       << ",\n  \"resume_points\": " << g.resume_points.load(std::memory_order_relaxed)
       << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6
-      << ",\n  \"violations\": " << g.violations.load(std::memory_order_relaxed) << ",\n  \"exit_code\": " << code
-      << ",\n  \"per_scenario\": {";
+      << ",\n  \"violations\": " << g.violations.load(std::memory_order_relaxed)
+      << ",\n  \"exit_code\": " << code << ",\n  \"per_scenario\": {";
     bool first = true;
     for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
       auto& p = g.per[i];
       if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
       j << (first ? "\n" : ",\n") << "    \"" << (i < kScenarioCount ? kNames[i] : "drivers")
-        << "\": {\"tasks\": " << p.spawned.load(std::memory_order_relaxed) << ", \"values\": " << p.values.load(std::memory_order_relaxed)
-        << ", \"cancelled\": " << p.cancelled.load(std::memory_order_relaxed) << ", \"errors\": " << p.errors.load(std::memory_order_relaxed)
-        << ", \"refused\": " << p.refused.load(std::memory_order_relaxed) << ", \"timeouts\": " << p.timeouts.load(std::memory_order_relaxed)
+        << "\": {\"tasks\": " << p.spawned.load(std::memory_order_relaxed)
+        << ", \"values\": " << p.values.load(std::memory_order_relaxed)
+        << ", \"cancelled\": " << p.cancelled.load(std::memory_order_relaxed)
+        << ", \"errors\": " << p.errors.load(std::memory_order_relaxed)
+        << ", \"refused\": " << p.refused.load(std::memory_order_relaxed)
+        << ", \"timeouts\": " << p.timeouts.load(std::memory_order_relaxed)
         << ", \"cancels\": " << p.cancels.load(std::memory_order_relaxed) << "}";
       first = false;
     }

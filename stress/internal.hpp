@@ -179,11 +179,11 @@ void note_stretch(std::int64_t ns) noexcept;
 // are exact.
 struct request_entry {
   record* target = nullptr;
-  std::uint64_t made = 0;      // ledger clock just before cancel() was called
-  std::uint64_t landed = 0;    // ledger clock just after it returned true (0: not yet / false)
-  bool accepted = false;       // cancel() returned true
-  bool merged = false;         // resolved by a delivery that could have carried it
-  std::string reason;          // the tagged reason
+  std::uint64_t made = 0;    // ledger clock just before cancel() was called
+  std::uint64_t landed = 0;  // ledger clock just after it returned true (0: not yet / false)
+  bool accepted = false;     // cancel() returned true
+  bool merged = false;       // resolved by a delivery that could have carried it
+  std::string reason;        // the tagged reason
   std::vector<std::exception_ptr> deliveries;  // distinct cancelled_error objects with its tag
   std::vector<record*> observers;              // the task that caught each
 };

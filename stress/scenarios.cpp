@@ -29,16 +29,16 @@ constexpr std::uint64_t kRefused = 0x5EF05ED;  // what a task that refuses its c
 // ------------------------------------------------------------ work bodies
 
 enum class op : std::uint8_t {
-  quick,          // returns at once
-  yields,         // n yields
-  checkpoints,    // n iterations of a little CPU work and a checkpoint()
-  sleeps,         // n sleeps of sleep_us
-  child,          // spawns a child and takes its outcome
-  fail,           // yields, then throws planned_failure
-  forever_sleep,  // sleeps an hour: only a cancel ends it in time
-  forever_loop,   // checkpoint() loop until cancelled
-  forever_event,  // waits on an event nobody sets
-  fail_on_cancel, // waits on an event nobody sets; a cancellation makes it throw planned_failure
+  quick,           // returns at once
+  yields,          // n yields
+  checkpoints,     // n iterations of a little CPU work and a checkpoint()
+  sleeps,          // n sleeps of sleep_us
+  child,           // spawns a child and takes its outcome
+  fail,            // yields, then throws planned_failure
+  forever_sleep,   // sleeps an hour: only a cancel ends it in time
+  forever_loop,    // checkpoint() loop until cancelled
+  forever_event,   // waits on an event nobody sets
+  fail_on_cancel,  // waits on an event nobody sets; a cancellation makes it throw planned_failure
 };
 
 bool is_infinite(op k) noexcept {
@@ -513,8 +513,7 @@ weft::task<std::uint64_t> timeout_racer(round_ctx* c, record* r, std::uint64_t s
     // (Unless cancel_points cancelled wait_for's own deadline task: then
     // nothing times out, legitimately.)
     if (c->cancel_at == 0 && is_infinite(b.p.kind) && !refused &&
-        b.r->bodies.load(std::memory_order_relaxed) != 0 &&
-        !b.h.cancelled())
+        b.r->bodies.load(std::memory_order_relaxed) != 0 && !b.h.cancelled())
       c->violation(b.r, "wait_for returned the value of a task that sleeps an hour");
   }
   co_return mix(seed);
@@ -994,8 +993,9 @@ weft::task<std::uint64_t> nested_middle(round_ctx* c, record* r, nested_plan* np
       c->violation(ir, "the inner wait_until timed out before its deadline");
     // (Same step as the decision: exact in a simulation.)
     if (c->sim && np->began_before_outer && now >= np->outer_deadline)
-      c->violation(r, "the inner wait reported timeout_error although the outer deadline had "
-                      "passed during it: only the outermost expired wait reports the timeout");
+      c->violation(r,
+                   "the inner wait reported timeout_error although the outer deadline had "
+                   "passed during it: only the outermost expired wait reports the timeout");
     if (c->sim && weft::this_task::cancelling() != 0)
       c->violation(r, "the inner wait reported timeout_error although its waiter was cancelled");
   }
@@ -1023,8 +1023,9 @@ weft::task<std::uint64_t> nested_middle(round_ctx* c, record* r, nested_plan* np
           observe(c, r, own);
         }
         if (!own && quiet(c))
-          c->violation(r, "the outer deadline passed, yet its cancellation never reached the "
-                          "middle task's sleep");
+          c->violation(r,
+                       "the outer deadline passed, yet its cancellation never reached the "
+                       "middle task's sleep");
         if (own) std::rethrow_exception(own);
         np->returned = v;
         co_return v;
@@ -1088,22 +1089,24 @@ weft::task<std::uint64_t> nested_case(round_ctx* c, record* r, compose_target* t
     m.after();
     if (!own && tm.kind == got::cancelled) own = tm.error;
     if (quiet(c) && cancelling == 0)
-      c->violation(r, "the outer wait threw cancelled_error although nothing cancelled its "
-                      "waiter: the outermost expired wait reports timeout_error");
+      c->violation(r,
+                   "the outer wait threw cancelled_error although nothing cancelled its "
+                   "waiter: the outermost expired wait reports timeout_error");
   } else if (outer_timeout) {
     add(global_figures().per[r->scenario_index].timeouts);
     record_taken(c, mr, hm.cancelled() ? got::cancelled : got::error, hm);
     if (hm.cancelled()) {
       if (hm.cancellation()->kind() != weft::cancel_kind::timeout)
-        c->violation(mr, "the outer wait reported timeout_error, but the task ended by a "
-                         "cancellation of another kind");
-      if (now < np.outer_deadline)
-        c->violation(mr, "the outer wait timed out before its deadline");
+        c->violation(mr,
+                     "the outer wait reported timeout_error, but the task ended by a "
+                     "cancellation of another kind");
+      if (now < np.outer_deadline) c->violation(mr, "the outer wait timed out before its deadline");
       if (c->sim && cancelling != 0)
         c->violation(r, "the outer wait reported timeout_error although its waiter was cancelled");
     } else if (!np.threw_timeout) {
-      c->violation(mr, "the outer wait threw a timeout_error that is neither its own nor the "
-                       "middle task's");
+      c->violation(mr,
+                   "the outer wait threw a timeout_error that is neither its own nor the "
+                   "middle task's");
     }
   } else if (outer_value) {
     record_taken(c, mr, got::value, hm);
@@ -1129,8 +1132,9 @@ weft::task<std::uint64_t> nested_case(round_ctx* c, record* r, compose_target* t
       if (!outer_timeout)
         c->violation(r, "both deadlines passed, yet the outer wait did not report timeout_error");
       if (shape != 1 && (np.inner_timeout || !np.inner_cancelled || !hm.cancelled()))
-        c->violation(r, "both deadlines passed (the inner not earlier): the inner wait must let "
-                        "the cancellation through and the outer report the timeout");
+        c->violation(r,
+                     "both deadlines passed (the inner not earlier): the inner wait must let "
+                     "the cancellation through and the outer report the timeout");
     }
   }
   if (own) std::rethrow_exception(own);
@@ -1168,8 +1172,7 @@ bool waits_for_a_cancel(const kid_mix& k) { return k.fails_on_cancel || k.sleepe
 std::vector<plan> plans_for(const kid_mix& k, rng& rr) {
   std::vector<plan> ps;
   if (k.fails_on_cancel) ps.push_back(plan{op::fail_on_cancel, 0, 0, false});
-  if (k.fails_on_its_own)
-    ps.push_back(plan{op::fail, 0, 0, false});
+  if (k.fails_on_its_own) ps.push_back(plan{op::fail, 0, 0, false});
   for (int i = 0; i < k.answers; ++i)
     ps.push_back(plan{op::yields, static_cast<std::uint16_t>(1 + rr.below(3)), 0, false});
   if (k.sleeper) ps.push_back(plan{op::forever_sleep, 0, 0, rr.below(3) == 0});
@@ -1236,8 +1239,9 @@ weft::task<std::uint64_t> group_case(round_ctx* c, record* r, compose_target* t)
     c->violation(r, "task_group_error held " + std::to_string(failures) + " failure(s), but " +
                         std::to_string(threw) + " children threw");
   if (join_cancelled && threw != 0)
-    c->violation(r, "join() threw the owner's cancellation although a child failed: the "
-                    "task_group_error comes first and the cancellation stays pending");
+    c->violation(r,
+                 "join() threw the owner's cancellation although a child failed: the "
+                 "task_group_error comes first and the cancellation stays pending");
   (void)group_error;
   co_await next_point(c, r, &m, join_end, &own, "task_group::join");
   co_await take_all(c, r, &kids, &own);
@@ -1348,8 +1352,9 @@ weft::task<std::uint64_t> when_all_case(round_ctx* c, record* r, compose_target*
     c->violation(r, "a child of when_all failed, yet when_all did not rethrow its failure");
   if (failed && threw == 0) c->violation(r, "when_all rethrew a failure no child threw");
   if (cancelled && threw != 0)
-    c->violation(r, "when_all threw a cancellation although a child failed: the failure comes "
-                    "first and the owner's cancellation stays pending");
+    c->violation(r,
+                 "when_all threw a cancellation although a child failed: the failure comes "
+                 "first and the owner's cancellation stays pending");
   if (returned) {
     if (values.size() != ks.rs.size()) {
       c->violation(r, "when_all returned the wrong number of values");
@@ -1402,13 +1407,15 @@ weft::task<std::uint64_t> when_any_case(round_ctx* c, record* r, compose_target*
   // when_any's "first?" exchange happen in one step).
   std::size_t first = ks.rs.size();
   for (std::size_t i = 0; i < ks.rs.size(); ++i)
-    if (ks.finished_at[i] != 0 && (first == ks.rs.size() || ks.finished_at[i] < ks.finished_at[first]))
+    if (ks.finished_at[i] != 0 &&
+        (first == ks.rs.size() || ks.finished_at[i] < ks.finished_at[first]))
       first = i;
   if (returned) {
     if (index >= ks.rs.size()) {
       c->violation(r, "when_any returned an index out of range");
     } else if (ks.rs[index]->outcome.load(std::memory_order_relaxed) != 1) {
-      c->violation(ks.rs[index], "when_any returned this child as the winner, yet it gave no value");
+      c->violation(ks.rs[index],
+                   "when_any returned this child as the winner, yet it gave no value");
     } else {
       if (value != kid_value(ks, index))
         c->violation(ks.rs[index], "when_any returned another value than the winner's");
@@ -1428,8 +1435,9 @@ weft::task<std::uint64_t> when_any_case(round_ctx* c, record* r, compose_target*
     for (record* k : ks.rs)
       a_child_cancelled = a_child_cancelled || k->outcome.load(std::memory_order_relaxed) == 2;
     if (cancelling == 0 && !a_child_cancelled)
-      c->violation(r, "when_any threw cancelled_error, yet neither its owner nor a child was "
-                      "cancelled");
+      c->violation(r,
+                   "when_any threw cancelled_error, yet neither its owner nor a child was "
+                   "cancelled");
   }
   co_await next_point(c, r, &m, end, &own, "when_any");
   if (own) std::rethrow_exception(own);
@@ -1547,7 +1555,7 @@ weft::task<std::uint64_t> shield_case(round_ctx* c, record* r, compose_target* t
 struct awaiter_scene {
   compose_target* t = nullptr;  // the awaiter's own handle
   record* awaiter = nullptr;
-  bool point_after = false;        // the child reaches a cancellation point after its cancel
+  bool point_after = false;            // the child reaches a cancellation point after its cancel
   std::atomic<bool> cancelled{false};  // its cancel() of the awaiter returned true
 };
 
@@ -1569,8 +1577,8 @@ weft::task<std::uint64_t> awaiter_canceller(round_ctx* c, record* r, awaiter_sce
     }
     // Acquire: as above.
     if (s->t->h_ready.load(std::memory_order_acquire)) {
-      const bool ok = cancel_tracked(c, s->awaiter, s->t->h,
-                                     "compose: the awaited task cancels its awaiter");
+      const bool ok =
+          cancel_tracked(c, s->awaiter, s->t->h, "compose: the awaited task cancels its awaiter");
       // Release: pairs with the awaiter's acquire load after it took us.
       s->cancelled.store(ok, std::memory_order_release);
     }
@@ -1630,11 +1638,13 @@ weft::task<std::uint64_t> awaited_cancels_case(round_ctx* c, record* r, compose_
     // child we await, was never taken there; it comes back and is delivered
     // at this join, while the child's value stays in its handle.
     if (!own)
-      c->violation(r, "the awaiter's cancellation, forwarded to the awaited task that finished "
-                      "without a cancellation point, did not come back to the awaiter's join");
+      c->violation(r,
+                   "the awaiter's cancellation, forwarded to the awaited task that finished "
+                   "without a cancellation point, did not come back to the awaiter's join");
     if (tu.kind != got::value || *tu.value != mix(useed))
-      c->violation(ur, "the awaited task's value was lost when its awaiter's cancellation came "
-                       "back");
+      c->violation(ur,
+                   "the awaited task's value was lost when its awaiter's cancellation came "
+                   "back");
   }
   if (made && s.point_after && quiet(c)) {
     // (b): the child's cancellation point took our request.  If it refused
@@ -1642,12 +1652,14 @@ weft::task<std::uint64_t> awaited_cancels_case(round_ctx* c, record* r, compose_
     // (On a real runtime the cancel may land before the awaiter's join
     // began, and the join takes it back: exact in a simulation only.)
     if (c->sim && !child_saw)
-      c->violation(ur, "the awaiter's cancellation, forwarded to the awaited task, was not "
-                       "delivered at its next cancellation point");
+      c->violation(ur,
+                   "the awaiter's cancellation, forwarded to the awaited task, was not "
+                   "delivered at its next cancellation point");
     if (refuse && child_saw) {
       if (own)
-        c->violation(r, "the awaited task refused the forwarded cancellation and answered, yet "
-                        "its awaiter was cancelled again");
+        c->violation(r,
+                     "the awaited task refused the forwarded cancellation and answered, yet "
+                     "its awaiter was cancelled again");
       if (tu.kind != got::value || *tu.value != kRefused)
         c->violation(ur, "the awaiter did not get the value of the task that refused");
     }
@@ -1684,8 +1696,10 @@ weft::task<std::uint64_t> self_cancel_case(round_ctx* c, record* r, compose_targ
       m.before("yield after cancelling itself");
       co_await weft::yield();
       m.after();
-      if (ok) c->violation(r, "a request made on the running task was not delivered at its next "
-                              "cancellation point");
+      if (ok)
+        c->violation(r,
+                     "a request made on the running task was not delivered at its next "
+                     "cancellation point");
     }
   } catch (const weft::cancelled_error&) {
     m.after();
@@ -1800,8 +1814,9 @@ weft::task<void> compose_scenario(round_ctx* c, record* self, std::uint64_t seed
     // Relaxed: written by the case before it returned; the join orders it.
     if (t->returned_after_self_cancel.load(std::memory_order_relaxed) &&
         (got_it.kind != got::value || !t->r->despite.load(std::memory_order_relaxed)))
-      c->violation(t->r, "a task that cancelled itself and returned without a cancellation "
-                         "point did not complete despite the cancel (completed_despite_cancel())");
+      c->violation(t->r,
+                   "a task that cancelled itself and returned without a cancellation "
+                   "point did not complete despite the cancel (completed_despite_cancel())");
   }
   if (own) std::rethrow_exception(own);
 }

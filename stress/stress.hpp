@@ -53,8 +53,8 @@ struct config {
   std::chrono::duration<double> duration{10.0};  // wall-time bound of the run
   std::uint64_t iterations = 0;                  // rounds (seeds in --sim); 0: until `duration`
   std::uint32_t scenarios = kAllScenarios;
-  double cancel_rate = 0.3;  // share of tasks that get a cancel
-  unsigned tasks = 200;      // tasks per scenario per round (about)
+  double cancel_rate = 0.3;                        // share of tasks that get a cancel
+  unsigned tasks = 200;                            // tasks per scenario per round (about)
   std::uint32_t compose_cases = kAllComposeCases;  // the cases the compose scenario draws from
   // runtime_options::time_slice of the real runtime: short slices mean more
   // preemption at checkpoint() and CPU loops that do not hog a worker.

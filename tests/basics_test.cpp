@@ -84,8 +84,8 @@ weft::task<long> spawn_children_and_sum(int n) {
 TEST(SpawnTest, FromInsideATask) {
   watchdog wd(30s);
   const int n = 1000;
-  expect_result_leaving_no_frame(2, [] { return spawn_children_and_sum(n); },
-                                 long(n) * (n - 1) / 2);
+  expect_result_leaving_no_frame(
+      2, [] { return spawn_children_and_sum(n); }, long(n) * (n - 1) / 2);
 }
 
 TEST(SpawnTest, FromOutsideThreadsConcurrently) {
@@ -250,7 +250,9 @@ TEST(ExceptionTest, WorkersSurviveAThrowingTask) {
   for (int i = 0; i < 20; ++i) {
     EXPECT_THROW(rt.block_on(throws_now("a")), test_error);
     EXPECT_THROW(rt.block_on(throws_after_suspend("b")), test_error);
-    { auto dropped = rt.spawn(throws_after_suspend("dropped")); }
+    {
+      auto dropped = rt.spawn(throws_after_suspend("dropped"));
+    }
     EXPECT_EQ(rt.block_on(value_task(i)), i);  // the single worker still runs tasks
   }
   EXPECT_TRUE(spin_until([&] { return hook_calls.load(std::memory_order_relaxed) == 20; }));
@@ -322,7 +324,9 @@ TEST(ExceptionTest, ObservedExceptionDoesNotReachTheHook) {
 }
 
 weft::task<int> spawn_thrower_and_drop(std::atomic<int>* spawned) {
-  { auto h = weft::spawn(throws_after_suspend("inner-dropped")); }
+  {
+    auto h = weft::spawn(throws_after_suspend("inner-dropped"));
+  }
   spawned->fetch_add(1, std::memory_order_relaxed);  // a counter
   co_return 1;
 }
@@ -375,8 +379,12 @@ TEST(ExceptionTest, DefaultHookPrintsAnUnobservedExceptionOnStderr) {
   ::testing::internal::CaptureStderr();
   {
     weft::runtime rt(with_workers(2));  // default options: no hook
-    { auto dropped = rt.spawn(throws_after_flag(&past, "nobody awaited me")); }
-    { auto dropped = rt.spawn(flags_then_throws(&past, "nor me")); }
+    {
+      auto dropped = rt.spawn(throws_after_flag(&past, "nobody awaited me"));
+    }
+    {
+      auto dropped = rt.spawn(flags_then_throws(&past, "nor me"));
+    }
     // Acquire: pairs with the tasks' release increments.
     EXPECT_TRUE(spin_until([&] { return past.load(std::memory_order_acquire) == 2; }));
   }  // ~runtime: both tasks have ended, their frames are gone
@@ -384,8 +392,7 @@ TEST(ExceptionTest, DefaultHookPrintsAnUnobservedExceptionOnStderr) {
   EXPECT_NE(err.find("weft: exception in a task nobody awaited: nobody awaited me"),
             std::string::npos)
       << err;
-  EXPECT_NE(err.find("weft: exception in a task nobody awaited: nor me"), std::string::npos)
-      << err;
+  EXPECT_NE(err.find("weft: exception in a task nobody awaited: nor me"), std::string::npos) << err;
 }
 
 // ---------------------------------------------------------------- misuse
@@ -450,7 +457,9 @@ TEST(MisuseTest, AnEmptyHandleAnswersEveryQueryAndCancelWithoutTouchingATask) {
 TEST(MisuseTest, AnUnstartedTaskIsDestroyedWithoutRunning) {
   frame_baseline frames;
   std::atomic<bool> ran{false};
-  { weft::task<void> t = set_flag(&ran); }
+  {
+    weft::task<void> t = set_flag(&ran);
+  }
   EXPECT_FALSE(ran.load(std::memory_order_relaxed));
   EXPECT_EQ(frames.now(), frames.start);
 }

@@ -33,7 +33,8 @@ weft::task<int> counted_body(bound_state* s) {
   // true, and the body returned 1 -- "completed despite the cancel", correct
   // behaviour but not what this test counts.  Seen under ASan.)
   for (;;) {
-    const bool released = s->release.load(std::memory_order_seq_cst);  // pairs with the test's store
+    const bool released =
+        s->release.load(std::memory_order_seq_cst);  // pairs with the test's store
     co_await weft::yield();
     if (released) break;
   }
@@ -235,7 +236,8 @@ TEST(ProvenanceTest, ReasonlessCancelsFromManyThreadsEachKeepTheirOwnLineAndKind
     std::jthread a(canceller, 0), b(canceller, 1), c(canceller, 2);
   }
   EXPECT_EQ(refused.load(std::memory_order_relaxed), 0);
-  const int explicit_code = shared_line * 10 + static_cast<int>(weft::cancel_kind::explicit_request);
+  const int explicit_code =
+      shared_line * 10 + static_cast<int>(weft::cancel_kind::explicit_request);
   const int timeout_code = timeout_line * 10 + static_cast<int>(weft::cancel_kind::timeout);
   for (int i = 0; i < kTasks; ++i) {
     SCOPED_TRACE(i);
@@ -248,7 +250,7 @@ TEST(ProvenanceTest, ReasonlessCancelsFromManyThreadsEachKeepTheirOwnLineAndKind
   std::latch blocking{2};
   auto b1 = rt.spawn(holds_its_worker(&blocking, &release));
   auto b2 = rt.spawn(holds_its_worker(&blocking, &release));
-  blocking.wait();  // both workers are held: nothing else can start
+  blocking.wait();             // both workers are held: nothing else can start
   std::latch never_asleep{1};  // counted down only if the body ran (it must not)
   auto never = rt.spawn(reports_cancel_line(&never_asleep));
   EXPECT_TRUE(cancel_from_one_line(never));

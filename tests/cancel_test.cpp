@@ -3,13 +3,13 @@
 // uncancel() counts, cancel before the first run and after completion, the
 // race between cancel() and the task's suspension, and propagation down the
 // await chain.
+#include <pthread.h>
+#include <cstdio>
 #include <latch>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-#include <memory>
-#include <cstdio>
-#include <pthread.h>
 
 #include "freezer.hpp"
 #include "task_internals.hpp"
@@ -359,8 +359,12 @@ TEST(CancelTest, DroppingTheHandleDetachesTheTask) {
   {
     std::latch done{2};
     weft::runtime rt(with_workers(2));
-    { auto h = rt.spawn(detached_work(&done, &rc)); }
-    { auto h = rt.spawn(detached_work(&done, &rc)); }
+    {
+      auto h = rt.spawn(detached_work(&done, &rc));
+    }
+    {
+      auto h = rt.spawn(detached_work(&done, &rc));
+    }
     done.wait();  // both ran to completion without anybody holding a handle
   }
   EXPECT_EQ(rc.constructed.load(std::memory_order_relaxed), 2);
@@ -510,13 +514,17 @@ weft::task<void> notify(std::latch* l) {
 weft::task<int> chain_outer(chain_state* s, bool inline_join) {
   weft::join_handle<int> inner;
   if (inline_join) {
-    { auto n = weft::spawn(notify(&s->outer_waiting)); }
+    {
+      auto n = weft::spawn(notify(&s->outer_waiting));
+    }
     inner = weft::spawn(chain_inner(s));
   } else {
     inner = weft::spawn(chain_inner(s));
     while (!s->inner_sleeping.load(std::memory_order_relaxed))
       co_await weft::yield();  // inner runs up to its sleep
-    { auto n = weft::spawn(notify(&s->outer_waiting)); }
+    {
+      auto n = weft::spawn(notify(&s->outer_waiting));
+    }
   }
   try {
     co_return co_await inner;

@@ -153,7 +153,8 @@ TEST(CancellationSourceTest, CancellingAChildDoesNotTouchItsParent) {
 
 TEST(CancellationSourceTest, ChildOfACancelledParentIsBornCancelled) {
   weft::cancellation_source parent;
-  unsigned line = __LINE__; parent.cancel("before the child");
+  unsigned line = __LINE__ + 1;
+  parent.cancel("before the child");
   weft::cancellation_source child(parent.token());
   EXPECT_TRUE(child.cancel_requested());
   EXPECT_EQ(child.token().kind(), cancel_kind::parent);

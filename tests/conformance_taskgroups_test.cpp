@@ -406,7 +406,9 @@ weft::task<void> nested_groups(nested_state* st, std::chrono::milliseconds outer
 
 weft::runtime_options counting_hook(nested_state* st) {
   weft::runtime_options o = with_workers(2);
-  o.unhandled_exception = [st](std::exception_ptr) { st->hook_calls.fetch_add(1, std::memory_order_relaxed); };
+  o.unhandled_exception = [st](std::exception_ptr) {
+    st->hook_calls.fetch_add(1, std::memory_order_relaxed);
+  };
   return o;
 }
 
@@ -429,7 +431,8 @@ TEST(ConformanceTaskGroups, test_taskgroup_13) {
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
     // g1 was destroyed without join(): its recorded failure goes to the hook
     // (through a detached task: wait for it before the runtime shuts down).
-    EXPECT_TRUE(weft_test::spin_until([&] { return st.hook_calls.load(std::memory_order_acquire) >= 1; }));
+    EXPECT_TRUE(
+        weft_test::spin_until([&] { return st.hook_calls.load(std::memory_order_acquire) >= 1; }));
     EXPECT_THROW(st.outer_child.join(), std::invalid_argument);  // the handle we kept
   }
   EXPECT_EQ(st.hook_calls.load(std::memory_order_acquire), 1);

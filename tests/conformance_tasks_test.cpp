@@ -498,7 +498,7 @@ TEST(ConformanceTasks, test_cancel_at_end) {
   weft::join_handle<int> t = rt.spawn(cancel_self_then_return(&st));
   st.self = &t;
   st.ready.set();
-  EXPECT_EQ(t.join(), 12);        // asyncio: CancelledError
+  EXPECT_EQ(t.join(), 12);  // asyncio: CancelledError
   EXPECT_TRUE(t.done());
   EXPECT_FALSE(t.cancelled());    // asyncio: True
   EXPECT_EQ(t.cancelling(), 1u);  // the request was made, never delivered
@@ -713,7 +713,9 @@ TEST(ConformanceTasks, test_shield_cancel_outer_result) {
     outer.cancel();
     EXPECT_THROW(outer.join(), weft::cancelled_error);
     go.set();
-    { weft::join_handle<int> dropped = std::move(inner); }  // nobody awaits the value
+    {
+      weft::join_handle<int> dropped = std::move(inner);
+    }  // nobody awaits the value
   }
   EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 0);  // a value is not reported
 }
@@ -730,9 +732,12 @@ TEST(ConformanceTasks, test_shield_cancel_outer_exception) {
     waiting.wait();
     outer.cancel();
     EXPECT_THROW(outer.join(), weft::cancelled_error);
-    { weft::join_handle<int> dropped = std::move(inner); }  // detached
+    {
+      weft::join_handle<int> dropped = std::move(inner);
+    }  // detached
     go.set();
-    EXPECT_TRUE(weft_test::spin_until([&] { return hc.calls.load(std::memory_order_acquire) >= 1; }));
+    EXPECT_TRUE(
+        weft_test::spin_until([&] { return hc.calls.load(std::memory_order_acquire) >= 1; }));
   }
   EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 1);
 }
@@ -753,9 +758,12 @@ TEST(ConformanceTasks, test_shield_duplicate_log_once) {
     waiting2.wait();
     outer2.cancel();
     EXPECT_THROW(outer2.join(), weft::cancelled_error);
-    { weft::join_handle<int> dropped = std::move(inner); }
+    {
+      weft::join_handle<int> dropped = std::move(inner);
+    }
     go.set();
-    EXPECT_TRUE(weft_test::spin_until([&] { return hc.calls.load(std::memory_order_acquire) >= 1; }));
+    EXPECT_TRUE(
+        weft_test::spin_until([&] { return hc.calls.load(std::memory_order_acquire) >= 1; }));
   }
   EXPECT_EQ(hc.calls.load(std::memory_order_relaxed), 1);
 }
@@ -933,7 +941,8 @@ weft::task<int> count_cancel(broadcast_state* st) {
   try {
     co_await weft::sleep_for(1h);
   } catch (const weft::cancelled_error& e) {
-    if (e.kind() == weft::cancel_kind::parent) st->cancelled.fetch_add(1, std::memory_order_relaxed);
+    if (e.kind() == weft::cancel_kind::parent)
+      st->cancelled.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
   co_return 0;

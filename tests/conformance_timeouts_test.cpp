@@ -45,7 +45,8 @@ weft::task<outcome> classify(weft::task<T> t) {
   co_return outcome::value;
 }
 
-weft::task<outcome> timeout_over_sleep(std::chrono::nanoseconds timeout, std::chrono::nanoseconds sleep) {
+weft::task<outcome> timeout_over_sleep(std::chrono::nanoseconds timeout,
+                                       std::chrono::nanoseconds sleep) {
   co_return co_await classify(weft::wait_for(sleep_for_task(sleep), timeout));
 }
 
@@ -141,8 +142,7 @@ TEST(ConformanceTimeouts, test_timeout_not_called) {
 TEST(ConformanceTimeouts, test_timeout_disabled) {
   weft_test::watchdog dog(60s);
   weft::runtime rt(with_workers(2));
-  EXPECT_EQ(rt.block_on(timeout_over_sleep(std::chrono::nanoseconds::max(), 10ms)),
-            outcome::value);
+  EXPECT_EQ(rt.block_on(timeout_over_sleep(std::chrono::nanoseconds::max(), 10ms)), outcome::value);
 }
 
 weft::task<outcome> timeout_at_over_short_sleep(steady::time_point deadline) {
@@ -305,7 +305,8 @@ TEST(ConformanceTimeouts, test_nested_timeouts_concurrent) {
   std::atomic<int> inner{0};
   weft::runtime rt(with_workers(2));
   EXPECT_EQ(rt.block_on(nested_concurrent(&inner)), outcome::timeout);
-  EXPECT_EQ(inner.load(std::memory_order_acquire), 2);  // the inner scope saw cancelled_error, not timeout_error
+  EXPECT_EQ(inner.load(std::memory_order_acquire),
+            2);  // the inner scope saw cancelled_error, not timeout_error
 }
 
 // ---- test_nested_timeouts_loop_busy ----
@@ -360,7 +361,8 @@ weft::task<void> cleanup_with_its_own_timeout(std::atomic<bool>* cleanup_timed_o
 }
 
 weft::task<outcome> timeout_in_finally(std::atomic<bool>* cleanup_timed_out) {
-  co_return co_await classify(weft::wait_for(cleanup_with_its_own_timeout(cleanup_timed_out), 10ms));
+  co_return co_await classify(
+      weft::wait_for(cleanup_with_its_own_timeout(cleanup_timed_out), 10ms));
 }
 
 TEST(ConformanceTimeouts, test_nested_timeout_in_finally) {

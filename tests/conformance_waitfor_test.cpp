@@ -58,7 +58,8 @@ TEST(ConformanceWaitFor, test_asyncio_wait_for_cancelled) {
     waitfortask.join();  // asyncio: await asyncio.wait({waitfortask})
   } catch (const weft::cancelled_error&) {
   }
-  EXPECT_TRUE(t.exited.load(std::memory_order_acquire));  // wait_for waited for the task it cancelled
+  EXPECT_TRUE(
+      t.exited.load(std::memory_order_acquire));  // wait_for waited for the task it cancelled
 }
 
 weft::task<void> wait_for_slow_catching_timeout(slow_task* st) {

@@ -30,7 +30,7 @@ using weft_test::watchdog;
 // ---- a task group's owner cancelled while a child fails ----------------------
 
 struct group_scene {
-  weft::event child_waiting;   // the failing child is inside its wait
+  weft::event child_waiting;  // the failing child is inside its wait
   std::atomic<bool> owner_caught_group_error{false};
   std::atomic<unsigned> cancelling_in_catch{0};
   std::atomic<bool> slept_through{false};
@@ -71,9 +71,11 @@ TEST(ContractBreaksTest, GroupOwnerCancelledWhileAChildFailsSeesTheCancelAtItsNe
     ASSERT_TRUE(owner.cancel("stop the owner"));
     EXPECT_THROW(owner.join(), weft::cancelled_error) << "round " << round;
     EXPECT_TRUE(owner.cancelled());
-    EXPECT_TRUE(s.owner_caught_group_error.load(std::memory_order_acquire)) << "join() reports the child's failure";
+    EXPECT_TRUE(s.owner_caught_group_error.load(std::memory_order_acquire))
+        << "join() reports the child's failure";
     EXPECT_EQ(s.cancelling_in_catch.load(std::memory_order_acquire), 1u);
-    EXPECT_FALSE(s.slept_through.load(std::memory_order_acquire)) << "the owner's cancellation was lost in join()";
+    EXPECT_FALSE(s.slept_through.load(std::memory_order_acquire))
+        << "the owner's cancellation was lost in join()";
   }
 }
 
@@ -121,8 +123,10 @@ TEST(ContractBreaksTest, WhenAllOrWhenAnyOwnerCancelledWhileAChildFailsSeesTheCa
     weft_test::spin_until([&] { return s.child_waiting.is_set(); }, 10s);
     ASSERT_TRUE(owner.cancel("stop the owner"));
     EXPECT_THROW(owner.join(), weft::cancelled_error) << (which == 0 ? "when_all" : "when_any");
-    EXPECT_TRUE(s.owner_caught_group_error.load(std::memory_order_acquire)) << "the child's failure is reported";
-    EXPECT_FALSE(s.slept_through.load(std::memory_order_acquire)) << "the owner's cancellation was lost";
+    EXPECT_TRUE(s.owner_caught_group_error.load(std::memory_order_acquire))
+        << "the child's failure is reported";
+    EXPECT_FALSE(s.slept_through.load(std::memory_order_acquire))
+        << "the owner's cancellation was lost";
   }
 }
 
@@ -240,8 +244,12 @@ weft::task<void> expired_waits(expired_scene* s, int rounds) {
   for (int i = 0; i < rounds; ++i) {
     try {
       switch (i % 3) {
-        case 0: (void)co_await weft::wait_for(counts_its_run(&s->ran), 0ns); break;
-        case 1: (void)co_await weft::wait_for(counts_its_run(&s->ran), -5ms); break;
+        case 0:
+          (void)co_await weft::wait_for(counts_its_run(&s->ran), 0ns);
+          break;
+        case 1:
+          (void)co_await weft::wait_for(counts_its_run(&s->ran), -5ms);
+          break;
         default:
           (void)co_await weft::wait_until(counts_its_run(&s->ran),
                                           std::chrono::steady_clock::now() - 1s);
@@ -297,7 +305,8 @@ TEST(ContractBreaksTest, NestedWaitForWithBothDeadlinesPassedTimesOutTheOuterOnl
     ASSERT_TRUE(weft_test::wait_done(child, 10s));
     auto outer = rt.spawn(outer_of_nested(&child, &s));
     EXPECT_THROW((void)outer.join(), weft::timeout_error) << "round " << round;
-    EXPECT_FALSE(s.inner_timed_out.load(std::memory_order_acquire)) << "the outer's timeout was taken as the inner's";
+    EXPECT_FALSE(s.inner_timed_out.load(std::memory_order_acquire))
+        << "the outer's timeout was taken as the inner's";
   }
 }
 
@@ -436,9 +445,11 @@ TEST(ContractBreaksTest, ValueBuiltByCoReturnIsDestroyedWhenALocalsDestructorThr
     weft::runtime rt(weft_test::with_workers(2));
     rt.block_on(awaits_the_throwing_return(&c, &saw_error));
   }
-  EXPECT_EQ(saw_error.load(std::memory_order_acquire), 2) << "the destructor's exception is the outcome";
+  EXPECT_EQ(saw_error.load(std::memory_order_acquire), 2)
+      << "the destructor's exception is the outcome";
   EXPECT_GT(c.built.load(std::memory_order_acquire), 0);
-  EXPECT_EQ(c.built.load(std::memory_order_acquire), c.destroyed.load(std::memory_order_acquire)) << "a value built by co_return leaked";
+  EXPECT_EQ(c.built.load(std::memory_order_acquire), c.destroyed.load(std::memory_order_acquire))
+      << "a value built by co_return leaked";
 }
 
 // ---- cancelling the root of a very long await chain --------------------------
@@ -627,8 +638,9 @@ TEST(ContractBreaksTest, WhenAllOrWhenAnyCalledDuringShutdownRethrowsTheShutdown
       s.started.wait();
       rt.shutdown();
     }
-    EXPECT_EQ(s.outcome.load(std::memory_order_acquire), 2) << "form " << which << ": 1 = returned values that were never "
-                                   << "computed, 3 = another outcome";
+    EXPECT_EQ(s.outcome.load(std::memory_order_acquire), 2)
+        << "form " << which << ": 1 = returned values that were never "
+        << "computed, 3 = another outcome";
   }
 }
 

@@ -6,8 +6,8 @@
 //
 // The counts stay at 1e6 under the sanitizers too: that is exactly where the
 // overflow happens, and each of these tests takes only seconds there.
-#include <vector>
 #include <pthread.h>
+#include <vector>
 
 #include "test_support.hpp"
 

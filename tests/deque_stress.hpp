@@ -39,8 +39,8 @@ inline take_tally tally_takes(const std::vector<std::atomic<int>>& seen, std::si
 
 struct deque_stress_result {
   std::int64_t items = 0;
-  std::int64_t lost = 0;        // taken by nobody
-  std::int64_t duplicated = 0;  // taken more than once
+  std::int64_t lost = 0;             // taken by nobody
+  std::int64_t duplicated = 0;       // taken more than once
   std::int64_t boundary_steals = 0;  // steal attempts that saw size <= 1
   std::int64_t steals = 0;
 };
@@ -50,11 +50,9 @@ struct deque_stress_result {
 // under TSan a thief may get little CPU while the owner runs, and a stress
 // that never met the boundary proves nothing).  Thieves are all running
 // before the owner pushes its first item.
-inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_t seed,
-                                            int take_every = 1, std::int64_t min_boundary = 0,
-                                            int max_items = 0,
-                                            weft::detail::fence_mode mode =
-                                                weft::detail::fence_mode::adaptive) {
+inline deque_stress_result run_deque_stress(
+    int items, int thieves, std::uint64_t seed, int take_every = 1, std::int64_t min_boundary = 0,
+    int max_items = 0, weft::detail::fence_mode mode = weft::detail::fence_mode::adaptive) {
   struct item_t {
     int id;
   };
@@ -116,10 +114,12 @@ inline deque_stress_result run_deque_stress(int items, int thieves, std::uint64_
     if (rng() % 4096 == 0) {
       // A burst: push a few hundred before taking again.
       int burst = static_cast<int>(rng() % 300);
-      for (int k = 0; k < burst && pushed < max_items; ++k) dq.push(&pool[static_cast<std::size_t>(pushed++)]);
+      for (int k = 0; k < burst && pushed < max_items; ++k)
+        dq.push(&pool[static_cast<std::size_t>(pushed++)]);
     }
   }
-  while (item_t* got = dq.take()) seen[static_cast<std::size_t>(got->id)].fetch_add(1, std::memory_order_relaxed);
+  while (item_t* got = dq.take())
+    seen[static_cast<std::size_t>(got->id)].fetch_add(1, std::memory_order_relaxed);
   // Thieves may still hold nothing: the deque is empty now.
   done.store(true, std::memory_order_relaxed);
   for (auto& t : ts) t.join();

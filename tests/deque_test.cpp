@@ -9,14 +9,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <latch>
-#include <vector>
 #include <cstdio>
 #include <cstdlib>
-#include <string_view>
+#include <latch>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include "deque_stress.hpp"
 #include "test_support.hpp"
@@ -79,10 +79,13 @@ using weft::detail::fence_mode;
 
 const char* mode_name(fence_mode m) {
   switch (m) {
-    case fence_mode::adaptive: return "adaptive";
-    case fence_mode::symmetric: return "symmetric";
+    case fence_mode::adaptive:
+      return "adaptive";
+    case fence_mode::symmetric:
+      return "symmetric";
 #if WEFT_MUTANT_IS(always_light_take)
-    case fence_mode::asymmetric: return "asymmetric";
+    case fence_mode::asymmetric:
+      return "asymmetric";
 #endif
   }
   return "?";
@@ -156,13 +159,13 @@ TEST_P(DequeStressTest, GrowsUnderThievesWithoutLosingItems) {
   EXPECT_EQ(r.duplicated, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Thieves, DequeStressTest,
-    ::testing::Combine(::testing::Values(1, 3, 7),
-                       ::testing::ValuesIn(fence_modes())),
-    [](const ::testing::TestParamInfo<DequeStressTest::ParamType>& info) {
-      return std::to_string(std::get<0>(info.param)) + "_" + mode_name(std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Thieves, DequeStressTest,
+                         ::testing::Combine(::testing::Values(1, 3, 7),
+                                            ::testing::ValuesIn(fence_modes())),
+                         [](const ::testing::TestParamInfo<DequeStressTest::ParamType>& info) {
+                           return std::to_string(std::get<0>(info.param)) + "_" +
+                                  mode_name(std::get<1>(info.param));
+                         });
 
 // The adaptive deque takes light after kQuietTakes takes without a steal, and
 // goes back to the exchange at its first take after a thief took something.
@@ -276,8 +279,9 @@ TEST(DequeFenceTest, LightTakesRaceBarrierProtectedStealsForTheLastItem) {
   thief.join();
   const weft_test::take_tally t = weft_test::tally_takes(seen, seen.size());
   const int thief_took = stolen.load(std::memory_order_relaxed);
-  std::printf("light take vs barrier-protected steal, last item each time: owner %d, thief %d of %d\n",
-              owner_took, thief_took, n);
+  std::printf(
+      "light take vs barrier-protected steal, last item each time: owner %d, thief %d of %d\n",
+      owner_took, thief_took, n);
   EXPECT_EQ(t.lost, 0);
   EXPECT_EQ(t.duplicated, 0);
   EXPECT_EQ(owner_took + thief_took, n);

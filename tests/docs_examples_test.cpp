@@ -9,6 +9,8 @@
 // synchronisation, a watchdog in every test that starts a runtime, coroutines
 // are free functions that take their state by pointer, and that state is
 // declared before the runtime so it outlives every task.
+// clang-format off: docs/cancellation.md copies blocks of this file verbatim,
+// and EveryDocBlockIsCopiedFromThisFile compares the text.
 #include <atomic>
 #include <chrono>
 #include <filesystem>

@@ -6,10 +6,10 @@
 // are skipped.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <chrono>
 #include <cstdio>
 #include <string>
-#include <sys/wait.h>
 #include <vector>
 
 namespace {
@@ -17,7 +17,7 @@ namespace {
 struct run_result {
   std::vector<std::string> lines;  // stdout, split at '\n'
   int exit_code = -1;
-  double seconds = 0;              // wall time, popen to pclose
+  double seconds = 0;  // wall time, popen to pclose
 };
 
 [[maybe_unused]] run_result run_program(const std::string& path) {

@@ -80,7 +80,7 @@ struct freezable_region {
 class freezer {
  public:
   freezer() {
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_handler = freeze_detail::on_freeze_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
@@ -110,7 +110,7 @@ class freezer {
   }
 
  private:
-  struct sigaction old_ {};
+  struct sigaction old_{};
 };
 
 }  // namespace weft_test

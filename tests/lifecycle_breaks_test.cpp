@@ -26,8 +26,8 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
-#include <system_error>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "runtime_impl.hpp"  // detail::testing::fail_thread_start_after
@@ -69,26 +69,40 @@ enum class forever : int {
 
 std::string name_of(forever k) {
   switch (k) {
-    case forever::for_ns_max: return "SleepForNanosecondsMax";
-    case forever::for_ns_max_minus_1s: return "SleepForNanosecondsMaxMinusOneSecond";
-    case forever::for_hours_max: return "SleepForHoursMax";
-    case forever::for_seconds_max_minus_1s: return "SleepForSecondsMaxMinusOneSecond";
-    case forever::until_max: return "SleepUntilTimePointMax";
-    case forever::until_max_minus_1s: return "SleepUntilTimePointMaxMinusOneSecond";
-    case forever::until_hours_max: return "SleepUntilHoursTimePointMax";
+    case forever::for_ns_max:
+      return "SleepForNanosecondsMax";
+    case forever::for_ns_max_minus_1s:
+      return "SleepForNanosecondsMaxMinusOneSecond";
+    case forever::for_hours_max:
+      return "SleepForHoursMax";
+    case forever::for_seconds_max_minus_1s:
+      return "SleepForSecondsMaxMinusOneSecond";
+    case forever::until_max:
+      return "SleepUntilTimePointMax";
+    case forever::until_max_minus_1s:
+      return "SleepUntilTimePointMaxMinusOneSecond";
+    case forever::until_hours_max:
+      return "SleepUntilHoursTimePointMax";
   }
   return "?";
 }
 
 weft::detail::sleep_tag forever_sleep(forever k) {
   switch (k) {
-    case forever::for_ns_max: return weft::sleep_for(std::chrono::nanoseconds::max());
-    case forever::for_ns_max_minus_1s: return weft::sleep_for(std::chrono::nanoseconds::max() - 1s);
-    case forever::for_hours_max: return weft::sleep_for(std::chrono::hours::max());
-    case forever::for_seconds_max_minus_1s: return weft::sleep_for(std::chrono::seconds::max() - 1s);
-    case forever::until_max: return weft::sleep_until(steady::time_point::max());
-    case forever::until_max_minus_1s: return weft::sleep_until(steady::time_point::max() - 1s);
-    case forever::until_hours_max: return weft::sleep_until(hours_point::max());
+    case forever::for_ns_max:
+      return weft::sleep_for(std::chrono::nanoseconds::max());
+    case forever::for_ns_max_minus_1s:
+      return weft::sleep_for(std::chrono::nanoseconds::max() - 1s);
+    case forever::for_hours_max:
+      return weft::sleep_for(std::chrono::hours::max());
+    case forever::for_seconds_max_minus_1s:
+      return weft::sleep_for(std::chrono::seconds::max() - 1s);
+    case forever::until_max:
+      return weft::sleep_until(steady::time_point::max());
+    case forever::until_max_minus_1s:
+      return weft::sleep_until(steady::time_point::max() - 1s);
+    case forever::until_hours_max:
+      return weft::sleep_until(hours_point::max());
   }
   return weft::sleep_for(0ns);
 }
@@ -168,7 +182,8 @@ TEST_P(TimerSaturationTest, ForeverSleepDoesNotSpinAndCancelAndShutdownWakeIt) {
   EXPECT_TRUE(at_shutdown.cancelled());
   EXPECT_EQ(s.kind_seen[0].load(std::memory_order_relaxed),
             static_cast<int>(cancel_kind::explicit_request));
-  EXPECT_EQ(s.kind_seen[1].load(std::memory_order_relaxed), static_cast<int>(cancel_kind::shutdown));
+  EXPECT_EQ(s.kind_seen[1].load(std::memory_order_relaxed),
+            static_cast<int>(cancel_kind::shutdown));
 }
 
 INSTANTIATE_TEST_SUITE_P(Extremes, TimerSaturationTest,
@@ -229,18 +244,29 @@ weft::task<int> wait_for_event(weft::event* ev, int v) {
 weft::task<int> wait_for_far(int which, weft::event* ev) {
   weft::join_handle<int> h = weft::spawn(wait_for_event(ev, 40 + which));
   switch (which) {
-    case 0: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max() - 1s);
-    case 1: co_return co_await weft::wait_for(h, std::chrono::hours::max() - 1h);
-    case 2: co_return co_await weft::wait_until(h, steady::time_point::max() - 1s);
-    case 3: co_return co_await weft::wait_until(h, hours_point::max() - 1h);
-    case 4: co_return co_await weft::wait_for(h, std::chrono::hours::max());
-    case 5: co_return co_await weft::wait_until(h, hours_point::max());
-    case 6: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max());
+    case 0:
+      co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max() - 1s);
+    case 1:
+      co_return co_await weft::wait_for(h, std::chrono::hours::max() - 1h);
+    case 2:
+      co_return co_await weft::wait_until(h, steady::time_point::max() - 1s);
+    case 3:
+      co_return co_await weft::wait_until(h, hours_point::max() - 1h);
+    case 4:
+      co_return co_await weft::wait_for(h, std::chrono::hours::max());
+    case 5:
+      co_return co_await weft::wait_until(h, hours_point::max());
+    case 6:
+      co_return co_await weft::wait_for(h, std::chrono::nanoseconds::max());
     // The overloads that spawn the task themselves.
-    case 7: co_return co_await weft::wait_for(wait_for_event(ev, 47), std::chrono::hours::max() - 1h);
-    case 8: co_return co_await weft::wait_for(wait_for_event(ev, 48), std::chrono::hours::max());
-    case 9: co_return co_await weft::wait_until(wait_for_event(ev, 49), hours_point::max() - 1h);
-    default: co_return co_await weft::wait_until(wait_for_event(ev, 50), hours_point::max());
+    case 7:
+      co_return co_await weft::wait_for(wait_for_event(ev, 47), std::chrono::hours::max() - 1h);
+    case 8:
+      co_return co_await weft::wait_for(wait_for_event(ev, 48), std::chrono::hours::max());
+    case 9:
+      co_return co_await weft::wait_until(wait_for_event(ev, 49), hours_point::max() - 1h);
+    default:
+      co_return co_await weft::wait_until(wait_for_event(ev, 50), hours_point::max());
   }
 }
 
@@ -265,24 +291,34 @@ TEST(TimerSaturationEdgesTest, WaitForAndWaitUntilWithFarDeadlinesGiveTheValueWi
   }
 }
 
-
 weft::task<int> wait_expired(int which, std::atomic<int>* cancelled) {
   weft::join_handle<int> h = weft::spawn(sleep_then(1h, 1));
   try {
     switch (which) {
-      case 0: co_return co_await weft::wait_for(h, 0ns);
-      case 1: co_return co_await weft::wait_for(h, -1ns);
-      case 2: co_return co_await weft::wait_for(h, std::chrono::nanoseconds::min());
-      case 3: co_return co_await weft::wait_for(h, std::chrono::hours::min());
-      case 4: co_return co_await weft::wait_for(h, std::chrono::seconds::min() + 1s);
-      case 5: co_return co_await weft::wait_until(h, steady::time_point::min());
-      case 6: co_return co_await weft::wait_until(h, hours_point::min());
-      case 7: co_return co_await weft::wait_until(h, hours_point{});
-      case 8: co_return co_await weft::wait_until(h, steady::now() - 1h);
+      case 0:
+        co_return co_await weft::wait_for(h, 0ns);
+      case 1:
+        co_return co_await weft::wait_for(h, -1ns);
+      case 2:
+        co_return co_await weft::wait_for(h, std::chrono::nanoseconds::min());
+      case 3:
+        co_return co_await weft::wait_for(h, std::chrono::hours::min());
+      case 4:
+        co_return co_await weft::wait_for(h, std::chrono::seconds::min() + 1s);
+      case 5:
+        co_return co_await weft::wait_until(h, steady::time_point::min());
+      case 6:
+        co_return co_await weft::wait_until(h, hours_point::min());
+      case 7:
+        co_return co_await weft::wait_until(h, hours_point{});
+      case 8:
+        co_return co_await weft::wait_until(h, steady::now() - 1h);
       // The overloads that spawn the task themselves: timeout_error says
       // that task ended by the timeout's cancellation.
-      case 9: co_return co_await weft::wait_for(sleep_then(1h, 1), std::chrono::hours::min());
-      default: co_return co_await weft::wait_until(sleep_then(1h, 1), hours_point::min());
+      case 9:
+        co_return co_await weft::wait_for(sleep_then(1h, 1), std::chrono::hours::min());
+      default:
+        co_return co_await weft::wait_until(sleep_then(1h, 1), hours_point::min());
     }
   } catch (const weft::timeout_error&) {
     cancelled->fetch_add(which >= 9 || h.cancelled() ? 1 : 0, std::memory_order_relaxed);
@@ -322,8 +358,8 @@ TEST(RuntimeOptionsSaturationTest, HugeTimeSliceAndIdleSpinSaturate) {
     if (which != 1) o.time_slice = std::chrono::microseconds::max();
     if (which != 0) o.idle_spin = std::chrono::microseconds::max();
     weft::runtime rt(o);
-    EXPECT_EQ(rt.time_slice(), which != 1 ? std::chrono::microseconds::max()
-                                          : std::chrono::microseconds(2000));
+    EXPECT_EQ(rt.time_slice(),
+              which != 1 ? std::chrono::microseconds::max() : std::chrono::microseconds(2000));
     EXPECT_EQ(rt.block_on(checkpoint_loop(10'000)), 10'000);
     rt.shutdown();
   }
@@ -761,7 +797,8 @@ TEST(ShutdownReportTest, ReportNamesASpawnFromATaskAndTheTaskAwaitingIt) {
       20s);
   s.release.store(true, std::memory_order_relaxed);
   stopper.join();
-  ASSERT_TRUE(report.has_value()) << "no report named the child sleeping and the parent awaiting it";
+  ASSERT_TRUE(report.has_value())
+      << "no report named the child sleeping and the parent awaiting it";
   EXPECT_EQ(parent.join(), 3);
 }
 

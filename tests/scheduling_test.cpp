@@ -528,7 +528,6 @@ TEST(MigrationTest, TaskSeesTheWorkerItIsReallyOnAfterEveryYield) {
               s.migrations.load(std::memory_order_relaxed), n);
 }
 
-
 // ------------------------------------------------------------- stealing
 
 // A thief pauses after each steal that found a task cancelled before it

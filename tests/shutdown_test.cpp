@@ -3,10 +3,10 @@
 // idempotent, spawn after shutdown gives an already-cancelled handle, blocking
 // calls from a worker are usage errors, and no frame leaks.
 #include <latch>
-#include <string>
-#include <vector>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "freezer.hpp"
 #include "task_internals.hpp"
@@ -143,7 +143,9 @@ TEST(ShutdownTest, DestructorShutsDownLiveTasksWithinABound) {
         hs.push_back(rt.spawn(live_task(&s, live_kind::yields)));
         hs.push_back(rt.spawn(live_awaiter(&s)));
       }
-      { auto dropped = rt.spawn(plain_sleeper(&s.rc)); }  // detached and live
+      {
+        auto dropped = rt.spawn(plain_sleeper(&s.rc));
+      }  // detached and live
       s.started.wait();
       wd.phase("runtime destructor");
     }
@@ -235,7 +237,9 @@ TEST(ShutdownTest, SpawnAfterShutdownReturnsAnAlreadyCancelledHandle) {
     EXPECT_EQ(e.kind(), cancel_kind::shutdown);
     EXPECT_EQ(e.reason(), "shutdown");
     EXPECT_THROW(rt.block_on(mark_ran(&ran)), cancelled_error);
-    { auto dropped = rt.spawn(mark_ran(&ran)); }
+    {
+      auto dropped = rt.spawn(mark_ran(&ran));
+    }
     EXPECT_FALSE(ran.load(std::memory_order_relaxed)) << "a body ran after shutdown";
   }
   EXPECT_EQ(frames.now(), frames.start);

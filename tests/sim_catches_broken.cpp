@@ -28,7 +28,8 @@ static const char* const kVariant = "no_reclaim";
 // handle of the task it was made for does not report completed_despite_cancel().
 static const char* const kExpected[] = {"was lost: cancel() returned true"};
 #else
-#error "link a runtime built with WEFT_MUTANT=no_wake_on_cancel, lost_cancel_before_start or no_reclaim"
+#error \
+    "link a runtime built with WEFT_MUTANT=no_wake_on_cancel, lost_cancel_before_start or no_reclaim"
 #endif
 
 int main() {

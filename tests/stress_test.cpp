@@ -66,9 +66,9 @@ struct storm_state {
   std::unique_ptr<std::atomic<std::uint8_t>[]> outcome;  // 0 unseen, 1 value, 2 cancelled
   std::unique_ptr<std::atomic<std::uint8_t>[]> phase;    // see `phase`
   // The phase each cancel() found (sampled just before the call), per plan.
-  std::atomic<long> cancelled_at[4][4]{};                // [plan][phase]
-  std::atomic<long> never_started_not_cancelled{0};      // body never ran, yet no cancellation
-  raii_counter rc;                                       // storm tasks and their children
+  std::atomic<long> cancelled_at[4][4]{};            // [plan][phase]
+  std::atomic<long> never_started_not_cancelled{0};  // body never ran, yet no cancellation
+  raii_counter rc;                                   // storm tasks and their children
   std::atomic<long> bodies_started{0};
   std::atomic<long> values{0}, cancels{0};
   std::atomic<long> duplicate{0}, wrong_value{0}, wrong_exception{0};
@@ -417,7 +417,8 @@ TEST(WakeupTest, OutsideSpawnsOneTaskAtATimeIntoParkedWorkersNeverLost) {
         const int mode = static_cast<int>(i % 3);
         if (mode != 2) {
           ++meant_parked;
-          seen_parked += spin_until([&] { return rt.stats().parks > parks_at_last_spawn; }, 1'000ms);
+          seen_parked +=
+              spin_until([&] { return rt.stats().parks > parks_at_last_spawn; }, 1'000ms);
           if (mode == 1) busy_gap(std::chrono::nanoseconds(r.below(50'000)));
         } else {
           busy_gap(std::chrono::nanoseconds(r.below(100'000)));
@@ -457,7 +458,9 @@ TEST(WakeupTest, OutsideSpawnsOneTaskAtATimeIntoParkedWorkersNeverLost) {
 // destroy it recursively at the end (a linked list freed by recursion).
 weft::task<int> await_handle_plus_one(weft::join_handle<int> h) {
   const int v = co_await h;
-  { auto release = std::move(h); }
+  {
+    auto release = std::move(h);
+  }
   co_return v + 1;
 }
 
@@ -533,7 +536,9 @@ weft::task<int> cycle_spawner(cycle_state* st) {
   int sum = 0;
   for (int i = 0;; ++i) {
     auto a = weft::spawn(cycle_leaf(st));
-    { auto dropped = weft::spawn(cycle_leaf(st)); }
+    {
+      auto dropped = weft::spawn(cycle_leaf(st));
+    }
     sum += co_await a;
     if (sum != i + 1) co_return -1;  // every awaited leaf returns 1
     if (i % 8 == 0) co_await weft::sleep_for(std::chrono::microseconds(50));
@@ -579,8 +584,12 @@ TEST(LifecycleTest, ThousandRuntimeCreateLoadDestroyCycles) {
       hs.push_back(rt.spawn(cycle_sleeper(&st)));         // 4: the waker's victim
       hs.push_back(rt.spawn(cycle_waker(&st, &hs[4])));   // 5
       hs.push_back(rt.spawn(value_task(c)));              // 6
-      { auto dropped = rt.spawn(cycle_sleeper(&st)); }
-      { auto dropped = rt.spawn(cycle_spawner(&st)); }
+      {
+        auto dropped = rt.spawn(cycle_sleeper(&st));
+      }
+      {
+        auto dropped = rt.spawn(cycle_spawner(&st));
+      }
       switch (r.below(3)) {
         case 0:  // destroy at once: some tasks may not have started
           break;

@@ -267,8 +267,8 @@ TEST(SemaphoreTest, PermitsAreConservedUnderRandomCancellation) {
         // Bounded: a lost wake-up must fail the test, not hang the binary
         // (the runtime's shutdown then interrupts the stuck wait).
         ASSERT_TRUE(wait_done(h, 10'000ms))
-            << "round " << round << ": a task is stuck in acquire() with "
-            << sem.available() << " permit(s) available (lost wake-up)";
+            << "round " << round << ": a task is stuck in acquire() with " << sem.available()
+            << " permit(s) available (lost wake-up)";
         try {
           h.join();
         } catch (const cancelled_error&) {

@@ -35,7 +35,7 @@ struct probe {
   std::atomic<int> live{0};      // started - finished
   std::atomic<int> cancelled{0};
   std::atomic<int> body_ran{0};
-  std::atomic<int> wrong{0};     // a child saw something it should not have
+  std::atomic<int> wrong{0};  // a child saw something it should not have
   // What the first cancelled child saw (written once, guarded by the flag).
   std::atomic<bool> seen{false};
   std::string reason;
@@ -262,7 +262,8 @@ weft::task<void> owner_with_one_failure(probe* p, int sleepers, failure_out* out
   weft::task_group g;
   std::latch started(sleepers);
   for (int i = 0; i < sleepers; ++i) (void)g.spawn(child_sleeper(p, &started));
-  out->fail_line = __LINE__; (void)g.spawn(child_fail_after(p, &started, "boom"));
+  out->fail_line = __LINE__ + 1;
+  (void)g.spawn(child_fail_after(p, &started, "boom"));
   try {
     co_await g.join();
   } catch (const weft::task_group_error& e) {
@@ -411,7 +412,7 @@ weft::task<bool> owner_cancels_one(probe* p) {
   } catch (...) {
     ok = false;
   }
-  co_return ok && h.cancelled();
+  co_return ok&& h.cancelled();
 }
 
 TEST(TaskGroupTest, ChildCancelledThroughItsHandleIsNotAFailure) {
@@ -476,7 +477,8 @@ TEST(TaskGroupTest, CancellingTheOwnerCancelsChildrenAndJoinRethrowsAfterAllFini
     weft::runtime rt(with_workers(2));
     auto owner = rt.spawn(owner_joining(&p, n, &started, &out));
     started.wait();
-    unsigned cancel_line = __LINE__; owner.cancel("stop the owner");
+    unsigned cancel_line = __LINE__ + 1;
+    owner.cancel("stop the owner");
     try {
       owner.join();
       ADD_FAILURE() << "the owner did not see its cancellation";
@@ -500,7 +502,8 @@ weft::task<bool> owner_cancels_group(probe* p, int n, unsigned* line) {
   std::latch started(n);
   for (int i = 0; i < n; ++i) (void)g.spawn(child_sleeper(p, &started));
   started.wait();
-  *line = __LINE__; g.cancel("enough");
+  *line = __LINE__ + 1;
+  g.cancel("enough");
   co_await g.join();  // children cancelled are not failures: returns
   co_return true;
 }
@@ -519,8 +522,10 @@ TEST(TaskGroupTest, GroupCancelCancelsChildrenButNotTheOwner) {
 
 // ------------------------------------------------------------ destroyed with live children
 
-weft::task<int> owner_throws_past_group(probe* p, int n, std::latch* started, unsigned* group_line) {
-  *group_line = __LINE__; weft::task_group g;
+weft::task<int> owner_throws_past_group(probe* p, int n, std::latch* started,
+                                        unsigned* group_line) {
+  *group_line = __LINE__ + 1;
+  weft::task_group g;
   for (int i = 0; i < n; ++i) (void)g.spawn(child_sleeper(p, started));
   started->wait();  // blocking, fine here: the children are running already
   throw std::runtime_error("owner failed");
@@ -777,7 +782,8 @@ TEST(ProvenanceTest, CancelledErrorKeepsKindReasonAndLineThroughANestedAwaitAndA
   weft::runtime rt(with_workers(2));
   auto h = rt.spawn(outer_layer(&p, n, &started));
   started.wait();
-  unsigned line = __LINE__; h.cancel("provenance");
+  unsigned line = __LINE__ + 1;
+  h.cancel("provenance");
   try {
     (void)h.join();
     ADD_FAILURE() << "no cancellation";
@@ -808,7 +814,8 @@ weft::task<void> wait_for_a_nested_group(probe* p, int n, weft::join_handle<int>
   // Every child has started (the timeout must find them asleep, not unstarted).
   while (p->started.load(std::memory_order_relaxed) < n) co_await weft::yield();
   try {
-    out->line = __LINE__; (void)co_await weft::wait_for(*target, 50ms);
+    out->line = __LINE__ + 1;
+    (void)co_await weft::wait_for(*target, 50ms);
   } catch (const weft::timeout_error&) {
     out->timed_out = true;
   }
@@ -856,7 +863,8 @@ weft::task<std::size_t> owner_failure_through_an_await(probe* p, probe* grandchi
   weft::task_group g;
   (void)g.spawn(child_awaits_its_own_task(p, grandchild));
   while (grandchild->started.load(std::memory_order_relaxed) < 1) co_await weft::yield();
-  *fail_line = __LINE__; (void)g.spawn(child_fail_after(p, nullptr, "boom"));
+  *fail_line = __LINE__ + 1;
+  (void)g.spawn(child_fail_after(p, nullptr, "boom"));
   try {
     co_await g.join();
   } catch (const weft::task_group_error& e) {

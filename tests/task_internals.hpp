@@ -24,9 +24,7 @@ inline std::uint32_t state_of(const task_core& c) {
   return c.state.load(std::memory_order_acquire);  // as join_handle::done()
 }
 
-inline std::uint32_t refs_of(const task_core& c) {
-  return task_core::refs(state_of(c));
-}
+inline std::uint32_t refs_of(const task_core& c) { return task_core::refs(state_of(c)); }
 
 // Whether another task already waits on `h`'s task (kJoiner in its state).
 template <class T>

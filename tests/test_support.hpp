@@ -21,6 +21,7 @@
 
 #include <weft/weft.hpp>
 
+#include <malloc.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -29,7 +30,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <malloc.h>
 #include <mutex>
 #include <optional>
 #include <stop_token>

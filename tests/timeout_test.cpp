@@ -9,8 +9,8 @@
 #include <malloc.h>
 
 #include <fstream>
-#include <limits>
 #include <latch>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -126,7 +126,9 @@ TEST(WaitForTest, TimesOutOnlyAfterTheTaskFinishedItsCleanup) {
   EXPECT_EQ(frames.now(), frames.start);
 }
 
-weft::task<int> wait_for_refused() { co_return co_await weft::wait_for(refuses_the_timeout(), 20ms); }
+weft::task<int> wait_for_refused() {
+  co_return co_await weft::wait_for(refuses_the_timeout(), 20ms);
+}
 
 TEST(WaitForTest, TaskThatCatchesTheTimeoutAndReturnsAValueGivesThatValue) {
   watchdog dog(std::chrono::seconds(60));
@@ -222,7 +224,8 @@ TEST(WaitForTest, CancellingTheWaiterCancelsTheTaskAndTheWaiterSeesCancelledNotT
     auto waiter = rt.spawn(waits_for_handle(&inner, &started));
     started.wait();
     const auto t0 = clock_type::now();
-    unsigned line = __LINE__; waiter.cancel("stop waiting");
+    unsigned line = __LINE__ + 1;
+    waiter.cancel("stop waiting");
     try {
       (void)waiter.join();
       ADD_FAILURE() << "no exception";
@@ -724,14 +727,14 @@ TEST(MillionTimersTest, AllPendingAtOnceHalfCancelledAndMemoryBackToBaselineWhil
   // even 4 bytes each would be 4 MB).
   const long long slack = 1 << 20;
   EXPECT_LE(after_bytes - base_bytes, slack)
-      << "allocated bytes did not return to the baseline after the timers were gone: "
-      << base_bytes << " -> " << after_bytes;
+      << "allocated bytes did not return to the baseline after the timers were gone: " << base_bytes
+      << " -> " << after_bytes;
   std::printf(
       "[ timers   ] n=%ld all pending at once: %lld (arming %.3f s from an outside thread); "
       "%ld cancel() calls on pending timers %.3f s; racing cancels: %ld won, %ld lost to the "
       "timer; allocated bytes before %lld, after %lld (%+lld)\n",
-      n, peak_pending, arm_s, n / 2 - (racing_cancelled + racing_fired), cancel_s,
-      racing_cancelled, racing_fired, base_bytes, after_bytes, after_bytes - base_bytes);
+      n, peak_pending, arm_s, n / 2 - (racing_cancelled + racing_fired), cancel_s, racing_cancelled,
+      racing_fired, base_bytes, after_bytes, after_bytes - base_bytes);
 }
 
 // wait_for() cancels its deadline task and then awaits it.  A cancel of the

@@ -178,7 +178,8 @@ class cancellation_token {
     if (!h.valid()) detail::throw_invalid_handle();
     if (!state_) return {};
     detail::task_core* c = &detail::access::core(h);
-    return detail::make_core_registration(*this, c, std::optional<detail::task_ref>(std::in_place, c));
+    return detail::make_core_registration(*this, c,
+                                          std::optional<detail::task_ref>(std::in_place, c));
   }
 
  private:

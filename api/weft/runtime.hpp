@@ -32,8 +32,8 @@ struct shutdown_report {
   struct task_entry {
     std::source_location spawned_at;
     task_state state = task_state::running;
-    unsigned worker = 0;             // running: which worker
-    std::source_location awaits;     // awaiting: where the awaited task was spawned
+    unsigned worker = 0;          // running: which worker
+    std::source_location awaits;  // awaiting: where the awaited task was spawned
   };
   std::chrono::milliseconds waited{0};  // since shutdown began
   // Running, queued, sleeping and blocked tasks, each followed by the tasks
@@ -160,9 +160,9 @@ class runtime {
 
   // Counters, summed over the workers; approximate while tasks run.
   struct counters {
-    std::uint64_t steals = 0;     // successful steals
-    std::uint64_t parks = 0;      // times a worker went to sleep
-    std::uint64_t injected = 0;   // tasks submitted from outside the workers
+    std::uint64_t steals = 0;    // successful steals
+    std::uint64_t parks = 0;     // times a worker went to sleep
+    std::uint64_t injected = 0;  // tasks submitted from outside the workers
   };
   counters stats() const noexcept;
 

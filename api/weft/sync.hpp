@@ -16,7 +16,6 @@
 
 namespace weft {
 
-
 // A manual-reset event (asyncio.Event).  set() wakes every waiting task and
 // the event stays set until reset().  set(), reset() and is_set() may be
 // called from any thread; wait() from weft tasks.

@@ -63,10 +63,10 @@ constexpr std::chrono::nanoseconds saturating_ns(std::chrono::duration<Rep, Peri
   const Rep c = d.count();
   if constexpr (per_ns::den == 1) {
     // A whole number of nanoseconds per unit (ns, us, ms, s, min, h, ...):
-    // the product fits exactly when |c| <= lim.
-    constexpr std::intmax_t lim = std::numeric_limits<ns::rep>::max() / per_ns::num;
-    if (std::cmp_greater(c, lim)) return ns::max();
-    if (std::cmp_less(c, -lim)) return ns::min();
+    // the product fits exactly when |c| <= kLim.
+    constexpr std::intmax_t kLim = std::numeric_limits<ns::rep>::max() / per_ns::num;
+    if (std::cmp_greater(c, kLim)) return ns::max();
+    if (std::cmp_less(c, -kLim)) return ns::min();
     return ns(static_cast<ns::rep>(c) * static_cast<ns::rep>(per_ns::num));
   } else {
     // Finer than a nanosecond, or a fractional ratio: rare; long double has
@@ -111,11 +111,13 @@ inline bool maybe_cancel(const task_core* core) noexcept {
 
 // Inline, throw included: see throw_taken.
 [[gnu::always_inline]] inline void deliver_if_pending(task_core* core) {
-  if (cancel_request* r = take_pending(core)) [[unlikely]] throw_taken(r);
+  if (cancel_request* r = take_pending(core)) [[unlikely]]
+    throw_taken(r);
 }
 
 inline void mark_taken(task_core* core) {
-  if (core->observed) [[unlikely]] throw_already_taken();
+  if (core->observed) [[unlikely]]
+    throw_already_taken();
   core->observed = true;
 }
 
@@ -169,7 +171,8 @@ struct checkpoint_awaiter {
     return true;
   }
   void await_resume() {
-    if (slow || maybe_cancel(core)) [[unlikely]] deliver_if_pending(core);
+    if (slow || maybe_cancel(core)) [[unlikely]]
+      deliver_if_pending(core);
   }
 };
 
@@ -195,7 +198,8 @@ struct sleep_awaiter {
       deliver_if_pending(core);
       return;
     }
-    if (cancel_request* r = sleep_resume(core, &node)) [[unlikely]] throw_taken(r);
+    if (cancel_request* r = sleep_resume(core, &node)) [[unlikely]]
+      throw_taken(r);
   }
 };
 
@@ -218,7 +222,8 @@ struct list_wait_once {
   bool await_resume() {
     cancel_request* r = nullptr;
     const bool ours = list_wait_resume(core, &node, r);
-    if (r != nullptr) [[unlikely]] throw_taken(r);
+    if (r != nullptr) [[unlikely]]
+      throw_taken(r);
     return ours;
   }
 };
@@ -234,7 +239,6 @@ struct list_wait_ref {
   }
   bool await_resume() { return w->await_resume(); }
 };
-
 
 // Everything a weft promise shares: frame allocation, the await_transform that
 // binds weft awaitables to the running task, exception capture.
@@ -302,7 +306,8 @@ struct promise_common : promise_base {
 // such coroutines compiling.
 template <class A>
 constexpr bool trivially_destroyed() noexcept {
-  if constexpr (requires { sizeof(A); }) {
+  // A completeness probe: A may be a pointer, whose size is not the question.
+  if constexpr (requires { sizeof(A); }) {  // NOLINT(bugprone-sizeof-expression)
     return std::is_trivially_destructible_v<A>;
   } else {
     return false;
@@ -366,7 +371,6 @@ T take_result(promise<T>& p) {
   return p.take_value();
 }
 
-
 // co_await of a task.  An empty task (default-constructed, moved from,
 // spawned) throws usage_error before anything suspends; so does a task that
 // was already awaited: its frame is at its final suspend point (done()), and
@@ -380,7 +384,8 @@ struct task_awaiter {
   std::coroutine_handle<promise<T>> child;
   task_core* core;
   bool await_ready() const {
-    if (!child || child.done()) [[unlikely]] throw_empty_task();
+    if (!child || child.done()) [[unlikely]]
+      throw_empty_task();
     return false;
   }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> self) noexcept {
@@ -403,8 +408,8 @@ struct handle_awaiter {
     if (!target) return true;  // await_resume reports the misuse
     // Acquire: pairs with the release half of complete_task's RMW that sets
     // kDone after the outcome was written.
-    return (target.promise().own_core().state.load(std::memory_order_acquire) &
-            task_core::kDone) != 0;
+    return (target.promise().own_core().state.load(std::memory_order_acquire) & task_core::kDone) !=
+           0;
   }
   // The fast path (our own child, still at the bottom of our deque) is forced
   // inline: it is most of a fork-join's cost, and compilers judged it too big.
@@ -423,7 +428,8 @@ struct handle_awaiter {
       child->w = w;
       if (!child->started) [[likely]] {
         child->started = true;
-        if (maybe_cancel(child) && cancel_before_start(child)) [[unlikely]] return self;
+        if (maybe_cancel(child) && cancel_before_start(child)) [[unlikely]]
+          return self;
       }
       inline_run = true;
       child->inline_joiner = core;  // also tells final_suspend to hand back to us
@@ -444,7 +450,8 @@ struct handle_awaiter {
       // (or when a thread's join() of the same handle breaks the one-owner
       // rule: seen here, it is woken with usage_error by the atomic path).
       std::uint32_t s = child->state.load(std::memory_order_relaxed);
-      if (child->hooked || (s & (task_core::kWatched | task_core::kThreadJoiner)) != 0) [[unlikely]] {
+      if (child->hooked || (s & (task_core::kWatched | task_core::kThreadJoiner)) != 0)
+          [[unlikely]] {
         // A cancel of ours may have been forwarded to it while it waited:
         // what it did not take comes back to us first.
         if (child->hooked) reclaim_forwarded(core, child);
@@ -460,7 +467,8 @@ struct handle_awaiter {
       if (!target) throw_invalid_handle();
       if (slow) {
         task_core* child = &target.promise().own_core();
-        if (child == core) [[unlikely]] throw_self_join();
+        if (child == core) [[unlikely]]
+          throw_self_join();
         unregister_wait(core);
         reclaim_forwarded(core, child);
       }
@@ -473,7 +481,8 @@ struct handle_awaiter {
            task_core::kThreadJoiner) != 0) [[unlikely]]
         throw_joined_by_thread();
     }
-    if (maybe_cancel(core)) [[unlikely]] deliver_if_pending(core);
+    if (maybe_cancel(core)) [[unlikely]]
+      deliver_if_pending(core);
     mark_taken(&target.promise().own_core());
     return take_result(target.promise());
   }
@@ -634,8 +643,7 @@ class [[nodiscard]] join_handle {
     if (!h_) return false;
     if (reason.empty())
       return detail::request_cancel_plain(&core(), cancel_kind::explicit_request, where);
-    return detail::request_cancel(&core(), std::move(reason), cancel_kind::explicit_request,
-                                  where);
+    return detail::request_cancel(&core(), std::move(reason), cancel_kind::explicit_request, where);
   }
   // cancel() with another kind than explicit_request: what weft's own
   // constructs use (timeouts, groups, shutdown); also for code that builds
@@ -780,7 +788,6 @@ auto promise_common<D>::await_transform(capture_tag<S, U> c) noexcept {
   return capture_awaiter<inner, U>{await_transform(*c.source), c.slot};
 }
 
-
 // Build the core of a task that is about to be spawned at `where`.
 template <class T>
 task_core* prepare_spawn(std::coroutine_handle<promise<T>> h, std::source_location where) {
@@ -816,7 +823,8 @@ join_handle<T> spawn_on(runtime_impl* rt, task<T> t, std::source_location where)
 // spawn() from inside a task: straight onto the calling worker's deque.
 template <class T>
 [[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t, std::source_location where) {
-  if (!spawnable(t)) [[unlikely]] throw_empty_task();
+  if (!spawnable(t)) [[unlikely]]
+    throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
   auto h = access::release(t);
@@ -831,7 +839,8 @@ template <class T>
     w->deque.push(c);
     // Relaxed: a missed sleeper costs a moment of parallelism, never progress:
     // this worker runs its own deque (docs/architecture.md, "Parking").
-    if (w->sleepers->load(std::memory_order_relaxed) != 0) [[unlikely]] wake_one(w->rt);
+    if (w->sleepers->load(std::memory_order_relaxed) != 0) [[unlikely]]
+      wake_one(w->rt);
   }
   return access::make<join_handle<T>>(h);
 }
@@ -885,7 +894,8 @@ detail::sleep_tag sleep_for(std::chrono::duration<Rep, Period> d) noexcept {
 detail::sleep_tag sleep_until(std::chrono::steady_clock::time_point tp) noexcept;
 template <class Duration>
   requires std::is_integral_v<typename Duration::rep>
-detail::sleep_tag sleep_until(std::chrono::time_point<std::chrono::steady_clock, Duration> tp) noexcept {
+detail::sleep_tag sleep_until(
+    std::chrono::time_point<std::chrono::steady_clock, Duration> tp) noexcept {
   return sleep_until(detail::saturating_steady(tp));  // the steady_clock::time_point overload
 }
 

@@ -47,8 +47,9 @@
 // finished before join() returns: its last user code ran, and its handle
 // reports done().  (A child cancelled through its handle before it ever ran
 // tells nobody; join() notices it by polling while nothing else is left to
-// wait for: yield(), then sleeps from 20 us growing to about 1 ms.)  A group destroyed while children are still live -- its
-// owner never awaited join(), typically because an exception unwound past it
+// wait for: yield(), then sleeps from 20 us growing to about 1 ms.)  A group destroyed while
+// children are still live -- its owner never awaited join(), typically because an exception unwound
+// past it
 // -- cannot co_await in its destructor.  It then:
 //   1. cancels every child with cancel_kind::parent, reason
 //      "task_group destroyed", and the location where the group was
@@ -224,10 +225,11 @@ class task_group {
   // cancel_kind::explicit_request (cancel) or `kind` (cancel_as).  The owner
   // is not cancelled; join() returns normally unless a child failed.  Only the
   // first group-wide cancellation is kept for children spawned later.
-  void cancel(std::string reason = {}, std::source_location where = std::source_location::current()) {
-    cancel_as(cancel_kind::explicit_request, std::move(reason), where);
+  void cancel(const std::string& reason = {},
+              std::source_location where = std::source_location::current()) {
+    cancel_as(cancel_kind::explicit_request, reason, where);
   }
-  void cancel_as(cancel_kind kind, std::string reason,
+  void cancel_as(cancel_kind kind, const std::string& reason,
                  std::source_location where = std::source_location::current());
 
   // Children not yet finished (a snapshot).
@@ -333,7 +335,6 @@ void spawn_each(task_group& g, Make make, std::vector<task<T>>& ts) {
   for (std::size_t i = 0; i < ts.size(); ++i) (void)g.spawn(make(i, std::move(ts[i])));
 }
 
-
 // when_all over a vector: the values in the vector's order, or nothing for
 // task<void>.
 template <class T>
@@ -341,11 +342,17 @@ task<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>> when_all_vecto
     std::vector<task<T>> ts) {
   std::vector<outcome_slot<T>> slots(ts.size());
   first_cancellation cancelled;
-  co_await run_children("when_all", [&](task_group& g) {
-    spawn_each(g, [&](std::size_t i, task<T> t) {
-      return store_result<T>(&slots[i], &cancelled, std::move(t));
-    }, ts);
-  }, nullptr);
+  co_await run_children(
+      "when_all",
+      [&](task_group& g) {
+        spawn_each(
+            g,
+            [&](std::size_t i, task<T> t) {
+              return store_result<T>(&slots[i], &cancelled, std::move(t));
+            },
+            ts);
+      },
+      nullptr);
   cancelled.rethrow_unless(
       std::all_of(slots.begin(), slots.end(), [](const auto& s) { return s.value.has_value(); }));
   if constexpr (!std::is_void_v<T>) {
@@ -371,11 +378,17 @@ template <class... Ts>
 task<std::tuple<when_value_t<Ts>...>> when_all(task<Ts>... ts) {
   std::tuple<detail::outcome_slot<Ts>...> slots;
   detail::first_cancellation cancelled;
-  co_await detail::run_children("when_all", [&](task_group& g) {
-    detail::spawn_each(g, [&](auto i, auto t) {
-      return detail::store_result(&std::get<i>(slots), &cancelled, std::move(t));
-    }, ts...);
-  }, nullptr);
+  co_await detail::run_children(
+      "when_all",
+      [&](task_group& g) {
+        detail::spawn_each(
+            g,
+            [&](auto i, auto t) {
+              return detail::store_result(&std::get<i>(slots), &cancelled, std::move(t));
+            },
+            ts...);
+      },
+      nullptr);
   cancelled.rethrow_unless(
       std::apply([](const auto&... s) { return (s.value.has_value() && ...); }, slots));
   co_return std::apply(
@@ -410,12 +423,18 @@ template <class... Ts>
 task<when_any_result<std::variant<when_value_t<Ts>...>>> when_any(task<Ts>... ts) {
   using V = std::variant<when_value_t<Ts>...>;
   detail::race_state<V> st;
-  co_await detail::run_children("when_any", [&](task_group& g) {
-    detail::spawn_each(g, [&](auto i, auto t) {
-      using T = typename decltype(t)::value_type;
-      return detail::race_one<true, i, T, V>(&st, &g, i, std::move(t));
-    }, ts...);
-  }, &st);
+  co_await detail::run_children(
+      "when_any",
+      [&](task_group& g) {
+        detail::spawn_each(
+            g,
+            [&](auto i, auto t) {
+              using T = typename decltype(t)::value_type;
+              return detail::race_one<true, i, T, V>(&st, &g, i, std::move(t));
+            },
+            ts...);
+      },
+      &st);
   co_return detail::take_winner(st);
 }
 
@@ -426,11 +445,17 @@ task<when_any_result<when_value_t<T>>> when_any(std::vector<task<T>> ts) {
   using V = when_value_t<T>;
   if (ts.empty()) throw usage_error("weft::when_any: no tasks");
   detail::race_state<V> st;
-  co_await detail::run_children("when_any", [&](task_group& g) {
-    detail::spawn_each(g, [&](std::size_t i, task<T> t) {
-      return detail::race_one<false, 0, T, V>(&st, &g, i, std::move(t));
-    }, ts);
-  }, &st);
+  co_await detail::run_children(
+      "when_any",
+      [&](task_group& g) {
+        detail::spawn_each(
+            g,
+            [&](std::size_t i, task<T> t) {
+              return detail::race_one<false, 0, T, V>(&st, &g, i, std::move(t));
+            },
+            ts);
+      },
+      &st);
   co_return detail::take_winner(st);
 }
 

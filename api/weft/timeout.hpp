@@ -159,7 +159,8 @@ task<T> wait_until(join_handle<T>& h, std::chrono::steady_clock::time_point tp,
 }
 template <class T, class Duration>
   requires std::is_integral_v<typename Duration::rep>
-task<T> wait_until(join_handle<T>& h, std::chrono::time_point<std::chrono::steady_clock, Duration> tp,
+task<T> wait_until(join_handle<T>& h,
+                   std::chrono::time_point<std::chrono::steady_clock, Duration> tp,
                    std::source_location where = std::source_location::current()) {
   return detail::wait_until_core(h, detail::deadline_at(detail::saturating_steady(tp)), where);
 }

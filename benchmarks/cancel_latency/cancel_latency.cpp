@@ -111,8 +111,7 @@ struct series {
   }
 };
 
-sample weft_sample(weft::runtime& rt, bool parked, std::chrono::microseconds settle,
-                   unsigned k) {
+sample weft_sample(weft::runtime& rt, bool parked, std::chrono::microseconds settle, unsigned k) {
   std::atomic<int> started{0};
   weft::join_handle<std::int64_t> h =
       parked ? rt.spawn(parked_task(&started)) : rt.spawn(checkpoint_task(&started));
@@ -208,7 +207,8 @@ bench::json describe(const std::string& variant, const char* metric, unsigned k,
 
 int main(int argc, char** argv) {
   bench::args a(argc, argv,
-                "cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=1000] [--block=50] [--workers=1,2] "
+                "cancel_latency [--samples=10^4] [--settle-us=200] [--idle-spin-us=1000] "
+                "[--block=50] [--workers=1,2] "
                 "[--quick] [--json=FILE]",
                 {"samples", "settle-us", "idle-spin-us", "block"});
   const long long samples = a.num("samples", a.quick() ? 1000 : 10000, 10, 10'000'000);
@@ -264,9 +264,15 @@ int main(int argc, char** argv) {
         std::this_thread::sleep_for(bench::kSettle);
         for (long long i = 0; i < m; ++i) {
           switch ((b + j) % 3) {
-            case 0: parked.add(weft_sample(rt, true, settle, k)); break;
-            case 1: checkpoint.add(weft_sample(rt, false, settle, k)); break;
-            default: poll.add(tbb_sample(arena, settle, k)); break;
+            case 0:
+              parked.add(weft_sample(rt, true, settle, k));
+              break;
+            case 1:
+              checkpoint.add(weft_sample(rt, false, settle, k));
+              break;
+            default:
+              poll.add(tbb_sample(arena, settle, k));
+              break;
           }
         }
       }

@@ -48,8 +48,7 @@ inline double ms_since(clock_type::time_point t0) {
 }
 
 inline std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             clock_type::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
       .count();
 }
 
@@ -348,8 +347,8 @@ struct problem_medians {
 // fib_compare) are built once, warmed up with one untimed run each, then each
 // repetition times serial, weft and oneTBB (the order of the last two
 // alternating).  Appends one object per (workers, runtime) to `results`.
-inline problem_medians run_problem(const problem& p, const std::vector<unsigned>& workers,
-                                   int reps, json& results) {
+inline problem_medians run_problem(const problem& p, const std::vector<unsigned>& workers, int reps,
+                                   json& results) {
   problem_medians out;
   std::printf("\n== %s, %s (%.0f tasks per run), %d reps, weft and oneTBB interleaved\n",
               p.name.c_str(), p.instance.c_str(), p.tasks, reps);

@@ -109,10 +109,10 @@ run_result run_tbb(tbb::task_arena& arena, unsigned k, long long n) {
         in.fetch_add(1, std::memory_order_release);
         release.wait();
       });
-    while (in.load(std::memory_order_acquire) < static_cast<int>(k) - 1)
-      std::this_thread::yield();
+    while (in.load(std::memory_order_acquire) < static_cast<int>(k) - 1) std::this_thread::yield();
     tbb::task_group g;
-    for (long long i = 0; i < n; ++i) g.run([&bodies] { bodies.fetch_add(1, std::memory_order_relaxed); });
+    for (long long i = 0; i < n; ++i)
+      g.run([&bodies] { bodies.fetch_add(1, std::memory_order_relaxed); });
     const std::int64_t t0 = bench::now_ns();
     g.cancel();
     const std::int64_t t_cancelled = bench::now_ns();

@@ -171,7 +171,8 @@ std::vector<std::pair<std::string, double>> run_child(const std::string& args) {
   std::string tok;
   while (in >> tok) {
     const auto eq = tok.find('=');
-    if (eq != std::string::npos) kv.emplace_back(tok.substr(0, eq), std::atof(tok.c_str() + eq + 1));
+    if (eq != std::string::npos)
+      kv.emplace_back(tok.substr(0, eq), std::atof(tok.c_str() + eq + 1));
   }
   return kv;
 }
@@ -224,8 +225,9 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = rep % 2 ? order.size() - 1 - i : i;
     for (std::size_t i : order) {
       fib_case& c = fibs[i];
-      const auto kv = run_child("--child=fib --runtime=" + std::string(c.runtime == "oneTBB" ? "tbb" : c.runtime) +
-                                " --workers=" + std::to_string(c.workers) + " --n=" + std::to_string(n));
+      const auto kv = run_child(
+          "--child=fib --runtime=" + std::string(c.runtime == "oneTBB" ? "tbb" : c.runtime) +
+          " --workers=" + std::to_string(c.workers) + " --n=" + std::to_string(n));
       bench::check(("fib child " + c.runtime + " ok").c_str(), c.workers, get(kv, "ok"), 1.0);
       c.hwm.push_back(get(kv, "hwm_kib") / 1024.0);
       c.before.push_back(get(kv, "before_kib") / 1024.0);

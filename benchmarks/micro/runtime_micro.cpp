@@ -125,7 +125,11 @@ void BM_WakeParked(benchmark::State& state) {
 }
 // Fixed iterations: with manual time the library would otherwise sleep for
 // minutes to accumulate its minimum measured time.
-BENCHMARK(BM_WakeParked)->Arg(1)->Arg(2)->UseManualTime()->Iterations(300)
+BENCHMARK(BM_WakeParked)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseManualTime()
+    ->Iterations(300)
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

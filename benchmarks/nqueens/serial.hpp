@@ -46,7 +46,7 @@ inline long nqueens_placements(board b, std::uint32_t all) {
 
 // Known solution counts (OEIS A000170), for n = 0..16.
 inline long nqueens_known(int n) {
-  static const long k[] = {1,   1,    0,     0,     2,      10,      4,       40,      92,
+  static const long k[] = {1,   1,   0,    0,     2,     10,     4,       40,      92,
                            352, 724, 2680, 14200, 73712, 365596, 2279184, 14772512};
   return k[n];
 }

@@ -22,8 +22,8 @@
 // comes after the thief's barrier and sees what the thief saw.  That is the
 // asymmetric Dekker pair (membarrier(2); Dice, Huang, Yang, "Asymmetric Dekker
 // Synchronization").  A barrier costs a thief about 22 us while the owner's
-// thread runs (1.1 us with it idle; a 2-vCPU VM), so the owner goes back to the symmetric exchange the moment it sees top move
-// (a thief took something) and tries the light take again only after
+// thread runs (1.1 us with it idle; a 2-vCPU VM), so the owner goes back to the symmetric exchange
+// the moment it sees top move (a thief took something) and tries the light take again only after
 // kQuietTakes takes without a steal.  Switching to light is a seq_cst
 // exchange of the flag before the first light take; a thief that read the
 // flag clear reads it again after bottom and backs off if it is now set.
@@ -54,8 +54,8 @@ enum class steal_result : std::uint8_t { success, empty, lost_race };
 
 // How the owner's take orders its store of bottom before its load of top.
 enum class fence_mode : std::uint8_t {
-  adaptive,    // symmetric while thieves take from it, light after a quiet spell
-  symmetric,   // always the locked exchange (also where membarrier is missing)
+  adaptive,   // symmetric while thieves take from it, light after a quiet spell
+  symmetric,  // always the locked exchange (also where membarrier is missing)
 #if WEFT_MUTANT_IS(always_light_take)
   asymmetric,  // tests only: always the light take; every non-empty steal pays the barrier
 #endif
@@ -74,7 +74,8 @@ class chase_lev_deque {
   static_assert(std::is_pointer_v<T>);
 
   struct buffer {
-    explicit buffer(std::int64_t cap) : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[cap]) {}
+    explicit buffer(std::int64_t cap)
+        : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[cap]) {}
     std::int64_t capacity;
     std::int64_t mask;
     std::unique_ptr<std::atomic<T>[]> slots;
@@ -283,7 +284,8 @@ class chase_lev_deque {
       std::atomic_signal_fence(std::memory_order_seq_cst);
       WEFT_CHAOS_POINT();
       std::int64_t t = top_.load(std::memory_order_relaxed);
-      if (t != seen_top_) [[unlikely]] go_symmetric(t);  // a thief took something
+      if (t != seen_top_) [[unlikely]]
+        go_symmetric(t);  // a thief took something
       return t;
     }
     // seq_cst exchange: the store of bottom must be ordered before the load of

@@ -244,7 +244,8 @@ task<void> deadline_canceller(task_ref target, std::uint64_t deadline, std::sour
 // during it, and no wait on the waiter expired during it).  Otherwise `err`
 // goes on unchanged: a timeout of an enclosing wait is that wait's to report
 // (asyncio's nested timeouts).
-[[noreturn]] void rethrow_timeout_or(std::exception_ptr err, std::uint64_t deadline, bool own);
+[[noreturn]] void rethrow_timeout_or(const std::exception_ptr& err, std::uint64_t deadline,
+                                     bool own);
 
 // The running task (or a task running it inline) is waited on by a wait whose
 // deadline has passed.  (A wait compares this at its start and at its end.)
@@ -263,7 +264,7 @@ void group_spawn(group_state& s, group_entry* e, function_ref<task_core*()> star
 // The relay's two calls.  on_start returns the cancellation the child must
 // start with (the group cancelled it before it ran), or null.
 std::exception_ptr group_on_start(group_state& s, group_entry* e);
-void group_on_end(group_state& s, group_entry* e, std::exception_ptr err) noexcept;
+void group_on_end(group_state& s, group_entry* e, const std::exception_ptr& err) noexcept;
 task<void> group_join(std::shared_ptr<group_state> s);
 void group_destroy(std::shared_ptr<group_state> s) noexcept;
 
@@ -288,13 +289,11 @@ void cancel_losers(task_group& g, std::size_t winner);
 // cancelled_error of kind parent naming `construct`.
 [[noreturn]] void throw_unstarted_child(const char* construct);
 
-
 // ---- cancellation sources (cancel_source.cpp) ----
 
 // A registration that cancels `core` when `tok` is cancelled; `ref` keeps
 // the frame alive while it may (bind(); spawn(task, token) needs none).
 cancellation_registration make_core_registration(const cancellation_token& tok, task_core* core,
                                                  std::optional<task_ref> ref);
-
 
 }  // namespace weft::detail

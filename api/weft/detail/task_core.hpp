@@ -75,16 +75,16 @@ struct worker_hot {
   // The runtime's count of parked workers: a spawn reads it (relaxed) to decide
   // whether to wake one.  Points into runtime_impl.
   const std::atomic<std::uint32_t>* sleepers = nullptr;
-  task_core* current = nullptr;       // the task chain this worker is running
+  task_core* current = nullptr;  // the task chain this worker is running
   // current->where, or empty when current is null: what the shutdown report
   // names as running here.  Written with `current` (set_current); read by
   // the thread in shutdown(), which may not follow `current` itself (the
   // task may end and be freed meanwhile), but may read a site: static data.
   std::atomic<std::source_location> running_site{};
-  std::uint32_t transfers = 0;        // symmetric transfers since the loop's last resume()
-  task_core* resume_next = nullptr;   // trampoline slot (see kMaxTransfers)
-  std::int64_t live_tasks = 0;        // spawned here minus finished here (shutdown report)
-  frame_cache frames;                 // owner only
+  std::uint32_t transfers = 0;       // symmetric transfers since the loop's last resume()
+  task_core* resume_next = nullptr;  // trampoline slot (see kMaxTransfers)
+  std::int64_t live_tasks = 0;       // spawned here minus finished here (shutdown report)
+  frame_cache frames;                // owner only
   // Set by the timer thread when the running task has used up its time slice;
   // cleared by the worker when checkpoint() acts on it.
   std::atomic<bool> slice_expired{false};
@@ -141,8 +141,8 @@ struct wait_list {
     // Release: pairs with lock()'s acquire exchange.
     lock_flag.store(0, std::memory_order_release);
   }
-  void push_back(list_wait* n) noexcept;   // under lock
-  void erase(list_wait* n) noexcept;       // under lock; n must be linked
+  void push_back(list_wait* n) noexcept;  // under lock
+  void erase(list_wait* n) noexcept;      // under lock; n must be linked
 };
 
 // A task suspended on a wait_list.  Same claim + latch protocol as timer_node:
@@ -153,7 +153,7 @@ struct list_wait final : wait_node {
   static constexpr std::uint8_t kArmed = 0, kFired = 1, kCancelled = 2, kRefused = 3;
   std::atomic<std::uint8_t> claim{kArmed};
   std::atomic<std::uint8_t> latch{2};
-  bool linked = false;            // guarded by owner->lock
+  bool linked = false;  // guarded by owner->lock
   task_core* core = nullptr;
   wait_list* owner = nullptr;
   list_wait* next = nullptr;      // guarded by owner->lock
@@ -184,10 +184,10 @@ struct list_wait final : wait_node {
 //   usage_error).  With THREAD_JOINER set, completion keeps its reference
 //   until it has notified the joiner (it waits on `state` itself).
 struct task_core {
-  static constexpr std::uint32_t kDone = 1;         // outcome written
-  static constexpr std::uint32_t kJoiner = 2;       // continuation registered
-  static constexpr std::uint32_t kThreadJoiner = 4; // a thread's join() claimed the outcome
-  static constexpr std::uint32_t kWatched = 8;      // `watchers` may be non-empty
+  static constexpr std::uint32_t kDone = 1;          // outcome written
+  static constexpr std::uint32_t kJoiner = 2;        // continuation registered
+  static constexpr std::uint32_t kThreadJoiner = 4;  // a thread's join() claimed the outcome
+  static constexpr std::uint32_t kWatched = 8;       // `watchers` may be non-empty
   static constexpr std::uint32_t kRefOne = 1u << 8;
 
   // The fields with an initializer come first and together, so that building
@@ -246,7 +246,7 @@ struct task_core {
   // runtime that leaves unfinished tasks behind keeps its structures alive,
   // see ~runtime), or compares the pointer without reading through it.
   runtime_impl* rt;
-  worker_hot* w;                         // worker currently running the chain
+  worker_hot* w;  // worker currently running the chain
   // Where the task was spawned (the spawn call's default argument): one
   // pointer to static data, written once before the task is published; the
   // shutdown report names tasks by it.
