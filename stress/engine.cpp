@@ -625,6 +625,60 @@ std::uint64_t derived_pct_steps(const config& cfg) {
 
 }  // namespace
 
+// The runtime of one round: its workers, slice and unhandled-exception hook
+// (a violation), and in a simulation the round's seed, policy and trace.
+weft::runtime_options round_options(const config& cfg, round_ctx* c, std::uint64_t seed,
+                                    std::uint64_t cancel_at, std::vector<weft::sim::event>* trace) {
+  weft::runtime_options o;
+  o.workers = cfg.workers;
+  o.time_slice = cfg.time_slice;
+  o.unhandled_exception = [c](const std::exception_ptr& e) {
+    add(c->unhandled);
+    c->violation(nullptr,
+                 "an exception reached the unhandled-exception hook: " + weft::describe(e));
+  };
+  if (cfg.sim) {
+    weft::sim::options so;
+    so.seed = seed;
+    so.schedule = cfg.policy;
+    so.pct_depth = cfg.pct_depth;
+    so.pct_steps = derived_pct_steps(cfg);
+    so.cancel_at = cancel_at;
+    so.trace = trace;
+    so.max_steps = 20'000'000;
+    o.simulation = so;
+  }
+  return o;
+}
+
+// The invariants over every tracked task of a finished round: each outcome
+// taken once, each body run at most once and cleaned up, each cancellation
+// observed within the bound.  Returns how many tasks were tracked.
+std::uint64_t check_records(round_ctx* c) {
+  const std::uint64_t n = c->reg.size();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    record* r = c->reg.at(i);
+    if (r == nullptr) continue;
+    // Relaxed, here and below: the round's runtime is shut down and its
+    // workers joined, which orders every write of the tasks before these.
+    const auto taken = r->taken.load(std::memory_order_relaxed);
+    const auto bodies = r->bodies.load(std::memory_order_relaxed);
+    const auto cleanups = r->cleanups.load(std::memory_order_relaxed);
+    if (taken != 1) c->violation(r, strprintf("outcome observed %u times (want exactly 1)", taken));
+    if (bodies > 1) c->violation(r, "the body ran more than once");
+    if (cleanups != bodies)
+      c->violation(r, strprintf("cleanup ran %u times for %u bodies", cleanups, bodies));
+    const std::int64_t cancel_ns = r->cancel_ns.load(std::memory_order_relaxed);
+    const std::int64_t finish_ns = r->finish_ns.load(std::memory_order_relaxed);
+    if (cancel_ns != 0 && finish_ns != 0 && finish_ns - cancel_ns > c->cancel_bound_ns) {
+      c->violation(r,
+                   strprintf("the cancellation was observed %.3f s after cancel() (bound %.3f s)",
+                             (finish_ns - cancel_ns) / 1e9, c->cancel_bound_ns / 1e9));
+    }
+  }
+  return n;
+}
+
 round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t cancel_at,
                        std::vector<weft::sim::event>* trace) {
   round_report rep;
@@ -642,26 +696,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
   const std::int64_t frames_before = weft::diagnostics::live_frames();
   rng rr(seed ^ 0x0B5E'55ED'F00Dull);
   {
-    weft::runtime_options o;
-    o.workers = cfg.workers;
-    o.time_slice = cfg.time_slice;
-    o.unhandled_exception = [c](const std::exception_ptr& e) {
-      add(c->unhandled);
-      c->violation(nullptr,
-                   "an exception reached the unhandled-exception hook: " + weft::describe(e));
-    };
-    if (cfg.sim) {
-      weft::sim::options so;
-      so.seed = seed;
-      so.schedule = cfg.policy;
-      so.pct_depth = cfg.pct_depth;
-      so.pct_steps = derived_pct_steps(cfg);
-      so.cancel_at = cancel_at;
-      so.trace = trace;
-      so.max_steps = 20'000'000;
-      o.simulation = so;
-    }
-    weft::runtime rt(o);
+    weft::runtime rt(round_options(cfg, c, seed, cancel_at, trace));
     c->rt = &rt;
     live_round live(c, &rt);
 
@@ -782,29 +817,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     c->rt = nullptr;
   }  // the runtime shuts down and is destroyed here
 
-  // ---- the invariants over every tracked task ----
-  const std::uint64_t n = c->reg.size();
-  rep.tasks = n;
-  for (std::uint64_t i = 0; i < n; ++i) {
-    record* r = c->reg.at(i);
-    if (r == nullptr) continue;
-    // Relaxed, here and below: the round's runtime is shut down and its
-    // workers joined, which orders every write of the tasks before these.
-    const auto taken = r->taken.load(std::memory_order_relaxed);
-    const auto bodies = r->bodies.load(std::memory_order_relaxed);
-    const auto cleanups = r->cleanups.load(std::memory_order_relaxed);
-    if (taken != 1) c->violation(r, strprintf("outcome observed %u times (want exactly 1)", taken));
-    if (bodies > 1) c->violation(r, "the body ran more than once");
-    if (cleanups != bodies)
-      c->violation(r, strprintf("cleanup ran %u times for %u bodies", cleanups, bodies));
-    const std::int64_t cancel_ns = r->cancel_ns.load(std::memory_order_relaxed);
-    const std::int64_t finish_ns = r->finish_ns.load(std::memory_order_relaxed);
-    if (cancel_ns != 0 && finish_ns != 0 && finish_ns - cancel_ns > c->cancel_bound_ns) {
-      c->violation(r,
-                   strprintf("the cancellation was observed %.3f s after cancel() (bound %.3f s)",
-                             (finish_ns - cancel_ns) / 1e9, c->cancel_bound_ns / 1e9));
-    }
-  }
+  rep.tasks = check_records(c);
   check_contract(c);
   const std::int64_t frames_after = weft::diagnostics::live_frames();
   if (frames_after != frames_before) {
@@ -954,118 +967,20 @@ void watchdog_main(const config* cfg) {
 
 }  // namespace
 
-int run(const config& cfg) {
-  using namespace std::chrono;
+// One run's failures: each seed (and cancel point) that broke an invariant.
+struct failure_t {
+  std::uint64_t seed, cancel_at;
+  std::vector<std::string> violations;
+  bool hang;
+};
+constexpr std::size_t kMaxFailures = 20;  // a run stops collecting (and running) here
+
+// The per-scenario table and the run's totals.  `stopped_early`: the run
+// ended because kMaxFailures rounds failed.  Called after the rounds ended and
+// the reporter joined: the counters are read relaxed (ordered by the joins).
+void print_summary(const config& cfg, double secs, std::uint64_t seeds, std::uint64_t rounds,
+                   std::uint64_t replays_checked, bool stopped_early) {
   FILE* out = cfg.out;
-  print_config(cfg, out);
-  const auto t0 = steady_clock::now();
-  auto elapsed = [&] { return duration<double>(steady_clock::now() - t0).count(); };
-
-  std::thread dog(watchdog_main, &cfg);
-  std::mutex rep_mu;
-  std::condition_variable rep_cv;
-  bool rep_stop = false;
-  std::atomic<std::uint64_t> seeds{0};
-  std::thread reporter([&] {
-    std::unique_lock lk(rep_mu);
-    while (!rep_stop) {
-      rep_cv.wait_for(lk, cfg.progress_interval);
-      if (rep_stop) break;
-      // Relaxed: a progress counter.
-      if (!cfg.quiet) progress_line(cfg, elapsed(), seeds.load(std::memory_order_relaxed));
-    }
-  });
-
-  struct failure_t {
-    std::uint64_t seed, cancel_at;
-    std::vector<std::string> violations;
-    bool hang;
-  };
-  std::vector<failure_t> failures;
-  std::uint64_t rounds = 0, hangs = 0;
-  auto one = [&](std::uint64_t seed, std::uint64_t cancel_at,
-                 std::vector<weft::sim::event>* trace) -> round_report {
-    // Relaxed: published by the release store of the start time below.
-    g_round_seed.store(seed, std::memory_order_relaxed);
-    g_round_started_ns.store(wall_ns(), std::memory_order_release);
-    round_report r = run_round(cfg, seed, cancel_at, trace);
-    g_round_started_ns.store(0, std::memory_order_release);
-    ++rounds;
-    if (r.hang) ++hangs;
-    if (!r.violations.empty() && failures.size() < 20)
-      failures.push_back({seed, cancel_at, r.violations, r.hang});
-    return r;
-  };
-  const bool single = cfg.iterations == 1;
-  std::vector<weft::sim::event> single_trace;
-  std::uint64_t replays_checked = 0;
-  // check_replay: the same seed twice, full traces compared event by event.
-  auto replay_check = [&](std::uint64_t seed, std::uint64_t cancel_at) {
-    std::vector<weft::sim::event> t1, t2;
-    round_report a = one(seed, cancel_at, &t1);
-    round_report b = run_round(cfg, seed, cancel_at, &t2);
-    std::size_t i = 0;
-    while (i < t1.size() && i < t2.size() && t1[i] == t2[i]) ++i;
-    if (i == t1.size() && i == t2.size() && a.violations == b.violations) {
-      ++replays_checked;
-      return a;
-    }
-    std::string why =
-        strprintf("replay diverged at event %zu of %zu/%zu: ", i, t1.size(), t2.size()) +
-        (i < t1.size() ? t1[i].to_string() : std::string("(end)")) + " vs " +
-        (i < t2.size() ? t2[i].to_string() : std::string("(end)"));
-    if (failures.size() < 20) failures.push_back({seed, cancel_at, {why}, false});
-    add(global_figures().violations);
-    return a;
-  };
-  for (std::uint64_t i = 0; cfg.iterations == 0 || i < cfg.iterations; ++i) {
-    if (i > 0 && elapsed() >= cfg.duration.count()) break;
-    const std::uint64_t seed = cfg.seed + i;
-    const bool trace_this = cfg.sim && single && !cfg.trace_path.empty();
-    round_report base = cfg.sim && cfg.check_replay && !trace_this
-                            ? replay_check(seed, cfg.cancel_at)
-                            : one(seed, cfg.cancel_at, trace_this ? &single_trace : nullptr);
-    if (trace_this) write_trace(cfg, seed, cfg.cancel_at, single_trace, base);
-    if (cfg.sim && cfg.explore == explore_mode::cancel_points && cfg.cancel_at == 0) {
-      const std::uint64_t k_max = base.resume_points;
-      const std::uint64_t count = std::min(k_max, cfg.max_cancel_points);
-      for (std::uint64_t j = 1; j <= count; ++j) {
-        const std::uint64_t k = count == k_max ? j : 1 + (j - 1) * k_max / count;
-        (void)one(seed, k, nullptr);
-        if (elapsed() >= cfg.duration.count() && cfg.iterations == 0) break;
-      }
-    }
-    seeds.fetch_add(1, std::memory_order_relaxed);  // a counter (the reporter reads it)
-    if (!failures.empty() && failures.size() >= 20) break;
-  }
-  {
-    std::lock_guard lk(rep_mu);
-    rep_stop = true;
-  }
-  rep_cv.notify_all();
-  reporter.join();
-  // Every counter read from here on is read after the rounds ended and the
-  // reporter joined (relaxed: counters, ordered by those joins).
-  const double secs = elapsed();
-  if (!cfg.quiet) progress_line(cfg, secs, seeds.load(std::memory_order_relaxed));
-
-  // Replay the first failure with a trace (a simulation replays exactly).
-  if (cfg.sim && !failures.empty() && !single) {
-    const auto& f0 = failures.front();
-    std::vector<weft::sim::event> trace;
-    round_report again = run_round(cfg, f0.seed, f0.cancel_at, &trace);
-    const bool same =
-        again.violations.size() == f0.violations.size() &&
-        std::equal(again.violations.begin(), again.violations.end(), f0.violations.begin());
-    std::fprintf(out, "replay of seed %" PRIu64 "%s: %s\n", f0.seed,
-                 f0.cancel_at ? strprintf(" (cancel_at %" PRIu64 ")", f0.cancel_at).c_str() : "",
-                 same ? "the same violations again (deterministic)"
-                      : "DIFFERENT violations -- the simulation is not deterministic here");
-    if (!same) failures.push_back({f0.seed, f0.cancel_at, {"replay diverged"}, false});
-    if (!cfg.trace_path.empty()) write_trace(cfg, f0.seed, f0.cancel_at, trace, again);
-  }
-
-  // ---- summary ----
   auto& g = global_figures();
   std::fprintf(out, "\n%-11s %10s %10s %10s %8s %8s %9s %9s\n", "scenario", "tasks", "values",
                "cancelled", "errors", "refused", "timeouts", "cancels");
@@ -1094,17 +1009,14 @@ int run(const config& cfg) {
                "\n%s: %" PRIu64 " in %.2f s (%.1f/s); rounds %" PRIu64
                "; tasks %.0f/s; steals %s; "
                "max stretch between resume points %.3f ms\n",
-               cfg.sim ? "seeds" : "rounds", seeds.load(std::memory_order_relaxed), secs,
-               seeds.load(std::memory_order_relaxed) / secs, rounds, tasks / secs,
+               cfg.sim ? "seeds" : "rounds", seeds, secs, seeds / secs, rounds, tasks / secs,
                fmt_count(g.steals.load(std::memory_order_relaxed)).c_str(),
                g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6);
-  if (cfg.iterations != 0 && seeds.load(std::memory_order_relaxed) < cfg.iterations &&
-      failures.size() < 20)
+  if (cfg.iterations != 0 && seeds < cfg.iterations && !stopped_early)
     std::fprintf(out,
                  "note: --duration (%.1f s) ended the run after %" PRIu64 " of %" PRIu64
                  " %s; give a longer --duration to run them all\n",
-                 cfg.duration.count(), seeds.load(std::memory_order_relaxed), cfg.iterations,
-                 cfg.sim ? "seeds" : "rounds");
+                 cfg.duration.count(), seeds, cfg.iterations, cfg.sim ? "seeds" : "rounds");
   if (cfg.sim)
     std::fprintf(
         out, "resume points %s (%.0f/s)%s\n",
@@ -1119,7 +1031,11 @@ int run(const config& cfg) {
                  "bodies that began after a cancel() that found them unstarted (a race on a real "
                  "runtime): %s\n",
                  fmt_count(g.started_after_cancel.load(std::memory_order_relaxed)).c_str());
-  const int code = failures.empty() ? 0 : (hangs > 0 ? 3 : 1);
+}
+
+// "all invariants held", or each failure with the command that replays it.
+void print_failures(const config& cfg, const std::vector<failure_t>& failures) {
+  FILE* out = cfg.out;
   if (failures.empty()) {
     std::fprintf(out, "all invariants held\n");
   } else {
@@ -1140,50 +1056,169 @@ int run(const config& cfg) {
         std::fprintf(out, "    replay: %s\n", replay_command(cfg, f.seed, f.cancel_at).c_str());
     }
   }
+}
 
-  if (!cfg.json_path.empty()) {
-    std::ofstream j(cfg.json_path);
-    j << "{\n  \"seed\": " << cfg.seed << ",\n  \"mode\": \"" << (cfg.sim ? "simulation" : "real")
-      << "\",\n  \"workers\": " << cfg.workers << ",\n  \"scenarios\": \""
-      << scenario_list(cfg.scenarios) << "\",\n  \"tasks_per_scenario\": " << cfg.tasks
-      << ",\n  \"cancel_rate\": " << cfg.cancel_rate << ",\n  \"seconds\": " << secs
-      << ",\n  \"rounds\": " << rounds
-      << ",\n  \"seeds\": " << seeds.load(std::memory_order_relaxed)
-      << ",\n  \"seeds_per_second\": " << seeds.load(std::memory_order_relaxed) / secs
-      << ",\n  \"tasks\": " << tasks << ",\n  \"tasks_per_second\": " << tasks / secs
-      << ",\n  \"steals\": " << g.steals.load(std::memory_order_relaxed)
-      << ",\n  \"resume_points\": " << g.resume_points.load(std::memory_order_relaxed)
-      << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6
-      << ",\n  \"violations\": " << g.violations.load(std::memory_order_relaxed)
-      << ",\n  \"exit_code\": " << code << ",\n  \"per_scenario\": {";
-    bool first = true;
-    for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
-      auto& p = g.per[i];
-      if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
-      j << (first ? "\n" : ",\n") << "    \"" << (i < kScenarioCount ? kNames[i] : "drivers")
-        << "\": {\"tasks\": " << p.spawned.load(std::memory_order_relaxed)
-        << ", \"values\": " << p.values.load(std::memory_order_relaxed)
-        << ", \"cancelled\": " << p.cancelled.load(std::memory_order_relaxed)
-        << ", \"errors\": " << p.errors.load(std::memory_order_relaxed)
-        << ", \"refused\": " << p.refused.load(std::memory_order_relaxed)
-        << ", \"timeouts\": " << p.timeouts.load(std::memory_order_relaxed)
-        << ", \"cancels\": " << p.cancels.load(std::memory_order_relaxed) << "}";
-      first = false;
+// The run as JSON (--json).
+void write_json(const config& cfg, double secs, std::uint64_t seeds, std::uint64_t rounds, int code,
+                const std::vector<failure_t>& failures) {
+  FILE* out = cfg.out;
+  auto& g = global_figures();
+  const std::uint64_t tasks = total(&scenario_figures::spawned);
+  std::ofstream j(cfg.json_path);
+  j << "{\n  \"seed\": " << cfg.seed << ",\n  \"mode\": \"" << (cfg.sim ? "simulation" : "real")
+    << "\",\n  \"workers\": " << cfg.workers << ",\n  \"scenarios\": \""
+    << scenario_list(cfg.scenarios) << "\",\n  \"tasks_per_scenario\": " << cfg.tasks
+    << ",\n  \"cancel_rate\": " << cfg.cancel_rate << ",\n  \"seconds\": " << secs
+    << ",\n  \"rounds\": " << rounds << ",\n  \"seeds\": " << seeds
+    << ",\n  \"seeds_per_second\": " << seeds / secs << ",\n  \"tasks\": " << tasks
+    << ",\n  \"tasks_per_second\": " << tasks / secs
+    << ",\n  \"steals\": " << g.steals.load(std::memory_order_relaxed)
+    << ",\n  \"resume_points\": " << g.resume_points.load(std::memory_order_relaxed)
+    << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6
+    << ",\n  \"violations\": " << g.violations.load(std::memory_order_relaxed)
+    << ",\n  \"exit_code\": " << code << ",\n  \"per_scenario\": {";
+  bool first = true;
+  for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
+    auto& p = g.per[i];
+    if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
+    j << (first ? "\n" : ",\n") << "    \"" << (i < kScenarioCount ? kNames[i] : "drivers")
+      << "\": {\"tasks\": " << p.spawned.load(std::memory_order_relaxed)
+      << ", \"values\": " << p.values.load(std::memory_order_relaxed)
+      << ", \"cancelled\": " << p.cancelled.load(std::memory_order_relaxed)
+      << ", \"errors\": " << p.errors.load(std::memory_order_relaxed)
+      << ", \"refused\": " << p.refused.load(std::memory_order_relaxed)
+      << ", \"timeouts\": " << p.timeouts.load(std::memory_order_relaxed)
+      << ", \"cancels\": " << p.cancels.load(std::memory_order_relaxed) << "}";
+    first = false;
+  }
+  j << "\n  },\n  \"failures\": [";
+  first = true;
+  for (const auto& f : failures) {
+    j << (first ? "\n" : ",\n") << "    {\"seed\": " << f.seed << ", \"cancel_at\": " << f.cancel_at
+      << ", \"first\": \"";
+    for (char ch : f.violations.empty() ? std::string() : f.violations.front()) {
+      if (ch == '"' || ch == '\\') j << '\\';
+      j << ch;
     }
-    j << "\n  },\n  \"failures\": [";
-    first = true;
-    for (const auto& f : failures) {
-      j << (first ? "\n" : ",\n") << "    {\"seed\": " << f.seed
-        << ", \"cancel_at\": " << f.cancel_at << ", \"first\": \"";
-      for (char ch : f.violations.empty() ? std::string() : f.violations.front()) {
-        if (ch == '"' || ch == '\\') j << '\\';
-        j << ch;
+    j << "\"}";
+    first = false;
+  }
+  j << "\n  ]\n}\n";
+  std::fprintf(out, "JSON summary written to %s\n", cfg.json_path.c_str());
+}
+
+int run(const config& cfg) {
+  using namespace std::chrono;
+  FILE* out = cfg.out;
+  print_config(cfg, out);
+  const auto t0 = steady_clock::now();
+  auto elapsed = [&] { return duration<double>(steady_clock::now() - t0).count(); };
+
+  std::thread dog(watchdog_main, &cfg);
+  std::mutex rep_mu;
+  std::condition_variable rep_cv;
+  bool rep_stop = false;
+  std::atomic<std::uint64_t> seeds{0};
+  std::thread reporter([&] {
+    std::unique_lock lk(rep_mu);
+    while (!rep_stop) {
+      rep_cv.wait_for(lk, cfg.progress_interval);
+      if (rep_stop) break;
+      // Relaxed: a progress counter.
+      if (!cfg.quiet) progress_line(cfg, elapsed(), seeds.load(std::memory_order_relaxed));
+    }
+  });
+
+  std::vector<failure_t> failures;
+  std::uint64_t rounds = 0, hangs = 0;
+  auto one = [&](std::uint64_t seed, std::uint64_t cancel_at,
+                 std::vector<weft::sim::event>* trace) -> round_report {
+    // Relaxed: published by the release store of the start time below.
+    g_round_seed.store(seed, std::memory_order_relaxed);
+    g_round_started_ns.store(wall_ns(), std::memory_order_release);
+    round_report r = run_round(cfg, seed, cancel_at, trace);
+    g_round_started_ns.store(0, std::memory_order_release);
+    ++rounds;
+    if (r.hang) ++hangs;
+    if (!r.violations.empty() && failures.size() < kMaxFailures)
+      failures.push_back({seed, cancel_at, r.violations, r.hang});
+    return r;
+  };
+  const bool single = cfg.iterations == 1;
+  std::vector<weft::sim::event> single_trace;
+  std::uint64_t replays_checked = 0;
+  // check_replay: the same seed twice, full traces compared event by event.
+  auto replay_check = [&](std::uint64_t seed, std::uint64_t cancel_at) {
+    std::vector<weft::sim::event> t1, t2;
+    round_report a = one(seed, cancel_at, &t1);
+    round_report b = run_round(cfg, seed, cancel_at, &t2);
+    std::size_t i = 0;
+    while (i < t1.size() && i < t2.size() && t1[i] == t2[i]) ++i;
+    if (i == t1.size() && i == t2.size() && a.violations == b.violations) {
+      ++replays_checked;
+      return a;
+    }
+    std::string why =
+        strprintf("replay diverged at event %zu of %zu/%zu: ", i, t1.size(), t2.size()) +
+        (i < t1.size() ? t1[i].to_string() : std::string("(end)")) + " vs " +
+        (i < t2.size() ? t2[i].to_string() : std::string("(end)"));
+    if (failures.size() < kMaxFailures) failures.push_back({seed, cancel_at, {why}, false});
+    add(global_figures().violations);
+    return a;
+  };
+  for (std::uint64_t i = 0; cfg.iterations == 0 || i < cfg.iterations; ++i) {
+    if (i > 0 && elapsed() >= cfg.duration.count()) break;
+    const std::uint64_t seed = cfg.seed + i;
+    const bool trace_this = cfg.sim && single && !cfg.trace_path.empty();
+    round_report base = cfg.sim && cfg.check_replay && !trace_this
+                            ? replay_check(seed, cfg.cancel_at)
+                            : one(seed, cfg.cancel_at, trace_this ? &single_trace : nullptr);
+    if (trace_this) write_trace(cfg, seed, cfg.cancel_at, single_trace, base);
+    if (cfg.sim && cfg.explore == explore_mode::cancel_points && cfg.cancel_at == 0) {
+      const std::uint64_t k_max = base.resume_points;
+      const std::uint64_t count = std::min(k_max, cfg.max_cancel_points);
+      for (std::uint64_t j = 1; j <= count; ++j) {
+        const std::uint64_t k = count == k_max ? j : 1 + (j - 1) * k_max / count;
+        (void)one(seed, k, nullptr);
+        if (elapsed() >= cfg.duration.count() && cfg.iterations == 0) break;
       }
-      j << "\"}";
-      first = false;
     }
-    j << "\n  ]\n}\n";
-    std::fprintf(out, "JSON summary written to %s\n", cfg.json_path.c_str());
+    seeds.fetch_add(1, std::memory_order_relaxed);  // a counter (the reporter reads it)
+    if (!failures.empty() && failures.size() >= kMaxFailures) break;
+  }
+  {
+    std::lock_guard lk(rep_mu);
+    rep_stop = true;
+  }
+  rep_cv.notify_all();
+  reporter.join();
+  // Every counter read from here on is read after the rounds ended and the
+  // reporter joined (relaxed: counters, ordered by those joins).
+  const double secs = elapsed();
+  if (!cfg.quiet) progress_line(cfg, secs, seeds.load(std::memory_order_relaxed));
+
+  // Replay the first failure with a trace (a simulation replays exactly).
+  if (cfg.sim && !failures.empty() && !single) {
+    const auto& f0 = failures.front();
+    std::vector<weft::sim::event> trace;
+    round_report again = run_round(cfg, f0.seed, f0.cancel_at, &trace);
+    const bool same =
+        again.violations.size() == f0.violations.size() &&
+        std::equal(again.violations.begin(), again.violations.end(), f0.violations.begin());
+    std::fprintf(out, "replay of seed %" PRIu64 "%s: %s\n", f0.seed,
+                 f0.cancel_at ? strprintf(" (cancel_at %" PRIu64 ")", f0.cancel_at).c_str() : "",
+                 same ? "the same violations again (deterministic)"
+                      : "DIFFERENT violations -- the simulation is not deterministic here");
+    if (!same) failures.push_back({f0.seed, f0.cancel_at, {"replay diverged"}, false});
+    if (!cfg.trace_path.empty()) write_trace(cfg, f0.seed, f0.cancel_at, trace, again);
+  }
+
+  print_summary(cfg, secs, seeds.load(std::memory_order_relaxed), rounds, replays_checked,
+                failures.size() >= kMaxFailures);
+  const int code = failures.empty() ? 0 : (hangs > 0 ? 3 : 1);
+  print_failures(cfg, failures);
+  if (!cfg.json_path.empty()) {
+    write_json(cfg, secs, seeds.load(std::memory_order_relaxed), rounds, code, failures);
   }
   std::fflush(out);
   g_run_done.store(true, std::memory_order_release);
