@@ -661,7 +661,7 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
   }
   {
     std::lock_guard lk(blocked_mutex);
-    for (list_wait* node = blocked_head; node != nullptr; node = node->reg_next) {
+    for (list_wait* node = blocked.head; node != nullptr; node = node->reg_next) {
       r.tasks.push_back({node->core->where, st::blocked, 0, {}});
       add_awaiting(r, node->core);
     }

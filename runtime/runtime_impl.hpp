@@ -132,7 +132,7 @@ struct runtime_impl {
 
   // ---- blocked list waits (event, semaphore, watchers): shutdown interrupts them ----
   std::mutex blocked_mutex;
-  list_wait* blocked_head = nullptr;  // guarded by blocked_mutex
+  intrusive_list<list_wait, &list_wait::reg_next, &list_wait::reg_prev> blocked;  // blocked_mutex
 
   // ---- methods (runtime.cpp / timer.cpp / sync.cpp) ----
   bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)

@@ -365,7 +365,7 @@ std::string sim_driver::describe_stuck(task_core* target) {
   std::size_t blocked = 0;
   {
     std::lock_guard lk(rt->blocked_mutex);
-    for (list_wait* n = rt->blocked_head; n != nullptr; n = n->reg_next) ++blocked;
+    for (list_wait* n = rt->blocked.head; n != nullptr; n = n->reg_next) ++blocked;
   }
   std::uint64_t deadline = 0;
   const bool far_timer = rt->timer_next_deadline(&deadline);

@@ -30,29 +30,12 @@ namespace weft::detail {
 void wait_list::lock() noexcept { spin_lock(lock_flag); }
 
 void wait_list::push_back(list_wait* n) noexcept {
-  n->next = nullptr;
-  n->prev = tail;
-  if (tail != nullptr) {
-    tail->next = n;
-  } else {
-    head = n;
-  }
-  tail = n;
+  intrusive_list::push_back(n);
   n->linked = true;
 }
 
 void wait_list::erase(list_wait* n) noexcept {
-  if (n->prev != nullptr) {
-    n->prev->next = n->next;
-  } else {
-    head = n->next;
-  }
-  if (n->next != nullptr) {
-    n->next->prev = n->prev;
-  } else {
-    tail = n->prev;
-  }
-  n->next = n->prev = nullptr;
+  intrusive_list::erase(n);
   n->linked = false;
 }
 
@@ -159,10 +142,7 @@ bool runtime_impl::register_blocked(list_wait* node) noexcept {
   // Relaxed: stopping is set before cancel_blocked() takes blocked_mutex, so a
   // registration that misses it is interrupted by that walk.
   if (stopping.load(std::memory_order_relaxed) && !node->after_shutdown) return false;
-  node->reg_prev = nullptr;
-  node->reg_next = blocked_head;
-  if (blocked_head != nullptr) blocked_head->reg_prev = node;
-  blocked_head = node;
+  blocked.push_front(node);
   node->registered = true;
   return true;
 }
@@ -170,13 +150,7 @@ bool runtime_impl::register_blocked(list_wait* node) noexcept {
 void runtime_impl::unregister_blocked(list_wait* node) noexcept {
   std::lock_guard lk(blocked_mutex);
   if (!node->registered) return;
-  if (node->reg_prev != nullptr) {
-    node->reg_prev->reg_next = node->reg_next;
-  } else {
-    blocked_head = node->reg_next;
-  }
-  if (node->reg_next != nullptr) node->reg_next->reg_prev = node->reg_prev;
-  node->reg_next = node->reg_prev = nullptr;
+  blocked.erase(node);
   node->registered = false;
 }
 
@@ -185,14 +159,14 @@ void runtime_impl::cancel_blocked() noexcept {
   // The nodes stay alive while registered: their tasks unregister (under this
   // mutex) only after they resumed.  A wait begun after the task's "shutdown"
   // delivery is left to wait.
-  for (list_wait* n = blocked_head; n != nullptr; n = n->reg_next) {
+  for (list_wait* n = blocked.head; n != nullptr; n = n->reg_next) {
     if (!n->after_shutdown) n->interrupt();
   }
 }
 
 bool runtime_impl::blocked_empty() noexcept {
   std::lock_guard lk(blocked_mutex);
-  return blocked_head == nullptr;
+  return blocked.empty();
 }
 
 }  // namespace weft::detail

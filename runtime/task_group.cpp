@@ -73,13 +73,16 @@ struct group_entry {
   bool failure_recorded = false;      // its failure is in group_state::errors
 };
 
-struct entry_list {
-  group_entry* head = nullptr;
-  group_entry* tail = nullptr;
+struct entry_list : intrusive_list<group_entry, &group_entry::next, &group_entry::prev> {
   std::size_t size = 0;
-  bool empty() const noexcept { return head == nullptr; }
-  void push_back(group_entry* e) noexcept;
-  void erase(group_entry* e) noexcept;
+  void push_back(group_entry* e) noexcept {
+    intrusive_list::push_back(e);
+    ++size;
+  }
+  void erase(group_entry* e) noexcept {
+    intrusive_list::erase(e);
+    --size;
+  }
 };
 
 // State shared by the group object, join(), and every relay (each holds a
@@ -203,33 +206,6 @@ void report_unread(runtime_impl* rt, std::vector<std::exception_ptr> errors) noe
 }
 
 }  // namespace
-
-void entry_list::push_back(group_entry* e) noexcept {
-  e->next = nullptr;
-  e->prev = tail;
-  if (tail != nullptr) {
-    tail->next = e;
-  } else {
-    head = e;
-  }
-  tail = e;
-  ++size;
-}
-
-void entry_list::erase(group_entry* e) noexcept {
-  if (e->prev != nullptr) {
-    e->prev->next = e->next;
-  } else {
-    head = e->next;
-  }
-  if (e->next != nullptr) {
-    e->next->prev = e->prev;
-  } else {
-    tail = e->prev;
-  }
-  e->next = e->prev = nullptr;
-  --size;
-}
 
 group_state::~group_state() {
   // Only entries that were abandoned (no reference held; their relay never

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "weft/detail/deque.hpp"
+#include "weft/detail/intrusive_list.hpp"
 #include "weft/detail/seam.hpp"
 #include "weft/errors.hpp"
 
@@ -118,6 +119,7 @@ struct wait_node {
 };
 
 struct list_wait;
+struct wait_list;
 
 // What a list wait waits for.  Both functions run under the list's lock.
 struct list_resource {
@@ -127,22 +129,6 @@ struct list_resource {
   // won; null when waiting consumes nothing (an event, a task's completion).
   void (*take)(void* obj) noexcept;
   void* obj;
-};
-
-// An intrusive FIFO of suspended tasks (event, semaphore, watchers of a task),
-// guarded by its own spin lock.  Never held together with a hook lock of the
-// same task; a hook lock may be held while taking it (interrupt()).
-struct wait_list {
-  std::atomic<std::uint8_t> lock_flag{0};
-  list_wait* head = nullptr;  // guarded by lock_flag
-  list_wait* tail = nullptr;  // guarded by lock_flag
-  void lock() noexcept;
-  void unlock() noexcept {
-    // Release: pairs with lock()'s acquire exchange.
-    lock_flag.store(0, std::memory_order_release);
-  }
-  void push_back(list_wait* n) noexcept;  // under lock
-  void erase(list_wait* n) noexcept;      // under lock; n must be linked
 };
 
 // A task suspended on a wait_list.  Same claim + latch protocol as timer_node:
@@ -166,6 +152,21 @@ struct list_wait final : wait_node {
   // refusing or interrupting it.  Written by the task before it registers.
   bool after_shutdown = false;
   void interrupt() noexcept override;
+};
+
+// An intrusive FIFO of suspended tasks (event, semaphore, watchers of a task),
+// guarded by its own spin lock.  Never held together with a hook lock of the
+// same task; a hook lock may be held while taking it (interrupt()).
+struct wait_list : intrusive_list<list_wait, &list_wait::next, &list_wait::prev> {
+  // head, tail: guarded by lock_flag.
+  std::atomic<std::uint8_t> lock_flag{0};
+  void lock() noexcept;
+  void unlock() noexcept {
+    // Release: pairs with lock()'s acquire exchange.
+    lock_flag.store(0, std::memory_order_release);
+  }
+  void push_back(list_wait* n) noexcept;  // under lock
+  void erase(list_wait* n) noexcept;      // under lock; n must be linked
 };
 
 // The shared state of a spawned task.  It lives inside the coroutine frame (in
