@@ -288,7 +288,13 @@ TEST(ConformanceWaitFor, test_wait_for_waits_for_task_cancellation_w_timeout_0) 
 
 struct foo_exception : std::exception {};
 
-weft::task<void> raise_in_cleanup() {
+// asyncio runs the new task's first step before wait_for's timeout can fire
+// (ready callbacks run in order), so the task is inside its sleep when it is
+// cancelled.  Here a worker might not start it within kEpsilon (a slow build,
+// a busy machine): it would then be cancelled unstarted and never raise.  The
+// task says when it runs; wait_for begins after that.
+weft::task<void> raise_in_cleanup(weft::event* running) {
+  running->set();
   try {
     co_await weft::sleep_for(200ms);
   } catch (...) {
@@ -298,7 +304,9 @@ weft::task<void> raise_in_cleanup() {
 }
 
 weft::task<void> wait_for_raise_in_cleanup() {
-  weft::join_handle<void> inner_task = weft::spawn(raise_in_cleanup());
+  weft::event running;  // outlives the task: wait_for waits for it to end
+  weft::join_handle<void> inner_task = weft::spawn(raise_in_cleanup(&running));
+  co_await running.wait();
   co_await weft::wait_for(inner_task, kEpsilon);
 }
 
