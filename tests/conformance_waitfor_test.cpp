@@ -27,7 +27,9 @@ struct slow_task {
   std::atomic<bool> exited{false};
 };
 
-weft::task<void> slow_run(slow_task* st) {
+// `running` (may be null) is counted down when the task runs.
+weft::task<void> slow_run(slow_task* st, std::latch* running = nullptr) {
+  if (running != nullptr) running->count_down();
   const auto exit_at = std::chrono::steady_clock::now() + slow_task::kTaskTimeout;
   for (;;) {
     const auto to_sleep = exit_at - std::chrono::steady_clock::now();
@@ -40,9 +42,11 @@ weft::task<void> slow_run(slow_task* st) {
   st->exited.store(true, std::memory_order_release);
 }
 
+// asyncio awaits the inner coroutine inside the wait_for task's first step, so
+// it runs before the test's cancel(); here it is a task of its own, and the
+// latch says it runs (else the cancel could find it unstarted and end it).
 weft::task<void> wait_for_slow(slow_task* st, std::chrono::nanoseconds d, std::latch* started) {
-  started->count_down();
-  co_await weft::wait_for(slow_run(st), d);
+  co_await weft::wait_for(slow_run(st, started), d);
 }
 
 TEST(ConformanceWaitFor, test_asyncio_wait_for_cancelled) {
