@@ -299,6 +299,14 @@ task_core* runtime_impl::pop_injected() noexcept {
 }
 
 bool runtime_impl::run(worker* w, task_core* c) {
+  // A new strand on this worker: a forked child that started before this
+  // must not take its parent's continuation back from our deque by the fast
+  // path (weft/fork.hpp, fork_finish).
+  w->epoch += kEpochStride;
+  if (is_fork_item(c)) {
+    resume_loop(w, c);
+    return true;
+  }
   c->w = w;
   if (!c->started) {
     c->started = true;
@@ -310,13 +318,24 @@ bool runtime_impl::run(worker* w, task_core* c) {
     if (maybe_cancel(c) && cancel_before_start(c)) return false;
 #endif
   }
+  resume_loop(w, c);
+  return true;
+}
+
+void runtime_impl::resume_loop(worker* w, task_core* c) noexcept {
   // Relaxed: a sample for the timer thread's slice check; owner-written.
   w->resumes.store(w->resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   for (;;) {
-    set_current(w, c);
+    std::coroutine_handle<> h;
+    if (is_fork_item(c)) {
+      h = fork_resume_item(w, c);
+    } else {
+      set_current(w, c);
+      h = c->resume_point;
+    }
     w->transfers = 0;
     try {
-      c->resume_point.resume();
+      h.resume();
     } catch (...) {
       // Promises capture every exception; this is a weft bug if it happens.
       std::fputs("weft: an exception escaped a coroutine resume (weft bug); continuing\n", stderr);
@@ -324,12 +343,11 @@ bool runtime_impl::run(worker* w, task_core* c) {
     c = w->resume_next;  // a transfer that bounced through the loop (kMaxTransfers)
     if (c == nullptr) break;
     w->resume_next = nullptr;
-    c->w = w;
+    if (!is_fork_item(c)) c->w = w;
   }
   w->current = nullptr;
   // Relaxed: see set_current.
   w->running_site.store(std::source_location{}, std::memory_order_relaxed);
-  return true;
 }
 
 bool runtime_impl::park(worker* w) {
@@ -426,6 +444,7 @@ void runtime_impl::start() {
   for (unsigned i = 0; i < worker_count; ++i) {
     auto w = std::make_unique<worker>();
     w->index = i;
+    w->epoch = i;  // the low bits of every epoch of this worker (kEpochStride)
     w->rt = this;
     w->sleepers = &num_sleepers;
     w->rng = 0x9E3779B97F4A7C15ull * (i + 1) | 1;
@@ -628,7 +647,7 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
   // Queued on the injection queue (before the deques: their tasks go there).
   {
     std::lock_guard lk(inject_mutex);
-    for (task_core* c : injected) r.tasks.push_back({c->where, st::queued, 0, {}});
+    for (task_core* c : injected) r.tasks.push_back({owner_of_item(c)->where, st::queued, 0, {}});
   }
   // Queued on a deque: only its owner or a thief may touch a task there, so
   // the report steals each one (as a thief would) and queues it again on the
@@ -645,7 +664,7 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
         continue;
       }
       try {
-        r.tasks.push_back({c->where, st::queued, 0, {}});
+        r.tasks.push_back({owner_of_item(c)->where, st::queued, 0, {}});
       } catch (...) {
         // No memory: the report misses it; the task must not be lost.
       }

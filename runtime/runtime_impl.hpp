@@ -32,7 +32,19 @@ struct sim_driver;  // sim_driver.hpp: the deterministic simulation
 inline constexpr std::uint32_t kFramesPerClass = 4096;
 
 struct worker;
-void free_frame_cache(worker* w) noexcept;  // alloc.cpp; the worker is destroyed
+void free_frame_cache(worker* w) noexcept;     // alloc.cpp; the worker is destroyed
+void free_fork_stack(worker_hot* w) noexcept;  // fork.cpp; likewise
+// fork.cpp: a fork-join frame taken from a queue (is_fork_item) resumes on
+// `w`; what to resume.
+std::coroutine_handle<> fork_resume_item(worker* w, task_core* item) noexcept;
+// The task a queue item belongs to: itself, or the task that awaits the
+// fork tree of a fork-join frame (fork.cpp).
+task_core* owner_of_item(task_core* item) noexcept;
+
+// Every worker's epoch (worker_hot::epoch) advances by this; the low bits
+// are the worker's index (max_workers fits).
+inline constexpr std::uint64_t kEpochStride = std::uint64_t{1} << 13;
+static_assert(runtime_options::max_workers < kEpochStride);
 
 struct alignas(kCacheLine) worker : worker_hot {
   unsigned index = 0;
@@ -62,7 +74,10 @@ struct alignas(kCacheLine) worker : worker_hot {
 
   std::thread thread;
 
-  ~worker() { free_frame_cache(this); }
+  ~worker() {
+    free_frame_cache(this);
+    free_fork_stack(this);
+  }
 };
 
 struct runtime_impl {
@@ -169,6 +184,9 @@ struct runtime_impl {
   // Runs `c`; false when it was cancelled before it started (no code of the
   // task ran: it was completed as cancelled instead).
   bool run(worker* w, task_core* c);
+  // run()'s resumes: `c` (a task, or a fork-join frame: is_fork_item), then
+  // whatever bounced through the trampoline slot (resume_next).
+  void resume_loop(worker* w, task_core* c) noexcept;
   bool park(worker* w);
   bool has_visible_work() noexcept;
   void wake_one() noexcept;

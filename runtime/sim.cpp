@@ -43,6 +43,7 @@
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
+#include "weft/fork.hpp"
 #include "weft/runtime.hpp"
 #include "weft/sim.hpp"
 #include "weft/task.hpp"
@@ -133,6 +134,9 @@ sim_driver::sim_driver(runtime_impl* r, const sim::options& o)
 }
 
 std::uint64_t sim_driver::id_of(task_core* c) {
+  // A fork-join frame in a queue is part of the task that awaits its tree:
+  // it runs, is traced and is cancelled as that task.
+  c = owner_of_item(c);
   auto [it, fresh] = ids.try_emplace(c, 0);
   if (fresh) {
     it->second = next_id++;
@@ -320,7 +324,7 @@ void sim_driver::deliver_cancel(task_core* c, std::uint64_t id) {
   cancel_delivered.store(true, std::memory_order_relaxed);
   cancel_task.store(id, std::memory_order_relaxed);
   record(sim::event::kind::cancel, 0, id, 0);
-  request_cancel(c, "sim: cancel at resume point " + std::to_string(opt.cancel_at),
+  request_cancel(owner_of_item(c), "sim: cancel at resume point " + std::to_string(opt.cancel_at),
                  cancel_kind::explicit_request, std::source_location::current());
 }
 
@@ -533,6 +537,30 @@ void sim_yield(task_core* core) noexcept {
   }
   s->demote(core);
   core->rt->inject(core);
+}
+
+void sim_fork_yield(worker* w, fork_frame* f) noexcept {
+  sim_driver* s = w->rt->sim;
+  task_core* owner = f->tree->root;
+  // As sim_yield: a clear flag means a checkpoint whose slice may run on.
+  // Relaxed: single-threaded.
+  if (!w->slice_expired.load(std::memory_order_relaxed)) {
+    const std::uint64_t id = s->id_of(owner);
+    const bool at_limit = get(s->resume_points) + 1 - s->drive_start >= s->opt.max_steps;
+    if (!at_limit && !s->rng.percent(s->opt.slice_expiry_percent)) {
+      s->record(sim::event::kind::slice, w->index, id, 0);
+      w->slice_expired.store(true, std::memory_order_relaxed);
+      bump(s->resume_points);
+      if (s->opt.cancel_at != 0 && get(s->resume_points) == s->opt.cancel_at)
+        s->deliver_cancel(owner, id);
+      w->resume_next = fork_item(f);  // runs on at once (plain_resume is set)
+      return;
+    }
+    bump(s->slices_expired);
+    s->record(sim::event::kind::slice, w->index, id, 1);
+  }
+  s->demote(owner);
+  w->rt->inject(fork_item(f));
 }
 
 void sim_finished(task_core* core) noexcept {

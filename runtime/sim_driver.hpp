@@ -122,6 +122,8 @@ void sim_stop(runtime_impl* rt, std::source_location where, bool destructor);
 // schedule_yield for a simulation: the slice decision of a checkpoint, or a
 // plain re-queue (yield).
 void sim_yield(task_core* core) noexcept;
+// fork_requeue: the same decision for a fork-join frame's checkpoint or yield.
+void sim_fork_yield(worker* w, fork_frame* f) noexcept;
 // A spawned task completed (complete_task, complete_unstarted, inline finish).
 void sim_finished(task_core* core) noexcept;
 
@@ -188,6 +190,14 @@ inline bool yield(task_core* core) noexcept {
   if (core->rt->sim == nullptr) [[likely]]
     return false;
   sim_yield(core);
+  return true;
+}
+
+// fork_requeue: as yield, for a fork-join frame (weft/fork.hpp).
+inline bool fork_yield(worker* w, fork_frame* f) noexcept {
+  if (w->rt->sim == nullptr) [[likely]]
+    return false;
+  sim_fork_yield(w, f);
   return true;
 }
 

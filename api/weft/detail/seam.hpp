@@ -18,7 +18,9 @@
 //   * the frame cache (alloc_frame_fast/free_frame_fast, detail/task_core.hpp):
 //     a worker's free list per size class;
 //   * throw_taken (detail/task_core.hpp): a cancellation point throws in the
-//     task's own frame, where the catch usually is.
+//     task's own frame, where the catch usually is;
+//   * the fork-join form's fork, call, join and frame stack (fork.hpp,
+//     detail/fork_stack.hpp): a push, a bump and a take where nothing is stolen.
 // Everything else -- every slow path, every lock, every list -- is behind a
 // function below, or behind an out-of-line member of a detail type declared
 // in the headers: task_core::lock_hook, wait_list::lock/push_back/erase,
@@ -52,6 +54,10 @@ class cancellation_registration;
 namespace weft::detail {
 
 struct cancel_request;
+struct fork_block;
+struct fork_frame;
+struct fork_stack;
+struct fork_tree;
 struct list_resource;
 struct list_wait;
 struct promise_base;
@@ -288,6 +294,33 @@ void cancel_losers(task_group& g, std::size_t winner);
 // cancellation -- the runtime's "shutdown" when it is stopping, else a
 // cancelled_error of kind parent naming `construct`.
 [[noreturn]] void throw_unstarted_child(const char* construct);
+
+// ---- fork-join frames (fork.cpp) ----
+
+// Frame memory: a worker whose stack segment is full (a new segment), a
+// thread that is not a worker or a frame too large for a segment (the system
+// allocator, marked kHeap); and the owner's pop that crosses back into the
+// segment below.
+void* fork_alloc_slow(worker_hot* w, std::size_t size);
+void fork_free_heap(fork_block* b) noexcept;
+void fork_stack_step_down(fork_stack& s) noexcept;
+// A forked child finished off the fast path: count it at its parent's join;
+// the last one resumes the parent (or finishes it, when its body ended).
+std::coroutine_handle<> fork_child_done_slow(fork_frame* parent, worker_hot* w) noexcept;
+// The root frame finished: back to the task that awaited the tree.
+std::coroutine_handle<> fork_finish_root(fork_frame* f) noexcept;
+// yield() / a spent slice in a fork frame: to the back of the line.
+void fork_requeue(fork_frame* f) noexcept;
+// A cancellation point of a fork frame saw a possible cancellation: if the
+// tree is cancelled (taking the task's request, or the shutdown, first),
+// throw cancelled_error of kind `parent`.
+void fork_deliver(fork_frame* f);
+[[noreturn]] void fork_rethrow_child_error(fork_frame* f);
+// The task's co_await of the tree resumes: throws the tree's exception, or
+// the task's own request when the tree was cancelled by it.  A request the
+// tree took but did not end by goes back to the task (its next cancellation
+// point).
+void fork_tree_end(fork_tree* t, std::exception_ptr& error);
 
 // ---- cancellation sources (cancel_source.cpp) ----
 

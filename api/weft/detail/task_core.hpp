@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "weft/detail/deque.hpp"
+#include "weft/detail/fork_stack.hpp"
 #include "weft/detail/intrusive_list.hpp"
 #include "weft/detail/seam.hpp"
 #include "weft/errors.hpp"
@@ -86,6 +87,12 @@ struct worker_hot {
   task_core* resume_next = nullptr;  // trampoline slot (see kMaxTransfers)
   std::int64_t live_tasks = 0;       // spawned here minus finished here (shutdown report)
   frame_cache frames;                // owner only
+  fork_stack forks;                  // owner only: fork-join frames (weft/fork.hpp)
+  // Owner only.  Changes every time the worker loop starts running something
+  // (runtime_impl::run); distinct across workers (the low bits are the
+  // worker's index).  A forked child compares it with the value at its fork
+  // to know that its strand never left this worker (weft/fork.hpp).
+  std::uint64_t epoch = 0;
   // Set by the timer thread when the running task has used up its time slice;
   // cleared by the worker when checkpoint() acts on it.
   std::atomic<bool> slice_expired{false};
@@ -93,6 +100,20 @@ struct worker_hot {
   std::atomic<bool> stopping{false};
   runtime_impl* rt = nullptr;
 };
+
+// A queue item (a worker's deque, the injection queue, the trampoline slot)
+// is a task_core*, or a fork_frame* with the low bit set: a fork-join frame to
+// resume (weft/fork.hpp), which is no task of its own.
+struct fork_frame;
+inline bool is_fork_item(const task_core* item) noexcept {
+  return (reinterpret_cast<std::uintptr_t>(item) & 1u) != 0;
+}
+inline task_core* fork_item(fork_frame* f) noexcept {
+  return reinterpret_cast<task_core*>(reinterpret_cast<std::uintptr_t>(f) | 1u);
+}
+inline fork_frame* fork_of(task_core* item) noexcept {
+  return reinterpret_cast<fork_frame*>(reinterpret_cast<std::uintptr_t>(item) & ~std::uintptr_t{1});
+}
 
 // Past this many symmetric transfers since the worker loop last called
 // resume(), a transfer goes through the worker loop instead (a trampoline).
