@@ -10,9 +10,9 @@
 // --quick: n=30, reps=3 (a smoke run; scripts/run.sh uses it).
 //
 // For each worker count the weft runtime (runtime_options{.workers=k}) and the
-// oneTBB arena (tbb::task_arena(k)) are built once and warmed up with one
-// untimed run; then each repetition times the serial function and each
-// runtime (the order of the runtimes rotates between repetitions).  Only the
+// oneTBB arena (tbb::task_arena(k)) (and libfork's pool) are built once and
+// warmed up with untimed runs (at least one, for 300 ms); then each repetition times the serial
+// function and each runtime (the order of the runtimes rotates between repetitions).  Only the
 // computation is timed (steady_clock): for weft, block_on(fib(n)) on a runtime
 // that already exists; for oneTBB, arena.execute of the task_group fib.
 // Every result is checked against fib(n) computed iteratively; a mismatch

@@ -54,6 +54,14 @@ using clock_type = std::chrono::steady_clock;
 // Pause after every timed run of a runtime (both runtimes alike).
 inline constexpr std::chrono::milliseconds kSettle{5};
 
+// Untimed warm-up of each runtime before its timed runs: runs until this much
+// time has passed (at least one run, at most kWarmUpMaxRuns).  libfork's
+// lazy_pool often runs the first two to four runs of a fresh process (fib(32),
+// about 80 ms each) at one-worker speed on this machine; one run was not
+// enough.  Every runtime gets the same rule.
+inline constexpr std::chrono::milliseconds kWarmUp{300};
+inline constexpr int kWarmUpMaxRuns = 20;
+
 inline double ms_since(clock_type::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
 }
@@ -330,6 +338,14 @@ void check(const char* what, unsigned workers, const T& got, const T& want) {
   g_failed = true;
 }
 
+// Warms `run` up by kWarmUp's rule, checking every result against `expected`.
+template <class Run, class T>
+void warm_up(const std::string& what, unsigned workers, Run&& run, const T& expected) {
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < kWarmUpMaxRuns && (i == 0 || clock_type::now() - t0 < kWarmUp); ++i)
+    check((what + " (warm-up)").c_str(), workers, static_cast<T>(run()), expected);
+}
+
 inline void print_header(const char* program, const std::string& what) {
   std::string peers = tbb_version();
 #ifdef WEFT_BENCH_LIBFORK
@@ -378,15 +394,15 @@ struct problem_medians {
 // arena of concurrency k (the calling thread takes part in it, as in
 // fib_compare) and, when built with libfork and `p.libfork` is set, a libfork
 // lazy_pool of k threads are built once and each runtime (each weft spelling)
-// is warmed up with one untimed run; then each repetition times serial and
+// is warmed up with untimed runs (warm_up); then each repetition times serial and
 // then every runtime once, the order rotating by one from one repetition to
 // the next (with weft and oneTBB alone: alternating).  Appends one object per
 // (workers, runtime) to `results`.
 inline problem_medians run_problem(const problem& p, const std::vector<unsigned>& workers, int reps,
                                    json& results) {
   problem_medians out;
-  // The timed entries, in rotation order.  Each is bound to this worker
-  // count's runtimes by `bind` below.
+  // The timed runtimes of one worker count, in rotation order, each bound to
+  // that count's weft runtime, arena or pool.
   struct entry {
     std::string name;
     std::function<long long()> run;
@@ -463,7 +479,7 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
     }
 #endif
 
-    for (entry& e : entries) check((e.name + " (warm-up)").c_str(), k, e.run(), p.expected);
+    for (entry& e : entries) warm_up(e.name, k, e.run, p.expected);
     std::this_thread::sleep_for(kSettle);
 
     for (int rep = 0; rep < reps; ++rep) {

@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
         {"weft-extern", [&] { return rt.block_on(fib_bench::fib_weft_extern(n)); }, {}, {}});
   rs.push_back({"libfork", [&] { return peer_libfork::fib(lf, n); }, {}, {}});
 
-  for (runner& r : rs) bench::check((r.name + " (warm-up)").c_str(), k, r.run(), expected);
+  for (runner& r : rs) bench::warm_up(r.name, k, r.run, expected);
   std::this_thread::sleep_for(settle);
   for (int pair = 0; pair < pairs; ++pair) {
     for (std::size_t turn = 0; turn < rs.size(); ++turn) {
