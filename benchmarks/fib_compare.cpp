@@ -1,14 +1,18 @@
-// fib_compare -- naive fib(n) with weft and with oneTBB task_group, side by
-// side, interleaved, plus the plain recursive function as the floor.
+// fib_compare -- naive fib(n) with weft and with oneTBB task_group (and with
+// libfork when the suite is built with it), side by side, interleaved, plus
+// the plain recursive function as the floor.  weft's fib is measured in two
+// spellings of the same coroutine: "weft", the suite's inline function in a
+// header (fib/weft_fib.hpp), and "weft-extern", a non-inline function defined
+// in its own .cpp (fib/weft_fib_extern.cpp), as users write coroutines.
 //
 //   fib_compare [--n=30] [--workers=1,2] [--reps=5] [--quick] [--json=FILE]
 //
 // --quick: n=30, reps=3 (a smoke run; scripts/run.sh uses it).
 //
 // For each worker count the weft runtime (runtime_options{.workers=k}) and the
-// oneTBB arena (tbb::task_arena(k)) are built once and warmed up with one
-// untimed run; then each repetition times the serial function, weft and oneTBB
-// (the order of the last two alternates between repetitions).  Only the
+// oneTBB arena (tbb::task_arena(k)) (and libfork's pool) are built once and
+// warmed up with untimed runs (at least one, for 300 ms); then each repetition times the serial
+// function and each runtime (the order of the runtimes rotates between repetitions).  Only the
 // computation is timed (steady_clock): for weft, block_on(fib(n)) on a runtime
 // that already exists; for oneTBB, arena.execute of the task_group fib.
 // Every result is checked against fib(n) computed iteratively; a mismatch
@@ -20,6 +24,7 @@
 #include "fib/serial.hpp"
 #include "fib/tbb_fib.hpp"
 #include "fib/weft_fib.hpp"
+#include "fib/weft_fib_extern.hpp"
 
 namespace {
 
@@ -44,11 +49,17 @@ int main(int argc, char** argv) {
   p.expected = fib_bench::fib_value(n);
   p.serial = [n] { return g_serial(n); };
   p.weft = [n](weft::runtime& rt) { return rt.block_on(fib_bench::fib_weft(n)); };
+  p.weft_more.push_back({"weft-extern", [n](weft::runtime& rt) {
+                           return rt.block_on(fib_bench::fib_weft_extern(n));
+                         }});
   p.tbb = [n](tbb::task_arena& arena) {
     long r = 0;
     arena.execute([&r, n] { r = fib_bench::fib_tbb(n); });
     return static_cast<long long>(r);
   };
+#ifdef WEFT_BENCH_LIBFORK
+  p.libfork = [n](peer_libfork::pool& lf) { return peer_libfork::fib(lf, n); };
+#endif
 
   bench::json doc = bench::document("fib", a);
   bench::json results = bench::json::array();
@@ -58,9 +69,14 @@ int main(int argc, char** argv) {
   if (!m.workers.empty()) {
     std::printf("\nweft %u worker(s) / serial: %.1fx;  oneTBB %u worker(s) / serial: %.1fx\n",
                 m.workers[0], m.weft_ms[0] / m.serial_ms, m.workers[0], m.tbb_ms[0] / m.serial_ms);
-    for (std::size_t i = 1; i < m.workers.size(); ++i)
-      std::printf("scaling %u -> %u workers: weft %.2fx, oneTBB %.2fx\n", m.workers[0],
-                  m.workers[i], m.weft_ms[0] / m.weft_ms[i], m.tbb_ms[0] / m.tbb_ms[i]);
+    for (std::size_t i = 1; i < m.workers.size(); ++i) {
+      std::printf("scaling %u -> %u workers: weft %.2fx, oneTBB %.2fx", m.workers[0], m.workers[i],
+                  m.weft_ms[0] / m.weft_ms[i], m.tbb_ms[0] / m.tbb_ms[i]);
+      for (const auto& [name, ms] : m.ms)
+        if (name != "weft" && name != "oneTBB")
+          std::printf(", %s %.2fx", name.c_str(), ms[0] / ms[i]);
+      std::printf("\n");
+    }
   }
   return bench::finish(doc, results, a);
 }

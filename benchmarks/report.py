@@ -6,10 +6,12 @@ and PNG plots.
 
 RAW_DIR holds what the benchmark programs wrote (fib.json, skynet.json,
 nqueens.json, uts.json, cancel_latency.json, mass_cancel.json, memory.json,
-micro.json from Google Benchmark) and meta.json from scripts/bench.sh (machine,
+micro.json from Google Benchmark, slow_mode.json when the suite was built with
+libfork) and meta.json from scripts/bench.sh (machine,
 load, compiler, commit).  A missing file leaves its section out.  Writes
 OUT_DIR/results.json (everything, merged), OUT_DIR/results.md (medians and
-ratios, and the performance targets against the measured figures) and
+ratios, and the performance targets against the measured figures; with
+libfork's figures, its columns beside oneTBB's and the targets against it) and
 OUT_DIR/img/*.png (matplotlib, Agg backend: no display needed).
 """
 import json
@@ -24,6 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 WEFT_COLOR = "#1f77b4"
 TBB_COLOR = "#d62728"
 SERIAL_COLOR = "#555555"
+LIBFORK_COLOR = "#2ca02c"
+COLORS = {"weft": WEFT_COLOR, "oneTBB": TBB_COLOR, "libfork": LIBFORK_COLOR}
+# Other weft spellings (weft-extern, a fork-join form), in the order met.
+EXTRA_COLORS = ["#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
 
 
 def load(raw, name):
@@ -59,12 +65,33 @@ def throughput_groups(docs):
     return groups
 
 
+def runtimes_of(g):
+    """The runtimes of one group in the order of the tables and plots: weft,
+    the other weft spellings, oneTBB, libfork (the optional peer)."""
+    names = []
+    for rt, _ in g:
+        if rt not in names and rt != "serial":
+            names.append(rt)
+    rank = {"weft": 0, "oneTBB": 2, "libfork": 3}
+    return sorted(names, key=lambda rt: (rank.get(rt, 1), rt))
+
+
+def color_of(rt, extras):
+    if rt in COLORS:
+        return COLORS[rt]
+    return EXTRA_COLORS[extras.index(rt) % len(EXTRA_COLORS)] if rt in extras else "black"
+
+
 def throughput_table(groups):
-    lines = [
-        "| problem | instance | tasks | workers | serial ms | weft ms | oneTBB ms "
-        "| oneTBB / weft | weft ns/task | oneTBB ns/task | weft / serial |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    with_lf = any(rt == "libfork" for g in groups.values() for (rt, _) in g)
+    head = ("| problem | instance | tasks | workers | serial ms | weft ms | oneTBB ms "
+            "| oneTBB / weft | weft ns/task | oneTBB ns/task | weft / serial |")
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if with_lf:
+        head += " libfork ms | weft / libfork | libfork ns/task |"
+        rule += "---:|---:|---:|"
+    lines = [head, rule]
+    extras = []  # (problem, instance, workers, runtime, result, weft, libfork)
     for (problem, instance), g in groups.items():
         serial = g.get(("serial", 1))
         workers = sorted({w for (rt, w) in g if rt == "weft"})
@@ -73,27 +100,52 @@ def throughput_table(groups):
             if not w or not t:
                 continue
             tasks = w["tasks"]
-            lines.append(
-                f"| {problem} | {instance} | {tasks:,.0f} | {k} "
-                f"| {fmt_ms(serial['median_ms']) if serial else '—'} "
-                f"| {fmt_ms(w['median_ms'])} ({fmt_ms(w['min_ms'])}–{fmt_ms(w['max_ms'])}) "
-                f"| {fmt_ms(t['median_ms'])} ({fmt_ms(t['min_ms'])}–{fmt_ms(t['max_ms'])}) "
-                f"| **{t['median_ms'] / w['median_ms']:.2f}x** "
-                f"| {w['median_ms'] * 1e6 / tasks:.1f} | {t['median_ms'] * 1e6 / tasks:.1f} "
-                f"| {w['median_ms'] / serial['median_ms']:.1f}x |"
-                if serial
-                else ""
-            )
+            row = (f"| {problem} | {instance} | {tasks:,.0f} | {k} "
+                   f"| {fmt_ms(serial['median_ms']) if serial else '—'} "
+                   f"| {fmt_ms(w['median_ms'])} ({fmt_ms(w['min_ms'])}–{fmt_ms(w['max_ms'])}) "
+                   f"| {fmt_ms(t['median_ms'])} ({fmt_ms(t['min_ms'])}–{fmt_ms(t['max_ms'])}) "
+                   f"| **{t['median_ms'] / w['median_ms']:.2f}x** "
+                   f"| {w['median_ms'] * 1e6 / tasks:.1f} | {t['median_ms'] * 1e6 / tasks:.1f} "
+                   + (f"| {w['median_ms'] / serial['median_ms']:.1f}x |" if serial else "| — |"))
+            lf = g.get(("libfork", k))
+            if with_lf and lf:
+                row += (f" {fmt_ms(lf['median_ms'])} ({fmt_ms(lf['min_ms'])}–"
+                        f"{fmt_ms(lf['max_ms'])}) | **{w['median_ms'] / lf['median_ms']:.2f}x** "
+                        f"| {lf['median_ms'] * 1e6 / tasks:.1f} |")
+            elif with_lf:
+                row += " — | — | — |"
+            lines.append(row)
+            for rt in runtimes_of(g):
+                if rt not in ("weft", "oneTBB", "libfork") and (rt, k) in g:
+                    extras.append((problem, instance, k, rt, g[(rt, k)], w, lf))
+    if extras:
+        lines += ["", "Other weft spellings of the same problems (the same runtime, interleaved "
+                  "with the rest):", ""]
+        lines.append("| problem | instance | workers | spelling | ms | ns/task | / weft "
+                     + ("| / libfork |" if with_lf else "|"))
+        lines.append("|---|---|---:|---|---:|---:|---:|" + ("---:|" if with_lf else ""))
+        for problem, instance, k, rt, r, w, lf in extras:
+            line = (f"| {problem} | {instance} | {k} | {rt} "
+                    f"| {fmt_ms(r['median_ms'])} ({fmt_ms(r['min_ms'])}–{fmt_ms(r['max_ms'])}) "
+                    f"| {r['median_ms'] * 1e6 / r['tasks']:.1f} "
+                    f"| {r['median_ms'] / w['median_ms']:.2f}x |")
+            if with_lf:
+                line += f" **{r['median_ms'] / lf['median_ms']:.2f}x** |" if lf else " — |"
+            lines.append(line)
     lines.append("")
     lines.append("Scaling from 1 to 2 workers (median 1-worker time / median 2-worker time):")
     lines.append("")
-    lines.append("| problem | instance | weft | oneTBB |")
-    lines.append("|---|---|---:|---:|")
+    lines.append("| problem | instance | weft | oneTBB |" + (" libfork |" if with_lf else ""))
+    lines.append("|---|---|---:|---:|" + ("---:|" if with_lf else ""))
     for (problem, instance), g in groups.items():
         if ("weft", 1) in g and ("weft", 2) in g:
-            sw = g[("weft", 1)]["median_ms"] / g[("weft", 2)]["median_ms"]
-            st = g[("oneTBB", 1)]["median_ms"] / g[("oneTBB", 2)]["median_ms"]
-            lines.append(f"| {problem} | {instance} | {sw:.2f}x | {st:.2f}x |")
+            cells = []
+            for rt in ("weft", "oneTBB") + (("libfork",) if with_lf else ()):
+                if (rt, 1) in g and (rt, 2) in g:
+                    cells.append(f"{g[(rt, 1)]['median_ms'] / g[(rt, 2)]['median_ms']:.2f}x")
+                else:
+                    cells.append("—")
+            lines.append(f"| {problem} | {instance} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -110,15 +162,18 @@ def plot_throughput(groups, img_dir, subtitle):
     for (problem, instance), g in groups.items():
         workers = sorted({w for (rt, w) in g if rt == "weft"})
         serial = g.get(("serial", 1))
+        rts = [rt for rt in runtimes_of(g) if all((rt, k) in g for k in workers)]
+        extras = [rt for rt in rts if rt not in COLORS]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
-        width = 0.36
+        width = 0.72 / len(rts)
         xs = list(range(len(workers)))
-        for i, (rt, color) in enumerate((("weft", WEFT_COLOR), ("oneTBB", TBB_COLOR))):
+        for i, rt in enumerate(rts):
             med = [g[(rt, k)]["median_ms"] for k in workers]
             lo = [g[(rt, k)]["median_ms"] - g[(rt, k)]["min_ms"] for k in workers]
             hi = [g[(rt, k)]["max_ms"] - g[(rt, k)]["median_ms"] for k in workers]
-            pos = [x + (i - 0.5) * width for x in xs]
-            bars = ax1.bar(pos, med, width, yerr=[lo, hi], capsize=4, color=color, label=rt)
+            pos = [x + (i - (len(rts) - 1) / 2) * width for x in xs]
+            bars = ax1.bar(pos, med, width, yerr=[lo, hi], capsize=4, color=color_of(rt, extras),
+                           label=rt)
             for b, v in zip(bars, med):
                 ax1.annotate(fmt_ms(v), (b.get_x() + b.get_width() / 2, v / 2), ha="center",
                              va="center", fontsize=8, color="white", fontweight="bold",
@@ -134,7 +189,8 @@ def plot_throughput(groups, img_dir, subtitle):
         ax1.set_ylim(0, ax1.get_ylim()[1] * 1.08)
 
         top = 2.0
-        for rt, color in (("weft", WEFT_COLOR), ("oneTBB", TBB_COLOR)):
+        for j, rt in enumerate(rts):
+            color = color_of(rt, extras)
             base = g[(rt, workers[0])]["median_ms"]
             sp = [base / g[(rt, k)]["median_ms"] for k in workers]
             top = max(top, max(sp))
@@ -146,7 +202,7 @@ def plot_throughput(groups, img_dir, subtitle):
             ax2.plot(workers, sp, "o-", color=color, label=label)
             for k, v in list(zip(workers, sp))[1:]:
                 ax2.annotate(f"{v:.2f}x", (k, v), fontsize=8, color=color,
-                             xytext=(6, -12 if rt == "oneTBB" else 4), textcoords="offset points")
+                             xytext=(6, 4 - 16 * (j % 2)), textcoords="offset points")
         ax2.plot(workers, [k / workers[0] for k in workers], color="#999999", linewidth=0.8,
                  linestyle="--", label="ideal")
         ax2.set_xticks(workers)
@@ -163,6 +219,86 @@ def plot_throughput(groups, img_dir, subtitle):
         plt.close(fig)
         files.append((f"{problem}, {instance}", name))
     return files
+
+
+# ---------------------------------------------------------------- libfork (issue 17)
+
+
+def peer_targets(groups, slow):
+    """The fork-join targets against libfork, for every weft spelling measured
+    (weft, weft-extern, and the fork-join form when the suite has it), or None
+    without libfork figures."""
+    if not any(rt == "libfork" for g in groups.values() for (rt, _) in g) and not slow:
+        return None
+    lines = ["| target (issue 17) | workers | weft spelling | weft ms | libfork ms "
+             "| weft / libfork | oneTBB ms | result |", "|---|---:|---|---:|---:|---:|---:|---|"]
+
+    def ok(b):
+        return "met" if b else "**not met**"
+
+    for (p, inst), g in groups.items():
+        if p == "fib" or (p == "skynet" and inst.startswith("10^8")):
+            target, limit = f"{p} ({inst}): at most 1.0x libfork", 1.0
+        elif p in ("nqueens", "uts_geo", "uts_bin"):
+            target, limit = f"{p} ({inst}): at least as fast as libfork, faster than oneTBB", 1.0
+        else:
+            continue
+        for k in sorted({w for (rt, w) in g if rt == "libfork"}):
+            lf, t = g[("libfork", k)], g.get(("oneTBB", k))
+            for rt in runtimes_of(g):
+                if not rt.startswith("weft") or (rt, k) not in g:
+                    continue
+                w = g[(rt, k)]
+                r = w["median_ms"] / lf["median_ms"]
+                met = r <= limit and (p not in ("nqueens", "uts_geo", "uts_bin") or not t
+                                      or w["median_ms"] < t["median_ms"])
+                lines.append(f"| {target} | {k} | {rt} | {fmt_ms(w['median_ms'])} "
+                             f"| {fmt_ms(lf['median_ms'])} | **{r:.2f}x** "
+                             f"| {fmt_ms(t['median_ms']) if t else '—'} | {ok(met)} |")
+    if slow:
+        by = {r["runtime"]: r for r in slow["results"]}
+        weft = next((r for rt, r in by.items() if rt.startswith("weft")), None)
+        lf = by.get("libfork")
+        if weft and lf:
+            lines.append(
+                f"| slow mode: in {slow['pairs']:,} alternating runs of fib({slow['n']}), weft "
+                f"slow (over {slow['slow_factor']:g}x its best) no more often than libfork "
+                f"| {slow['workers']} | {weft['runtime']} | {weft['slow_runs']} slow, best "
+                f"{fmt_ms(weft['best_ms'])} | {lf['slow_runs']} slow, best {fmt_ms(lf['best_ms'])} "
+                f"| — | — | {ok(weft['slow_runs'] <= lf['slow_runs'])} |")
+    return "\n".join(lines)
+
+
+def slow_table(doc):
+    lines = [f"fib({doc['n']}) on {doc['workers']} workers, {doc['pairs']} pairs of runs "
+             f"alternating in one process; slow = over {doc['slow_factor']:g}x the runtime's own "
+             "best.", "",
+             "| runtime | runs | best ms | median ms | max ms | slow runs |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in doc["results"]:
+        lines.append(f"| {r['runtime']} | {r['runs']} | {fmt_ms(r['best_ms'])} "
+                     f"| {fmt_ms(r['median_ms'])} | {fmt_ms(r['max_ms'])} | **{r['slow_runs']}** |")
+    return "\n".join(lines)
+
+
+def plot_slow(doc, img_dir, subtitle):
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for r in doc["results"]:
+        color = COLORS.get(r["runtime"], EXTRA_COLORS[0])
+        ax.plot(range(len(r["samples_ms"])), r["samples_ms"], ".", markersize=3, color=color,
+                label=f"{r['runtime']}: best {fmt_ms(r['best_ms'])} ms, {r['slow_runs']} slow")
+        ax.axhline(r["best_ms"] * doc["slow_factor"], color=color, linewidth=0.7, linestyle="--")
+    ax.set_xlabel("run (each runtime's own sequence; the two alternate)")
+    ax.set_ylabel("ms")
+    ax.set_ylim(0, ax.get_ylim()[1])
+    ax.set_title(f"slow mode: fib({doc['n']}), {doc['workers']} workers; dashed: "
+                 f"{doc['slow_factor']:g}x best\n{subtitle}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = "slow_mode.png"
+    fig.savefig(os.path.join(img_dir, name), dpi=110)
+    plt.close(fig)
+    return name
 
 
 # ---------------------------------------------------------------- cancellation
@@ -444,7 +580,8 @@ def main():
                                                   "uts.json"))
     lat, mass, mem, micro = (load(raw, f) for f in ("cancel_latency.json", "mass_cancel.json",
                                                    "memory.json", "micro.json"))
-    docs = [d for d in (fib, skynet, nq, uts, lat, mass, mem) if d]
+    slow = load(raw, "slow_mode.json")
+    docs = [d for d in (fib, skynet, nq, uts, lat, mass, mem, slow) if d]
     compiler = meta.get("compiler") or (docs[0]["compiler"] if docs else "?")
     for d in docs:
         if d.get("compiler") != compiler:
@@ -456,13 +593,19 @@ def main():
 
     merged = {"meta": meta, "fib": fib, "skynet": skynet, "nqueens": nq, "uts": uts,
               "cancel_latency": lat, "mass_cancel": mass, "memory": mem, "micro": micro}
+    if slow:
+        merged["slow_mode"] = slow
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(merged, f, indent=1)
 
     groups = throughput_groups([fib, skynet, nq, uts])
     md = ["# weft benchmark results", ""]
+    libfork = next((d["libfork"] for d in docs if d.get("libfork")), None)
     md.append(f"- compiler: **{compiler}**; {docs[0]['build'] if docs else ''}; "
-              f"{docs[0]['tbb'] if docs else ''}")
+              f"{docs[0]['tbb'] if docs else ''}"
+              f"{'; ' + libfork + ' (lazy_pool, C++23)' if libfork else ''}")
+    if meta.get("libfork_dir"):
+        md.append(f"- libfork: `{meta['libfork_dir']}`, commit {meta.get('libfork_commit', '?')}")
     md.append(f"- machine: {meta.get('cpu', '?')}, nproc {meta.get('nproc', '?')}")
     changed = meta.get("changed_files") or []
     md.append(f"- weft commit: `{meta.get('commit', '?')}`"
@@ -479,6 +622,12 @@ def main():
     md.append("")
     md.append(targets(groups, lat, mass, mem, micro, meta))
     md.append("")
+    peer = peer_targets(groups, slow)
+    if peer:
+        md.append("## Issue 17 targets: weft against libfork")
+        md.append("")
+        md.append(peer)
+        md.append("")
     if groups:
         md.append("## Throughput (medians; min–max in parentheses)")
         md.append("")
@@ -487,30 +636,23 @@ def main():
         for title, name in plot_throughput(groups, img_dir, subtitle):
             md.append(f"![{title}](img/{name})")
             md.append("")
+    def section(title, table, image=None):
+        md.extend([f"## {title}", "", table, ""])
+        if image:
+            md.extend([f"![{title.lower()}](img/{image()})", ""])
+
     if lat:
-        md.append("## Cancellation latency")
-        md.append("")
-        md.append(latency_table(lat))
-        md.append("")
-        md.append(f"![cancellation latency](img/{plot_latency(lat, img_dir, subtitle)})")
-        md.append("")
+        section("Cancellation latency", latency_table(lat),
+                lambda: plot_latency(lat, img_dir, subtitle))
     if mass:
-        md.append("## Mass cancel")
-        md.append("")
-        md.append(mass_table(mass))
-        md.append("")
-        md.append(f"![mass cancel](img/{plot_mass(mass, img_dir, subtitle)})")
-        md.append("")
+        section("Mass cancel", mass_table(mass), lambda: plot_mass(mass, img_dir, subtitle))
     if mem:
-        md.append("## Memory")
-        md.append("")
-        md.append(memory_table(mem))
-        md.append("")
+        section("Memory", memory_table(mem))
+    if slow:
+        section("Slow mode: weft and libfork alternating", slow_table(slow),
+                lambda: plot_slow(slow, img_dir, subtitle))
     if micro:
-        md.append("## Runtime micro-benchmarks (Google Benchmark, weft only)")
-        md.append("")
-        md.append(micro_table(micro))
-        md.append("")
+        section("Runtime micro-benchmarks (Google Benchmark, weft only)", micro_table(micro))
     failed = [d["benchmark"] for d in docs if not d.get("verified", False)]
     md.append("Every result was checked against its reference: "
               + ("all passed." if not failed else f"**FAILED in {', '.join(failed)}**."))

@@ -9,6 +9,8 @@
 #
 #   bash scripts/bench.sh [--quick]           # clang-19 (the default)
 #   CXX=g++ bash scripts/bench.sh             # another compiler (named in every output)
+#   WEFT_LIBFORK_DIR=/path/to/libfork bash scripts/bench.sh
+#                                             # with libfork beside oneTBB, and slow_mode
 #
 # The default compiler is clang-19: weft's fork-join path takes about 16% fewer
 # instructions with it than with g++ 12 (callgrind, fib), and clang lowers
@@ -25,7 +27,7 @@ for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     -h|--help)
-      sed -n '2,19p' "$0"
+      sed -n '2,21p' "$0"
       exit 0
       ;;
     *)
@@ -49,7 +51,8 @@ build=build/bench
 weft_configure "$build" "$cxx" \
   -DCMAKE_BUILD_TYPE=Release \
   -DWEFT_SANITIZE= \
-  -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_BUILD_BENCHMARKS=ON
+  -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_BUILD_BENCHMARKS=ON \
+  -DWEFT_LIBFORK_DIR="${WEFT_LIBFORK_DIR:-}"
 cmake --build "$build" -j2 --target weft_benchmarks
 
 bin="$build/benchmarks"
@@ -95,6 +98,9 @@ run uts uts_bench "${q[@]}"
 run cancel_latency cancel_latency "${q[@]}"
 run mass_cancel mass_cancel "${q[@]}"
 run memory memory_bench "${q[@]}"
+if [[ -n "${WEFT_LIBFORK_DIR:-}" ]]; then
+  run slow_mode slow_mode "${q[@]}"
+fi
 
 echo
 echo "== weft_micro"
@@ -117,9 +123,15 @@ commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 changed="$(git status --porcelain -- api runtime CMakeLists.txt 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
 dirty=false
 if [[ -n "$changed" ]]; then dirty=true; fi
+# The commit of the libfork copy, when it is a git checkout of its own.
+libfork_commit=""
+if [[ -n "${WEFT_LIBFORK_DIR:-}" && -e "$WEFT_LIBFORK_DIR/.git" ]]; then
+  libfork_commit="$(git -C "$WEFT_LIBFORK_DIR" rev-parse --short HEAD 2>/dev/null || true)"
+fi
 STARTED="$started" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" BUSY_BEFORE="$busy_before" \
 BUSY_AFTER="$busy_after" COMMIT="$commit" DIRTY="$dirty" CHANGED="$changed" QUICK="$quick" \
-COMPILER="$("$cxx" --version | head -n1)" \
+COMPILER="$("$cxx" --version | head -n1)" LIBFORK_DIR="${WEFT_LIBFORK_DIR:-}" \
+LIBFORK_COMMIT="$libfork_commit" \
 "$py" - "$raw/meta.json" <<'EOF'
 import json, os, subprocess, sys, datetime
 cpu = "?"
@@ -144,6 +156,9 @@ meta = {
     "changed_files": os.environ["CHANGED"].split(),
     "quick": os.environ["QUICK"] == "1",
 }
+if os.environ["LIBFORK_DIR"]:
+    meta["libfork_dir"] = os.environ["LIBFORK_DIR"]
+    meta["libfork_commit"] = os.environ["LIBFORK_COMMIT"] or "unknown (not a git checkout)"
 with open(sys.argv[1], "w") as f:
     json.dump(meta, f, indent=1)
 EOF

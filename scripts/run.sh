@@ -4,7 +4,8 @@
 # with oneTBB task_group side by side.  Extra arguments go to fib_compare.
 # The compiler is clang++-19 (as for scripts/bench.sh: weft's fork-join path is
 # markedly faster with it, docs/benchmarks.md); CXX=g++ bash scripts/run.sh for
-# another.
+# another.  With WEFT_LIBFORK_DIR set (a copy of libfork, docs/benchmarks.md)
+# fib_compare has a libfork column too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/common.sh
@@ -15,7 +16,8 @@ build=build/release
 weft_configure "$build" "${CXX:-clang++-19}" \
   -DCMAKE_BUILD_TYPE=Release \
   -DWEFT_SANITIZE= \
-  -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=ON -DWEFT_BUILD_BENCHMARKS=ON
+  -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=ON -DWEFT_BUILD_BENCHMARKS=ON \
+  -DWEFT_LIBFORK_DIR="${WEFT_LIBFORK_DIR:-}"
 cmake --build "$build" -j2
 
 run_exe() {

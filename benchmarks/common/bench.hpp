@@ -1,16 +1,18 @@
 // common/bench.hpp -- what every benchmark program here shares: option
 // parsing, the compiler string, medians, percentiles, a small JSON writer, and
-// the interleaved weft / oneTBB / serial loop of the throughput problems.
+// the interleaved weft / oneTBB / serial (/ libfork) loop of the throughput
+// problems.
 //
 // Conventions (docs/benchmarks.md):
 //   - every program takes --workers=1,2 --reps=N --quick --json=FILE;
 //   - every timed run is checked against a reference; a mismatch is printed on
 //     stderr and the program exits 1 at the end (after writing its JSON, with
 //     "verified": false);
-//   - weft and oneTBB are timed alternately inside one process: the order of
-//     the two alternates from one repetition to the next, and each run is
-//     followed by the same short pause (kSettle) so that neither runtime's
-//     idle-spinning threads eat into the other's run.
+//   - weft and oneTBB (and libfork, when the suite is built with it) are
+//     timed in turn inside one process: the order rotates from one repetition
+//     to the next (with two runtimes: alternates), and each run is followed
+//     by the same short pause (kSettle) so that no runtime's idle-spinning
+//     threads eat into another's run.
 #pragma once
 
 #include <oneapi/tbb/task_arena.h>
@@ -25,12 +27,21 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include <weft/weft.hpp>
+
+#ifdef WEFT_BENCH_LIBFORK
+#include "peer/libfork_peer.hpp"
+#else
+namespace peer_libfork {
+class pool;  // the optional peer's pool (peer/libfork_peer.hpp); unused without it
+}  // namespace peer_libfork
+#endif
 
 #ifndef WEFT_BUILD_TYPE
 #define WEFT_BUILD_TYPE "unknown"
@@ -42,6 +53,14 @@ using clock_type = std::chrono::steady_clock;
 
 // Pause after every timed run of a runtime (both runtimes alike).
 inline constexpr std::chrono::milliseconds kSettle{5};
+
+// Untimed warm-up of each runtime before its timed runs: runs until this much
+// time has passed (at least one run, at most kWarmUpMaxRuns).  libfork's
+// lazy_pool often runs the first two to four runs of a fresh process (fib(32),
+// about 80 ms each) at one-worker speed on this machine; one run was not
+// enough.  Every runtime gets the same rule.
+inline constexpr std::chrono::milliseconds kWarmUp{300};
+inline constexpr int kWarmUpMaxRuns = 20;
 
 inline double ms_since(clock_type::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
@@ -301,6 +320,9 @@ inline json document(const std::string& benchmark, const args& a) {
       .add("tbb", tbb_version())
       .add("hardware_concurrency", std::thread::hardware_concurrency())
       .add("quick", a.quick());
+#ifdef WEFT_BENCH_LIBFORK
+  d.add("libfork", peer_libfork::version());
+#endif
   return d;
 }
 
@@ -316,16 +338,35 @@ void check(const char* what, unsigned workers, const T& got, const T& want) {
   g_failed = true;
 }
 
+// Warms `run` up by kWarmUp's rule, checking every result against `expected`.
+template <class Run, class T>
+void warm_up(const std::string& what, unsigned workers, Run&& run, const T& expected) {
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < kWarmUpMaxRuns && (i == 0 || clock_type::now() - t0 < kWarmUp); ++i)
+    check((what + " (warm-up)").c_str(), workers, static_cast<T>(run()), expected);
+}
+
 inline void print_header(const char* program, const std::string& what) {
+  std::string peers = tbb_version();
+#ifdef WEFT_BENCH_LIBFORK
+  peers += ", " + peer_libfork::version() + " (lazy_pool)";
+#endif
   std::printf("%s: %s\ncompiler: %s, build: %s, %s\n", program, what.c_str(), compiler().c_str(),
-              build_description().c_str(), tbb_version().c_str());
+              build_description().c_str(), peers.c_str());
   std::fflush(stdout);
 }
 
 // ---------------------------------------------------------------- throughput problems
 
-// One instance of a fork-join problem, three ways.  Each function returns the
-// answer; `expected` is checked against every run.
+// A weft spelling of a problem other than the suite's own (`problem::weft`):
+// its own row and JSON records under `name` ("weft-extern").
+struct weft_variant {
+  std::string name;
+  std::function<long long(weft::runtime&)> run;
+};
+
+// One instance of a fork-join problem, several ways.  Each function returns
+// the answer; `expected` is checked against every run.
 struct problem {
   std::string name;      // "skynet"
   std::string instance;  // "10^6 leaves"
@@ -333,48 +374,84 @@ struct problem {
   long long expected = 0;
   std::function<long long()> serial;
   std::function<long long(weft::runtime&)> weft;
+  std::vector<weft_variant> weft_more;  // more weft spellings, on the same runtime
   std::function<long long(tbb::task_arena&)> tbb;
+  // The optional peer (peer/libfork_peer.hpp): set only when the program is
+  // built with libfork (WEFT_BENCH_LIBFORK); empty, it has no column.
+  std::function<long long(peer_libfork::pool&)> libfork;
 };
 
 struct problem_medians {
   double serial_ms = 0;
   std::vector<unsigned> workers;
   std::vector<double> weft_ms, tbb_ms;  // medians, per entry of `workers`
+  // Every runtime's medians by its name ("weft", "oneTBB", "libfork",
+  // "weft-extern"), per entry of `workers`.
+  std::map<std::string, std::vector<double>> ms;
 };
 
-// Runs `p` for every worker count: a weft runtime with k workers and a oneTBB
+// Runs `p` for every worker count: a weft runtime with k workers, a oneTBB
 // arena of concurrency k (the calling thread takes part in it, as in
-// fib_compare) are built once, warmed up with one untimed run each, then each
-// repetition times serial, weft and oneTBB (the order of the last two
-// alternating).  Appends one object per (workers, runtime) to `results`.
+// fib_compare) and, when built with libfork and `p.libfork` is set, a libfork
+// lazy_pool of k threads are built once and each runtime (each weft spelling)
+// is warmed up with untimed runs (warm_up); then each repetition times serial and
+// then every runtime once, the order rotating by one from one repetition to
+// the next (with weft and oneTBB alone: alternating).  Appends one object per
+// (workers, runtime) to `results`.
 inline problem_medians run_problem(const problem& p, const std::vector<unsigned>& workers, int reps,
                                    json& results) {
   problem_medians out;
-  std::printf("\n== %s, %s (%.0f tasks per run), %d reps, weft and oneTBB interleaved\n",
-              p.name.c_str(), p.instance.c_str(), p.tasks, reps);
-  std::printf("%-8s %-8s %11s %11s %11s %9s  %s\n", "workers", "runtime", "median ms", "min ms",
+  // The timed runtimes of one worker count, in rotation order, each bound to
+  // that count's weft runtime, arena or pool.
+  struct entry {
+    std::string name;
+    std::function<long long()> run;
+    std::vector<double> ms;
+  };
+  std::vector<std::string> names{"weft"};
+  for (const weft_variant& v : p.weft_more) names.push_back(v.name);
+  names.push_back("oneTBB");
+#ifdef WEFT_BENCH_LIBFORK
+  const bool with_libfork = static_cast<bool>(p.libfork);
+#else
+  const bool with_libfork = false;
+#endif
+  if (with_libfork) names.push_back("libfork");
+  std::string who;  // "weft and oneTBB", "weft, oneTBB and libfork"
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i) who += i + 1 == names.size() ? " and " : ", ";
+    who += names[i];
+  }
+  std::printf("\n== %s, %s (%.0f tasks per run), %d reps, %s interleaved\n", p.name.c_str(),
+              p.instance.c_str(), p.tasks, reps, who.c_str());
+  std::printf("%-8s %-11s %11s %11s %11s %9s  %s\n", "workers", "runtime", "median ms", "min ms",
               "max ms", "ns/task", "oneTBB/weft");
   std::fflush(stdout);
-  auto row = [&](const std::string& w, const char* who, const std::vector<double>& ms,
-                 const char* ratio) {
+  auto row = [&](const std::string& w, const std::string& name, const std::vector<double>& ms,
+                 const std::string& ratio) {
     summary s = summarize(ms);
-    std::printf("%-8s %-8s %11.2f %11.2f %11.2f %9.2f  %s\n", w.c_str(), who, s.median, s.min,
-                s.max, s.median * 1e6 / p.tasks, ratio);
+    std::printf("%-8s %-11s %11.2f %11.2f %11.2f %9.2f  %s\n", w.c_str(), name.c_str(), s.median,
+                s.min, s.max, s.median * 1e6 / p.tasks, ratio.c_str());
     std::fflush(stdout);
   };
-  auto record = [&](unsigned k, const char* who, const std::vector<double>& ms) {
+  auto record = [&](unsigned k, const std::string& name, const std::vector<double>& ms) {
     summary s = summarize(ms);
     json r = json::object();
     r.add("problem", p.name)
         .add("instance", p.instance)
         .add("tasks", p.tasks)
         .add("workers", k)
-        .add("runtime", who)
+        .add("runtime", name)
         .add("median_ms", s.median)
         .add("min_ms", s.min)
         .add("max_ms", s.max)
         .add("samples_ms", ms);
     results.push(r);
+  };
+  auto ratio = [](const char* what, double num, double den) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%s%.2fx", what, num / den);
+    return std::string(buf);
   };
 
   std::vector<double> serial_ms;
@@ -389,42 +466,56 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
     if (arena.max_concurrency() != static_cast<int>(k))
       std::fprintf(stderr, "warning: oneTBB arena has concurrency %d, asked for %u\n",
                    arena.max_concurrency(), k);
+    std::vector<entry> entries;
+    entries.push_back({"weft", [&] { return p.weft(rt); }, {}});
+    for (const weft_variant& v : p.weft_more)
+      entries.push_back({v.name, [&] { return v.run(rt); }, {}});
+    entries.push_back({"oneTBB", [&] { return p.tbb(arena); }, {}});
+#ifdef WEFT_BENCH_LIBFORK
+    std::unique_ptr<peer_libfork::pool> lf;
+    if (with_libfork) {
+      lf = std::make_unique<peer_libfork::pool>(k);
+      entries.push_back({"libfork", [&] { return p.libfork(*lf); }, {}});
+    }
+#endif
 
-    check("weft (warm-up)", k, p.weft(rt), p.expected);
-    check("oneTBB (warm-up)", k, p.tbb(arena), p.expected);
+    for (entry& e : entries) warm_up(e.name, k, e.run, p.expected);
     std::this_thread::sleep_for(kSettle);
 
-    std::vector<double> weft_ms, tbb_ms;
     for (int rep = 0; rep < reps; ++rep) {
       auto t0 = clock_type::now();
       long long r = p.serial();
       serial_ms.push_back(ms_since(t0));
       check("serial", 1, r, p.expected);
       std::this_thread::sleep_for(kSettle);
-      for (int turn = 0; turn < 2; ++turn) {
-        const bool weft_turn = (turn == 0) == (rep % 2 == 0);
+      for (std::size_t turn = 0; turn < entries.size(); ++turn) {
+        entry& e = entries[(turn + static_cast<std::size_t>(rep)) % entries.size()];
         t0 = clock_type::now();
-        if (weft_turn) {
-          r = p.weft(rt);
-          weft_ms.push_back(ms_since(t0));
-          check("weft", k, r, p.expected);
-        } else {
-          r = p.tbb(arena);
-          tbb_ms.push_back(ms_since(t0));
-          check("oneTBB", k, r, p.expected);
-        }
+        r = e.run();
+        e.ms.push_back(ms_since(t0));
+        check(e.name.c_str(), k, r, p.expected);
         std::this_thread::sleep_for(kSettle);
       }
     }
-    char ratio[32];
-    std::snprintf(ratio, sizeof ratio, "%.2fx", median(tbb_ms) / median(weft_ms));
-    row(std::to_string(k), "weft", weft_ms, ratio);
-    row(std::to_string(k), "oneTBB", tbb_ms, "");
-    record(k, "weft", weft_ms);
-    record(k, "oneTBB", tbb_ms);
+    const double weft_med = median(entries.front().ms);
+    const double tbb_med = median(entries[1 + p.weft_more.size()].ms);
+    for (const entry& e : entries) {
+      std::string note;
+      if (e.name == "weft")
+        note = ratio("", tbb_med, weft_med);
+      else if (e.name == "libfork")
+        note = ratio("weft/libfork ", weft_med, median(e.ms));
+      else if (e.name != "oneTBB")
+        note = ratio((e.name + "/weft ").c_str(), median(e.ms), weft_med);
+      row(std::to_string(k), e.name, e.ms, note);
+    }
+    for (const entry& e : entries) {
+      record(k, e.name, e.ms);
+      out.ms[e.name].push_back(median(e.ms));
+    }
     out.workers.push_back(k);
-    out.weft_ms.push_back(median(weft_ms));
-    out.tbb_ms.push_back(median(tbb_ms));
+    out.weft_ms.push_back(weft_med);
+    out.tbb_ms.push_back(tbb_med);
   }
   row("-", "serial", serial_ms, "");
   record(1, "serial", serial_ms);

@@ -1,5 +1,6 @@
 // nqueens_bench -- count the solutions of n-queens with a task per placement:
-// weft, oneTBB task_group and a plain recursive function, interleaved.
+// weft, oneTBB task_group (and libfork when the suite is built with it) and a
+// plain recursive function, interleaved.
 //
 //   nqueens_bench [--n=13] [--workers=1,2] [--reps=5] [--quick] [--json=FILE]
 //
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
     arena.execute([&r, empty, all] { r = nqueens_bench::nqueens_tbb(empty, all); });
     return static_cast<long long>(r);
   };
+#ifdef WEFT_BENCH_LIBFORK
+  p.libfork = [=](peer_libfork::pool& lf) { return peer_libfork::nqueens(lf, empty, all); };
+#endif
 
   bench::json doc = bench::document("nqueens", a);
   bench::json results = bench::json::array();

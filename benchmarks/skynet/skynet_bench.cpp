@@ -1,5 +1,6 @@
 // skynet_bench -- skynet (a ten-way fan-out tree summing its leaf indices)
-// with weft, oneTBB task_group and a plain recursive function, interleaved.
+// with weft, oneTBB task_group (and libfork when the suite is built with it)
+// and a plain recursive function, interleaved.
 //
 //   skynet_bench [--leaves=10^6,10^8] [--workers=1,2] [--reps=5] [--quick] [--json=FILE]
 //
@@ -50,6 +51,9 @@ int main(int argc, char** argv) {
       arena.execute([&r, n] { r = skynet_bench::skynet_tbb(0, n); });
       return static_cast<long long>(r);
     };
+#ifdef WEFT_BENCH_LIBFORK
+    p.libfork = [n](peer_libfork::pool& lf) { return peer_libfork::skynet(lf, n); };
+#endif
     bench::run_problem(p, a.workers(), reps, results);
   }
   return bench::finish(doc, results, a);

@@ -1,6 +1,6 @@
 // uts_bench -- unbalanced tree search: count the nodes of a fixed-seed tree
-// with a task per node, with weft, oneTBB task_group and a plain recursive
-// function, interleaved.  Two trees (uts/tree.hpp):
+// with a task per node, with weft, oneTBB task_group (and libfork when the
+// suite is built with it) and a plain recursive function, interleaved.  Two trees (uts/tree.hpp):
 //
 //   uts_geo  geometric, b0=4, depth 11, seed 19: 6,805,212 nodes (bushy)
 //   uts_bin  binomial, root 2000, q=0.124875, m=8, seed 13: 4,792,385 nodes,
@@ -78,6 +78,9 @@ int main(int argc, char** argv) {
       arena.execute([&r, t, root] { r = uts_bench::uts_tbb(t, root, 0); });
       return static_cast<long long>(r);
     };
+#ifdef WEFT_BENCH_LIBFORK
+    p.libfork = [=](peer_libfork::pool& lf) { return peer_libfork::uts(lf, t, root); };
+#endif
     bench::run_problem(p, a.workers(), reps, results);
   }
   return bench::finish(doc, results, a);
