@@ -18,6 +18,23 @@ namespace weft::detail {
 
 namespace {
 
+// Under AddressSanitizer every fork frame comes from the system allocator,
+// so that ASan sees each one (a use after the frame ended is reported); the
+// worker never gets a segment, and fork_alloc always takes the slow path.
+// ThreadSanitizer builds keep the stacks: their free/pop protocol is part of
+// what it checks.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kHeapFrames = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kHeapFrames = true;
+#else
+constexpr bool kHeapFrames = false;
+#endif
+#else
+constexpr bool kHeapFrames = false;
+#endif
+
 // A segment holds this much, header line included; a frame larger than a
 // quarter of it goes to the system allocator instead.
 constexpr std::size_t kSegmentBytes = std::size_t{64} << 10;
@@ -44,7 +61,7 @@ bool holds(stacklet* s, const void* p) noexcept {
 void* fork_alloc_slow(worker_hot* w, std::size_t size) {
   const std::size_t bytes = fork_block_bytes(size);
   fork_block* b = nullptr;
-  if (w == nullptr || size > kLargestStackFrame) {
+  if (w == nullptr || size > kLargestStackFrame || kHeapFrames) {
     b = static_cast<fork_block*>(::operator new(bytes, std::align_val_t{kForkLine}));
     b->prev = nullptr;
     b->bytes = static_cast<std::uint32_t>(bytes);
@@ -113,8 +130,7 @@ std::coroutine_handle<> fork_child_done_slow(fork_frame* parent, worker_hot* w) 
 std::coroutine_handle<> fork_finish_root(fork_frame* f) noexcept {
   worker_hot* w = f->w;
   fork_tree* t = f->tree;
-  f->self.destroy();
-  fork_collect(w->forks);
+  fork_release(f, w);
   // The task's chain resumes on this worker, whichever started the tree.
   task_core* core = t->root;
   core->w = w;

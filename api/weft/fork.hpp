@@ -70,22 +70,31 @@ struct fork_frame {
   static constexpr std::uint32_t kJoinBias = 1u << 30;
   enum class role : std::uint8_t { root, forked, called };
 
+  // (The fields without an initializer are written by whoever starts the
+  // frame -- fork, call or the tree's root -- before it runs.)
   std::coroutine_handle<> self;  // this frame
-  fork_frame* parent = nullptr;  // who forked or called us (null: the root)
-  fork_tree* tree = nullptr;
-  worker_hot* w = nullptr;                // the worker running this frame now
-  std::uint64_t fork_epoch = 0;           // forked: the worker's epoch at the fork
-  std::exception_ptr* err_out = nullptr;  // root, called: where our exception goes
-  std::exception_ptr child_error;         // the first exception of a forked child
+  fork_frame* parent;            // who forked or called us (null: the root)
+  fork_tree* tree;
+  worker_hot* w;                   // the worker running this frame now
+  std::uint64_t fork_epoch;        // forked: the worker's epoch at the fork
+  std::exception_ptr* err_out;     // root, called: where our exception goes
+  std::exception_ptr child_error;  // the first exception of a forked child
+  std::exception_ptr call_error;   // the exception of the child we call (err_out)
   // Continuations of ours that ran from a queue since the last join: each
   // stands for one child that finishes off the fast path.  Read and written
   // by whoever runs this frame.
   std::uint32_t steals = 0;
   std::atomic<std::uint32_t> joins{kJoinBias};
   std::atomic<bool> has_child_error{false};
-  role kind = role::called;
+  role kind;
   bool plain_resume = false;  // the next run from a queue is a yield, not a steal
   bool finishing = false;     // the body ended while children still ran
+  // Every parameter of the coroutine is trivially destructible (set by the
+  // promise's constructor): a finished frame then needs no destroy() when
+  // it is the top of its worker's stack, only a pop (fork_release).
+  bool plain_params = false;
+
+  fork_frame() noexcept {}  // leaves the fields above without initializers alone
 };
 
 // What the task that awaits a fork tree shares with every frame of it.
@@ -191,6 +200,25 @@ inline void fork_pass_errors(fork_frame* f) noexcept {
     *f->err_out = std::move(f->child_error);
 }
 
+// Free a finished frame.  Nothing in a frame with plain parameters needs
+// destruction at its end (the promise's only non-trivial members, child_error
+// and call_error, are empty by then: each error was taken where it was
+// thrown), so when it is the top block of this worker's stack it is popped
+// without running destroy().
+[[gnu::always_inline]] inline void fork_release(fork_frame* f, worker_hot* w) noexcept {
+  fork_stack& s = w->forks;
+  fork_block* b = static_cast<fork_block*>(f->self.address()) - 1;
+  if (f->plain_params && b == s.last) [[likely]] {
+    s.last = b->prev;
+    s.top = reinterpret_cast<char*>(b);
+    if (s.top == s.cur->base() && s.last != nullptr) [[unlikely]]
+      fork_stack_step_down(s);
+  } else {
+    f->self.destroy();
+  }
+  fork_collect(s);  // blocks below that others freed meanwhile
+}
+
 // Where a finished frame goes next: its parent, the task that awaited the
 // tree, or (children still run elsewhere) back to the worker loop.  Frees the
 // frame.
@@ -205,16 +233,14 @@ inline void fork_pass_errors(fork_frame* f) noexcept {
     // epoch), and the continuation it pushed is still at the bottom of the
     // deque.  Then nobody else can have run our parent.
     const bool fast = f->fork_epoch == w->epoch && w->deque.take_if(fork_item(p));
-    f->self.destroy();
-    fork_collect(w->forks);
+    fork_release(f, w);
     if (fast) [[likely]]
       return fork_transfer(p);
     return fork_child_done_slow(p, w);
   }
   if (f->kind == fork_frame::role::called) {
     const bool failed = static_cast<bool>(*f->err_out);
-    f->self.destroy();
-    fork_collect(w->forks);
+    fork_release(f, w);
     p->w = w;
     // The caller will throw: its forked children must finish first.
     if (failed && p->steals != 0) [[unlikely]] {
@@ -268,8 +294,10 @@ struct fork_awaiter {
       throw_empty_task();
     return false;
   }
+  // Forced inline, as the spawn form's push and join: g++ 12 outlines it.
   template <class P>
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<P> self) noexcept {
+  [[gnu::always_inline]] std::coroutine_handle<> await_suspend(
+      std::coroutine_handle<P> self) noexcept {
     fork_frame& p = self.promise();
     fork_promise<T>& c = tag.child.promise();
     worker_hot* w = p.w;
@@ -293,7 +321,6 @@ struct call_awaiter {
   explicit call_awaiter(std::coroutine_handle<fork_promise<T>> h) noexcept : child(h) {}
   std::coroutine_handle<fork_promise<T>> child;
   fork_frame* self = nullptr;
-  std::exception_ptr error;
   [[no_unique_address]] std::conditional_t<
       std::is_void_v<T>, std::monostate, result_slot<std::conditional_t<std::is_void_v<T>, int, T>>>
       slot;
@@ -309,15 +336,15 @@ struct call_awaiter {
     self = &p;
     fork_promise<T>& c = child.promise();
     fork_prepare(c, p, fork_frame::role::called);
-    c.err_out = &error;
+    c.err_out = &p.call_error;
     if constexpr (!std::is_void_v<T>) c.result = {reinterpret_cast<T*>(slot.buf), false};
     return fork_transfer(&c);
   }
   T await_resume() {
-    if (error) [[unlikely]] {
+    if (self->call_error) [[unlikely]] {
       // fork_finish waited for our stolen children before resuming us.
       if (self->steals != 0) fork_join_reset(self);
-      std::rethrow_exception(std::move(error));
+      std::rethrow_exception(std::exchange(self->call_error, nullptr));
     }
     if constexpr (!std::is_void_v<T>) {
       T v = std::move(slot.get());
@@ -378,7 +405,7 @@ struct fork_checkpoint_awaiter {
 
 // Awaiting anything else in a fork frame is refused at compile time.
 template <class A>
-inline constexpr bool fork_awaitable_v = false;
+inline constexpr bool kForkAwaitable = false;
 
 template <class Derived>
 struct fork_promise_base : fork_frame {
@@ -388,7 +415,8 @@ struct fork_promise_base : fork_frame {
   std::suspend_always initial_suspend() noexcept { return {}; }
   struct final_awaiter {
     bool await_ready() const noexcept { return false; }
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<Derived> h) noexcept {
+    [[gnu::always_inline]] std::coroutine_handle<> await_suspend(
+        std::coroutine_handle<Derived> h) noexcept {
       fork_frame* f = &h.promise();
       if (f->steals != 0) {
         // Children of ours still run elsewhere: their last one finishes us.
@@ -419,7 +447,7 @@ struct fork_promise_base : fork_frame {
   call_awaiter<U> await_transform(fork_task<U>&& t) noexcept;
   template <class A>
   A&& await_transform(A&& a) noexcept {
-    static_assert(fork_awaitable_v<std::remove_cvref_t<A>>,
+    static_assert(kForkAwaitable<std::remove_cvref_t<A>>,
                   "weft: a fork_task may co_await only fork(), join(), checkpoint(), yield() and "
                   "other fork_tasks; spawn a weft::task for anything that blocks");
     return static_cast<A&&>(a);
@@ -429,6 +457,13 @@ struct fork_promise_base : fork_frame {
 template <class T>
 class fork_promise final : public fork_promise_base<fork_promise<T>> {
  public:
+  fork_promise() = default;
+  // The coroutine's parameters (the compiler passes them when this is
+  // viable); only their types are used.
+  template <class... A>
+  explicit fork_promise(const A&...) noexcept {
+    this->plain_params = (trivially_destroyed<A>() && ...);
+  }
   fork_task<T> get_return_object() noexcept;
   template <class U>
     requires std::convertible_to<U&&, T>
@@ -441,6 +476,11 @@ class fork_promise final : public fork_promise_base<fork_promise<T>> {
 template <>
 class fork_promise<void> final : public fork_promise_base<fork_promise<void>> {
  public:
+  fork_promise() = default;
+  template <class... A>
+  explicit fork_promise(const A&...) noexcept {  // as fork_promise<T>
+    this->plain_params = (trivially_destroyed<A>() && ...);
+  }
   fork_task<void> get_return_object() noexcept;
   void return_void() noexcept {}
 };
@@ -473,6 +513,7 @@ struct fork_root_awaiter {
     tree.caller = caller;
     fork_promise<T>& c = std::exchange(child, {}).promise();
     c.kind = fork_frame::role::root;
+    c.parent = nullptr;
     c.tree = &tree;
     c.w = core->w;
     c.err_out = &error;
