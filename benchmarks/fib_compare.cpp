@@ -1,9 +1,12 @@
 // fib_compare -- naive fib(n) with weft and with oneTBB task_group (and with
 // libfork when the suite is built with it), side by side, interleaved, plus
 // the plain recursive function as the floor.  weft's fib is measured in two
-// spellings of the same coroutine: "weft", the suite's inline function in a
-// header (fib/weft_fib.hpp), and "weft-extern", a non-inline function defined
-// in its own .cpp (fib/weft_fib_extern.cpp), as users write coroutines.
+// forms, each in two spellings of the same coroutine:
+//   weft              spawn+join, inline function in a header (fib/weft_fib.hpp)
+//   weft-extern       the same, a non-inline function in its own .cpp, as users
+//                     write coroutines (fib/weft_fib_extern.cpp)
+//   weft-fork         the fork-join form, weft::fork_task (fib/weft_fork_fib.hpp)
+//   weft-fork-extern  the same in its own .cpp (fib/weft_fork_fib_extern.cpp)
 //
 //   fib_compare [--n=30] [--workers=1,2] [--reps=5] [--quick] [--json=FILE]
 //
@@ -25,6 +28,8 @@
 #include "fib/tbb_fib.hpp"
 #include "fib/weft_fib.hpp"
 #include "fib/weft_fib_extern.hpp"
+#include "fib/weft_fork_fib.hpp"
+#include "fib/weft_fork_fib_extern.hpp"
 
 namespace {
 
@@ -51,6 +56,12 @@ int main(int argc, char** argv) {
   p.weft = [n](weft::runtime& rt) { return rt.block_on(fib_bench::fib_weft(n)); };
   p.weft_more.push_back({"weft-extern", [n](weft::runtime& rt) {
                            return rt.block_on(fib_bench::fib_weft_extern(n));
+                         }});
+  p.weft_more.push_back({"weft-fork", [n](weft::runtime& rt) {
+                           return rt.block_on(weft::as_task(fib_bench::fib_fork(n)));
+                         }});
+  p.weft_more.push_back({"weft-fork-extern", [n](weft::runtime& rt) {
+                           return rt.block_on(weft::as_task(fib_bench::fib_fork_extern(n)));
                          }});
   p.tbb = [n](tbb::task_arena& arena) {
     long r = 0;

@@ -358,8 +358,10 @@ inline void print_header(const char* program, const std::string& what) {
 
 // ---------------------------------------------------------------- throughput problems
 
-// A weft spelling of a problem other than the suite's own (`problem::weft`):
-// its own row and JSON records under `name` ("weft-extern").
+// A weft spelling of a problem other than the suite's own (`problem::weft`,
+// spawn+join): its own row and JSON records under `name` ("weft-extern";
+// "weft-fork" for the fork-join form, weft::fork_task, and
+// "weft-fork-extern" for its fib in a .cpp of its own).
 struct weft_variant {
   std::string name;
   std::function<long long(weft::runtime&)> run;
@@ -424,13 +426,13 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
   }
   std::printf("\n== %s, %s (%.0f tasks per run), %d reps, %s interleaved\n", p.name.c_str(),
               p.instance.c_str(), p.tasks, reps, who.c_str());
-  std::printf("%-8s %-11s %11s %11s %11s %9s  %s\n", "workers", "runtime", "median ms", "min ms",
+  std::printf("%-8s %-16s %11s %11s %11s %9s  %s\n", "workers", "runtime", "median ms", "min ms",
               "max ms", "ns/task", "oneTBB/weft");
   std::fflush(stdout);
   auto row = [&](const std::string& w, const std::string& name, const std::vector<double>& ms,
                  const std::string& ratio) {
     summary s = summarize(ms);
-    std::printf("%-8s %-11s %11.2f %11.2f %11.2f %9.2f  %s\n", w.c_str(), name.c_str(), s.median,
+    std::printf("%-8s %-16s %11.2f %11.2f %11.2f %9.2f  %s\n", w.c_str(), name.c_str(), s.median,
                 s.min, s.max, s.median * 1e6 / p.tasks, ratio.c_str());
     std::fflush(stdout);
   };
@@ -499,14 +501,17 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
     }
     const double weft_med = median(entries.front().ms);
     const double tbb_med = median(entries[1 + p.weft_more.size()].ms);
+    const double lf_med = with_libfork ? median(entries.back().ms) : 0;
     for (const entry& e : entries) {
       std::string note;
       if (e.name == "weft")
         note = ratio("", tbb_med, weft_med);
       else if (e.name == "libfork")
         note = ratio("weft/libfork ", weft_med, median(e.ms));
-      else if (e.name != "oneTBB")
+      else if (e.name != "oneTBB") {
         note = ratio((e.name + "/weft ").c_str(), median(e.ms), weft_med);
+        if (with_libfork) note += ", " + ratio("/libfork ", median(e.ms), lf_med);
+      }
       row(std::to_string(k), e.name, e.ms, note);
     }
     for (const entry& e : entries) {

@@ -1,17 +1,20 @@
-// memory_bench -- memory: peak RSS of fib(n) and bytes per suspended task.
-// Every measurement runs in a fresh child process (this program, started
-// again with --child=...), so that each peak is its own; the parent runs the
-// cases in turn, repetition by repetition, and reports medians.
+// memory_bench -- memory: peak RSS of fib(n), bytes per suspended task and
+// bytes per suspended forked child (the fork-join form).  Every measurement
+// runs in a fresh child process (this program, started again with
+// --child=...), so that each peak is its own; the parent runs the cases in
+// turn, repetition by repetition, and reports medians.
 //
 //   memory_bench [--n=35] [--tasks=10^6] [--workers=1,2] [--reps=5] [--quick] [--json=FILE]
 //
-// --quick: fib(30), 10^5 sleeping tasks, 3 reps.  Cases:
+// --quick: fib(30), 10^5 sleeping tasks and forked children, 3 reps.  Cases:
 //
-//   fib, runtime=serial|weft|tbb, workers=k: VmHWM (/proc/self/status) after
-//     one fib(n) (weft: block_on on a runtime with k workers; oneTBB:
-//     task_group fib in a task_arena(k)); the serial case is the process's
-//     own floor.  The result is checked.  "before" is VmHWM once the runtime
-//     exists and before fib starts.
+//   fib, runtime=serial|weft|weft-fork|weft-fork-extern|tbb, workers=k: VmHWM
+//     (/proc/self/status) after one fib(n) (weft: block_on on a runtime with
+//     k workers, spawn+join (fib/weft_fib.hpp) or the fork-join form, inline
+//     (fib/weft_fork_fib.hpp) or in its own .cpp (fib/weft_fork_fib_extern.cpp);
+//     oneTBB: task_group fib in a task_arena(k)); the serial case is the
+//     process's own floor.  The result is checked.  "before" is VmHWM once the
+//     runtime exists and before fib starts.
 //   sleepers, workers=k (weft only: a oneTBB task cannot suspend): a driver
 //     task spawns N tasks that each co_await weft::sleep_for(1h); once all N
 //     have started (and 50 ms more), VmRSS minus VmRSS before the spawns,
@@ -22,10 +25,28 @@
 //     cancelled_error and returns 1.  Reported as well: the time from the
 //     first cancel() until every handle is done, per task, and that every
 //     catch block ran and no frame is left (diagnostics::live_frames()).
+//   forked, workers=k (the fork-join form): a fork tree whose N leaves all
+//     suspend at once.  The root forks ceil(N / 1000) group frames in a loop,
+//     each group forks up to 1000 leaves in a loop, and each joins once.  A
+//     leaf counts itself and then co_awaits weft::yield() until a gate opens
+//     (a yielded frame waits in the runtime's injection queue; the group
+//     frames wait at their joins).  Once all N have counted themselves (and
+//     50 ms more), VmRSS minus VmRSS before the tree started, divided by N, is
+//     the memory per suspended forked child: its frame block on a worker's
+//     fork stack (api/weft/detail/fork_stack.hpp: 64 KiB segments, blocks of
+//     whole 64-byte lines), its slot in the injection queue, and its share of
+//     the group frames.  At most k leaves run at the reading; the rest are
+//     suspended.  The outputs (a long per leaf and per group) are allocated
+//     and written before the first reading, as the sleepers' handles are.
+//     Then the gate opens, every leaf returns 1 and the tree's sum is checked
+//     against N.  Reported beside it: the block sizes of a leaf and of a
+//     group frame (each block's `bytes`, header included), read from a frame
+//     made off the workers (where it comes from the heap with the same header).
 #include <oneapi/tbb/task_arena.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -39,6 +60,8 @@
 #include "fib/serial.hpp"
 #include "fib/tbb_fib.hpp"
 #include "fib/weft_fib.hpp"
+#include "fib/weft_fork_fib.hpp"
+#include "fib/weft_fork_fib_extern.hpp"
 
 namespace {
 
@@ -73,6 +96,14 @@ int child_fib(const std::string& runtime, unsigned k, int n) {
     before = status_kib("VmHWM");
     t0 = bench::clock_type::now();
     got = rt.block_on(fib_bench::fib_weft(n));
+  } else if (runtime == "weft-fork" || runtime == "weft-fork-extern") {
+    weft::runtime_options ro;
+    ro.workers = k;
+    weft::runtime rt(ro);
+    before = status_kib("VmHWM");
+    t0 = bench::clock_type::now();
+    got = rt.block_on(weft::as_task(runtime == "weft-fork" ? fib_bench::fib_fork(n)
+                                                           : fib_bench::fib_fork_extern(n)));
   } else {
     tbb::task_arena arena(static_cast<int>(k));
     arena.initialize();
@@ -145,6 +176,117 @@ int child_sleepers(unsigned k, long long n) {
   return ok ? 0 : 1;
 }
 
+// ---------------------------------------------------------------- forked children
+
+struct fork_gate {
+  std::atomic<long long> arrived{0};
+  std::atomic<bool> open{false};
+};
+
+weft::fork_task<long> suspended_leaf(fork_gate* g) {
+  // Relaxed: a count the main thread polls; nothing is read through it.
+  g->arrived.fetch_add(1, std::memory_order_relaxed);
+  // Acquire: pairs with the main thread's release store that opens the gate.
+  do {
+    co_await weft::yield();
+  } while (!g->open.load(std::memory_order_acquire));
+  co_return 1;
+}
+
+weft::fork_task<long> suspended_group(fork_gate* g, long* out, long n) {
+  for (long i = 0; i < n; ++i) co_await weft::fork(out[i], suspended_leaf(g));
+  co_await weft::join();
+  long sum = 0;
+  for (long i = 0; i < n; ++i) sum += out[i];
+  co_return sum;
+}
+
+constexpr long kGroup = 1000;  // leaves per group frame
+
+weft::fork_task<long> suspended_tree(fork_gate* g, long* leaf_out, long* group_out, long n) {
+  const long groups = (n + kGroup - 1) / kGroup;
+  for (long i = 0; i < groups; ++i)
+    co_await weft::fork(
+        group_out[i], suspended_group(g, leaf_out + i * kGroup, std::min(kGroup, n - i * kGroup)));
+  co_await weft::join();
+  long sum = 0;
+  for (long i = 0; i < groups; ++i) sum += group_out[i];
+  co_return sum;
+}
+
+// Frames for block_bytes, made where the compiler cannot see them destroyed
+// (a frame created and destroyed in one function may be elided onto the
+// caller's stack, with no block at all).
+[[gnu::noinline]] weft::fork_task<long> make_leaf(fork_gate* g) { return suspended_leaf(g); }
+[[gnu::noinline]] weft::fork_task<long> make_group(fork_gate* g) {
+  return suspended_group(g, nullptr, 0);
+}
+
+// The block a fork frame was given (header included); -1 if the frame's
+// address is not right after a heap block's header (an elided frame, or a
+// compiler that puts the coroutine's frame elsewhere in its allocation).
+template <class T>
+long long block_bytes(weft::fork_task<T> t) {
+  const auto h = t.release();
+  const auto* b = static_cast<const weft::detail::fork_block*>(h.address()) - 1;
+  // Relaxed: this thread made the frame.  Made off the workers, the block is
+  // a heap block (kHeap), the same header and size as on a worker's stack.
+  const bool heap = b->state.load(std::memory_order_relaxed) == weft::detail::fork_block::kHeap;
+  const long long bytes = heap ? static_cast<long long>(b->bytes) : -1;
+  h.destroy();
+  return bytes;
+}
+
+int child_forked(unsigned k, long long n) {
+  weft::runtime_options ro;
+  ro.workers = k;
+  weft::runtime rt(ro);
+  fork_gate probe_gate;
+  const long long leaf_block = block_bytes(make_leaf(&probe_gate));
+  const long long group_block = block_bytes(make_group(&probe_gate));
+  // Warm the workers and their fork stacks up and write the outputs before
+  // the first reading.
+  for (int i = 0; i < 20; ++i) rt.block_on(weft::as_task(fib_bench::fib_fork(20)));
+  const long groups = static_cast<long>((n + kGroup - 1) / kGroup);
+  std::vector<long> leaf_out(static_cast<std::size_t>(n), -1);
+  std::vector<long> group_out(static_cast<std::size_t>(groups), -1);
+  fork_gate g;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const long long rss0 = status_kib("VmRSS");
+
+  const auto t0 = bench::clock_type::now();
+  long long rss1 = 0, hwm = 0;
+  double build_ms = 0;
+  long got = -1;
+  bool ok = true;
+  {
+    weft::join_handle<long> h = rt.spawn(
+        weft::as_task(suspended_tree(&g, leaf_out.data(), group_out.data(), static_cast<long>(n))));
+    while (g.arrived.load(std::memory_order_relaxed) < n)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    build_ms = bench::ms_since(t0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    rss1 = status_kib("VmRSS");
+    hwm = status_kib("VmHWM");
+    ok = !h.done();
+    // Release: pairs with the leaves' acquire loads.
+    g.open.store(true, std::memory_order_release);
+    while (!h.done()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    got = h.join();
+  }
+  rt.shutdown();
+  const long long live = weft::diagnostics::live_frames();
+  ok = ok && got == n && live == 0;
+  std::printf(
+      "RESULT rss_before_kib=%lld rss_after_kib=%lld hwm_kib=%lld bytes_per_child=%.2f "
+      "leaf_block=%lld group_block=%lld promise=%zu build_ms=%.1f sum=%ld live_frames=%lld "
+      "ok=%d\n",
+      rss0, rss1, hwm, static_cast<double>(rss1 - rss0) * 1024.0 / static_cast<double>(n),
+      leaf_block, group_block, sizeof(weft::fork_task<long>::promise_type), build_ms, got, live,
+      ok ? 1 : 0);
+  return ok ? 0 : 1;
+}
+
 // ---------------------------------------------------------------- parent
 
 // Runs this program again with `args`; returns the key=value pairs of its
@@ -195,12 +337,17 @@ int main(int argc, char** argv) {
   const std::string child = a.str("child", "");
   if (child == "fib") return child_fib(a.str("runtime", "weft"), a.workers().front(), n);
   if (child == "sleepers") return child_sleepers(a.workers().front(), tasks);
+  if (child == "forked") return child_forked(a.workers().front(), tasks);
   if (!child.empty()) a.fail("--child=" + child);
 
   const int reps = a.reps(5, 3);
-  bench::print_header("memory_bench", "peak RSS of fib(n); bytes per suspended task");
-  std::printf("fib(%d), %lld sleeping tasks, %d reps, one child process per measurement\n", n,
-              tasks, reps);
+  bench::print_header(
+      "memory_bench",
+      "peak RSS of fib(n); bytes per suspended task and per suspended forked child");
+  std::printf(
+      "fib(%d), %lld sleeping tasks, %lld suspended forked children, %d reps, one child process "
+      "per measurement\n",
+      n, tasks, tasks, reps);
 
   struct fib_case {
     std::string runtime;
@@ -210,6 +357,8 @@ int main(int argc, char** argv) {
   std::vector<fib_case> fibs{{"serial", 1, {}, {}, {}}};
   for (unsigned k : a.workers()) {
     fibs.push_back({"weft", k, {}, {}, {}});
+    fibs.push_back({"weft-fork", k, {}, {}, {}});
+    fibs.push_back({"weft-fork-extern", k, {}, {}, {}});
     fibs.push_back({"oneTBB", k, {}, {}, {}});
   }
   struct sleep_case {
@@ -218,6 +367,13 @@ int main(int argc, char** argv) {
   };
   std::vector<sleep_case> sleeps;
   for (unsigned k : a.workers()) sleeps.push_back({k, {}, {}, {}, {}});
+  struct fork_case {
+    unsigned workers;
+    std::vector<double> bytes, rss_before, rss_after, build_ms;
+    double leaf_block = 0, group_block = 0, promise = 0;
+  };
+  std::vector<fork_case> forks;
+  for (unsigned k : a.workers()) forks.push_back({k, {}, {}, {}, {}, 0, 0, 0});
 
   for (int rep = 0; rep < reps; ++rep) {
     // Alternate the order of the cases from one repetition to the next.
@@ -243,18 +399,33 @@ int main(int argc, char** argv) {
       c.rss_before.push_back(get(kv, "rss_before_kib") / 1024.0);
       c.rss_after.push_back(get(kv, "rss_after_kib") / 1024.0);
     }
+    for (fork_case& c : forks) {
+      const auto kv = run_child("--child=forked --workers=" + std::to_string(c.workers) +
+                                " --tasks=" + std::to_string(tasks));
+      bench::check("forked child ok (all suspended, sum right, no frame left)", c.workers,
+                   get(kv, "ok"), 1.0);
+      c.bytes.push_back(get(kv, "bytes_per_child"));
+      c.rss_before.push_back(get(kv, "rss_before_kib") / 1024.0);
+      c.rss_after.push_back(get(kv, "rss_after_kib") / 1024.0);
+      c.build_ms.push_back(get(kv, "build_ms"));
+      c.leaf_block = get(kv, "leaf_block");
+      c.group_block = get(kv, "group_block");
+      c.promise = get(kv, "promise");
+    }
   }
 
   bench::json doc = bench::document("memory", a);
   doc.add("fib_n", n).add("sleeping_tasks", tasks);
   bench::json results = bench::json::array();
   std::printf("\nfib(%d) peak RSS (VmHWM), medians of %d child processes\n", n, reps);
-  std::printf("%-8s %-8s %14s %20s %10s\n", "workers", "runtime", "peak MiB", "before fib MiB",
-              "fib ms");
+  const double serial_peak = bench::median(fibs.front().hwm);
+  std::printf("%-8s %-17s %10s %16s %10s %16s\n", "workers", "runtime", "peak MiB",
+              "before fib MiB", "fib ms", "peak - serial");
   for (const fib_case& c : fibs) {
-    std::printf("%-8s %-8s %14.2f %20.2f %10.1f\n",
+    std::printf("%-8s %-17s %10.2f %16.2f %10.1f %12.2f MiB\n",
                 c.runtime == "serial" ? "-" : std::to_string(c.workers).c_str(), c.runtime.c_str(),
-                bench::median(c.hwm), bench::median(c.before), bench::median(c.ms));
+                bench::median(c.hwm), bench::median(c.before), bench::median(c.ms),
+                bench::median(c.hwm) - serial_peak);
     bench::json j = bench::json::object();
     j.add("case", "fib_peak_rss")
         .add("runtime", c.runtime)
@@ -285,6 +456,33 @@ int main(int argc, char** argv) {
         .add("median_cancel_ns_per_task", bench::median(c.cancel_ns))
         .add("bytes_per_task", c.bytes)
         .add("cancel_ns_per_task", c.cancel_ns)
+        .add("rss_before_mib", c.rss_before)
+        .add("rss_after_mib", c.rss_after);
+    results.push(j);
+  }
+  std::printf(
+      "\n%lld forked children suspended at once (fork-join form: leaves in yield(), %ld per "
+      "group frame), medians of %d child processes\n",
+      tasks, kGroup, reps);
+  std::printf("%-8s %14s %15s %14s %10s %12s %12s %14s\n", "workers", "bytes/child",
+              "RSS before MiB", "RSS after MiB", "build ms", "leaf block", "group block",
+              "promise<long>");
+  for (const fork_case& c : forks) {
+    std::printf("%-8u %14.1f %15.1f %14.1f %10.1f %10.0f B %10.0f B %12.0f B\n", c.workers,
+                bench::median(c.bytes), bench::median(c.rss_before), bench::median(c.rss_after),
+                bench::median(c.build_ms), c.leaf_block, c.group_block, c.promise);
+    bench::json j = bench::json::object();
+    j.add("case", "suspended_forked_children")
+        .add("runtime", "weft-fork")
+        .add("workers", c.workers)
+        .add("children", tasks)
+        .add("children_per_group", static_cast<long long>(kGroup))
+        .add("median_bytes_per_child", bench::median(c.bytes))
+        .add("leaf_block_bytes", c.leaf_block)
+        .add("group_block_bytes", c.group_block)
+        .add("promise_bytes", c.promise)
+        .add("bytes_per_child", c.bytes)
+        .add("build_ms", c.build_ms)
         .add("rss_before_mib", c.rss_before)
         .add("rss_after_mib", c.rss_after);
     results.push(j);

@@ -1,6 +1,7 @@
 // nqueens_bench -- count the solutions of n-queens with a task per placement:
-// weft, oneTBB task_group (and libfork when the suite is built with it) and a
-// plain recursive function, interleaved.
+// weft (spawn+join, "weft", and the fork-join form, "weft-fork"), oneTBB
+// task_group (and libfork when the suite is built with it) and a plain
+// recursive function, interleaved.
 //
 //   nqueens_bench [--n=13] [--workers=1,2] [--reps=5] [--quick] [--json=FILE]
 //
@@ -9,6 +10,7 @@
 #include "common/bench.hpp"
 #include "nqueens/serial.hpp"
 #include "nqueens/tbb_nqueens.hpp"
+#include "nqueens/weft_fork_nqueens.hpp"
 #include "nqueens/weft_nqueens.hpp"
 
 namespace {
@@ -31,6 +33,10 @@ int main(int argc, char** argv) {
   p.expected = nqueens_bench::nqueens_known(n);
   p.serial = [=] { return g_serial(empty, all); };
   p.weft = [=](weft::runtime& rt) { return rt.block_on(nqueens_bench::nqueens_weft(empty, all)); };
+  p.weft_more.push_back({"weft-fork", [=](weft::runtime& rt) {
+                           return rt.block_on(
+                               weft::as_task(nqueens_bench::nqueens_fork(empty, all)));
+                         }});
   p.tbb = [=](tbb::task_arena& arena) {
     long r = 0;
     arena.execute([&r, empty, all] { r = nqueens_bench::nqueens_tbb(empty, all); });

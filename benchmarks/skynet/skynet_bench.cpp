@@ -1,6 +1,7 @@
 // skynet_bench -- skynet (a ten-way fan-out tree summing its leaf indices)
-// with weft, oneTBB task_group (and libfork when the suite is built with it)
-// and a plain recursive function, interleaved.
+// with weft (spawn+join, "weft", and the fork-join form, "weft-fork"), oneTBB
+// task_group (and libfork when the suite is built with it) and a plain
+// recursive function, interleaved.
 //
 //   skynet_bench [--leaves=10^6,10^8] [--workers=1,2] [--reps=5] [--quick] [--json=FILE]
 //
@@ -9,6 +10,7 @@
 #include "common/bench.hpp"
 #include "skynet/serial.hpp"
 #include "skynet/tbb_skynet.hpp"
+#include "skynet/weft_fork_skynet.hpp"
 #include "skynet/weft_skynet.hpp"
 
 namespace {
@@ -46,6 +48,9 @@ int main(int argc, char** argv) {
     const long n = static_cast<long>(size);
     p.serial = [n] { return g_serial(0, n); };
     p.weft = [n](weft::runtime& rt) { return rt.block_on(skynet_bench::skynet_weft(0, n)); };
+    p.weft_more.push_back({"weft-fork", [n](weft::runtime& rt) {
+                             return rt.block_on(weft::as_task(skynet_bench::skynet_fork(0, n)));
+                           }});
     p.tbb = [n](tbb::task_arena& arena) {
       long r = 0;
       arena.execute([&r, n] { r = skynet_bench::skynet_tbb(0, n); });

@@ -4,12 +4,15 @@
 // runtime, the best time and how many runs were slower than --slow times it.
 // Built only with libfork (docs/benchmarks.md, "Slow mode").
 //
-//   slow_mode [--pairs=150] [--n=30] [--workers=2] [--slow=1.5] [--weft=inline|extern]
-//             [--settle-us=5000] [--json=FILE]
+//   slow_mode [--pairs=150] [--n=30] [--workers=2] [--slow=1.5]
+//             [--weft=inline|extern|fork|fork-extern] [--settle-us=5000] [--json=FILE]
 //
 // The order within a pair alternates (weft first in even pairs), and every run
 // is followed by the same pause, as in the throughput programs.  --weft picks
-// the spelling of weft's fib (fib/weft_fib.hpp or fib/weft_fib_extern.cpp).
+// the form and spelling of weft's fib: spawn+join inline in a header
+// (fib/weft_fib.hpp) or in its own .cpp (fib/weft_fib_extern.cpp), or the
+// fork-join form, inline (fib/weft_fork_fib.hpp) or in its own .cpp
+// (fib/weft_fork_fib_extern.cpp).
 // Every result is checked against fib(n); a mismatch exits 1.  --reps and
 // --quick are accepted (common options) and ignored but for --quick, which
 // makes 20 pairs.
@@ -20,6 +23,8 @@
 #include "fib/serial.hpp"
 #include "fib/weft_fib.hpp"
 #include "fib/weft_fib_extern.hpp"
+#include "fib/weft_fork_fib.hpp"
+#include "fib/weft_fork_fib_extern.hpp"
 
 #ifndef WEFT_BENCH_LIBFORK
 #error "slow_mode compares weft with libfork: build it with WEFT_LIBFORK_DIR set"
@@ -47,7 +52,8 @@ std::vector<double> slow_runs(const std::vector<double>& ms, double limit) {
 int main(int argc, char** argv) {
   bench::args a(argc, argv,
                 "slow_mode [--pairs=150] [--n=30] [--workers=2] [--slow=1.5] "
-                "[--weft=inline|extern] [--settle-us=5000] [--quick] [--json=FILE]",
+                "[--weft=inline|extern|fork|fork-extern] [--settle-us=5000] [--quick] "
+                "[--json=FILE]",
                 {"pairs", "n", "slow", "weft", "settle-us"});
   const int pairs = static_cast<int>(a.num("pairs", a.quick() ? 20 : 150, 1, 1000000));
   const int n = static_cast<int>(a.num("n", 30, 2, 45));
@@ -60,7 +66,9 @@ int main(int argc, char** argv) {
   const double slow = std::stod(a.str("slow", "1.5"));
   if (!(slow > 1.0)) a.fail("--slow=" + a.str("slow", ""));
   const std::string spelling = a.str("weft", "inline");
-  if (spelling != "inline" && spelling != "extern") a.fail("--weft=" + spelling);
+  if (spelling != "inline" && spelling != "extern" && spelling != "fork" &&
+      spelling != "fork-extern")
+    a.fail("--weft=" + spelling);
   const auto settle = std::chrono::microseconds(a.num("settle-us", 5000, 0, 10000000));
   const long expected = fib_bench::fib_value(n);
 
@@ -78,9 +86,17 @@ int main(int argc, char** argv) {
   std::vector<runner> rs;
   if (spelling == "inline")
     rs.push_back({"weft", [&] { return rt.block_on(fib_bench::fib_weft(n)); }, {}, {}});
-  else
+  else if (spelling == "extern")
     rs.push_back(
         {"weft-extern", [&] { return rt.block_on(fib_bench::fib_weft_extern(n)); }, {}, {}});
+  else if (spelling == "fork")
+    rs.push_back(
+        {"weft-fork", [&] { return rt.block_on(weft::as_task(fib_bench::fib_fork(n))); }, {}, {}});
+  else
+    rs.push_back({"weft-fork-extern",
+                  [&] { return rt.block_on(weft::as_task(fib_bench::fib_fork_extern(n))); },
+                  {},
+                  {}});
   rs.push_back({"libfork", [&] { return peer_libfork::fib(lf, n); }, {}, {}});
 
   for (runner& r : rs) bench::warm_up(r.name, k, r.run, expected);

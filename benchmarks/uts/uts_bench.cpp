@@ -1,6 +1,7 @@
 // uts_bench -- unbalanced tree search: count the nodes of a fixed-seed tree
-// with a task per node, with weft, oneTBB task_group (and libfork when the
-// suite is built with it) and a plain recursive function, interleaved.  Two trees (uts/tree.hpp):
+// with a task per node, with weft (spawn+join, "weft", and the fork-join form,
+// "weft-fork"), oneTBB task_group (and libfork when the suite is built with
+// it) and a plain recursive function, interleaved.  Two trees (uts/tree.hpp):
 //
 //   uts_geo  geometric, b0=4, depth 11, seed 19: 6,805,212 nodes (bushy)
 //   uts_bin  binomial, root 2000, q=0.124875, m=8, seed 13: 4,792,385 nodes,
@@ -16,6 +17,7 @@
 #include "common/bench.hpp"
 #include "uts/tbb_uts.hpp"
 #include "uts/tree.hpp"
+#include "uts/weft_fork_uts.hpp"
 #include "uts/weft_uts.hpp"
 
 namespace {
@@ -73,6 +75,9 @@ int main(int argc, char** argv) {
     p.expected = count;
     p.serial = [=] { return g_serial(t, root, 0); };
     p.weft = [=](weft::runtime& rt) { return rt.block_on(uts_bench::uts_weft(t, root, 0)); };
+    p.weft_more.push_back({"weft-fork", [=](weft::runtime& rt) {
+                             return rt.block_on(weft::as_task(uts_bench::uts_fork(t, root, 0)));
+                           }});
     p.tbb = [=](tbb::task_arena& arena) {
       long r = 0;
       arena.execute([&r, t, root] { r = uts_bench::uts_tbb(t, root, 0); });
