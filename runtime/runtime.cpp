@@ -299,10 +299,6 @@ task_core* runtime_impl::pop_injected() noexcept {
 }
 
 bool runtime_impl::run(worker* w, task_core* c) {
-  // A new strand on this worker: a forked child that started before this
-  // must not take its parent's continuation back from our deque by the fast
-  // path (weft/fork.hpp, fork_finish).
-  w->epoch += kEpochStride;
   if (is_fork_item(c)) {
     resume_loop(w, c);
     return true;
@@ -444,7 +440,6 @@ void runtime_impl::start() {
   for (unsigned i = 0; i < worker_count; ++i) {
     auto w = std::make_unique<worker>();
     w->index = i;
-    w->epoch = i;  // the low bits of every epoch of this worker (kEpochStride)
     w->rt = this;
     w->sleepers = &num_sleepers;
     w->rng = 0x9E3779B97F4A7C15ull * (i + 1) | 1;

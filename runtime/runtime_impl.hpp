@@ -41,11 +41,6 @@ std::coroutine_handle<> fork_resume_item(worker* w, task_core* item) noexcept;
 // fork tree of a fork-join frame (fork.cpp).
 task_core* owner_of_item(task_core* item) noexcept;
 
-// Every worker's epoch (worker_hot::epoch) advances by this; the low bits
-// are the worker's index (max_workers fits).
-inline constexpr std::uint64_t kEpochStride = std::uint64_t{1} << 13;
-static_assert(runtime_options::max_workers < kEpochStride);
-
 struct alignas(kCacheLine) worker : worker_hot {
   unsigned index = 0;
   // Set on the virtual workers of a simulation (never changes): count_finish

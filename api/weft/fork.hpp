@@ -76,7 +76,6 @@ struct fork_frame {
   fork_frame* parent;            // who forked or called us (null: the root)
   fork_tree* tree;
   worker_hot* w;                   // the worker running this frame now
-  std::uint64_t fork_epoch;        // forked: the worker's epoch at the fork
   std::exception_ptr* err_out;     // root, called: where our exception goes
   std::exception_ptr child_error;  // the first exception of a forked child
   std::exception_ptr call_error;   // the exception of the child we call (err_out)
@@ -229,10 +228,11 @@ inline void fork_pass_errors(fork_frame* f) noexcept {
   if (f->has_child_error.load(std::memory_order_relaxed)) [[unlikely]]
     fork_pass_errors(f);
   if (f->kind == fork_frame::role::forked) [[likely]] {
-    // The fast path: our strand never left this worker since the fork (same
-    // epoch), and the continuation it pushed is still at the bottom of the
-    // deque.  Then nobody else can have run our parent.
-    const bool fast = f->fork_epoch == w->epoch && w->deque.take_if(fork_item(p));
+    // The fast path: an item of our parent's is at the bottom of this
+    // worker's deque.  Taking it means running that continuation here, once;
+    // every child's end and every item's run are then still counted right
+    // (docs/architecture.md, "Why any item of the parent will do").
+    const bool fast = w->deque.take_if(fork_item(p));
     fork_release(f, w);
     if (fast) [[likely]]
       return fork_transfer(p);
@@ -302,7 +302,6 @@ struct fork_awaiter {
     fork_promise<T>& c = tag.child.promise();
     worker_hot* w = p.w;
     fork_prepare(c, p, fork_frame::role::forked);
-    c.fork_epoch = w->epoch;
     if constexpr (!std::is_void_v<T>) c.result = {tag.out, true};
     fork_frame* child = &c;
     // Publishes our frame to thieves: touch nothing of it (this awaiter

@@ -97,11 +97,6 @@ struct worker_hot {
   std::int64_t live_tasks = 0;       // spawned here minus finished here (shutdown report)
   frame_cache frames;                // owner only
   fork_stack forks;                  // owner only: fork-join frames (weft/fork.hpp)
-  // Owner only.  Changes every time the worker loop starts running something
-  // (runtime_impl::run); distinct across workers (the low bits are the
-  // worker's index).  A forked child compares it with the value at its fork
-  // to know that its strand never left this worker (weft/fork.hpp).
-  std::uint64_t epoch = 0;
   // Set by the timer thread when the running task has used up its time slice;
   // cleared by the worker when checkpoint() acts on it.
   std::atomic<bool> slice_expired{false};
