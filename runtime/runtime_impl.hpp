@@ -59,6 +59,11 @@ struct alignas(kCacheLine) worker : worker_hot {
   // Timer-thread state for the slice check (timer thread only).
   std::uint64_t seen_resumes = 0;
   std::uint64_t seen_since_ns = 0;
+  // A kick (runtime_impl::slice_kicks) the timer thread saw is still open
+  // for this worker: it has neither begun another run since (`resumes` is
+  // still kick_resumes) nor been told its slice expired (timer thread only).
+  bool kick_open = false;
+  std::uint64_t kick_resumes = 0;
 
   std::thread thread;
 
@@ -136,7 +141,8 @@ struct runtime_impl {
   // which has no timer thread, never asks it for anything.
   std::atomic<bool> slice_watch{true};
   // Bumped by slice_watch_kick() (a cancel landed on a task that is not in a
-  // blocking wait): the timer thread then watches for at least one more slice.
+  // blocking wait): the timer thread then watches until every worker has
+  // begun another run or been told its slice expired (worker::kick_open).
   std::atomic<std::uint64_t> slice_kicks{0};
   // Times the timer thread came back from a wait (tests count them: a
   // runtime whose workers overstay with nobody waiting costs no wake-ups).

@@ -29,7 +29,8 @@
 // kCoarseLookNs, or a slice if longer) for a task queued on the deque of a
 // worker that overstays.  The steps (docs/architecture.md, "Time slices"):
 //   look (timer, under timer_mutex): load slice_kicks and injected_count
-//     (seq_cst); a new kick holds the watch for a slice and two ticks.
+//     (seq_cst); a new kick holds the watch until every worker has begun
+//     another run or been told its slice expired (worker::kick_open).
 //   disarm (timer): nothing waits -> slice_watch = false (seq_cst), then look
 //     again; something came meanwhile -> slice_watch = true, keep ticking.
 //   publish (injector / canceller): the RMW on injected_count (the one that
@@ -276,7 +277,6 @@ void runtime_impl::timer_main() {
   const std::uint64_t tick = std::max<std::uint64_t>(slice_ns / 4, 50'000);
   const std::uint64_t coarse = std::max(slice_ns, kCoarseLookNs);
   std::uint64_t seen_kicks = 0;  // slice_kicks at the last look
-  std::uint64_t hold_until = 0;  // a kick keeps the watch on until then
   while (!timer_exit) {
     std::uint64_t now = now_ns();
     // Fire what is due.  Scheduling happens under timer_mutex so that a task
@@ -296,12 +296,19 @@ void runtime_impl::timer_main() {
       const auto waiting = [&] {
         // seq_cst: the timer's loads in both Dekker pairs (file comment).
         const std::uint64_t k = slice_kicks.load(std::memory_order_seq_cst);
-        if (k != seen_kicks) {
-          seen_kicks = k;
-          hold_until = add_saturating(now, add_saturating(slice_ns, 2 * tick));
+        bool open = false;
+        for (auto& wp : workers) {
+          worker* w = wp.get();
+          if (k != seen_kicks) {
+            w->kick_open = true;
+            // Relaxed: a sample, as below.
+            w->kick_resumes = w->resumes.load(std::memory_order_relaxed);
+          }
+          open = open || w->kick_open;
         }
+        seen_kicks = k;
         // seq_cst: as above; pairs with inject()'s increment.
-        return injected_count.load(std::memory_order_seq_cst) > 0 || now < hold_until;
+        return injected_count.load(std::memory_order_seq_cst) > 0 || open;
       };
       bool fine = waiting();
       // Relaxed loads and stores of true: every store is made under
@@ -319,6 +326,9 @@ void runtime_impl::timer_main() {
         worker* w = wp.get();
         // Relaxed: a sample of a counter; staleness costs one tick.
         std::uint64_t r = w->resumes.load(std::memory_order_relaxed);
+        // A new run passes a resume point, where the chain's requests are
+        // taken: the kick is over for this worker.
+        if (r != w->kick_resumes) w->kick_open = false;
         if (r != w->seen_resumes) {
           w->seen_resumes = r;
           w->seen_since_ns = now;
@@ -328,6 +338,7 @@ void runtime_impl::timer_main() {
           // Relaxed: a request to reschedule, read by checkpoint().
           w->slice_expired.store(true, std::memory_order_relaxed);
           w->seen_since_ns = now;
+          w->kick_open = false;
         }
       }
       next = std::min(next, add_saturating(now, fine ? tick : coarse));
