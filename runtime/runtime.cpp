@@ -227,17 +227,14 @@ bool runtime_impl::inject(task_core* c, injection why) {
   injected_total.fetch_add(1, std::memory_order_relaxed);
   WEFT_CHAOS_POINT();
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
-  const bool sleeper = num_sleepers.load(std::memory_order_seq_cst) > 0;
-  if (sleeper) wake_one();
-  // The queue was empty and no worker was parked: `c` may wait behind
-  // workers that overstay.  If the timer thread is not watching slices,
-  // restart it (step restart), unless this thread holds timer_mutex (the
-  // timer thread's own wake-ups, which it looks at next; timer_cancel_all,
-  // which restarts it itself).  A woken worker takes `c` without waiting for
-  // anybody's slice, so a spawn into an idle runtime costs no timer wake-up.
-  // seq_cst: pairs with the timer's disarm (its seq_cst store of false, then
-  // load of injected_count).
-  if (!sleeper && queued_before <= 0 && !slice_watch.load(std::memory_order_seq_cst) &&
+  if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
+  // The queue was empty: `c` may wait behind workers that overstay.  If the
+  // timer thread is not watching slices, restart it (step restart), unless
+  // this thread holds timer_mutex (the timer thread's own wake-ups, which it
+  // looks at next; timer_cancel_all, which restarts it itself).  seq_cst:
+  // pairs with the timer's disarm (its seq_cst store of false, then load of
+  // injected_count).
+  if (queued_before <= 0 && !slice_watch.load(std::memory_order_seq_cst) &&
       !tls_scheduling_under_timer_mutex)
     slice_watch_wanted();
   return true;

@@ -32,7 +32,7 @@ struct sim_driver;  // sim_driver.hpp: the deterministic simulation
 inline constexpr std::uint32_t kFramesPerClass = 4096;
 
 struct worker;
-void free_frame_cache(worker* w) noexcept;     // alloc.cpp; empties the worker's cache
+void free_frame_cache(worker* w) noexcept;     // alloc.cpp; the worker is destroyed
 void free_fork_stack(worker_hot* w) noexcept;  // fork.cpp; likewise
 // fork.cpp: a fork-join frame taken from a queue (is_fork_item) resumes on
 // `w`; what to resume.
