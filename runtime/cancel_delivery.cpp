@@ -244,10 +244,6 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth) {
 #if !WEFT_MUTANT_IS(no_wake_on_cancel)  // broken variant (tests only): the wait is not ended
   if (hook != 0 && (hook & 1) == 0) reinterpret_cast<wait_node*>(hook)->interrupt();
 #endif
-  // Not in a blocking wait: the task may be running a child inline, whose
-  // checkpoints see this request only once the slice expires; the timer
-  // thread must watch the slice (timer.cpp, "slice watch").
-  if (hook == 0) core->rt->slice_watch_kick();
   core->unlock_hook();
   refs.finish();
   free_request(untagged(old));

@@ -214,29 +214,18 @@ void schedule_wake(task_core* core) noexcept { core->rt->push_local_or_inject(co
 bool runtime_impl::inject(task_core* c, injection why) {
   sim_hook::require_owner_or_abort(this,
                                    why == injection::spawn ? "a spawn" : "a wake-up or re-queue");
-  std::int64_t queued_before = 0;
   {
     std::lock_guard lk(inject_mutex);
     if (why == injection::spawn && closed) return false;
     injected.push_back(c);
-    // seq_cst: the injector's half of the parking Dekker pair, and of the
-    // slice watch's (timer.cpp: step publish).
-    queued_before = injected_count.fetch_add(1, std::memory_order_seq_cst);
+    // seq_cst: the injector's half of the parking Dekker pair.
+    injected_count.fetch_add(1, std::memory_order_seq_cst);
   }
   // Relaxed: statistics.
   injected_total.fetch_add(1, std::memory_order_relaxed);
   WEFT_CHAOS_POINT();
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
   if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
-  // The queue was empty: `c` may wait behind workers that overstay.  If the
-  // timer thread is not watching slices, restart it (step restart), unless
-  // this thread holds timer_mutex (the timer thread's own wake-ups, which it
-  // looks at next; timer_cancel_all, which restarts it itself).  seq_cst:
-  // pairs with the timer's disarm (its seq_cst store of false, then load of
-  // injected_count).
-  if (queued_before <= 0 && !slice_watch.load(std::memory_order_seq_cst) &&
-      !tls_scheduling_under_timer_mutex)
-    slice_watch_wanted();
   return true;
 }
 

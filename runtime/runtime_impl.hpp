@@ -66,11 +66,6 @@ struct alignas(kCacheLine) worker : worker_hot {
   // Timer-thread state for the slice check (timer thread only).
   std::uint64_t seen_resumes = 0;
   std::uint64_t seen_since_ns = 0;
-  // A kick (runtime_impl::slice_kicks) the timer thread saw is still open
-  // for this worker: it has neither begun another run since (`resumes` is
-  // still kick_resumes) nor been told its slice expired (timer thread only).
-  bool kick_open = false;
-  std::uint64_t kick_resumes = 0;
 
   std::thread thread;
 
@@ -143,20 +138,6 @@ struct runtime_impl {
   std::vector<timer_node*> heap;  // guarded by timer_mutex; min-heap on deadline
   bool timer_exit = false;        // guarded by timer_mutex
   bool timer_idle = false;        // guarded by timer_mutex: waiting with no busy worker
-  // Whether the timer thread watches time slices at the fine tick (someone
-  // may be waiting for a slice to end; timer.cpp, "slice watch").  Written
-  // under timer_mutex (the timer thread; slice_watch_wanted); read by
-  // inject() and slice_watch_kick() without it.  Starts true: the timer
-  // thread's first look turns it off when nothing waits, and a simulation,
-  // which has no timer thread, never asks it for anything.
-  std::atomic<bool> slice_watch{true};
-  // Bumped by slice_watch_kick() (a cancel landed on a task that is not in a
-  // blocking wait): the timer thread then watches until every worker has
-  // begun another run or been told its slice expired (worker::kick_open).
-  std::atomic<std::uint64_t> slice_kicks{0};
-  // Times the timer thread came back from a wait (tests count them: a
-  // runtime whose workers overstay with nobody waiting costs no wake-ups).
-  std::uint64_t timer_wakeups = 0;  // guarded by timer_mutex
   std::thread timer_thread;
 
   // ---- blocked list waits (event, semaphore, watchers): shutdown interrupts them ----
@@ -231,11 +212,6 @@ struct runtime_impl {
   void timer_cancel_all() noexcept;
   bool timer_empty() noexcept;
   void timer_notify_busy() noexcept;
-  // The slice watch (timer.cpp): the injection queue went from empty to
-  // non-empty, or a cancel landed on a task that may be running a child
-  // inline, while the timer thread was not watching: it watches again.
-  void slice_watch_wanted() noexcept;
-  void slice_watch_kick() noexcept;
   // Under timer_mutex: pop the earliest timer if it is due at `now` and end
   // its sleep.  False when none is due.  *woken: the task whose sleep it
   // ended, or null when interrupt() had claimed the node first; with other
@@ -324,12 +300,6 @@ inline std::uint64_t add_saturating(std::uint64_t a, std::uint64_t d) noexcept {
 
 // The worker running on this thread (null elsewhere).  runtime.cpp.
 extern thread_local worker* tls_worker;
-
-// True while this thread holds timer_mutex and may schedule a woken task
-// (timer_pop_due_locked, timer_cancel_all): inject() must not take
-// timer_mutex then to restart the slice watch; those callers restart it
-// themselves.  timer.cpp.
-extern thread_local bool tls_scheduling_under_timer_mutex;
 
 // The "shutdown" cancellation of a stopping runtime (kind shutdown, reason
 // "shutdown", where = shutdown_at), as a request or as the error itself.

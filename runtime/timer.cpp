@@ -20,27 +20,6 @@
 // not moved for a whole slice gets `slice_expired` set, and its next
 // checkpoint() reschedules.  While every worker is parked it does not tick.
 //
-// The slice watch: looking costs a wake-up of this thread, which preempts a
-// worker when the cores are all busy, so the thread ticks (every slice / 4)
-// only while someone may be waiting for a slice to end -- a task in the
-// injection queue, or a cancel that landed on a task that may be running a
-// child inline (its request reaches the child when the slice expires).
-// Otherwise, while a worker is busy, it only takes a coarse look (every
-// kCoarseLookNs, or a slice if longer) for a task queued on the deque of a
-// worker that overstays.  The steps (docs/architecture.md, "Time slices"):
-//   look (timer, under timer_mutex): load slice_kicks and injected_count
-//     (seq_cst); a new kick holds the watch until every worker has begun
-//     another run or been told its slice expired (worker::kick_open).
-//   disarm (timer): nothing waits -> slice_watch = false (seq_cst), then look
-//     again; something came meanwhile -> slice_watch = true, keep ticking.
-//   publish (injector / canceller): the RMW on injected_count (the one that
-//     made it 1) or on slice_kicks (seq_cst), then load slice_watch (seq_cst).
-//   restart: it was false -> slice_watch_wanted(): under timer_mutex set it
-//     and notify timer_cv.
-// In the seq_cst order either the timer's second look sees the publication
-// or the publisher sees `false` and restarts the watch; the restart takes
-// timer_mutex, which the timer holds until it waits, so the notify is not lost.
-//
 // A simulation (sim.cpp) has no timer thread: its driver pops due timers with
 // the same timer_pop_due_locked, and now_ns() on the driving thread is the
 // simulation's virtual clock.
@@ -135,25 +114,7 @@ std::uint64_t saturating_add(std::uint64_t a, std::int64_t d) noexcept {
   return d <= 0 ? a : add_saturating(a, static_cast<std::uint64_t>(d));
 }
 
-// While nobody waits for a slice, the timer thread looks at busy workers this
-// often (or once a slice, if longer) for tasks queued on the deque of a worker
-// that overstays.  A look costs a few microseconds of a core: 10 a second are
-// nothing; a task that waits there is noticed within two looks.
-constexpr std::uint64_t kCoarseLookNs = 100'000'000;  // 100 ms
-
-// Marks the schedules made while this thread holds timer_mutex (see the
-// declaration).  Every such caller runs this thread's own look or restart
-// afterwards.
-struct scheduling_under_timer_mutex {
-  scheduling_under_timer_mutex() noexcept { tls_scheduling_under_timer_mutex = true; }
-  ~scheduling_under_timer_mutex() { tls_scheduling_under_timer_mutex = false; }
-  scheduling_under_timer_mutex(const scheduling_under_timer_mutex&) = delete;
-  scheduling_under_timer_mutex& operator=(const scheduling_under_timer_mutex&) = delete;
-};
-
 }  // namespace
-
-thread_local bool tls_scheduling_under_timer_mutex = false;
 
 bool runtime_impl::timer_arm(timer_node* node) noexcept {
   std::lock_guard lk(timer_mutex);
@@ -183,8 +144,6 @@ void runtime_impl::timer_remove(timer_node* node) noexcept {
 
 void runtime_impl::timer_cancel_all() noexcept {
   std::lock_guard lk(timer_mutex);
-  scheduling_under_timer_mutex mark;
-  bool scheduled = false;
   // Sleeps begun after their task's "shutdown" delivery stay armed (the task
   // refused the shutdown and sleeps for real): they are moved to the front,
   // in place, and made a heap again.
@@ -202,17 +161,8 @@ void runtime_impl::timer_cancel_all() noexcept {
                                          std::memory_order_acq_rel, std::memory_order_relaxed)) {
       task_core* c = n->core;
       // acq_rel: the latch; see sleep_suspend.
-      if (n->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        schedule_wake(c);
-        scheduled = true;
-      }
+      if (n->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
     }
-  }
-  // Step restart for the tasks just queued (inject() skipped it: we hold
-  // timer_mutex).  Relaxed: under timer_mutex, as in slice_watch_wanted.
-  if (scheduled && !slice_watch.load(std::memory_order_relaxed)) {
-    slice_watch.store(true, std::memory_order_relaxed);
-    timer_cv.notify_one();
   }
   heap.resize(kept);  // shrinks: allocates nothing
   for (std::size_t i = 0; i < kept; ++i) sift_up(heap, i);
@@ -224,7 +174,6 @@ bool runtime_impl::timer_pop_due_locked(std::uint64_t now, task_core** woken) no
   if (heap.empty() || heap.front()->deadline > now) return false;
   timer_node* due = heap.front();
   heap_erase(heap, 0);
-  scheduling_under_timer_mutex mark;  // timer_main looks after popping; a simulation never restarts
   WEFT_CHAOS_POINT();
   std::uint8_t expected = timer_node::kArmed;
   // acq_rel: decides against interrupt().
@@ -255,28 +204,8 @@ void runtime_impl::timer_notify_busy() noexcept {
   if (timer_idle) timer_cv.notify_one();
 }
 
-void runtime_impl::slice_watch_wanted() noexcept {
-  // Step restart.  Relaxed: every store of slice_watch is made under
-  // timer_mutex, which we hold.
-  std::lock_guard lk(timer_mutex);
-  if (slice_watch.load(std::memory_order_relaxed)) return;
-  slice_watch.store(true, std::memory_order_relaxed);
-  timer_cv.notify_one();
-}
-
-void runtime_impl::slice_watch_kick() noexcept {
-  // Step publish.  seq_cst: the canceller's half of the Dekker pair with the
-  // timer's disarm (its seq_cst store of false, then load of slice_kicks).
-  slice_kicks.fetch_add(1, std::memory_order_seq_cst);
-  // seq_cst: as above.
-  if (!slice_watch.load(std::memory_order_seq_cst)) slice_watch_wanted();
-}
-
 void runtime_impl::timer_main() {
   std::unique_lock lk(timer_mutex);
-  const std::uint64_t tick = std::max<std::uint64_t>(slice_ns / 4, 50'000);
-  const std::uint64_t coarse = std::max(slice_ns, kCoarseLookNs);
-  std::uint64_t seen_kicks = 0;  // slice_kicks at the last look
   while (!timer_exit) {
     std::uint64_t now = now_ns();
     // Fire what is due.  Scheduling happens under timer_mutex so that a task
@@ -292,61 +221,25 @@ void runtime_impl::timer_main() {
     std::uint64_t next =
         heap.empty() ? std::numeric_limits<std::uint64_t>::max() : heap.front()->deadline;
     if (busy) {
-      // Step look: does anyone wait for a slice to end?
-      const auto waiting = [&] {
-        // seq_cst: the timer's loads in both Dekker pairs (file comment).
-        const std::uint64_t k = slice_kicks.load(std::memory_order_seq_cst);
-        bool open = false;
-        for (auto& wp : workers) {
-          worker* w = wp.get();
-          if (k != seen_kicks) {
-            w->kick_open = true;
-            // Relaxed: a sample, as below.
-            w->kick_resumes = w->resumes.load(std::memory_order_relaxed);
-          }
-          open = open || w->kick_open;
-        }
-        seen_kicks = k;
-        // seq_cst: as above; pairs with inject()'s increment.
-        return injected_count.load(std::memory_order_seq_cst) > 0 || open;
-      };
-      bool fine = waiting();
-      // Relaxed loads and stores of true: every store is made under
-      // timer_mutex, which this thread holds.
-      if (fine) {
-        slice_watch.store(true, std::memory_order_relaxed);
-      } else if (slice_watch.load(std::memory_order_relaxed)) {
-        // Step disarm.  seq_cst: the timer's store in both Dekker pairs.
-        slice_watch.store(false, std::memory_order_seq_cst);
-        WEFT_CHAOS_POINT();
-        fine = waiting();
-        if (fine) slice_watch.store(true, std::memory_order_relaxed);
-      }
       for (auto& wp : workers) {
         worker* w = wp.get();
         // Relaxed: a sample of a counter; staleness costs one tick.
         std::uint64_t r = w->resumes.load(std::memory_order_relaxed);
-        // A new run passes a resume point, where the chain's requests are
-        // taken: the kick is over for this worker.
-        if (r != w->kick_resumes) w->kick_open = false;
         if (r != w->seen_resumes) {
           w->seen_resumes = r;
           w->seen_since_ns = now;
-        } else if (now - w->seen_since_ns >= slice_ns && (fine || w->deque.size_hint() > 0)) {
-          // Overstaying while someone waits: in the injection queue (or a
-          // kick), or -- seen by a coarse look -- on this worker's deque.
+        } else if (now - w->seen_since_ns >= slice_ns) {
           // Relaxed: a request to reschedule, read by checkpoint().
           w->slice_expired.store(true, std::memory_order_relaxed);
           w->seen_since_ns = now;
-          w->kick_open = false;
         }
       }
-      next = std::min(next, add_saturating(now, fine ? tick : coarse));
+      next = std::min(next, saturating_add(now, static_cast<std::int64_t>(std::max<std::uint64_t>(
+                                                    slice_ns / 4, 50'000))));
     }
     timer_idle = !busy;
     if (next == std::numeric_limits<std::uint64_t>::max()) {
       timer_cv.wait(lk);
-      ++timer_wakeups;
     } else if (next > now) {
       // One wait lasts at most kMaxTimerWaitNs; the loop then looks again.
       // condition_variable::wait_for adds its duration to steady_clock::now():
@@ -354,7 +247,6 @@ void runtime_impl::timer_main() {
       // would overflow there, the wait would return at once, and this thread
       // would spin holding timer_mutex between rounds.
       timer_cv.wait_for(lk, std::chrono::nanoseconds(std::min(next - now, kMaxTimerWaitNs)));
-      ++timer_wakeups;
     }
   }
 }
