@@ -43,29 +43,20 @@ inline void free_request(cancel_request* r) noexcept {
   if (r != nullptr && !r->interned) delete r;
 }
 
-// A worker's cache of coroutine frames, by 64-byte size class (owner only).
+// A worker's cache of coroutine frames, by 16-byte size class (owner only).
 // The header's operator new/delete pop and push here inline; alloc_frame and
 // free_frame (runtime/alloc.cpp) refill, spill, and serve everything else.
-// Every frame block, cached or not, on every thread, starts on a cache-line
-// boundary and covers whole lines (kGranule is a cache line): frames migrate between workers (a
-// stolen task is freed by its thief, and the block then serves that worker),
-// and two workers' hot frames on one line would make every store to one of
-// them invalidate the other's line (false sharing).  Cacheable frames are
-// allocated rounded up to their class, so any cached block fits any frame of
-// its class.
+// Every frame below kMaxCached bytes is allocated rounded up to its class, on
+// every thread, so that any cached block fits any frame of its class.
 struct frame_cache {
-  static constexpr std::size_t kGranule = 64;  // a cache line on the targets weft runs on
-  static constexpr std::size_t kClasses = 17;  // frames up to 1024 bytes
+  static constexpr std::size_t kGranule = 16;
+  static constexpr std::size_t kClasses = 64;  // frames up to 1008 bytes
   static constexpr std::size_t kMaxCached = (kClasses - 1) * kGranule;
   struct free_node {
     free_node* next;
   };
   static constexpr std::size_t size_class(std::size_t n) noexcept {
     return (n + kGranule - 1) / kGranule;
-  }
-  // The bytes a frame of `n` bytes occupies: whole lines.
-  static constexpr std::size_t block_size(std::size_t n) noexcept {
-    return size_class(n) * kGranule;
   }
   free_node* heads[kClasses] = {};
   std::uint32_t counts[kClasses] = {};
