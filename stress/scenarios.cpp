@@ -2168,8 +2168,29 @@ void check_fork_outcome(round_ctx* c, fork_target& t, const taken_value<std::uin
       try {
         std::rethrow_exception(got_it.error);
       } catch (const weft::cancelled_error& e) {
-        if (e.kind() == weft::cancel_kind::parent)
-          c->violation(t.r, "a task awaiting a fork tree ended cancelled with kind parent");
+        // The request itself: its kind, and the reason of a request made
+        // for this task or for one that forwarded it down.
+        const auto kind = e.kind();
+        const std::uint64_t n = request_of(e.reason());
+        std::string wrong;
+        if (kind == weft::cancel_kind::parent) {
+          wrong = "kind parent";
+        } else if (kind == weft::cancel_kind::shutdown) {
+          if (!c->shutdown_round) wrong = "kind shutdown outside a shutdown round";
+        } else if (c->cancel_at == 0) {
+          if (kind != weft::cancel_kind::explicit_request) {
+            wrong = "kind " + std::string(weft::to_string(kind)) + ", which nobody requested";
+          } else if (n == 0) {
+            wrong = "a reason that names no request";
+          } else {
+            std::lock_guard lk(c->ledger.mu);
+            const auto& reqs = c->ledger.requests;
+            if (n > reqs.size() || !is_self_or_above(reqs[n - 1].target, t.r))
+              wrong = "the reason of request #" + std::to_string(n) + ", made for another task";
+          }
+        }
+        if (!wrong.empty())
+          c->violation(t.r, "a task awaiting a fork tree ended cancelled with " + wrong);
       } catch (...) {
       }
       break;
