@@ -44,9 +44,9 @@ namespace weft_stress {
 
 namespace {
 
-constexpr const char* kNames[kScenarioCount] = {"storm",      "cancel",  "timeout",
-                                                "checkpoint", "group",   "cleanup",
-                                                "shutdown",   "outside", "compose"};
+constexpr const char* kNames[kScenarioCount] = {"storm",   "cancel",  "timeout",  "checkpoint",
+                                                "group",   "cleanup", "shutdown", "outside",
+                                                "compose", "fork"};
 
 std::string strprintf(const char* fmt, ...) {
   char buf[1024];
@@ -97,7 +97,7 @@ bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* 
       if (!found) {
         *error = "unknown scenario '" + name +
                  "' (storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, "
-                 "compose, core, all)";
+                 "compose, fork, core, all)";
         return false;
       }
     }

@@ -251,7 +251,7 @@ std::uint64_t request_of(std::string_view reason) noexcept;
 // The end-of-round check over every request.
 void check_contract(round_ctx* c);
 
-// Index of the scenario bit (0..8); kScenarioCount for the round's own tasks.
+// Index of the scenario bit (0..9); kScenarioCount for the round's own tasks.
 std::uint32_t scenario_index(std::uint32_t bit) noexcept;
 
 // ------------------------------------------------------------ task helpers

@@ -40,7 +40,9 @@ ABSL_FLAG(std::string, scenario, "all",
           "spawn and wake tasks), shutdown (each round ends by shutdown() under load), outside "
           "(threads that are not workers spawn, cancel and join), compose (composed constructs: "
           "nested timeouts, a group / when_all / when_any whose owner is cancelled while a child "
-          "fails, shield inside wait_for, a task cancelled by the task it awaits or by itself); "
+          "fails, shield inside wait_for, a task cancelled by the task it awaits or by itself), "
+          "fork (tasks awaiting fork_task trees with checkpoint() and yield() in frames, some "
+          "with a frame that throws, cancelled at random moments from other tasks); "
           "or core (all but outside), all.");
 ABSL_FLAG(std::string, compose, "all",
           "The cases the compose scenario draws from, comma-separated: nested, group, when_all, "

@@ -1821,6 +1821,410 @@ weft::task<void> compose_scenario(round_ctx* c, record* self, std::uint64_t seed
   if (own) std::rethrow_exception(own);
 }
 
+// ------------------------------------------------------------ fork
+
+// Tasks that await a fork tree (weft/fork.hpp): fib-like trees with a
+// checkpoint() in every frame (one between fork and call, where the forked
+// child may still run) and a yield() in some, trees where one frame throws,
+// and trees where one frame spins until cancelled; each task is cancelled
+// (or not) before it starts, while it awaits its tree -- by the driver or by
+// canceller tasks on other workers -- or by the round's shutdown.  Checked:
+// a completed tree's value is exact; a frame sees the task's cancellation as
+// kind parent with the request's reason, the task sees the request itself
+// (never kind parent); a frame's exception reaches the task unless a
+// cancellation came first; a tree that caught its cancellation leaves the
+// request to the task's next cancellation point; no frame of a tree is alive
+// once its task ended.
+
+constexpr std::uint64_t kAbsorbed = 0xAB50'12BEDull;  // a root that caught its cancellation
+
+enum class fork_kind : std::uint8_t {
+  fib,     // the value is checked
+  throws,  // the frame at `path` throws planned_failure
+  spin,    // the frame at `path` loops on checkpoint() until cancelled
+};
+
+// What every frame of one tree shares (stable: held by unique_ptr).
+struct fork_target {
+  record* r = nullptr;
+  weft::join_handle<std::uint64_t> h;
+  std::uint64_t seed = 0;
+  fork_kind kind = fork_kind::fib;
+  int n = 0;               // fib(n)
+  std::uint64_t path = 1;  // the frame that throws or spins (1: the root call)
+  bool throw_after_join = false;
+  bool root_forks = false;  // the root forks the tree (else calls it)
+  bool absorb = false;      // the root catches the tree's cancellation
+  std::uint8_t when = never;
+  round_ctx* c = nullptr;
+  std::atomic<int> live{0};  // frame bodies entered and not yet left
+  std::atomic<bool> threw{false};
+};
+
+std::uint64_t fib_ref(int n) noexcept {
+  std::uint64_t a = 0, b = 1;
+  for (int i = 0; i < n; ++i) {
+    const std::uint64_t s = a + b;
+    a = b;
+    b = s;
+  }
+  return a;
+}
+
+// A random frame of the tree of fib(n): a walk from the root call (path 1),
+// each step to the forked child (n - 1, path * 2) or the called one (n - 2,
+// path * 2 + 1).
+std::uint64_t pick_frame(rng& rr, int n) {
+  std::uint64_t path = 1;
+  while (n >= 2 && rr.below(4) != 0) {
+    const bool call = rr.below(2) != 0;
+    path = path * 2 + (call ? 1 : 0);
+    n -= call ? 2 : 1;
+  }
+  return path;
+}
+
+struct frame_count {
+  explicit frame_count(fork_target* t) noexcept : t_(t) {
+    t_->live.fetch_add(1, std::memory_order_relaxed);  // Relaxed: read after the task's join
+  }
+  ~frame_count() { t_->live.fetch_sub(1, std::memory_order_relaxed); }  // Relaxed: as above
+  frame_count(const frame_count&) = delete;
+  frame_count& operator=(const frame_count&) = delete;
+
+ private:
+  fork_target* t_;
+};
+
+// Is `who` the record `r` or one above it (a request forwarded down)?
+bool is_self_or_above(const record* who, const record* r) noexcept {
+  for (; r != nullptr; r = r->parent)
+    if (r == who) return true;
+  return false;
+}
+
+// A cancelled_error caught in a frame of t's tree: kind parent, and the
+// reason of a request made for t's task (or forwarded to it).
+void frame_saw_cancel(fork_target* t, const weft::cancelled_error& e) {
+  round_ctx* c = t->c;
+  if (e.kind() != weft::cancel_kind::parent)
+    c->violation(t->r, "a frame of a fork tree got a cancelled_error of kind " +
+                           std::string(weft::to_string(e.kind())) + ", not parent");
+  const std::uint64_t n = request_of(e.reason());
+  if (n == 0) return;
+  std::lock_guard lk(c->ledger.mu);
+  const auto& reqs = c->ledger.requests;
+  if (n > reqs.size() || !is_self_or_above(reqs[n - 1].target, t->r))
+    c->violation(t->r, "a frame of a fork tree got the reason of request #" + std::to_string(n) +
+                           ", made for another task");
+}
+
+// fib(n), with cancellation points in every frame.
+weft::fork_task<std::uint64_t> fork_fib(fork_target* t, int n, std::uint64_t path) {
+  frame_count fc(t);
+  const bool marked = path == t->path;
+  if (marked && t->kind == fork_kind::throws && !t->throw_after_join) {
+    t->threw.store(true, std::memory_order_relaxed);  // Relaxed: read after the task's join
+    throw planned_failure(t->r->id);
+  }
+  try {
+    co_await weft::checkpoint();
+  } catch (const weft::cancelled_error& e) {
+    frame_saw_cancel(t, e);
+    throw;
+  }
+  if (marked && t->kind == fork_kind::spin) {
+    std::uint64_t acc = path;
+    for (;;) {
+      acc = spin(acc, 16);
+      try {
+        co_await weft::checkpoint();
+      } catch (const weft::cancelled_error& e) {
+        frame_saw_cancel(t, e);
+        throw;
+      }
+    }
+  }
+  std::uint64_t v = static_cast<std::uint64_t>(n);
+  if (n >= 2) {
+    std::uint64_t a = 0;
+    co_await weft::fork(a, fork_fib(t, n - 1, path * 2));
+    try {
+      // The forked child may still run elsewhere: this does not throw then.
+      co_await weft::checkpoint();
+    } catch (const weft::cancelled_error& e) {
+      frame_saw_cancel(t, e);
+      throw;
+    }
+    const std::uint64_t b = co_await fork_fib(t, n - 2, path * 2 + 1);
+    if (mix(t->seed ^ path) % 8 == 0) co_await weft::yield();
+    try {
+      co_await weft::join();
+    } catch (const weft::cancelled_error& e) {
+      frame_saw_cancel(t, e);
+      throw;
+    }
+    v = a + b;
+  } else if (mix(t->seed ^ path) % 8 == 0) {
+    co_await weft::yield();
+  }
+  if (marked && t->kind == fork_kind::throws) {
+    t->threw.store(true, std::memory_order_relaxed);  // Relaxed: as above
+    throw planned_failure(t->r->id);
+  }
+  co_return v;
+}
+
+// The tree's root: calls or forks fib, and (absorb) catches its cancellation.
+weft::fork_task<std::uint64_t> fork_root(fork_target* t) {
+  frame_count fc(t);
+  std::uint64_t v = 0;
+  bool absorbed = false;
+  try {
+    if (t->root_forks) {
+      co_await weft::fork(v, fork_fib(t, t->n, 1));
+      co_await weft::join();
+    } else {
+      v = co_await fork_fib(t, t->n, 1);
+    }
+  } catch (const weft::cancelled_error& e) {
+    frame_saw_cancel(t, e);
+    if (!t->absorb) throw;
+    absorbed = true;
+  }
+  if (absorbed) co_return kAbsorbed;
+  co_return mix(t->seed) + v;
+}
+
+// A tracked task that awaits one tree.
+weft::task<std::uint64_t> fork_holder(round_ctx* c, record* r, fork_target* t) {
+  body_guard g(c, r);
+  resume_meter m(r);
+  std::exception_ptr cancel;
+  std::uint64_t v = 0;
+  try {
+    m.before("fork tree");
+    v = co_await fork_root(t);
+    m.after();
+  } catch (const weft::cancelled_error& e) {
+    m.after();
+    if (e.kind() == weft::cancel_kind::parent)
+      c->violation(r, "the task awaiting a fork tree got a cancelled_error of kind parent");
+    r->saw_cancel.store(true, std::memory_order_relaxed);
+    cancel = std::current_exception();
+    observe(c, r, cancel);
+  }
+  if (cancel) std::rethrow_exception(cancel);
+  if (v != kAbsorbed) co_return v;
+  // The tree caught the cancellation and returned: the request stays with
+  // the task, for its next cancellation point.
+  bool delivered = false;
+  try {
+    m.before("checkpoint after the tree caught the cancellation");
+    co_await weft::checkpoint();
+    m.after();
+  } catch (const weft::cancelled_error& e) {
+    m.after();
+    if (e.kind() == weft::cancel_kind::parent)
+      c->violation(r, "the task awaiting a fork tree got a cancelled_error of kind parent");
+    delivered = true;
+    cancel = std::current_exception();
+    observe(c, r, cancel);
+  }
+  if (!delivered)
+    c->violation(r,
+                 "a fork tree caught its cancellation, yet the task's next cancellation point "
+                 "did not deliver the request");
+  if (cancel) std::rethrow_exception(cancel);
+  co_return kAbsorbed;
+}
+
+// A task on another worker that cancels its share of the targets, each after
+// a few yields (or once it awaits its tree).
+weft::task<std::uint64_t> fork_canceller(round_ctx* c, record* r, std::vector<fork_target*> ts,
+                                         std::uint64_t seed) {
+  body_guard g(c, r);
+  rng rr(seed);
+  std::exception_ptr own;
+  try {
+    for (fork_target* t : ts) {
+      if (rr.below(2) == 0) {
+        co_await await_state(t->r, task_state::suspended, 100);
+      } else {
+        for (auto k = rr.below(6); k > 0; --k) co_await weft::yield();
+      }
+      cancel_tracked(c, t->r, t->h, "fork: from a canceller task");
+    }
+  } catch (const weft::cancelled_error&) {
+    keep_own(c, r, &own, std::current_exception());
+  }
+  if (own) std::rethrow_exception(own);
+  co_return mix(seed);
+}
+
+void check_fork_outcome(round_ctx* c, fork_target& t, const taken_value<std::uint64_t>& got_it,
+                        bool driver_cancelled);
+
+weft::task<void> fork_spawns(round_ctx* c, record* self, std::uint64_t seed,
+                             std::vector<std::unique_ptr<fork_target>>* ts,
+                             std::vector<target>* cancellers, std::exception_ptr* own) {
+  rng rr(seed);
+  const auto si = scenario_index(kFork);
+  // Smaller trees in a simulation: every frame is a resume point there.
+  const int min_n = c->sim ? 3 : 8;
+  const int span = c->sim ? 5 : 14;
+  std::vector<fork_target*> batch;  // for the next canceller
+  const unsigned n = std::max(2u, c->cfg->tasks / 2);
+  for (unsigned i = 0; i < n; ++i) {
+    auto t = std::make_unique<fork_target>();
+    t->c = c;
+    t->seed = rr.next();
+    const auto k = rr.below(4);
+    t->kind = k < 2 ? fork_kind::fib : k == 2 ? fork_kind::throws : fork_kind::spin;
+    t->n = min_n + static_cast<int>(rr.below(span));
+    t->path = pick_frame(rr, t->n);
+    t->throw_after_join = rr.below(2) != 0;
+    t->root_forks = rr.below(2) != 0;
+    t->absorb = rr.below(5) == 0;
+    if (t->kind == fork_kind::spin || rr.chance(c->cfg->cancel_rate))
+      t->when = static_cast<std::uint8_t>(1 + rr.below(3));  // before start, suspended, running
+    t->r = make_record(c, si, self);
+    t->r->infinite.store(t->kind == fork_kind::spin, std::memory_order_relaxed);
+    t->h = weft::spawn(fork_holder(c, t->r, t.get()));
+    fork_target* x = t.get();
+    ts->push_back(std::move(t));
+    if (x->when == before_start) {
+      cancel_tracked(c, x->r, x->h, "fork: before start");
+    } else if (x->when == suspended) {
+      co_await await_state(x->r, task_state::suspended, 50);
+      cancel_tracked(c, x->r, x->h, "fork: while it awaits its tree");
+    } else if (x->when == running) {
+      batch.push_back(x);  // "running": by a canceller task, at its own moment
+    }
+    if (x->when != running && rr.below(c->sim ? 8 : 4) == 0) {
+      // Alone: the driver waits for it at once, so that idle workers have
+      // nothing to steal but the tree's continuations.
+      auto got_it = co_await take(c, self, x->r, &x->h, own);
+      check_fork_outcome(c, *x, got_it, *own != nullptr);
+      if (*own) break;
+    }
+    if (batch.size() >= 4 || (i + 1 == n && !batch.empty())) {
+      target k2;
+      k2.seed = rr.next();
+      k2.r = make_record(c, si, self);
+      k2.h = weft::spawn(fork_canceller(c, k2.r, batch, k2.seed));
+      cancellers->push_back(std::move(k2));
+      batch.clear();
+    }
+    if (rr.below(3) == 0) co_await weft::yield();
+  }
+  // (A batch not handed to a canceller -- the driver was cancelled -- goes
+  // to the wind-down.)
+}
+
+// The outcome of one tree's task against what its tree does.
+void check_fork_outcome(round_ctx* c, fork_target& t, const taken_value<std::uint64_t>& got_it,
+                        bool driver_cancelled) {
+  // Relaxed: written by the frames and the cancellers before their tasks
+  // ended, which the joins order before this.
+  if (const int live = t.live.load(std::memory_order_relaxed); live != 0)
+    c->violation(t.r, std::to_string(live) +
+                          " frame(s) of its fork tree still alive after the "
+                          "task ended (a frame leaked or ran on)");
+  const bool any_cancel = t.r->cancel_sent.load(std::memory_order_relaxed) || c->shutdown_round ||
+                          c->cancel_at != 0 || driver_cancelled;
+  switch (got_it.kind) {
+    case got::value:
+      if (t.kind == fork_kind::fib && *got_it.value != mix(t.seed) + fib_ref(t.n) &&
+          *got_it.value != kAbsorbed)
+        c->violation(t.r, "a fork tree's value is wrong: fib(" + std::to_string(t.n) + ")");
+      if (t.kind == fork_kind::throws)
+        c->violation(t.r, "a frame of the fork tree threw, yet the task returned a value");
+      if (t.kind == fork_kind::spin)
+        c->violation(t.r, "a fork tree that spins until cancelled gave a value");
+      break;
+    case got::error: {
+      std::string what = "?";
+      try {
+        std::rethrow_exception(got_it.error);
+      } catch (const planned_failure& e) {
+        what = e.what();
+      } catch (...) {
+        what = weft::describe(std::current_exception());
+      }
+      if (t.kind != fork_kind::throws || what != planned_failure(t.r->id).what())
+        c->violation(t.r,
+                     "the task awaiting a fork tree ended with an unexpected exception: " + what);
+      if (!t.threw.load(std::memory_order_relaxed))
+        c->violation(t.r, "a fork tree's task failed, but no frame threw");
+      break;
+    }
+    case got::cancelled:
+      if (!any_cancel)
+        c->violation(
+            t.r,
+            "a task awaiting a fork tree ended cancelled, yet nobody cancelled it" +
+                std::string(t.kind == fork_kind::throws ? " (a frame's exception was lost)" : ""));
+      try {
+        std::rethrow_exception(got_it.error);
+      } catch (const weft::cancelled_error& e) {
+        // The request itself: its kind, and the reason of a request made
+        // for this task or for one that forwarded it down.
+        const auto kind = e.kind();
+        const std::uint64_t n = request_of(e.reason());
+        std::string wrong;
+        if (kind == weft::cancel_kind::parent) {
+          wrong = "kind parent";
+        } else if (kind == weft::cancel_kind::shutdown) {
+          if (!c->shutdown_round) wrong = "kind shutdown outside a shutdown round";
+        } else if (c->cancel_at == 0) {
+          if (kind != weft::cancel_kind::explicit_request) {
+            wrong = "kind " + std::string(weft::to_string(kind)) + ", which nobody requested";
+          } else if (n == 0) {
+            wrong = "a reason that names no request";
+          } else {
+            std::lock_guard lk(c->ledger.mu);
+            const auto& reqs = c->ledger.requests;
+            if (n > reqs.size() || !is_self_or_above(reqs[n - 1].target, t.r))
+              wrong = "the reason of request #" + std::to_string(n) + ", made for another task";
+          }
+        }
+        if (!wrong.empty())
+          c->violation(t.r, "a task awaiting a fork tree ended cancelled with " + wrong);
+      } catch (...) {
+      }
+      break;
+  }
+}
+
+weft::task<void> fork_scenario(round_ctx* c, record* self, std::uint64_t seed) {
+  std::vector<std::unique_ptr<fork_target>> ts;  // stable addresses: the frames hold them
+  std::vector<target> cancellers;
+  std::exception_ptr own;
+  try {
+    co_await fork_spawns(c, self, seed, &ts, &cancellers, &own);
+  } catch (const weft::cancelled_error&) {
+    keep_own(c, self, &own, std::current_exception());
+  }
+  // The cancellers first: they hold the targets' handles.
+  for (auto& k : cancellers) {
+    auto got_it = co_await take(c, self, k.r, &k.h, &own);
+    if (got_it.kind == got::value && *got_it.value != mix(k.seed))
+      c->violation(k.r, "a canceller returned another value than its own");
+  }
+  // The wind-down: a spinning tree ends only by a cancel.  (Relaxed:
+  // cancel_sent was written by this task or by a canceller it joined.)
+  for (auto& t : ts)
+    if (t->kind == fork_kind::spin && !t->r->cancel_sent.load(std::memory_order_relaxed))
+      cancel_tracked(c, t->r, t->h, "fork: wind-down");
+  for (auto& t : ts) {
+    if (t->r->taken.load(std::memory_order_relaxed) != 0) continue;  // taken alone
+    auto got_it = co_await take(c, self, t->r, &t->h, &own);
+    check_fork_outcome(c, *t, got_it, own != nullptr);
+  }
+  if (own) std::rethrow_exception(own);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------ the round
@@ -1849,6 +2253,9 @@ weft::task<std::uint64_t> scenario_driver(round_ctx* c, record* r, std::uint32_t
       break;
     case kCompose:
       co_await compose_scenario(c, r, seed);
+      break;
+    case kFork:
+      co_await fork_scenario(c, r, seed);
       break;
     default:
       break;

@@ -25,8 +25,10 @@ enum scenario : std::uint32_t {
   kOutside = 1u << 7,     // threads that are not workers spawn, cancel and join
   kCompose = 1u << 8,     // composed constructs: nested timeouts, groups/when_all/when_any whose
                           // owner is cancelled while a child fails, shield in wait_for, ...
+  kFork = 1u << 9,        // tasks awaiting fork_task trees (fib-like, checkpoint()/yield() in
+                          // frames, a frame that throws), cancelled at random moments
 };
-inline constexpr std::uint32_t kScenarioCount = 9;
+inline constexpr std::uint32_t kScenarioCount = 10;
 inline constexpr std::uint32_t kAllScenarios = (1u << kScenarioCount) - 1;
 // What CI runs over 10^4 seeds: everything the simulation can host faithfully
 // (in a simulation, "outside" spawns come from the driving thread between
