@@ -46,9 +46,10 @@ struct deque_stress_result {
 };
 
 // Pushes at least `items` items (more, up to `max_items`, until the thieves
-// have met the size-0/1 boundary `min_boundary` times: on a loaded machine or
-// under TSan a thief may get little CPU while the owner runs, and a stress
-// that never met the boundary proves nothing).  Thieves are all running
+// have met the size-0/1 boundary `min_boundary` times and stolen at least one
+// item: on a loaded machine or under TSan a thief may get little CPU while the
+// owner runs, and a stress that never met the boundary, or in which no thief
+// ever won a race, proves nothing).  Thieves are all running
 // before the owner pushes its first item.
 inline deque_stress_result run_deque_stress(
     int items, int thieves, std::uint64_t seed, int take_every = 1, std::int64_t min_boundary = 0,
@@ -65,6 +66,7 @@ inline deque_stress_result run_deque_stress(
   // the counts are read again after join(), which synchronises.
   std::atomic<bool> done{false};
   std::atomic<std::int64_t> boundary{0}, steals{0};
+  std::atomic<bool> stole{false};  // some thief took an item
   std::latch started(thieves + 1);
   std::vector<std::thread> ts;
   for (int t = 0; t < thieves; ++t) {
@@ -75,7 +77,8 @@ inline deque_stress_result run_deque_stress(
         if (dq.size_hint() <= 1) ++local_boundary;
         item_t* got = nullptr;
         if (dq.steal(got) == weft::detail::steal_result::success) {
-          ++local_steals;
+          // Relaxed: a progress hint for the owner's stopping rule.
+          if (++local_steals == 1) stole.store(true, std::memory_order_relaxed);
           seen[static_cast<std::size_t>(got->id)].fetch_add(1, std::memory_order_relaxed);
         }
         if (local_boundary - published >= 64) {
@@ -95,7 +98,8 @@ inline deque_stress_result run_deque_stress(
   auto enough = [&] {
     if (pushed >= max_items) return true;
     // Relaxed: see above.
-    return pushed >= items && boundary.load(std::memory_order_relaxed) >= min_boundary;
+    return pushed >= items && boundary.load(std::memory_order_relaxed) >= min_boundary &&
+           stole.load(std::memory_order_relaxed);
   };
   while (!enough()) {
     item_t* just_pushed = &pool[static_cast<std::size_t>(pushed++)];
