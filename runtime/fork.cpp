@@ -60,9 +60,8 @@ bool holds(stacklet* s, const void* p) noexcept {
 
 void* fork_alloc_slow(worker_hot* w, std::size_t size) {
   const std::size_t bytes = fork_block_bytes(size);
-  fork_block* b = nullptr;
   if (w == nullptr || size > kLargestStackFrame || kHeapFrames) {
-    b = static_cast<fork_block*>(::operator new(bytes, std::align_val_t{kForkLine}));
+    auto* b = static_cast<fork_block*>(::operator new(bytes, std::align_val_t{kForkLine}));
     b->prev = nullptr;
     b->bytes = static_cast<std::uint32_t>(bytes);
     // Relaxed: written before the frame exists; never changes.
@@ -77,14 +76,7 @@ void* fork_alloc_slow(worker_hot* w, std::size_t size) {
   s.cur = next;
   s.top = next->base();
   s.limit = next->limit;
-  b = reinterpret_cast<fork_block*>(s.top);
-  b->prev = s.last;
-  b->bytes = static_cast<std::uint32_t>(bytes);
-  // Relaxed: as in fork_alloc.
-  b->state.store(fork_block::kLive, std::memory_order_relaxed);
-  s.last = b;
-  s.top += bytes;
-  return b + 1;
+  return fork_push_block(s, bytes);
 }
 
 void fork_free_heap(fork_block* b) noexcept {

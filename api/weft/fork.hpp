@@ -113,17 +113,8 @@ inline void* fork_alloc(std::size_t n) {
   if (w != nullptr) [[likely]] {
     fork_stack& s = w->forks;
     const std::size_t bytes = fork_block_bytes(n);
-    if (static_cast<std::size_t>(s.limit - s.top) >= bytes) [[likely]] {
-      auto* b = reinterpret_cast<fork_block*>(s.top);
-      b->prev = s.last;
-      b->bytes = static_cast<std::uint32_t>(bytes);
-      // Relaxed: the block is ours; a thread that destroys the frame later
-      // got it through a queue (release/acquire) or runs on this thread.
-      b->state.store(fork_block::kLive, std::memory_order_relaxed);
-      s.last = b;
-      s.top += bytes;
-      return b + 1;
-    }
+    if (static_cast<std::size_t>(s.limit - s.top) >= bytes) [[likely]]
+      return fork_push_block(s, bytes);
   }
   return fork_alloc_slow(w, n);
 }

@@ -58,6 +58,20 @@ inline constexpr std::size_t fork_block_bytes(std::size_t frame) noexcept {
   return (frame + sizeof(fork_block) + kForkLine - 1) & ~(kForkLine - 1);
 }
 
+// Put a block of `bytes` (fork_block_bytes) at `s.top`, which has room for
+// it, and return the frame's memory (owner only).
+[[gnu::always_inline]] inline void* fork_push_block(fork_stack& s, std::size_t bytes) noexcept {
+  auto* b = reinterpret_cast<fork_block*>(s.top);
+  b->prev = s.last;
+  b->bytes = static_cast<std::uint32_t>(bytes);
+  // Relaxed: the block is ours; a thread that destroys the frame later got
+  // it through a queue (release/acquire) or runs on this thread.
+  b->state.store(fork_block::kLive, std::memory_order_relaxed);
+  s.last = b;
+  s.top += bytes;
+  return b + 1;
+}
+
 // Pop every freed block at the top of `s` (owner only).
 [[gnu::always_inline]] inline void fork_collect(fork_stack& s) noexcept {
   while (fork_block* b = s.last) {
