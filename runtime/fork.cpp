@@ -5,8 +5,10 @@
 // The protocols are in docs/architecture.md, "Fork-join: continuation
 // stealing" and "Fork-join frames on worker stacks".
 #include <cstdio>
+#include <mutex>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include "cancel_delivery.hpp"
 #include "runtime_impl.hpp"
@@ -101,6 +103,27 @@ void fork_stack_step_down(fork_stack& s) noexcept {
 
 void free_fork_stack(worker_hot* w) noexcept {
   fork_stack& s = w->forks;
+  // The worker's thread has exited (joined): every free made on any thread
+  // before the runtime's destruction is visible.
+  if (s.cur != nullptr) fork_collect(s);
+  if (s.last != nullptr) {
+    // A frame made on this worker is still alive: a fork_task created in a
+    // task and moved out of the runtime, not yet run or destroyed.  It lives
+    // in these segments, so they stay allocated for good (reachable from
+    // here: no leak report); the frame runs or ends later like any other.
+    static std::mutex mu;
+    // Out of memory for this one vector terminates, as in any noexcept path.
+    static auto* kept = new std::vector<stacklet*>;  // NOLINT(bugprone-unhandled-exception-at-new)
+    std::lock_guard lk(mu);
+    try {
+      kept->push_back(s.cur);
+    } catch (...) {
+      // Out of memory: the segments stay allocated, unlisted.
+    }
+    if (s.spare != nullptr) free_segment(s.spare);
+    s = fork_stack{};
+    return;
+  }
   for (stacklet* seg = s.cur; seg != nullptr;) {
     stacklet* below = seg->prev;
     free_segment(seg);

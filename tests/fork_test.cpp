@@ -348,6 +348,29 @@ TEST(ForkJoinTest, ATreeCreatedOutsideAWorkerRunsFromTheHeap) {
   weft::fork_task<long> dropped = fib(3);  // never run: freed by its destructor
 }
 
+// A fork_task made inside a task (its frame on that worker's stack) and moved
+// out of the runtime outlives the worker: its frame must stay valid, to run
+// on another runtime or to be dropped.
+weft::task<weft::fork_task<long>> make_fib_on_a_worker(int n) { co_return fib(n); }
+
+TEST(ForkJoinTest, AForkTaskMadeOnAWorkerOutlivesItsRuntime) {
+  watchdog dog(30s);
+  weft::fork_task<long> kept;
+  weft::fork_task<long> dropped;
+  {
+    weft::runtime rt(workers_opt(1));
+    kept = rt.block_on(make_fib_on_a_worker(12));
+    dropped = rt.block_on(make_fib_on_a_worker(5));
+  }
+  // Memory freed by the runtime's destruction is likely to be handed out
+  // again here: were the frames' segments freed, this would overwrite them.
+  std::vector<std::vector<unsigned char>> churn;
+  for (int i = 0; i < 64; ++i) churn.emplace_back(std::size_t{64} << 10, 0xA5);
+  dropped = weft::fork_task<long>{};
+  weft::runtime rt2(workers_opt(2));
+  EXPECT_EQ(rt2.block_on(weft::as_task(std::move(kept))), fib_ref(12));
+}
+
 // Deep chains of calls with large frames cross many stack segments, both ways.
 weft::fork_task<long> deep(int n) {
   volatile char pad[900] = {};
