@@ -59,11 +59,17 @@ std::uint32_t mark_done(task_core* core, bool inline_taken = false) noexcept {
   }
 }
 
+// A joiner that is a task of another runtime resumes there (on its workers,
+// or its driver), never by a transfer on this worker: a task runs only on the
+// threads of its own runtime, and weft::spawn in it spawns onto its own.
+void wake_joiner_elsewhere(task_core* joiner, std::coroutine_handle<> continuation) noexcept {
+  joiner->resume_point = continuation;
+  schedule_wake(joiner);
+}
+
 void wake_joiner_from_loop(task_core* core, std::uint32_t prev) noexcept {
   if (prev & task_core::kJoiner) {
-    task_core* joiner = core->continuation_core;
-    joiner->resume_point = core->continuation;
-    schedule_wake(joiner);
+    wake_joiner_elsewhere(core->continuation_core, core->continuation);
   } else if (task_core::refs(prev) == 1) {
     destroy_task(core);
   }
@@ -90,9 +96,13 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     std::coroutine_handle<> next = std::noop_coroutine();
     if (prev & task_core::kJoiner) {
       task_core* joiner = core->continuation_core;
-      joiner->w = w;
-      set_current(w, joiner);
-      next = transfer(joiner, core->continuation);
+      if (joiner->rt != core->rt) [[unlikely]] {
+        wake_joiner_elsewhere(joiner, core->continuation);
+      } else {
+        joiner->w = w;
+        set_current(w, joiner);
+        next = transfer(joiner, core->continuation);
+      }
     }
     release_ref(core);  // the running reference (may be the last)
     return next;
@@ -101,6 +111,11 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
     // The joiner holds its handle (a reference) and is suspended until we
     // resume it: the core is alive.
     task_core* joiner = core->continuation_core;
+    if (joiner->rt != core->rt) [[unlikely]] {
+      // The core may be gone once the joiner runs: nothing of it after this.
+      wake_joiner_elsewhere(joiner, core->continuation);
+      return std::noop_coroutine();
+    }
     joiner->w = w;
     set_current(w, joiner);
     return transfer(joiner, core->continuation);

@@ -174,6 +174,10 @@ task_core* owner_of_item(task_core* item) noexcept {
 void fork_requeue(fork_frame* f) noexcept {
   auto* w = static_cast<worker*>(f->w);
   if (sim_hook::fork_yield(w, f)) return;
+  if (w->rt->loop != nullptr) [[unlikely]] {
+    loop_yield(w->rt, w, fork_item(f));
+    return;
+  }
   w->rt->inject(fork_item(f));
 }
 

@@ -63,9 +63,16 @@ void join_blocking(task_core* core) {
     const runtime_impl* rt = core->rt;
     // A simulation has one thread: it drives the task here, no claim needed.
     if (sim_hook::join(core)) return;
+    // A driven runtime has no worker thread: the joining thread drives it,
+    // unless another thread does.
+    if (rt->loop != nullptr) {
+      loop_join(core);
+      // Acquire: as above; a finished task's runtime may be gone by now.
+      s = core->state.load(std::memory_order_acquire);
+    }
     // Acquire: pairs with stop()'s release store of `exiting`, made once every
     // task that could still finish had finished (the drain).
-    if (rt->exiting.load(std::memory_order_acquire)) {
+    if ((s & task_core::kDone) == 0 && rt->exiting.load(std::memory_order_acquire)) {
       throw usage_error(
           "weft::join_handle::join: the task can never finish: its runtime shut down while it "
           "was blocked on something shutdown cannot end (reported at shutdown)");

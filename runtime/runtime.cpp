@@ -204,6 +204,10 @@ void wake_one(runtime_impl* rt) noexcept { rt->wake_one(); }
 
 void schedule_yield(task_core* core) noexcept {
   if (sim_hook::yield(core)) return;
+  if (core->rt->loop != nullptr) [[unlikely]] {
+    loop_yield(core->rt, tls_worker, core);
+    return;
+  }
   core->rt->inject(core);
 }
 
@@ -264,6 +268,12 @@ void runtime_impl::wake_one() noexcept {
     wake_generation.fetch_add(1, std::memory_order_relaxed);
   }
   WEFT_CHAOS_POINT();
+  // A driven runtime's one worker is parked when nobody drives it: its owner
+  // waits on wakeup_fd(), not on the token.
+  if (loop != nullptr) [[unlikely]] {
+    loop_signal(this);
+    return;
+  }
   // Release: pairs with the parked worker's acquire load of its token.
   w->wake_token.store(1, std::memory_order_release);
   w->wake_token.notify_one();
@@ -277,6 +287,10 @@ void runtime_impl::wake_all() noexcept {
     // Relaxed: as in wake_one.
     num_sleepers.fetch_sub(static_cast<std::uint32_t>(woken.size()), std::memory_order_relaxed);
     wake_generation.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (loop != nullptr && !woken.empty()) [[unlikely]] {
+    loop_signal(this);  // as in wake_one
+    return;
   }
   for (worker* w : woken) {
     // Release: as in wake_one.
@@ -427,6 +441,8 @@ void runtime_impl::start() {
   if (options.simulation) {
     // Virtual workers: never taken from the machine, so a seed replays anywhere.
     worker_count = options.workers != 0 ? options.workers : 4;
+  } else if (options.driven) {
+    worker_count = 1;  // its driving thread (validate_options refused more)
   } else {
     worker_count = options.workers != 0 ? options.workers : default_worker_count();
   }
@@ -447,6 +463,10 @@ void runtime_impl::start() {
     workers.push_back(std::move(w));
   }
   if (sim_hook::start(this)) return;  // no worker thread, no timer thread
+  if (options.driven) {
+    loop_create(this);  // likewise: its owner drives it
+    return;
+  }
   // Every deque exists before any thread can steal from it.
   try {
     for (auto& w : workers) {
@@ -479,6 +499,10 @@ void runtime_impl::abandon_start() noexcept {
 
 void runtime_impl::stop(std::source_location where) {
   if (sim_hook::stop(this, where)) return;
+  if (loop != nullptr) {
+    loop_stop(this, where);
+    return;
+  }
   std::lock_guard guard(shutdown_mutex);
   if (shut_down) return;
   // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
@@ -576,17 +600,7 @@ void runtime_impl::stop(std::source_location where) {
     }
     // Step report_stuck: the workers are parked (their counters were written
     // before they took idle_mutex, which we hold).
-    // Relaxed: counter; the spawns and completions it counts happened before
-    // the workers parked (idle_mutex) or before `closed` (inject_mutex).
-    std::int64_t live = outside_live.load(std::memory_order_relaxed);
-    for (auto& w : workers) live += w->live_tasks;
-    stuck_tasks = live;
-    if (live > 0) {
-      std::fprintf(stderr,
-                   "weft: shutdown: %lld task(s) can never finish (blocked on each other?); "
-                   "their frames are leaked\n",
-                   static_cast<long long>(live));
-    }
+    report_stuck();
   }
 
   // Step join_workers.
@@ -603,6 +617,21 @@ void runtime_impl::stop(std::source_location where) {
   }
   if (timer_thread.joinable()) timer_thread.join();
   shut_down = true;
+}
+
+void runtime_impl::report_stuck() noexcept {
+  // Relaxed: counter; the spawns and completions it counts happened before
+  // the workers parked or the driver stopped (idle_mutex, or the driving
+  // thread itself) or before `closed` (inject_mutex).
+  std::int64_t live = outside_live.load(std::memory_order_relaxed);
+  for (auto& w : workers) live += w->live_tasks;
+  stuck_tasks = live;
+  if (live > 0) {
+    std::fprintf(stderr,
+                 "weft: shutdown: %lld task(s) can never finish (blocked on each other?); "
+                 "their frames are leaked\n",
+                 static_cast<long long>(live));
+  }
 }
 
 namespace {
@@ -727,6 +756,16 @@ void validate_options(const runtime_options& o) {
     throw std::invalid_argument(
         "weft::runtime: runtime_options::shutdown_report_after is negative (" +
         std::to_string(o.shutdown_report_after.count()) + " ms)");
+  }
+  if (o.driven && o.simulation) {
+    throw std::invalid_argument(
+        "weft::runtime: runtime_options::driven and runtime_options::simulation are both set; a "
+        "simulation drives itself");
+  }
+  if (o.driven && o.workers > 1) {
+    throw std::invalid_argument("weft::runtime: runtime_options::workers is " +
+                                std::to_string(o.workers) +
+                                " for a driven runtime, which has one worker (0 or 1)");
   }
   if (o.workers > runtime_options::max_workers) {
     throw std::invalid_argument("weft::runtime: runtime_options::workers is " +

@@ -28,6 +28,24 @@ inline constexpr std::size_t kCacheLine = 128;  // two lines: adjacent-line pref
 
 struct sim_driver;  // sim_driver.hpp: the deterministic simulation
 
+// A driven runtime's state (runtime_options::driven; driven.cpp): no thread
+// of its own, one worker that the driving thread runs.
+struct loop_driver {
+  // wakeup_fd(): an epoll instance watching event_fd (written when work
+  // arrives while nobody drives) and timer_fd (armed at the earliest timer).
+  int epoll_fd = -1;
+  int event_fd = -1;
+  int timer_fd = -1;
+  // Held by the thread that drives (run_ready, a join, shutdown): one at a
+  // time, since the one worker's deque and caches have one owner.
+  std::mutex drive_mutex;
+  // Under drive_mutex: when the running task's slice began (checkpoint()),
+  // and the deadline timer_fd is armed at (kEndOfTime: disarmed).
+  std::uint64_t slice_began = 0;
+  std::uint64_t armed_deadline = 0;
+  ~loop_driver();
+};
+
 // Blocks a worker's frame cache keeps per size class (frame_cache::limit).
 inline constexpr std::uint32_t kFramesPerClass = 4096;
 
@@ -46,6 +64,9 @@ struct alignas(kCacheLine) worker : worker_hot {
   // Set on the virtual workers of a simulation (never changes): count_finish
   // tells the driver about completions.  Null on real workers.
   sim_driver* sim = nullptr;
+  // Non-null: a driven runtime (options.driven).  Set by start(), never
+  // changes after; freed with the runtime.
+  std::unique_ptr<loop_driver> loop;
   std::uint64_t rng = 0;   // victim choice of the threaded runtime (xorshift); owner only
   std::uint32_t tick = 0;  // owner only: when to look at the injection queue
   // Owner only.  Pauses before the next steal attempt after a steal that found
@@ -84,6 +105,9 @@ struct runtime_impl {
   // Non-null: a simulation (options.simulation), driven by its owner thread;
   // no worker or timer thread runs.  Set by start(), never changes after.
   sim_driver* sim = nullptr;
+  // Non-null: a driven runtime (options.driven).  Set by start(), never
+  // changes after; freed with the runtime.
+  std::unique_ptr<loop_driver> loop;
 
   // ---- injection queue: tasks from outside the workers, yields, wake-ups ----
   std::mutex inject_mutex;
@@ -203,6 +227,9 @@ struct runtime_impl {
   // timer_mutex and blocked_mutex in turn; moves the tasks queued on the
   // workers' deques to the injection queue (see the definition).
   shutdown_report collect_report(std::uint64_t waited_ns, const std::vector<char>& parked);
+  // Step report_stuck of every shutdown (threaded, simulated, driven): the
+  // tasks that can never finish, counted into stuck_tasks and told on stderr.
+  void report_stuck() noexcept;
   // To options.on_shutdown_report, or stderr.
   void deliver_report(const shutdown_report& r) noexcept;
 
@@ -283,6 +310,24 @@ void runtime_impl::after_run(worker* w, const found_work& f, bool ran, Chooser& 
       w->steal_backoff == 0 ? kMinStealBackoff : std::min(2 * w->steal_backoff, kMaxStealBackoff);
   choose.pause(w->steal_backoff);
 }
+
+// ---- a driven runtime (driven.cpp) ----
+// start(): the driver's descriptors; throws std::system_error when the
+// system refuses one.
+void loop_create(runtime_impl* rt);
+// stop() of a driven runtime: shutdown's steps, with the drain driven on the
+// calling thread.
+void loop_stop(runtime_impl* rt, std::source_location where);
+// join_blocking of an unfinished task: unless another thread drives, drive
+// until `core` is done (or the runtime shut down).  The caller then claims
+// the outcome as on a threaded runtime.
+void loop_join(task_core* core);
+// wake_one/wake_all found the driver parked: make wakeup_fd() readable.
+void loop_signal(runtime_impl* rt) noexcept;
+// schedule_yield / fork_requeue on a driven runtime: a checkpoint whose slice
+// is not spent runs on (`item` goes to the trampoline slot); otherwise it is
+// re-queued.  `item`: a task, or a fork-join frame (fork_item).
+void loop_yield(runtime_impl* rt, worker* w, task_core* item) noexcept;
 
 namespace testing {
 // Test-only fault injection: after `n` more threads started by runtimes

@@ -494,16 +494,7 @@ void sim_stop(runtime_impl* rt, std::source_location where, bool destructor) {
     std::lock_guard lk(rt->inject_mutex);
     rt->closed = true;
   }
-  // report_stuck.  Relaxed: single-threaded.
-  std::int64_t live = rt->outside_live.load(std::memory_order_relaxed);
-  for (auto& w : rt->workers) live += w->live_tasks;
-  rt->stuck_tasks = live;
-  if (live > 0) {
-    std::fprintf(stderr,
-                 "weft: shutdown: %lld task(s) can never finish (blocked on each other?); "
-                 "their frames are leaked\n",
-                 static_cast<long long>(live));
-  }
+  rt->report_stuck();  // single-threaded
   // join_workers: the virtual workers "exit".
   for (auto& w : rt->workers) flush_frame_count(w.get());
   // Release: as in runtime_impl::stop (nobody waits for it here).

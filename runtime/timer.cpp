@@ -133,7 +133,13 @@ bool runtime_impl::timer_arm(timer_node* node) noexcept {
   bool new_min = heap.empty() || node->deadline < heap.front()->deadline;
   heap.push_back(node);
   sift_up(heap, heap.size() - 1);
-  if (new_min) timer_cv.notify_one();
+  if (new_min) {
+    timer_cv.notify_one();
+    // A driven runtime's timer_fd is armed when its driver parks; a timer
+    // armed by another thread meanwhile must reach the owner's loop.
+    if (loop != nullptr && tls_worker != workers[0].get()) [[unlikely]]
+      loop_signal(this);
+  }
   return true;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -98,6 +99,17 @@ struct runtime_options {
   // Set: a deterministic simulation instead of worker threads (weft/sim.hpp).
   // time_slice does not apply then (the generator decides slice expiry).
   std::optional<sim::options> simulation;
+  // True: a driven runtime, for a program that has its own event loop
+  // (poll, epoll, io_uring, a GUI toolkit's).  It starts no thread at all:
+  // no worker, no timer thread.  Its tasks run on the thread that drives it:
+  // runtime::run_ready() from the loop, or a blocking call (block_on, join,
+  // shutdown, the destructor), which drives until it is done.  Everything
+  // else is the threaded runtime's API, from any thread: spawn, cancel, the
+  // sync primitives, sleeps and timeouts (in real time).  One worker:
+  // `workers` must be 0 or 1, and a simulation cannot be driven (both throw
+  // std::invalid_argument).  docs/integration.md, "A foreign event loop
+  // drives weft".
+  bool driven = false;
 };
 
 namespace detail {
@@ -154,6 +166,29 @@ class runtime {
   // The "shutdown" cancellations carry `where` (the line that calls
   // shutdown()) as their location; a second call changes nothing.
   void shutdown(std::source_location where = std::source_location::current());
+
+  // ---- a driven runtime (runtime_options::driven) ----
+  //
+  // Runs what is ready on the calling thread: fires the timers that are due,
+  // then resumes ready tasks until none is ready or `budget` has passed
+  // (checked between resume points, so a task that runs without one, or a
+  // checkpoint()'s time slice, can overstay it).  Returns the number of
+  // tasks resumed.  Returns 0 at once while another thread drives the runtime
+  // (a join() or shutdown() there).  Throws usage_error on a runtime that is
+  // not driven, or inside one of its tasks.
+  std::size_t run_ready(std::chrono::nanoseconds budget = std::chrono::nanoseconds::max());
+  // A file descriptor that is readable while the runtime has work: a task is
+  // ready, or a timer is due.  Register it for reading with poll, epoll or
+  // io_uring and call run_ready() when it is; run_ready() makes it
+  // unreadable again until more work comes (level-triggered, never consumed
+  // by the caller: do not read it).  Owned by the runtime, valid until it is
+  // destroyed.  -1 on a runtime that is not driven.
+  int wakeup_fd() const noexcept;
+  // The deadline of the earliest armed timer (a sleep, a timeout), if any:
+  // for a loop that prefers a poll timeout to watching wakeup_fd() for
+  // timers.  nullopt on a runtime that is not driven.
+  std::optional<std::chrono::steady_clock::time_point> next_timer() const;
+  bool driven() const noexcept;
 
   unsigned workers() const noexcept;
   std::chrono::microseconds time_slice() const noexcept;
