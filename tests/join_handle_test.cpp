@@ -7,6 +7,7 @@
 // under sanitizers.
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -206,6 +207,34 @@ TEST(JoinHandleTest, DroppingAHandleAfterAShieldRefusedByAPendingCancelLeavesNot
   EXPECT_LT(grown, 40'000) << "bytes still allocated after " << 2 * n
                            << " shielded tasks were dropped";
   EXPECT_EQ(frames.now(), frames.start) << "frames leaked";
+}
+
+// ---------------------------------------------------------------- awaits across runtimes
+
+weft::task<std::thread::id> thread_of_task() { co_return std::this_thread::get_id(); }
+
+weft::task<int> slow_value(int v) {
+  co_await weft::sleep_for(std::chrono::microseconds(200));
+  co_return v;
+}
+
+// Awaits a task of runtime `b`, then reports where it resumed.
+weft::task<std::thread::id> await_across(weft::runtime* b, int v) {
+  weft::join_handle<int> h = b->spawn(slow_value(v));
+  if (co_await h != v) throw std::logic_error("wrong value");
+  co_return std::this_thread::get_id();
+}
+
+TEST(JoinHandleTest, AnAwaitOfAnotherRuntimesTaskResumesOnTheAwaitersOwnRuntime) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime b(with_workers(1));
+  const std::thread::id b_worker = b.block_on(thread_of_task());
+  weft::runtime a(with_workers(2));
+  for (int i = 0; i < 50; ++i) {
+    // The awaited task finishes on b's one worker; before, the awaiter went
+    // on there by a transfer, and a weft::spawn in it spawned onto b.
+    EXPECT_NE(a.block_on(await_across(&b, i)), b_worker) << "round " << i;
+  }
 }
 
 }  // namespace
