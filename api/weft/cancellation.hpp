@@ -38,6 +38,8 @@
 // request is published.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <atomic>
 #include <memory>
 #include <optional>

@@ -6,6 +6,8 @@
 // awaiting a handle twice, ...).
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <cstdint>
 #include <exception>
 #include <source_location>

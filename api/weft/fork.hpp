@@ -44,6 +44,8 @@
 // See docs/fork-join.md for when to use fork_task and when spawn.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <coroutine>
 #include <cstdint>
 #include <exception>

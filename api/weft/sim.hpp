@@ -48,6 +48,8 @@
 // await handles of another runtime, or the reverse.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <chrono>
 #include <cstdint>
 #include <stdexcept>

@@ -7,6 +7,8 @@
 // nothing (no permit is lost, an event stays as it was).
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <atomic>
 #include <coroutine>
 #include <cstddef>

@@ -15,6 +15,8 @@
 // See docs/cancellation.md.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <cassert>
 #include <chrono>
 #include <concepts>

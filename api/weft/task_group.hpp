@@ -87,6 +87,8 @@
 // The group itself is neither copyable nor movable.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <algorithm>
 #include <atomic>
 #include <cstddef>

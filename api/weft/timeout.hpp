@@ -17,6 +17,8 @@
 // join).
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <chrono>
 #include <cstdint>
 #include <exception>

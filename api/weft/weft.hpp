@@ -1,6 +1,8 @@
 // weft/weft.hpp -- everything: #include <weft/weft.hpp>.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include "weft/cancellation.hpp"
 #include "weft/errors.hpp"
 #include "weft/fork.hpp"

@@ -6,6 +6,8 @@
 // static functions here, so no member has to be public "for internal use".
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <utility>
 
 #include "weft/detail/task_core.hpp"

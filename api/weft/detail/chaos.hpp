@@ -13,6 +13,8 @@
 // the per-thread generators.  Not for production builds.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #if defined(WEFT_CHAOS) && WEFT_CHAOS
 namespace weft::detail {
 void chaos_point() noexcept;  // runtime/chaos.cpp

@@ -39,6 +39,8 @@
 // pointed at it.  T must be a pointer (trivially copyable, null = empty).
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <atomic>
 #include <cstdint>
 #include <memory>

@@ -16,6 +16,8 @@
 // victim runs sit side by side on the victim's stack).
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

@@ -7,6 +7,8 @@
 // once when each list links it through its own pair of members.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 namespace weft::detail {
 
 template <class Node, Node* Node::* Next, Node* Node::* Prev>

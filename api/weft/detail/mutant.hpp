@@ -29,6 +29,8 @@
 // not include this header.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #define WEFT_MUTANT_ID_no_wake_on_cancel 1
 #define WEFT_MUTANT_ID_lost_cancel_before_start 2
 #define WEFT_MUTANT_ID_no_reclaim 3

@@ -31,6 +31,8 @@
 // promise_base, the wait nodes), except runtime_impl, which no header defines.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <chrono>
 #include <coroutine>
 #include <cstddef>

@@ -6,6 +6,8 @@
 // docs/memory-model.md.
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <atomic>
 #include <coroutine>
 #include <cstddef>
