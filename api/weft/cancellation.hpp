@@ -83,7 +83,7 @@ struct erased_callback {
 };
 
 struct registration_impl {
-  registration_impl(const std::stop_token& t, erased_callback cb) : cb(t, std::move(cb)) {}
+  registration_impl(const std::stop_token& t, erased_callback fn) : cb(t, std::move(fn)) {}
   std::stop_callback<erased_callback> cb;
 };
 
