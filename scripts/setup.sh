@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Install what building and testing weft needs, from Debian packages, when missing.
 # Quick and silent-ish when everything is already there (dpkg-query only).
 # Works as root; otherwise uses sudo when it exists.

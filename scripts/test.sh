@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build weft with g++ and run the whole test suite (ctest).  Extra arguments go
 # to ctest, e.g.  bash scripts/test.sh -R Cancel
 #

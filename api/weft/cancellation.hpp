@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/cancellation.hpp -- cancel many tasks at once: cancellation_source,
 // cancellation_token, cancellation_registration.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/errors.hpp -- the exceptions weft throws.
 //
 // cancelled_error is what a task sees at an await point when a cancellation

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/fork.hpp -- fork_task<T>: structured fork-join with continuation
 // stealing, beside spawn.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/runtime.hpp -- the runtime: worker threads, their deques, the timer.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/sim.hpp -- deterministic simulation: the same runtime API on N virtual
 // workers driven by one OS thread, every decision taken from one seeded
 // generator, time virtual.

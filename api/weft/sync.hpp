@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/sync.hpp -- asynchronous, cancellation-aware synchronisation:
 // event, semaphore, and shield().
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/task.hpp -- task<T>, join_handle<T>, spawn, and the awaitables that are
 // cancellation points: yield(), checkpoint(), sleep_for(), sleep_until().
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/task_group.hpp -- structured concurrency: task_group (asyncio.TaskGroup),
 // when_all and when_any.
 //

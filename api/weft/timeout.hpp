@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/timeout.hpp -- asyncio.wait_for / timeouts.
 //
 //   T v = co_await weft::wait_for(h, 100ms);      // h: join_handle<T>&

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/version.hpp -- weft's version, and the C++20 check that every weft
 // header makes first (each includes this header before anything else).
 //

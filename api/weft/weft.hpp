@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/weft.hpp -- everything: #include <weft/weft.hpp>.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The library of the consumer project: its interface uses weft's types, so
 // whoever links it links weft too (tests/consumer/CMakeLists.txt).
 #pragma once

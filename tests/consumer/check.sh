@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build weft as a shared library, install it into a temporary prefix, then
 # build and run a project that uses it every supported way:
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Sourced by check.sh and readme_install.sh (tests/consumer/).  Not meant to be run.
 #
 # consumer_dirs [WEFT_SOURCE_DIR] [WORK_DIR]: the script's arguments.  Sets

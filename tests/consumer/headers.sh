@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The public headers as a user's strict build sees them, with g++ and clang-19:
 #
 #   1. every header under api/weft, each alone in a translation unit, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A program that uses weft from another project.  check.sh builds and runs it
 // every way a project gets weft (find_package, add_subdirectory, pkg-config);
 // headers.sh compiles it with every warning on as errors (-Wall -Wextra

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # README.md's install commands, run as written on a machine that has only
 # cmake, ninja and g++ (and pkg-config for the second block):
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # find_package(weft_consumer): the exported library weft_consumer::answers,
 # which links weft::weft, found here with find_dependency.
 include(CMakeFindDependencyMacro)

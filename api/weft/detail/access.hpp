@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/access.hpp -- the one door from weft's own code into members of
 // the public types that are not the user's API.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/chaos.hpp -- chaos points for stress builds.
 //
 // WEFT_CHAOS_POINT() compiles to nothing unless the build defines WEFT_CHAOS

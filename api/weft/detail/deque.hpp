@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/deque.hpp -- the Chase-Lev work-stealing deque of one worker.
 //
 // Chase & Lev, "Dynamic Circular Work-Stealing Deque" (SPAA 2005), with the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/fork_stack.hpp -- the per-worker stacks that fork-join frames
 // (weft/fork.hpp) live on.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/intrusive_list.hpp -- a doubly linked list through two pointer
 // members of its nodes: no allocation, O(1) unlink of any node.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/mutant.hpp -- the test-only variants of the runtime ("mutants"),
 // behind one switch.
 //

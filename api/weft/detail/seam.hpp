@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/seam.hpp -- the seam: every function the compiled runtime
 // (runtime/*.cpp) exports to the installed headers, in one list.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/task_core.hpp -- the state every spawned task carries, the wait nodes
 // a suspended task sits in, and the inline halves of the seam (seam.hpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/task_ref.hpp -- a counted reference to a spawned task's core.
 #pragma once
 

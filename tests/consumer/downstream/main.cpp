@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Runs the task of a library that another project built against weft and
 // exported (tests/consumer/downstream/CMakeLists.txt).
 #include <answers.hpp>
