@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib_compare -- naive fib(n) with weft and with oneTBB task_group (and with
 // libfork when the suite is built with it), side by side, interleaved, plus
 // the plain recursive function as the floor.  weft's fib is measured in two

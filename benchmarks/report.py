@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Turn the raw JSON of one scripts/bench.sh run into results.json, results.md
 and PNG plots.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The asyncio "advanced" seed, with weft: a task sleeps 3 s inside a 1 s
 // wait_for; the timeout cancels it, it reports the interruption and rethrows,
 // and main sees the timeout.  Runs in about 1 s, not 3.

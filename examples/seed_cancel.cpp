@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // seed_cancel -- the seed scenario: cancel a sleeping task and let it answer.
 //
 // The asyncio program it reproduces:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/alloc.cpp -- coroutine frame memory.
 //
 // Frames come from per-worker free lists by 16-byte size class (up to 1008

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/barrier.cpp -- the heavy half of the deque's asymmetric fence
 // (weft/detail/deque.hpp, docs/architecture.md "The deque's fences").
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/cancel_delivery.cpp -- a cancel() reaches its task.
 //
 // The protocol, in short (docs/architecture.md has the long form):

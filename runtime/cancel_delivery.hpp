@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/cancel_delivery.hpp -- what cancel delivery shares with completion,
 // joins and sleeps: the tag a request carries in a `pending` slot, the
 // hand-over walk, interned requests, the report of an unobserved exception.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/cancel_source.cpp -- cancellation_source / token / registration.
 //
 // Built on std::stop_source / std::stop_callback, which already give the hard

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/chaos.cpp -- what a chaos point does in a WEFT_CHAOS build
 // (weft/detail/chaos.hpp).  Compiled to nothing in other builds.
 //

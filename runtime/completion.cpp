@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/completion.cpp -- a task finishes: kDone, the joiner, the watchers
 // (shield), and the running reference.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/destroy.cpp -- the end of a task's frame: the last reference went,
 // so report what nobody observed, free what the frame still owns, destroy it.
 #include "cancel_delivery.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/driven.cpp -- a driven runtime: no thread of its own, driven by its
 // owner's event loop (runtime_options::driven).
 //

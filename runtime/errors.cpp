@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/errors.cpp -- weft's exception types.
 #include "weft/errors.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/fork.cpp -- the slow halves of the fork-join form (weft/fork.hpp):
 // worker stack segments, children that finish after a steal, the end of a
 // tree, yields, and the tree's cancellation.

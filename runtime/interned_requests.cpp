@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/interned_requests.cpp -- the shared request of a cancel() without a
 // reason, one per call site and kind, so that cancelling many tasks allocates
 // nothing.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/join.cpp -- taking a task's outcome: a coroutine's co_await (slow
 // path: register as the joiner, forwarding a pending cancel down first), a
 // thread's join(), and the misuse errors of a join_handle.

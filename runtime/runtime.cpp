@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/runtime.cpp -- workers, the worker loop, parking, the injection
 // queue, and shutdown.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/runtime_impl.hpp -- the compiled runtime's private structures.
 //
 // Ownership: runtime_impl owns the workers, the injection queue, the idle

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/sim.cpp -- the deterministic simulation driver.
 //
 // The driver replaces the worker threads and the timer thread of a runtime by

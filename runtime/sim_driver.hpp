@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/sim_driver.hpp -- the deterministic simulation driver (private).
 //
 // A simulation runtime is a runtime_impl with `sim` set: its workers exist

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/sleep.cpp -- the task's side of sleep_for/sleep_until: register
 // the timer node as the task's wait (so cancel() interrupts it), arm it, and
 // take what ended the sleep.  The timer thread's side is timer.cpp.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/spin.hpp -- spinning: the pause hint, and the runtime's small spin locks (a task's hook
 // lock, a wait_list's lock): held for a few instructions, never across a suspension, so spinning
 // beats parking.  Past 64 rounds the spinner yields its core, so that a holder preempted on the

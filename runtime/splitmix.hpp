@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/splitmix.hpp -- splitmix64, the one seeded generator of the project.
 //
 // One 64-bit state, good enough statistics for scheduling and test choices,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/sync.cpp -- waits on lists: events, semaphores, watchers of a task.
 //
 // A task that waits on a wait_list suspends with a list_wait node in its frame:

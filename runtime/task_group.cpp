@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/task_group.cpp -- task_group, and the non-template parts of
 // when_all / when_any.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/timeout.cpp -- the out-of-line parts of wait_for / wait_until.
 #include "weft/timeout.hpp"
 

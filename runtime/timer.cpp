@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/timer.cpp -- the timer thread: sleeping tasks and time slices.
 //
 // One thread per runtime keeps a binary min-heap of timer_node* (in the

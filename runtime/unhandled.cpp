@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/unhandled.cpp -- exceptions nobody observed, and the registry of
 // live runtimes that tells whether a late report may still use its runtime's
 // hook (a handle dropped after its runtime ends its task's frame then).

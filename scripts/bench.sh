@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build the benchmarks in Release and run the whole suite: weft and oneTBB
 # interleaved in each program, 1 and 2 workers, >= 5 repetitions (3 with
 # --quick).  Writes

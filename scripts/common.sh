@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Sourced by the scripts in this folder.  Not meant to be run.
 
 # weft_configure BUILD_DIR CXX [cmake args...]

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Lint: formatting (.clang-format) and clang-tidy (.clang-tidy).  Fails on any
-# finding.
+# SPDX-License-Identifier: MIT
+# Lint: the licence line of every source file, formatting (.clang-format) and
+# clang-tidy (.clang-tidy).  Fails on any finding.
 #
-#   bash scripts/lint.sh           both
+#   bash scripts/lint.sh           all three
+#   bash scripts/lint.sh spdx      every source file git tracks (*.hpp *.cpp *.h *.sh *.py
+#                                  *.cmake *.in CMakeLists.txt .ci/run) has the line
+#                                  "SPDX-License-Identifier: MIT" first (second after a #! line)
 #   bash scripts/lint.sh format    clang-format-19 --dry-run --Werror over the C++ files of
 #                                  api/ runtime/ tests/ stress/ benchmarks/ examples/
 #   bash scripts/lint.sh tidy      clang-tidy-19 over the runtime/ and stress/ translation
@@ -17,9 +21,9 @@ source scripts/common.sh
 
 what="${1:-all}"
 case "$what" in
-  all | format | tidy) ;;
+  all | spdx | format | tidy) ;;
   *)
-    echo "usage: $0 [all|format|tidy]" >&2
+    echo "usage: $0 [all|spdx|format|tidy]" >&2
     exit 2
     ;;
 esac
@@ -33,6 +37,35 @@ done
 
 jobs="$(nproc 2>/dev/null || echo 2)"
 failed=0
+
+if [[ "$what" == all || "$what" == spdx ]]; then
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    mapfile -t sources < <(git ls-files -- '*.hpp' '*.cpp' '*.h' '*.sh' '*.py' '*.cmake' '*.in' \
+      '*CMakeLists.txt' .ci/run)
+    missing=()
+    for f in "${sources[@]}"; do
+      [[ -f "$f" ]] || continue # deleted in the work tree, not yet in the index
+      first="$(head -n 1 "$f")"
+      if [[ "$first" == '#!'* ]]; then
+        first="$(sed -n 2p "$f")"
+      fi
+      if [[ "$first" != *'SPDX-License-Identifier: MIT'* ]]; then
+        missing+=("$f")
+      fi
+    done
+    echo "lint: SPDX-License-Identifier over ${#sources[@]} files"
+    if [[ ${#missing[@]} -gt 0 ]]; then
+      printf '  %s\n' "${missing[@]}"
+      echo "lint: FAILED: ${#missing[@]} file(s) without 'SPDX-License-Identifier: MIT' on their" \
+        "first line (second after #!)"
+      failed=1
+    else
+      echo "lint: licence lines OK"
+    fi
+  else
+    echo "lint: not a git checkout: the SPDX check needs git ls-files; skipped"
+  fi
+fi
 
 if [[ "$what" == all || "$what" == format ]]; then
   mapfile -t sources < <(find api runtime tests stress benchmarks examples -type f \

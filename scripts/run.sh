@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The main job: build weft (Release) and run the seed example (asyncio's
 # cancel-a-sleeping-worker program, done with weft), then fib(30) with weft and
 # with oneTBB task_group side by side.  Extra arguments go to fib_compare.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build weft and its tests under a sanitizer and run them.
 #
 #   bash scripts/sanitize.sh tsan        clang-19, ThreadSanitizer

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Install what building and testing weft needs, from Debian packages, when missing.
 # Quick and silent-ish when everything is already there (dpkg-query only).
 # Works as root; otherwise uses sudo when it exists.
 set -euo pipefail
 
 packages=(
-  cmake ninja-build g++
+  cmake ninja-build g++ pkg-config
   libtbb-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-19 libclang-rt-19-dev llvm

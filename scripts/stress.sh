@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Chaos stress: build weft and weft-stress with WEFT_CHAOS=ON (random yields
 # and short delays at the runtime's atomics and park points) and run the
 # real-runtime stress tests, ctest label `stress`.

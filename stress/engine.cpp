@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // stress/engine.cpp -- rounds, invariants, progress, watchdog, summary.
 //
 // A round: a fresh runtime (real, or a simulation seeded with the round's

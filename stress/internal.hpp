@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // stress/internal.hpp -- what the scenarios and the round runner share: the
 // registry of tracked tasks, the round context, and the helpers every
 // scenario uses to spawn, cancel and observe a task.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // stress/main.cpp -- weft-stress: the command line (Abseil flags).
 //
 // `--help` prints the usage below and the flags of this file, and exits 0

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // stress/scenarios.cpp -- the scenarios of weft-stress, as weft tasks.
 //
 // Each scenario is a driver coroutine that spawns tracked tasks (a record in

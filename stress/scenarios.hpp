@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // stress/scenarios.hpp -- the coroutines of the round (scenarios.cpp).
 #pragma once
 

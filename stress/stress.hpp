@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // stress/stress.hpp -- the engine of weft-stress: configuration, one round,
 // and a whole run.  No Abseil here (main.cpp parses the flags), so that test
 // programs can link the engine against a deliberately broken runtime build.

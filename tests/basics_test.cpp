@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of the basics: block_on, spawn from inside and outside,
 // exception propagation through every way of observing a task, the
 // unhandled-exception hook, and this_task queries outside a task.

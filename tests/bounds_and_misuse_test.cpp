@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The oneTBB-style cancellation bound, exceptions thrown by cleanup code during
 // cancellation, and the misuse that must die with a clear message instead of
 // hanging (destroying a runtime from one of its own workers).

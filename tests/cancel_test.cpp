@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of cancellation, asyncio-style: delivery at await points,
 // waking sleepers at once, one-shot delivery and refusal, cancelling()/
 // uncancel() counts, cancel before the first run and after completion, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of weft::cancellation_source / cancellation_token /
 // cancellation_registration: mass cancellation of bound tasks, child sources
 // following their parent (kind parent, the parent's reason and location),

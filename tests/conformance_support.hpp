@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/conformance_support.hpp -- helpers shared by the ports of CPython's
 // asyncio tests (tests/conformance_*_test.cpp).
 #pragma once

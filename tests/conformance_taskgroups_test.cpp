@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Conformance with CPython's asyncio: Lib/test/test_asyncio/test_taskgroups.py,
 // ported to weft::task_group.
 //

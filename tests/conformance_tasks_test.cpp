@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Conformance with CPython's asyncio: the cancellation cases of
 // Lib/test/test_asyncio/test_tasks.py, ported to weft.
 //

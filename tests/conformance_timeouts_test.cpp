@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Conformance with CPython's asyncio: Lib/test/test_asyncio/test_timeouts.py,
 // ported to weft.  weft has no timeout scope yet: `async with
 // asyncio.timeout(d): await body()` is spelled `co_await weft::wait_for(body(),

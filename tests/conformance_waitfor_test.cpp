@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Conformance with CPython's asyncio: Lib/test/test_asyncio/test_waitfor.py,
 // ported to weft::wait_for / wait_until.  See conformance_tasks_test.cpp for the
 // conventions, and docs/cancellation.md for the table of every case.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The cancellation contract at its edges: one test per break that independent
 // campaigns found in composed constructs (docs/cancellation.md, "The
 // contract"), each named by its scenario.  Every one of them failed before the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Symmetric-transfer depth: a million synchronously completing awaits in one
 // task must not overflow the stack in any build.  g++ 12 does not emit
 // symmetric transfer as a tail call at -O0/-O1 or under ASan/TSan, where a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A program, not a gtest: runs the deque stress against a deliberately broken
 // deque (the mutant deque_last_element, weft/detail/mutant.hpp: take() grabs
 // the last item without the CAS that races thieves) and exits 0 only if the

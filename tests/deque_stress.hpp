@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/deque_stress.hpp -- the exactly-once stress of the Chase-Lev deque,
 // shared by deque_test.cpp (the real deque) and deque_broken_check.cpp (a
 // deliberately broken variant that the stress must catch).

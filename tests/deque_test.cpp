@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // White-box tests of the Chase-Lev deque (weft/detail/deque.hpp).
 //
 // The deque forced to take light (fence_mode::asymmetric) is a test-only

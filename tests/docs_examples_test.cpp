@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The examples of docs/cancellation.md, compiled and run.
 //
 // Every ```cpp block of docs/cancellation.md is copied verbatim from this file;

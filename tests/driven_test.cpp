@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A driven runtime (runtime_options::driven): no thread of its own, run by its
 // owner's event loop through run_ready() and wakeup_fd(), or by a blocking
 // call (block_on, join, shutdown) on the calling thread.

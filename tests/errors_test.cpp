@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft::describe: the text of whatever an exception_ptr holds, for logs of a
 // task_group_error's children or an unhandled-exception hook.
 #include <gtest/gtest.h>

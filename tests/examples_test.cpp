@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Runs the example programs as separate processes and checks their output
 // line by line, and how long they take.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The fork-join form (weft/fork.hpp): values, joins after steals, exceptions,
 // frames that never join, the task's cancellation reaching every frame of its
 // tree, shutdown, yields, misuse, the frame stacks, and the simulation (same

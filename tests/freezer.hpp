@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/freezer.hpp -- holds a race window open that is a few instructions
 // wide, which no amount of plain repetition hits.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // docs/integration.md's examples are compiled: every ```cpp block of it must be
 // copied verbatim from one of the test sources next to this file, so that the
 // page and the tests that run its examples cannot drift apart.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // join_handle: joining a task inline on the joiner's worker, and what dropping
 // handles frees.
 //

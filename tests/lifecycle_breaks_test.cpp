@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Regression tests for three lifecycle breaks found by an independent test
 // campaign:
 //

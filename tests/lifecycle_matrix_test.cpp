@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The task lifecycle matrix (after Tokio's combinatorial lifecycle test):
 //   workers {1, 2} x outcome {value, throws}
 //   x handle {dropped early, dropped after completion, joined}

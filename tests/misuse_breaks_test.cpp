@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Misuse through the public API that an independent test campaign found to
 // crash, hang or be accepted silently instead of failing cleanly; one section
 // per break, each test named by its scenario:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of scheduling: yield() always reschedules, checkpoint() and
 // time slices, CPU-bound loops and cancellation, and tasks that migrate
 // between workers seeing the worker they are really on.

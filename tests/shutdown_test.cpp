@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of shutdown() and the runtime's destructor: live tasks are
 // cancelled with kind shutdown and run their cleanup, shutdown is bounded and
 // idempotent, spawn after shutdown gives an already-cancelled handle, blocking

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A program, not a gtest: the weft-stress engine in simulation mode, linked
 // against a deliberately broken build of the runtime (tests/CMakeLists.txt
 // builds it once per mutant; the library brings its WEFT_MUTANT), must catch

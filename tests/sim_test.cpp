@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The deterministic simulation (weft/sim.hpp): the same seed gives the same
 // run event for event; time is virtual (long sleeps cost nothing, timeouts
 // fire at their deadline); a deadlock and a livelock are reported instead of

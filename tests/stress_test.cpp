@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Stress tests through the public API: the spawn storm with random
 // cancellation, lost wakeups with parked workers, and many runtime
 // create/load/destroy cycles.  Each checks exactly-once outcomes, RAII

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of weft's synchronisation: shield() (cancelling the awaiter
 // throws at once while the shielded task runs on and its result stays
 // available through the handle), event and semaphore waits as cancellation

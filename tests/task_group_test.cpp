@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of weft::task_group (asyncio.TaskGroup), when_all and
 // when_any: join waits for every child, the first failure cancels the siblings
 // and join throws task_group_error with every failure, cancelling the owner

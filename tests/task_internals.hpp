@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/task_internals.hpp -- white-box looks at a task's state and at the
 // runtime, for the tests that must see a scenario reach a narrow window before
 // they play its other side (a joiner registered, a temporary reference taken,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/test_support.hpp -- shared helpers for weft's black-box tests.
 //
 // Rules every test here follows:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Black-box tests of wait_for / wait_until (asyncio.wait_for) and of timers at
 // scale: finishing in time, timing out only after the task's cleanup ran, a
 // task that refuses the timeout and returns a value, d <= 0 with a done

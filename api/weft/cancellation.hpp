@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/cancellation.hpp -- cancel many tasks at once: cancellation_source,
 // cancellation_token, cancellation_registration.
 //
@@ -37,6 +38,8 @@
 // also sees reason(), kind() and where(); they are written before the stop
 // request is published.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <atomic>
 #include <memory>
@@ -81,7 +84,7 @@ struct erased_callback {
 };
 
 struct registration_impl {
-  registration_impl(const std::stop_token& t, erased_callback cb) : cb(t, std::move(cb)) {}
+  registration_impl(const std::stop_token& t, erased_callback fn) : cb(t, std::move(fn)) {}
   std::stop_callback<erased_callback> cb;
 };
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/errors.hpp -- the exceptions weft throws.
 //
 // cancelled_error is what a task sees at an await point when a cancellation
@@ -5,6 +6,8 @@
 // misuse that would otherwise deadlock or be undefined (join() from a worker,
 // awaiting a handle twice, ...).
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <cstdint>
 #include <exception>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/fork.hpp -- fork_task<T>: structured fork-join with continuation
 // stealing, beside spawn.
 //
@@ -43,6 +44,8 @@
 //     children still run to their end.
 // See docs/fork-join.md for when to use fork_task and when spawn.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <coroutine>
 #include <cstdint>

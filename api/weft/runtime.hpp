@@ -1,5 +1,8 @@
+// SPDX-License-Identifier: MIT
 // weft/runtime.hpp -- the runtime: worker threads, their deques, the timer.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <chrono>
 #include <cstddef>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/sim.hpp -- deterministic simulation: the same runtime API on N virtual
 // workers driven by one OS thread, every decision taken from one seeded
 // generator, time virtual.
@@ -47,6 +48,8 @@
 // sim::stats() may be read from any thread.  Tasks of a simulation must not
 // await handles of another runtime, or the reverse.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <chrono>
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/sync.hpp -- asynchronous, cancellation-aware synchronisation:
 // event, semaphore, and shield().
 //
@@ -6,6 +7,8 @@
 // runtime shutdown) and sees cancelled_error there; an interrupted wait takes
 // nothing (no permit is lost, an event stays as it was).
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <atomic>
 #include <coroutine>

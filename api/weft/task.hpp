@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/task.hpp -- task<T>, join_handle<T>, spawn, and the awaitables that are
 // cancellation points: yield(), checkpoint(), sleep_for(), sleep_until().
 //
@@ -14,6 +15,8 @@
 // body).  `co_await some_task()` itself is not one: it is a call.
 // See docs/cancellation.md.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <cassert>
 #include <chrono>

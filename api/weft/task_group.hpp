@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/task_group.hpp -- structured concurrency: task_group (asyncio.TaskGroup),
 // when_all and when_any.
 //
@@ -86,6 +87,8 @@
 // any task of the group's runtime (e.g. children), concurrently.  join() once.
 // The group itself is neither copyable nor movable.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <algorithm>
 #include <atomic>

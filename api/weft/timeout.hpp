@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/timeout.hpp -- asyncio.wait_for / timeouts.
 //
 //   T v = co_await weft::wait_for(h, 100ms);      // h: join_handle<T>&
@@ -16,6 +17,8 @@
 // Cancelling the waiting task cancels the awaited task too (the wait is a
 // join).
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <chrono>
 #include <cstdint>

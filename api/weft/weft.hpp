@@ -1,5 +1,8 @@
+// SPDX-License-Identifier: MIT
 // weft/weft.hpp -- everything: #include <weft/weft.hpp>.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include "weft/cancellation.hpp"
 #include "weft/errors.hpp"

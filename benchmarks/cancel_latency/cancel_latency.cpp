@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cancel_latency -- how long cancellation takes to reach a task, weft and
 // oneTBB side by side in one process, sample by sample interleaved.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // common/bench.hpp -- what every benchmark program here shares: option
 // parsing, the compiler string, medians, percentiles, a small JSON writer, and
 // the interleaved weft / oneTBB / serial (/ libfork) loop of the throughput

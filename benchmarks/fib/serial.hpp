@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib/serial.hpp -- naive recursive fib, the serial reference and the floor
 // every runtime is compared with.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib/tbb_fib.hpp -- fib with oneTBB task_group: run one child as a task,
 // compute the other inline, wait.  Call it inside a tbb::task_arena::execute
 // to choose the number of threads.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib/weft_fib.hpp -- fib with weft, written the way the docs recommend for
 // fork-join: spawn one child, await the other inline (a call), then await the
 // spawned child's handle.  Every call with n >= 2 forks one task.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib/weft_fib_extern.cpp -- fib_weft_extern: the body of fib_weft
 // (fib/weft_fib.hpp), token for token, in a .cpp of its own.
 #include "fib/weft_fib_extern.hpp"

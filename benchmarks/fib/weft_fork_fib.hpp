@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib/weft_fork_fib.hpp -- fib in weft's fork-join form (weft/fork.hpp):
 // fork one child (it runs now; this frame's continuation may be stolen), call
 // the other, join.  The spawn form of the same problem is fib/weft_fib.hpp.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib/weft_fork_fib_extern.cpp -- fib_fork_extern: the body of fib_fork
 // (fib/weft_fork_fib.hpp), token for token, in a .cpp of its own.
 #include "fib/weft_fork_fib_extern.hpp"

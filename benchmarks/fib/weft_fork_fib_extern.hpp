@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fib/weft_fork_fib_extern.hpp -- the fork-join fib of fib/weft_fork_fib.hpp
 // spelled as users write coroutines: declared here, defined (not inline,
 // external linkage) in fib/weft_fork_fib_extern.cpp.  fib_compare measures

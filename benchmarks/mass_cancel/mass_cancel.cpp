@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mass_cancel -- cancel 10^6 tasks that were spawned but have not started,
 // and time until every one of them has resolved; count the bodies that ran
 // (must be 0).  weft and oneTBB alternate, repetition by repetition.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // memory_bench -- memory: peak RSS of fib(n), bytes per suspended task and
 // bytes per suspended forked child (the fork-join form).  Every measurement
 // runs in a fresh child process (this program, started again with

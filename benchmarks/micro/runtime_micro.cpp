@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft_micro -- runtime micro-benchmarks (Google Benchmark).
 //
 //   weft_micro [--benchmark_filter=...] [--benchmark_min_time=0.5]

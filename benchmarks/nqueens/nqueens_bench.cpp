@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // nqueens_bench -- count the solutions of n-queens with a task per placement:
 // weft (spawn+join, "weft", and the fork-join form, "weft-fork"), oneTBB
 // task_group (and libfork when the suite is built with it) and a plain

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // nqueens/serial.hpp -- count the ways to place n non-attacking queens, one row
 // at a time, as a plain recursive function.
 //

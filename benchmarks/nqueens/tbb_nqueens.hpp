@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // nqueens/tbb_nqueens.hpp -- nqueens with oneTBB task_group: a task per
 // placement; the last free column runs inline, then wait.  Call it inside a
 // tbb::task_arena::execute to choose the number of threads.

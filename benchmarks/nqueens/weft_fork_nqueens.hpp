@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // nqueens/weft_fork_nqueens.hpp -- nqueens in weft's fork-join form
 // (weft/fork.hpp), a frame per placement: fork every free column but the
 // last, call the last, join once.  The spawn form is nqueens/weft_nqueens.hpp.

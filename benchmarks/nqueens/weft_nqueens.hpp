@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // nqueens/weft_nqueens.hpp -- nqueens with weft: a task per placement.  Every
 // free column but the last is spawned; the last one runs inline (co_await of
 // a task is a call); then the handles are awaited newest first, as in skynet.

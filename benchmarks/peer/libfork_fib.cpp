@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // peer/libfork_fib.cpp -- fib with libfork: fork fib(n-1), call fib(n-2), join.
 #include "peer/libfork_impl.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // peer/libfork_impl.hpp -- what the libfork variants (peer/libfork_*.cpp)
 // share: the pool's definition.  Included only by the weft_bench_libfork
 // library, which is compiled with libfork's headers.

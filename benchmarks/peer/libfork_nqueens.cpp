@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // peer/libfork_nqueens.cpp -- nqueens with libfork, a task per placement: fork
 // every free column but the last, call the last, join (the weft and oneTBB
 // variants' shape, not libfork's own nqueens benchmark, which copies boards).

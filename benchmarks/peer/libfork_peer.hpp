@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // peer/libfork_peer.hpp -- the benchmark problems written with libfork, the
 // optional peer (docs/benchmarks.md, "libfork").  This header does not
 // include libfork: the variants are compiled in their own library

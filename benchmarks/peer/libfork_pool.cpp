@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // peer/libfork_pool.cpp -- the lf::lazy_pool behind peer_libfork::pool.
 #include <string>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // peer/libfork_skynet.cpp -- skynet with libfork: fork nine children, call the
 // tenth, join (skynet/serial.hpp describes the tree).
 #include "peer/libfork_impl.hpp"

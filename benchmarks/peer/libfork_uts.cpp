@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // peer/libfork_uts.cpp -- UTS with libfork, a task per node: fork all
 // children but the last, call the last, join.  The results live in the frame
 // up to kInlineChildren children and on the heap beyond, as in the weft and

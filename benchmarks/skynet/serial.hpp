@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // skynet/serial.hpp -- the skynet tree as a plain recursive function.
 //
 // skynet(num, size): a node covering leaves [num, num + size) has ten children

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // skynet_bench -- skynet (a ten-way fan-out tree summing its leaf indices)
 // with weft (spawn+join, "weft", and the fork-join form, "weft-fork"), oneTBB
 // task_group (and libfork when the suite is built with it) and a plain

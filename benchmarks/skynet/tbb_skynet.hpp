@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // skynet/tbb_skynet.hpp -- skynet with oneTBB task_group: run nine children
 // as tasks, compute the tenth inline, wait.  Call it inside a
 // tbb::task_arena::execute to choose the number of threads.

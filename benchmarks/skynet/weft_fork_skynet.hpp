@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // skynet/weft_fork_skynet.hpp -- skynet in weft's fork-join form
 // (weft/fork.hpp): fork nine children (each runs at once; the loop's
 // continuation is what a thief steals), call the tenth, join once.  The spawn

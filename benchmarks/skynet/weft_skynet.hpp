@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // skynet/weft_skynet.hpp -- skynet with weft, fork-join as in fib: spawn nine
 // children, run the tenth inline (co_await of a task is a call), then await
 // the nine handles, newest first (the newest is at the bottom of this

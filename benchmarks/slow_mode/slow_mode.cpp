@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // slow_mode -- does a runtime have runs that are much slower than its best in
 // a long-lived process?  weft and libfork take turns computing fib(n) in one
 // process, on runtimes built once, for --pairs pairs of runs; then, for each

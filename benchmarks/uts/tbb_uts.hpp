@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // uts/tbb_uts.hpp -- UTS with oneTBB task_group: a task per node; the last
 // child runs inline, then wait.  Call it inside a tbb::task_arena::execute.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // uts/tree.hpp -- an unbalanced tree search (UTS) tree, our own small
 // generator (not the UTS suite's SHA-1 one): every node carries a 64-bit
 // state; child i of a node with state s has state mix(s + (i+1) * golden),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // uts_bench -- unbalanced tree search: count the nodes of a fixed-seed tree
 // with a task per node, with weft (spawn+join, "weft", and the fork-join form,
 // "weft-fork"), oneTBB task_group (and libfork when the suite is built with

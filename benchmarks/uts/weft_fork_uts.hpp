@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // uts/weft_fork_uts.hpp -- UTS in weft's fork-join form (weft/fork.hpp), a
 // frame per node: fork all children but the last, call the last, join once.
 // The results live in the frame up to kInlineChildren children and on the

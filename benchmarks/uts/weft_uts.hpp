@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // uts/weft_uts.hpp -- UTS with weft: a task per node.  All children but the
 // last are spawned, the last runs inline (a call), then the handles are
 // awaited newest first, as in skynet.

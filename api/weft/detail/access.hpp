@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/access.hpp -- the one door from weft's own code into members of
 // the public types that are not the user's API.
 //
@@ -5,6 +6,8 @@
 // detail::access;`, and weft's headers and runtime reach them through the
 // static functions here, so no member has to be public "for internal use".
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <utility>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/chaos.hpp -- chaos points for stress builds.
 //
 // WEFT_CHAOS_POINT() compiles to nothing unless the build defines WEFT_CHAOS
@@ -12,6 +13,8 @@
 // once: WEFT_CHAOS=0 turns the points off at run time; WEFT_CHAOS_SEED seeds
 // the per-thread generators.  Not for production builds.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #if defined(WEFT_CHAOS) && WEFT_CHAOS
 namespace weft::detail {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/deque.hpp -- the Chase-Lev work-stealing deque of one worker.
 //
 // Chase & Lev, "Dynamic Circular Work-Stealing Deque" (SPAA 2005), with the
@@ -39,6 +40,8 @@
 // pointed at it.  T must be a pointer (trivially copyable, null = empty).
 #pragma once
 
+#include "weft/version.hpp"  // first: weft's C++20 check
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -75,18 +78,18 @@ class chase_lev_deque {
 
   struct buffer {
     explicit buffer(std::int64_t cap)
-        : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[cap]) {}
+        : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[static_cast<std::size_t>(cap)]) {}
     std::int64_t capacity;
     std::int64_t mask;
     std::unique_ptr<std::atomic<T>[]> slots;
     T load(std::int64_t i) const noexcept {
       // Relaxed: slot reads are ordered by the index protocol (release store of
       // bottom in push; seq_cst loads/CAS of top and bottom in take/steal).
-      return slots[i & mask].load(std::memory_order_relaxed);
+      return slots[static_cast<std::size_t>(i & mask)].load(std::memory_order_relaxed);
     }
     void store(std::int64_t i, T v) noexcept {
       // Relaxed: published by push's release store of bottom.
-      slots[i & mask].store(v, std::memory_order_relaxed);
+      slots[static_cast<std::size_t>(i & mask)].store(v, std::memory_order_relaxed);
     }
   };
 

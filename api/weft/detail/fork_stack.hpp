@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/fork_stack.hpp -- the per-worker stacks that fork-join frames
 // (weft/fork.hpp) live on.
 //
@@ -15,6 +16,8 @@
 // two frames never share a line (a stolen continuation and the child its
 // victim runs sit side by side on the victim's stack).
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <atomic>
 #include <cstddef>

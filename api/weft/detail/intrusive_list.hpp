@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/intrusive_list.hpp -- a doubly linked list through two pointer
 // members of its nodes: no allocation, O(1) unlink of any node.
 //
@@ -6,6 +7,8 @@
 // blocked_mutex, a task group's mutex).  A node may sit in several lists at
 // once when each list links it through its own pair of members.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 namespace weft::detail {
 

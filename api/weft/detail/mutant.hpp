@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/mutant.hpp -- the test-only variants of the runtime ("mutants"),
 // behind one switch.
 //
@@ -28,6 +29,8 @@
 // An unknown name is a compile error; so is WEFT_MUTANT_IS in a file that does
 // not include this header.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #define WEFT_MUTANT_ID_no_wake_on_cancel 1
 #define WEFT_MUTANT_ID_lost_cancel_before_start 2

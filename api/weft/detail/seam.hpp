@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/seam.hpp -- the seam: every function the compiled runtime
 // (runtime/*.cpp) exports to the installed headers, in one list.
 //
@@ -30,6 +31,8 @@
 // The types these functions take are defined in detail/task_core.hpp (task_core,
 // promise_base, the wait nodes), except runtime_impl, which no header defines.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <chrono>
 #include <coroutine>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/task_core.hpp -- the state every spawned task carries, the wait nodes
 // a suspended task sits in, and the inline halves of the seam (seam.hpp).
 //
@@ -5,6 +6,8 @@
 // protocols are explained in docs/architecture.md and every atomic has a row in
 // docs/memory-model.md.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <atomic>
 #include <coroutine>

@@ -1,5 +1,8 @@
+// SPDX-License-Identifier: MIT
 // weft/detail/task_ref.hpp -- a counted reference to a spawned task's core.
 #pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <atomic>
 #include <utility>
