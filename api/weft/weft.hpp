@@ -1,6 +1,7 @@
 // weft/weft.hpp -- everything: #include <weft/weft.hpp>.
 #pragma once
 
+#include "weft/blocking.hpp"
 #include "weft/cancellation.hpp"
 #include "weft/errors.hpp"
 #include "weft/fork.hpp"
