@@ -48,24 +48,28 @@ void blocking_pool::submit(blocking_job* job, unsigned limit) {
     }
     tail_ = job;
     ++queued_;
-    to_join.swap(exited_);
     if (queued_ > idle_ && threads_.size() < limit) {
-      auto it = threads_.emplace(threads_.end());
       try {
-        // The new thread takes mutex_ first: `*it` is assigned before it runs.
-        *it = std::thread([this, it] { thread_main(it); });
+        auto it = threads_.emplace(threads_.end());
+        try {
+          // The new thread takes mutex_ first: `*it` is assigned before it runs.
+          *it = std::thread([this, it] { thread_main(it); });
+        } catch (...) {
+          threads_.erase(it);
+          throw;
+        }
       } catch (...) {
-        threads_.erase(it);
+        // Nobody would ever run it: take it back.  Otherwise a running
+        // thread serves it later.
         if (threads_.empty()) {
-          // Nobody would ever run it: take it back (it is the tail).
           unlink(job);
           throw;
         }
-        // A running thread serves it later.
       }
     } else {
       cv_.notify_one();
     }
+    to_join.swap(exited_);  // threads that left after their keep-alive
   }
   for (std::thread& t : to_join) t.join();
 }
