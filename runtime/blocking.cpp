@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/blocking.cpp -- weft::blocking: the pool and the task's side of the
 // wait.  Steps by name in docs/architecture.md, "Blocking calls":
 //   submit:   the task queues the call (the pool holds a reference) and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // runtime/blocking_pool.hpp -- the threads that run weft::blocking calls.
 //
 // One per runtime (runtime_impl::blocking), threads created on demand up to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft::blocking (weft/blocking.hpp): blocking calls on the runtime's bounded
 // pool.  Workers keep running CPU tasks while calls block; the stop token is
 // requested on cancel and at shutdown; on_cancel::wait waits for fn and then

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // std::stop_token both ways (weft/cancellation.hpp): a cancellation_source
 // that follows a std::stop_token, and this_task::stop_token(), a std token
 // requested when a cancel request reaches the task (at the request, not at

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/tbb.hpp: a oneTBB algorithm run from a weft task, off the workers; a
 // weft cancellation cancels its task_group_context, so a cancelled
 // parallel_for stops early.  Built only when oneTBB is found

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/blocking.hpp -- run a blocking call off the workers (asyncio.to_thread).
 //
 //   std::string text = co_await weft::blocking([&] { return read_whole_file(path); });

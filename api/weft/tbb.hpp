@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // weft/tbb.hpp -- run a oneTBB algorithm from a weft task.
 //
 //   long sum = co_await weft::tbb::run([&](tbb::task_group_context& ctx) {
