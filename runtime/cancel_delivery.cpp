@@ -111,6 +111,12 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
   }
   if (core->w != nullptr && core->w->stopping.load(std::memory_order_relaxed) &&
       !core->shutdown_seen) {
+    // The "shutdown" reaches the task here: its stop token is requested now,
+    // unless locks are held (register_wait), which hands the request back to
+    // be produced again, unlocked, when the refused wait resumes.
+    if (!core_locked) {
+      if (std::stop_source* st = owner_of(core)->stop) st->request_stop();
+    }
     core->shutdown_seen = true;
     return shutdown_request(core->rt);
   }
@@ -177,6 +183,21 @@ struct passed_refs {
   }
 };
 
+// The this_task::stop_token() sources of the task a request is made for and
+// of the task it lands on, copied under their hook locks (the copy keeps the
+// std state alive), requested once every lock is let go: request_stop runs
+// the user's stop callbacks, which must not run under a spin lock (they may
+// cancel tasks themselves).
+struct task_stops {
+  std::stop_source made{std::nostopstate};
+  std::stop_source landed{std::nostopstate};
+  static std::stop_source* of(task_core* c) noexcept { return owner_of(c)->stop; }
+  void request() noexcept {
+    made.request_stop();  // no-op without a state
+    landed.request_stop();
+  }
+};
+
 // Give `req` (owned) to `core`: forward it down the chain of tasks each
 // waiting on the next (asyncio passes cancellation down the await chain), and
 // make it pending on the last one that is not itself waiting on a running
@@ -217,6 +238,9 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth) {
     return false;
   }
   count_request_locked(core);
+  task_stops stops;
+  if (std::stop_source* st = task_stops::of(core)) stops.made = *st;
+  task_core* const made_for = core;
   std::uintptr_t hook = core->hook;
   while ((hook & 1) != 0) {
     auto* target = reinterpret_cast<task_core*>(hook & ~std::uintptr_t{1});
@@ -240,6 +264,9 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth) {
     hook = core->hook;
   }
   // land.
+  if (core != made_for) {
+    if (std::stop_source* st = task_stops::of(core)) stops.landed = *st;
+  }
   cancel_request* old = store_request_locked(core, req, depth);
   WEFT_CHAOS_POINT();
 #if !WEFT_MUTANT_IS(no_wake_on_cancel)  // broken variant (tests only): the wait is not ended
@@ -248,6 +275,7 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth) {
   core->unlock_hook();
   refs.finish();
   free_request(untagged(old));
+  stops.request();  // stop: after every lock (see task_stops)
   return true;
 }
 
@@ -445,6 +473,11 @@ cancel_request* shutdown_request(const runtime_impl* rt) {
 }
 
 cancelled_error shutdown_cancellation(const runtime_impl* rt) {
+  // A refused wait (or a group) delivers the "shutdown" on the running
+  // task's thread: the task's stop token is requested, as in take_from_chain.
+  if (worker* w = tls_worker; w != nullptr && w->current != nullptr) {
+    if (std::stop_source* st = owner_of(w->current)->stop) st->request_stop();
+  }
   return cancelled_error("shutdown", cancel_kind::shutdown, shutdown_site(rt));
 }
 

@@ -43,6 +43,22 @@ struct cancel_source_state {
     }
   };
   std::optional<std::stop_callback<follow_parent>> parent_link;
+  // A source made from a std::stop_token follows it the same way (declared
+  // last for the same reason).
+  struct follow_stop {
+    cancel_source_state* self;
+    std::string reason;
+    std::source_location where;
+    void operator()() noexcept {
+      try {
+        self->cancel(std::move(reason), cancel_kind::explicit_request, where);
+      } catch (...) {
+        // cancel() allocates nothing that can throw here (the reason is
+        // moved): nothing to report.
+      }
+    }
+  };
+  std::optional<std::stop_callback<follow_stop>> stop_link;
 
   bool cancel(std::string why, cancel_kind k, std::source_location loc) {
     // claim.  acq_rel: losers need nothing from the winner (they return
@@ -95,6 +111,23 @@ cancellation_registration make_core_registration(const cancellation_token& tok, 
       std::make_unique<registration_impl>(tok.stop_token(), std::move(cb)));
 }
 
+std::stop_token task_stop_token(task_core* core) {
+  promise_base* p = owner_of(core);
+  // Only the task itself writes `stop`: reading it here needs no lock.
+  if (p->stop == nullptr) {
+    auto* s = new std::stop_source();
+    core->lock_hook();  // hand_over reads `stop` under this lock
+    p->stop = s;
+    core->unlock_hook();
+  }
+  std::stop_token t = p->stop->get_token();
+  // A request that arrived before the source was published found none: it
+  // is still pending (or the shutdown is due), so the stop is requested now.
+  // One that arrives later finds the source (hand_over).
+  if (cancel_visible(core)) p->stop->request_stop();
+  return t;
+}
+
 }  // namespace weft::detail
 
 namespace weft {
@@ -135,6 +168,15 @@ cancellation_source::cancellation_source(const cancellation_token& parent)
   // Runs follow_parent at once when the parent is already cancelled.
   state_->parent_link.emplace(parent.stop_token(),
                               detail::cancel_source_state::follow_parent{state_.get()});
+}
+
+cancellation_source::cancellation_source(std::stop_token follow, std::string reason,
+                                         std::source_location where)
+    : state_(std::make_shared<detail::cancel_source_state>()) {
+  if (!follow.stop_possible()) return;
+  // Runs follow_stop at once when the stop was already requested.
+  state_->stop_link.emplace(std::move(follow), detail::cancel_source_state::follow_stop{
+                                                   state_.get(), std::move(reason), where});
 }
 
 bool cancellation_source::cancel(std::string reason, std::source_location where) {

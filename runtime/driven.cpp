@@ -318,7 +318,8 @@ void loop_stop(runtime_impl* rt, std::source_location where) {
       wait_for_work(rt, next_report == kEndOfTime ? kEndOfTime : next_report - now);
     }
   }
-  rt->report_stuck();  // the worker's counter was written on this thread
+  rt->report_stuck();   // the worker's counter was written on this thread
+  rt->blocking.stop();  // step stop_blocking, as runtime_impl::stop
   // Release: pairs with loop_join's and join_blocking's acquire loads.
   rt->exiting.store(true, std::memory_order_release);
   rt->shut_down = true;

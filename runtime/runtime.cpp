@@ -617,6 +617,7 @@ void runtime_impl::stop(std::source_location where) {
     timer_cv.notify_all();
   }
   if (timer_thread.joinable()) timer_thread.join();
+  blocking.stop();  // step stop_blocking: abandoned calls (docs/architecture.md)
   shut_down = true;
 }
 
@@ -767,6 +768,12 @@ void validate_options(const runtime_options& o) {
     throw std::invalid_argument("weft::runtime: runtime_options::workers is " +
                                 std::to_string(o.workers) +
                                 " for a driven runtime, which has one worker (0 or 1)");
+  }
+  if (o.blocking_threads > runtime_options::max_blocking_threads) {
+    throw std::invalid_argument("weft::runtime: runtime_options::blocking_threads is " +
+                                std::to_string(o.blocking_threads) +
+                                ", above max_blocking_threads (" +
+                                std::to_string(runtime_options::max_blocking_threads) + ")");
   }
   if (o.workers > runtime_options::max_workers) {
     throw std::invalid_argument("weft::runtime: runtime_options::workers is " +

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "blocking_pool.hpp"
 #include "weft/detail/deque.hpp"
 #include "weft/detail/mutant.hpp"
 #include "weft/detail/task_core.hpp"
@@ -168,6 +169,8 @@ struct runtime_impl {
   // ---- blocked list waits (event, semaphore, watchers): shutdown interrupts them ----
   std::mutex blocked_mutex;
   intrusive_list<list_wait, &list_wait::reg_next, &list_wait::reg_prev> blocked;  // blocked_mutex
+
+  blocking_pool blocking;  // weft::blocking's threads (blocking.cpp); stopped by stop()
 
   // ---- methods (runtime.cpp / timer.cpp / sync.cpp) ----
   bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)

@@ -332,6 +332,26 @@ TEST(DrivenRuntimeTest, AnAwaitOfAThreadedRuntimesTaskResumesOnTheDrivingThread)
     EXPECT_EQ(driven.block_on(await_elsewhere(&threaded)), std::this_thread::get_id());
 }
 
+weft::task<int> blocking_sum(int n) {
+  int sum = 0;
+  for (int i = 0; i < n; ++i) sum += co_await weft::blocking([i] { return i; });
+  co_return sum;
+}
+
+TEST(DrivenRuntimeTest, ABlockingCallsPoolThreadWakesTheLoop) {
+  weft_test::watchdog dog(60s);
+  weft::runtime rt(driven_options());
+  weft::join_handle<int> h = rt.spawn(blocking_sum(20));
+  // Every step of the task waits for a pool thread, which wakes the loop
+  // through wakeup_fd(): a lost wake-up fails the readable() check.
+  while (!h.done()) {
+    ASSERT_TRUE(readable(rt.wakeup_fd(), 30'000)) << "a pool thread's wake-up was lost";
+    rt.run_ready();
+  }
+  EXPECT_EQ(h.join(), 19 * 20 / 2);
+  EXPECT_EQ(rt.block_on(blocking_sum(5)), 10);
+}
+
 // ---------------------------------------------------------------- a producer hammers the loop
 
 TEST(DrivenRuntimeTest, SpawnsFromManyThreadsWhileTheLoopPollsAreNeverLost) {

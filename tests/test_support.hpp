@@ -154,6 +154,14 @@ class watchdog {
   std::jthread thread_;  // last: started after every other member exists
 };
 
+// Busy work of a length that differs each round (up to `span` steps): moves
+// one side of a race across the other's steps, round after round.
+inline void jitter(long round, long span) {
+  static std::atomic<long> sink{0};
+  // Relaxed: a busy loop's counter that nobody reads.
+  for (long i = 0; i < (round * 37) % span; ++i) sink.fetch_add(1, std::memory_order_relaxed);
+}
+
 // Spin (yielding the CPU) until pred() holds or `bound` passes.  Returns
 // whether pred() held.  For polling state the API exposes only as a query
 // (join_handle::done()), never as a substitute for a latch.

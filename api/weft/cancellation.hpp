@@ -202,6 +202,17 @@ class cancellation_source {
   // child does not touch the parent.  A default-constructed `parent` makes a
   // root source.
   explicit cancellation_source(const cancellation_token& parent);
+  // A source that follows a std::stop_token, for code that already has one
+  // (std::jthread, a library's stop_source): a stop request on it cancels
+  // this source, with kind explicit_request, `reason`, and `where` (defaulted:
+  // the line that makes the source) -- on the thread that calls
+  // request_stop(), inside that call, and at once if the stop was already
+  // requested.  cancel() on this source does not touch the std::stop_source.
+  // A token that can never be stopped (std::stop_token{}) makes a plain root
+  // source.  On a simulation runtime, request the stop from the simulation's
+  // thread (a bound task is cancelled inside request_stop()).
+  explicit cancellation_source(std::stop_token follow, std::string reason = "stop requested",
+                               std::source_location where = std::source_location::current());
 
   cancellation_token token() const noexcept {
     return detail::access::make<cancellation_token>(state_);
@@ -239,7 +250,33 @@ task<T> token_relay(cancellation_token tok, task<T> t) {
   }
 }
 
+// runtime/cancel_source.cpp: the token of this_task::stop_token() for the
+// task whose core is `core` (its source is made on the first call).
+std::stop_token task_stop_token(task_core* core);
+
+struct stop_token_tag : current_core_tag {
+  std::stop_token await_resume() const { return task_stop_token(core); }
+};
+
 }  // namespace detail
+
+namespace this_task {
+// `std::stop_token st = co_await weft::this_task::stop_token();` inside a
+// task: a token that is requested when a cancel request reaches the task --
+// at the request, on the thread that makes it (cancel(), cancel_as(), a
+// bound cancellation_source, a timeout or task group cancelling it, a request
+// forwarded down to it from a task awaiting it), not at delivery; and when
+// the runtime's "shutdown" reaches it (its next cancellation point; shutdown
+// wakes every waiting task at once).  A request already pending when it is
+// called requests it at once.  Every call in one task returns a token of
+// the same source; once requested it stays requested (a std::stop_source
+// cannot be reset), also when uncancel() withdraws the request or the task
+// catches the cancellation and carries on.  Stop callbacks registered on it
+// run inside the cancel() call (as with any std::stop_source), never under a
+// weft lock; the token stays valid after the task ended.  Never suspends;
+// not a cancellation point.
+inline detail::stop_token_tag stop_token() noexcept { return {}; }
+}  // namespace this_task
 
 // Spawn `t` on the current runtime (like weft::spawn) bound to `token` for its
 // whole life: cancelling the source cancels the task with the source's kind,

@@ -63,6 +63,16 @@ struct runtime_options {
   // from the machine, so that a seed replays anywhere).  Above max_workers the
   // runtime's constructor throws std::invalid_argument.
   unsigned workers = 0;
+  // Threads of the pool that runs weft::blocking calls (weft/blocking.hpp):
+  // started when a call finds no idle one, leaving after 10 s idle; calls
+  // beyond the bound queue (FIFO).  0: default_blocking_threads (64: blocking
+  // calls mostly wait on I/O rather than use a core, so the bound is there
+  // to cap threads and their stacks, not CPU use; asyncio's default executor
+  // allows min(32, CPUs + 4), Tokio 512).  Above max_blocking_threads the
+  // runtime's constructor throws std::invalid_argument.
+  static constexpr unsigned default_blocking_threads = 64;
+  static constexpr unsigned max_blocking_threads = 4096;
+  unsigned blocking_threads = 0;
   // How long a task may run before checkpoint() reschedules it.  A pending
   // cancellation does not wait for the slice: the next checkpoint() takes it.
   // 0 means the default (2 ms); negative throws std::invalid_argument from the

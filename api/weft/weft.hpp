@@ -4,6 +4,7 @@
 
 #include "weft/version.hpp"  // first: weft's C++20 check
 
+#include "weft/blocking.hpp"
 #include "weft/cancellation.hpp"
 #include "weft/errors.hpp"
 #include "weft/fork.hpp"

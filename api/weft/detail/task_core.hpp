@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <exception>
 #include <source_location>
+#include <stop_token>
 #include <string>
 #include <type_traits>
 
@@ -307,7 +308,16 @@ struct promise_base {
   // promise's constructor, which sees them): destroying the finished frame
   // then runs no code that could destroy other tasks (join_handle::reset).
   bool plain_params = false;
+  // A spawned task's this_task::stop_token() source, made on its first call;
+  // null until then.  Written by the task under its core's hook lock, read by
+  // cancel() under that lock (hand_over); freed with the frame.
+  std::stop_source* stop = nullptr;
   alignas(task_core) unsigned char core_storage[sizeof(task_core)];
+
+  promise_base() = default;
+  promise_base(const promise_base&) = delete;
+  promise_base& operator=(const promise_base&) = delete;
+  ~promise_base() { delete stop; }
 
   task_core& own_core() noexcept { return *reinterpret_cast<task_core*>(core_storage); }
 };
