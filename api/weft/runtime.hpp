@@ -30,7 +30,7 @@ struct shutdown_report {
     running,   // on a worker (a loop without a cancellation point, or blocking its thread)
     queued,    // ready, waiting for a worker
     sleeping,  // in sleep_for / sleep_until
-    blocked,   // in a list wait: event::wait, semaphore::acquire, shield
+    blocked,   // in a list wait: event::wait, semaphore::acquire, shield, weft::blocking
     awaiting,  // awaiting (co_await) the task named by `awaits`
   };
   struct task_entry {
