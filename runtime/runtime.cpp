@@ -219,6 +219,24 @@ void schedule_wake(task_core* core) noexcept { core->rt->push_local_or_inject(co
 bool runtime_impl::inject(task_core* c, injection why) {
   sim_hook::require_owner_or_abort(this,
                                    why == injection::spawn ? "a spawn" : "a wake-up or re-queue");
+  // A thread that is not one of our workers (a plain thread, a blocking-pool
+  // thread, a worker of another runtime) may see the task it queues run,
+  // finish, and the runtime shut down and be destroyed while it is still in
+  // here: ~runtime waits until no such injection is in flight.
+  const bool foreign = tls_worker == nullptr || tls_worker->rt != this;
+  struct in_flight {
+    std::atomic<std::int64_t>* count;
+    explicit in_flight(std::atomic<std::int64_t>* n) noexcept : count(n) {
+      // Relaxed: the queue's mutex (released after the push below) carries
+      // it to whoever sees the task, and so to ~runtime's acquire load.
+      if (count != nullptr) count->fetch_add(1, std::memory_order_relaxed);
+    }
+    ~in_flight() {
+      // Release: our last access to the runtime; pairs with ~runtime's
+      // acquire load (wait_for_foreign_injections).
+      if (count != nullptr) count->fetch_sub(1, std::memory_order_release);
+    }
+  } guard(foreign ? &foreign_injections : nullptr);
   {
     std::lock_guard lk(inject_mutex);
     if (why == injection::spawn && closed) return false;
@@ -232,6 +250,14 @@ bool runtime_impl::inject(task_core* c, injection why) {
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
   if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
   return true;
+}
+
+void runtime_impl::wait_for_foreign_injections() noexcept {
+  // Acquire: pairs with inject's release decrement; its accesses to this
+  // runtime happen before the caller frees it.  The task such an injection
+  // queued has finished (the drain saw it), so the wait is the few
+  // instructions from the queue's unlock to the end of inject.
+  while (foreign_injections.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
 void runtime_impl::push_local_or_inject(task_core* c) {
@@ -814,6 +840,7 @@ runtime::~runtime() {
   if (impl_->stuck_tasks > 0) {
     detail::keep_remains(impl_);  // their handles may still read it
   } else {
+    impl_->wait_for_foreign_injections();
     delete impl_;  // every task is done: no handle reads it any more
   }
 }

@@ -129,6 +129,9 @@ struct runtime_impl {
   // Number of tasks in `injected`; lets workers skip the mutex when empty.
   std::atomic<std::int64_t> injected_count{0};
   std::atomic<std::uint64_t> injected_total{0};
+  // inject() calls in flight from threads that are not this runtime's
+  // workers; ~runtime waits for 0 before it frees the runtime.
+  std::atomic<std::int64_t> foreign_injections{0};
 
   // ---- parking ----
   std::mutex idle_mutex;
@@ -222,6 +225,9 @@ struct runtime_impl {
   // Queues `c` and wakes a sleeper; false: a spawn, and the queue is closed.
   bool inject(task_core* c, injection why = injection::requeue);
   void push_local_or_inject(task_core* c);
+  // ~runtime, before it frees the runtime: until no inject() from a thread
+  // that is not one of its workers is still running (see inject).
+  void wait_for_foreign_injections() noexcept;
   // Step by step in runtime.cpp; `where` is the shutdown() call (or the
   // runtime's construction, when the destructor shuts it down).
   void stop(std::source_location where);
