@@ -204,14 +204,16 @@ TEST(BlockingTest, AbandonDeliversAtOnceAndFnFinishesAlone) {
     weft::runtime rt;
     auto body = [&]() -> weft::task<int> {
       // fn owns what it uses: the awaiting frame may be gone before it returns.
-      co_return co_await weft::blocking(
-          [gate, finished, s = &started] {
-            s->count_down();
-            gate->wait();  // ignores its stop token: only the test lets it go
-            finished->count_down();
-            return 1;
-          },
-          weft::on_cancel::abandon);
+      // Named first: g++ 12 double-destroys a capturing lambda temporary in a
+      // co_await's full-expression (docs/pitfalls.md); these captures own
+      // shared state, so the temporary shape would free it early.
+      auto fn = [gate, finished, s = &started] {
+        s->count_down();
+        gate->wait();  // ignores its stop token: only the test lets it go
+        finished->count_down();
+        return 1;
+      };
+      co_return co_await weft::blocking(std::move(fn), weft::on_cancel::abandon);
     };
     weft::join_handle<int> h = rt.spawn(body());
     started.wait();

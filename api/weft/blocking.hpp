@@ -16,6 +16,10 @@
 // when the awaiting task is cancelled (any cancel request it takes while it
 // waits, the runtime's "shutdown" included) and when the runtime shuts down.
 //
+// With g++ 12, name a lambda that captures owning state (a shared_ptr, a
+// std::string) and move it in: g++ 12 destroys a capturing lambda temporary in
+// a co_await's full-expression twice (docs/pitfalls.md).
+//
 // Cancellation of the awaiting task (co_await blocking(...) is a
 // cancellation point):
 //   * a request already pending when the co_await begins is delivered there,
