@@ -797,6 +797,7 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h, std::source_locati
   promise<T>& p = h.promise();
   task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
+  p.stop = nullptr;  // the union's member for a spawned task (promise_base)
   p.core = c;
   c->frame = h;
   c->resume_point = h;

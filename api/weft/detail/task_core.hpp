@@ -300,24 +300,32 @@ enum class outcome : std::uint8_t { none, value, exception, cancelled };
 // `core_storage` and points `core` at it.
 struct promise_base {
   task_core* core = nullptr;
-  std::coroutine_handle<> parent;  // direct awaiter (not spawned)
-  std::exception_ptr error;        // exception outcome (cancelled_error too)
+  // A task is either awaited directly or spawned, never both, so the two
+  // share a slot and every frame stays as small as before stop tokens:
+  union {
+    // !spawned: the direct awaiter (set by task_awaiter).
+    std::coroutine_handle<> parent{};
+    // spawned (made the active member by prepare_spawn): the task's
+    // this_task::stop_token() source, made on its first call; null until
+    // then.  Written by the task under its core's hook lock, read by cancel()
+    // under that lock (hand_over); freed with the frame.
+    std::stop_source* stop;
+  };
+  std::exception_ptr error;  // exception outcome (cancelled_error too)
   outcome result = outcome::none;
   bool spawned = false;
   // Every parameter of the coroutine is trivially destructible (set by the
   // promise's constructor, which sees them): destroying the finished frame
   // then runs no code that could destroy other tasks (join_handle::reset).
   bool plain_params = false;
-  // A spawned task's this_task::stop_token() source, made on its first call;
-  // null until then.  Written by the task under its core's hook lock, read by
-  // cancel() under that lock (hand_over); freed with the frame.
-  std::stop_source* stop = nullptr;
   alignas(task_core) unsigned char core_storage[sizeof(task_core)];
 
-  promise_base() = default;
+  promise_base() noexcept {}
   promise_base(const promise_base&) = delete;
   promise_base& operator=(const promise_base&) = delete;
-  ~promise_base() { delete stop; }
+  ~promise_base() {
+    if (spawned) delete stop;
+  }
 
   task_core& own_core() noexcept { return *reinterpret_cast<task_core*>(core_storage); }
 };
