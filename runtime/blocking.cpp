@@ -15,7 +15,6 @@
 //             leaves at once;
 //   stop:     runtime shutdown, after its drain: request the stop tokens of
 //             the calls still running, drop the queue, join the threads.
-#include <algorithm>
 #include <string>
 #include <system_error>
 
@@ -42,12 +41,8 @@ void blocking_pool::submit(blocking_job* job, unsigned limit) {
   {
     std::lock_guard lk(mutex_);
     if (stopping_) throw usage_error("weft::blocking: the runtime has shut down");
-    if (tail_ != nullptr) {
-      tail_->next = job;
-    } else {
-      head_ = job;
-    }
-    tail_ = job;
+    queue_.push_back(job);
+    job->queued = true;
     ++queued_;
     if (queued_ > idle_ && threads_.size() < limit) {
       try {
@@ -63,7 +58,9 @@ void blocking_pool::submit(blocking_job* job, unsigned limit) {
         // Nobody would ever run it: take it back.  Otherwise a running
         // thread serves it later.
         if (threads_.empty()) {
-          unlink(job);
+          queue_.erase(job);
+          job->queued = false;
+          --queued_;
           throw;
         }
       }
@@ -75,24 +72,13 @@ void blocking_pool::submit(blocking_job* job, unsigned limit) {
   for (std::thread& t : to_join) t.join();
 }
 
-void blocking_pool::unlink(blocking_job* job) noexcept {
-  blocking_job* prev = nullptr;
-  for (blocking_job* j = head_; j != nullptr; prev = j, j = j->next) {
-    if (j != job) continue;
-    (prev != nullptr ? prev->next : head_) = j->next;
-    if (tail_ == j) tail_ = prev;
-    j->next = nullptr;
-    --queued_;
-    return;
-  }
-}
-
 bool blocking_pool::withdraw(blocking_job* job) noexcept {
   {
     std::lock_guard lk(mutex_);
-    const unsigned before = queued_;
-    unlink(job);
-    if (queued_ == before) return false;  // running or finished
+    if (!job->queued) return false;  // running or finished
+    queue_.erase(job);
+    job->queued = false;
+    --queued_;
   }
   blocking_release(job);  // the pool's reference
   return true;
@@ -102,7 +88,7 @@ void blocking_pool::thread_main(std::list<std::thread>::iterator self) {
   std::unique_lock lk(mutex_);
   for (;;) {
     ++idle_;
-    const bool got = cv_.wait_for(lk, kKeepAlive, [&] { return head_ != nullptr || stopping_; });
+    const bool got = cv_.wait_for(lk, kKeepAlive, [&] { return !queue_.empty() || stopping_; });
     --idle_;
     if (stopping_) return;  // stop() joins us
     if (!got) {
@@ -111,16 +97,15 @@ void blocking_pool::thread_main(std::list<std::thread>::iterator self) {
       threads_.erase(self);
       return;
     }
-    blocking_job* job = head_;
-    head_ = job->next;
-    if (head_ == nullptr) tail_ = nullptr;
-    job->next = nullptr;
+    blocking_job* job = queue_.head;
+    queue_.erase(job);
+    job->queued = false;
     --queued_;
     running_.push_back(job);
     lk.unlock();
     job->run();
     lk.lock();
-    running_.erase(std::find(running_.begin(), running_.end(), job));
+    running_.erase(job);
     lk.unlock();
     finish(job);
     lk.lock();
@@ -136,15 +121,14 @@ void blocking_pool::stop() noexcept {
     stopping_ = true;
     // Only abandoned calls still run: their tasks have finished.  Their stop
     // callbacks run here, under mutex_ (they must not call into weft::blocking).
-    for (blocking_job* j : running_) j->stop.request_stop();
+    for (blocking_job* j = running_.head; j != nullptr; j = j->next) j->stop.request_stop();
     // Queued calls have no task left either (a waiting task holds the
     // runtime's drain): they never run.
-    while (blocking_job* j = head_) {
-      head_ = j->next;
-      j->next = nullptr;
+    while (blocking_job* j = queue_.head) {
+      queue_.erase(j);
+      j->queued = false;
       blocking_release(j);
     }
-    tail_ = nullptr;
     queued_ = 0;
     threads.swap(threads_);
     exited.swap(exited_);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "weft/blocking.hpp"
+#include "weft/detail/intrusive_list.hpp"
 #include "weft/runtime.hpp"
 
 namespace weft::detail {
@@ -43,18 +44,17 @@ class blocking_pool {
 
  private:
   void thread_main(std::list<std::thread>::iterator self);
-  void unlink(blocking_job* job) noexcept;  // under mutex_; no-op when not queued
 
+  using job_list = intrusive_list<blocking_job, &blocking_job::next, &blocking_job::prev>;
   std::mutex mutex_;
-  std::condition_variable cv_;          // a call was queued, or stop()
-  blocking_job* head_ = nullptr;        // FIFO of calls not started (mutex_)
-  blocking_job* tail_ = nullptr;        // (mutex_)
-  std::vector<blocking_job*> running_;  // calls running now (mutex_)
-  std::list<std::thread> threads_;      // live pool threads (mutex_)
-  std::vector<std::thread> exited_;     // left after keep-alive, to be joined (mutex_)
-  unsigned idle_ = 0;                   // threads waiting for a call (mutex_)
-  unsigned queued_ = 0;                 // calls in the queue (mutex_)
-  bool stopping_ = false;               // (mutex_)
+  std::condition_variable cv_;       // a call was queued, or stop()
+  job_list queue_;                   // FIFO of calls not started (mutex_)
+  job_list running_;                 // calls running now (mutex_)
+  std::list<std::thread> threads_;   // live pool threads (mutex_)
+  std::vector<std::thread> exited_;  // left after keep-alive, to be joined (mutex_)
+  unsigned idle_ = 0;                // threads waiting for a call (mutex_)
+  unsigned queued_ = 0;              // calls in the queue (mutex_)
+  bool stopping_ = false;            // (mutex_)
 };
 
 // runtime_options::blocking_threads with 0 resolved to the default.

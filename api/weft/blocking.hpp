@@ -88,7 +88,11 @@ struct blocking_job {
   wait_list list;
   bool done = false;  // guarded by list's lock
   std::stop_source stop;
-  blocking_job* next = nullptr;  // the pool's queue, guarded by its mutex
+  // The pool's queue, or its list of running calls (a call is in one at a
+  // time; `queued` says which); guarded by the pool's mutex.
+  blocking_job* next = nullptr;
+  blocking_job* prev = nullptr;
+  bool queued = false;
   virtual void run() noexcept = 0;
   virtual ~blocking_job() = default;
   blocking_job() = default;
