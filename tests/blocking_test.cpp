@@ -89,8 +89,9 @@ TEST(BlockingTest, NeverMoreCallsRunAtOnceThanBlockingThreads) {
   std::vector<weft::join_handle<void>> hs;
   for (int i = 0; i < 30; ++i) hs.push_back(rt.spawn(body()));
   for (auto& h : hs) h.join();
-  EXPECT_LE(peak.load(), 3);
-  EXPECT_GE(peak.load(), 1);
+  // Relaxed: the joins order every update before these reads.
+  EXPECT_LE(peak.load(std::memory_order_relaxed), 3);
+  EXPECT_GE(peak.load(std::memory_order_relaxed), 1);
 }
 
 TEST(BlockingTest, TooManyBlockingThreadsIsRefusedByTheConstructor) {

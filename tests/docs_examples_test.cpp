@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <latch>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -683,20 +684,14 @@ TEST(DocsExamplesTest, EveryDocBlockIsCopiedFromThisFile) {
   std::stringstream doc_text, src_text;
   doc_text << doc_in.rdbuf();
   src_text << src_in.rdbuf();
-  const std::string d = doc_text.str(), s = src_text.str();
-  int blocks = 0;
-  for (std::size_t pos = d.find("```cpp\n"); pos != std::string::npos;
-       pos = d.find("```cpp\n", pos)) {
-    pos += 7;
-    const std::size_t end = d.find("```\n", pos);
-    ASSERT_NE(end, std::string::npos) << "unterminated ```cpp block in " << doc;
-    const std::string block = d.substr(pos, end - pos);
-    ++blocks;
+  const std::string s = src_text.str();
+  const std::optional<std::vector<std::string>> blocks = weft_test::cpp_blocks(doc_text.str());
+  ASSERT_TRUE(blocks.has_value()) << "unterminated ```cpp block in " << doc;
+  for (const std::string& block : *blocks) {
     EXPECT_NE(s.find(block), std::string::npos)
         << "this block of " << doc << " is not in " << here << ":\n" << block;
-    pos = end + 4;
   }
-  EXPECT_GE(blocks, 10) << "docs/cancellation.md lost its examples?";
+  EXPECT_GE(blocks->size(), 10u) << "docs/cancellation.md lost its examples?";
 }
 
 }  // namespace

@@ -6,8 +6,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "test_support.hpp"
 
 namespace {
 
@@ -27,23 +31,16 @@ TEST(IntegrationDocTest, EveryCppBlockIsCopiedFromATestSource) {
   for (const fs::directory_entry& e : fs::directory_iterator(here)) {
     if (e.path().extension() == ".cpp") sources += read_all(e.path());
   }
-  const std::string d = read_all(doc);
-  int blocks = 0;
-  for (std::size_t pos = d.find("```cpp\n"); pos != std::string::npos;
-       pos = d.find("```cpp\n", pos)) {
-    pos += 7;
-    const std::size_t end = d.find("```\n", pos);
-    ASSERT_NE(end, std::string::npos) << "unterminated ```cpp block in " << doc;
-    const std::string block = d.substr(pos, end - pos);
-    ++blocks;
+  const std::optional<std::vector<std::string>> blocks = weft_test::cpp_blocks(read_all(doc));
+  ASSERT_TRUE(blocks.has_value()) << "unterminated ```cpp block in " << doc;
+  for (const std::string& block : *blocks) {
     EXPECT_NE(sources.find(block), std::string::npos)
         << "this block of " << doc << " is in no tests/*.cpp file:\n"
         << block;
-    pos = end + 4;
   }
   // The driven loop, blocking (2), stop tokens (2), oneTBB (2): a page that
   // lost its examples must not pass for lack of blocks to check.
-  EXPECT_GE(blocks, 7) << "docs/integration.md lost its examples?";
+  EXPECT_GE(blocks->size(), 7u) << "docs/integration.md lost its examples?";
 }
 
 }  // namespace

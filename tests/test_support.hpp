@@ -37,6 +37,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "splitmix.hpp"  // runtime/: the project's one seeded generator
 
@@ -57,6 +58,22 @@
 #endif
 
 namespace weft_test {
+
+// The ```cpp blocks of a markdown text, in order (the docs-examples tests
+// check that each is copied from a test source); nullopt when a block is
+// not terminated.
+inline std::optional<std::vector<std::string>> cpp_blocks(const std::string& doc) {
+  std::vector<std::string> blocks;
+  for (std::size_t pos = doc.find("```cpp\n"); pos != std::string::npos;
+       pos = doc.find("```cpp\n", pos)) {
+    pos += 7;
+    const std::size_t end = doc.find("```\n", pos);
+    if (end == std::string::npos) return std::nullopt;
+    blocks.push_back(doc.substr(pos, end - pos));
+    pos = end + 4;
+  }
+  return blocks;
+}
 
 // `using namespace weft_test;` also brings these into a test file, with
 // std::chrono_literals: the names nearly every test spells.
