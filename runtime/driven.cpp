@@ -266,22 +266,14 @@ void loop_join(task_core* core) {
 void loop_stop(runtime_impl* rt, std::source_location where) {
   std::lock_guard guard(rt->shutdown_mutex);
   if (rt->shut_down) return;
-  // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
-  if (!rt->stopping.load(std::memory_order_relaxed)) rt->shutdown_at = where;
-
   const std::uint64_t began = now_ns();
   const std::uint64_t report_every =
       static_cast<std::uint64_t>(saturating_ns(rt->options.shutdown_report_after).count());
   std::uint64_t next_report = report_every == 0 ? kEndOfTime : add_saturating(began, report_every);
 
-  // Steps stop_spawning, cancel_sleepers and wake_workers, as runtime_impl::
-  // stop.  seq_cst: the same store as there.
-  rt->stopping.store(true, std::memory_order_seq_cst);
-  worker* w = rt->workers[0].get();
-  // Relaxed: read at resume points as a hint; take_pending re-checks.
-  w->stopping.store(true, std::memory_order_relaxed);
-  rt->timer_cancel_all();
-  rt->cancel_blocked();
+  // Steps stop_spawning and cancel_sleepers, as runtime_impl::stop (the
+  // driven worker's slice_expired is set for good already).
+  rt->begin_stop(where);
 
   // Step drain, driven here: run until nothing is ready, no timer is armed,
   // no list wait is registered and no sleep is unfinished; then close the

@@ -524,23 +524,9 @@ void runtime_impl::abandon_start() noexcept {
   if (timer_thread.joinable()) timer_thread.join();
 }
 
-void runtime_impl::stop(std::source_location where) {
-  if (sim_hook::stop(this, where)) return;
-  if (loop != nullptr) {
-    loop_stop(this, where);
-    return;
-  }
-  std::lock_guard guard(shutdown_mutex);
-  if (shut_down) return;
+void runtime_impl::begin_stop(std::source_location where) noexcept {
   // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
   if (!stopping.load(std::memory_order_relaxed)) shutdown_at = where;
-
-  // When the drain has waited this long, and each time it waits this much
-  // longer, it reports what it waits for (step report_waiting).
-  const std::uint64_t began = now_ns();
-  const std::uint64_t report_every =
-      static_cast<std::uint64_t>(saturating_ns(options.shutdown_report_after).count());
-  std::uint64_t next_report = report_every == 0 ? kEndOfTime : add_saturating(began, report_every);
 
   // Step stop_spawning: from here on, spawns complete at once as cancelled,
   // and every task's next resume point delivers the one "shutdown" request.
@@ -553,11 +539,29 @@ void runtime_impl::stop(std::source_location where) {
   }
 
   // Step cancel_sleepers: every armed sleep and every blocked list wait
-  // (event, semaphore, shield) ends now; new ones are refused -- except
-  // those of a task that already had its "shutdown" (after_shutdown): it
-  // refused the shutdown, and its waits really wait.
+  // (event, semaphore, shield, weft::blocking) ends now; new ones are
+  // refused -- except those of a task that already had its "shutdown"
+  // (after_shutdown): it refused the shutdown, and its waits really wait.
   timer_cancel_all();
   cancel_blocked();
+}
+
+void runtime_impl::stop(std::source_location where) {
+  if (sim_hook::stop(this, where)) return;
+  if (loop != nullptr) {
+    loop_stop(this, where);
+    return;
+  }
+  std::lock_guard guard(shutdown_mutex);
+  if (shut_down) return;
+  // When the drain has waited this long, and each time it waits this much
+  // longer, it reports what it waits for (step report_waiting).
+  const std::uint64_t began = now_ns();
+  const std::uint64_t report_every =
+      static_cast<std::uint64_t>(saturating_ns(options.shutdown_report_after).count());
+  std::uint64_t next_report = report_every == 0 ? kEndOfTime : add_saturating(began, report_every);
+
+  begin_stop(where);  // steps stop_spawning and cancel_sleepers
 
   // Step wake_workers: parked workers look at their queues again.
   wake_all();

@@ -228,6 +228,9 @@ struct runtime_impl {
   // ~runtime, before it frees the runtime: until no inject() from a thread
   // that is not one of its workers is still running (see inject).
   void wait_for_foreign_injections() noexcept;
+  // Shutdown's first steps, stop_spawning and cancel_sleepers, shared by the
+  // threaded and the driven stop; the caller holds shutdown_mutex.
+  void begin_stop(std::source_location where) noexcept;
   // Step by step in runtime.cpp; `where` is the shutdown() call (or the
   // runtime's construction, when the destructor shuts it down).
   void stop(std::source_location where);
