@@ -35,7 +35,8 @@
 // reach schedule_yield with the flag still set and are always re-queued.
 //
 // A resume point is a step or a checkpoint that runs on; options::cancel_at
-// counts them and delivers its cancellation just before the k-th one resumes.
+// counts them (all of them, or with options::cancel_target those of one task)
+// and delivers its cancellation just before the k-th one resumes.
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -325,8 +326,20 @@ void sim_driver::deliver_cancel(task_core* c, std::uint64_t id) {
   cancel_delivered.store(true, std::memory_order_relaxed);
   cancel_task.store(id, std::memory_order_relaxed);
   record(sim::event::kind::cancel, 0, id, 0);
-  request_cancel(owner_of_item(c), "sim: cancel at resume point " + std::to_string(opt.cancel_at),
-                 cancel_kind::explicit_request, std::source_location::current());
+  std::string reason = "sim: cancel at resume point " + std::to_string(opt.cancel_at);
+  if (opt.cancel_target != 0) reason += " of task " + std::to_string(opt.cancel_target);
+  request_cancel(owner_of_item(c), std::move(reason), cancel_kind::explicit_request,
+                 std::source_location::current());
+}
+
+void sim_driver::at_resume_point(task_core* c, std::uint64_t id) {
+  if (opt.cancel_target != 0) {
+    if (id != opt.cancel_target) return;
+    bump(target_resume_points);
+    if (get(target_resume_points) == opt.cancel_at) deliver_cancel(c, id);
+    return;
+  }
+  if (opt.cancel_at != 0 && get(resume_points) == opt.cancel_at) deliver_cancel(c, id);
 }
 
 void sim_driver::step() {
@@ -348,7 +361,7 @@ void sim_driver::step() {
   if (f.stolen()) bump(steals);
   const std::uint64_t id = id_of(c);
   record(sim::event::kind::step, w->index, id, f.from);
-  if (opt.cancel_at != 0 && get(resume_points) == opt.cancel_at) deliver_cancel(c, id);
+  at_resume_point(c, id);
   // Every checkpoint of this step asks the generator (sim_yield).  Relaxed:
   // single-threaded.
   w->slice_expired.store(true, std::memory_order_relaxed);
@@ -522,8 +535,7 @@ void sim_yield(task_core* core) noexcept {
     s->record(sim::event::kind::slice, w->index, id, 0);
     w->slice_expired.store(true, std::memory_order_relaxed);
     bump(s->resume_points);
-    if (s->opt.cancel_at != 0 && get(s->resume_points) == s->opt.cancel_at)
-      s->deliver_cancel(core, id);
+    s->at_resume_point(core, id);
     w->resume_next = core;  // run() resumes it at once: the checkpoint "did not suspend"
     return;
   }
@@ -543,8 +555,7 @@ void sim_fork_yield(worker* w, fork_frame* f) noexcept {
       s->record(sim::event::kind::slice, w->index, id, 0);
       w->slice_expired.store(true, std::memory_order_relaxed);
       bump(s->resume_points);
-      if (s->opt.cancel_at != 0 && get(s->resume_points) == s->opt.cancel_at)
-        s->deliver_cancel(owner, id);
+      s->at_resume_point(owner, id);
       w->resume_next = fork_item(f);  // runs on at once (plain_resume is set)
       return;
     }
@@ -598,6 +609,7 @@ statistics stats(const runtime& rt) noexcept {
   // Relaxed: see bump.
   st.cancel_delivered = s->cancel_delivered.load(std::memory_order_relaxed);
   st.cancel_task = get(s->cancel_task);
+  st.target_resume_points = get(s->target_resume_points);
   return st;
 }
 

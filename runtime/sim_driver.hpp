@@ -61,6 +61,7 @@ struct sim_driver {
   std::atomic<std::uint64_t> virtual_ns{0};
   std::atomic<bool> cancel_delivered{false};
   std::atomic<std::uint64_t> cancel_task{0};
+  std::atomic<std::uint64_t> target_resume_points{0};  // of options::cancel_target
 
   // Deterministic task ids: handed out in the order the driver first sees a
   // task (picked from a queue, woken by a timer, named by a note), and
@@ -97,6 +98,10 @@ struct sim_driver {
   void demote(task_core* c);
   void fire_timer();
   void deliver_cancel(task_core* c, std::uint64_t id);
+  // Called at each resume point (after it is counted) of the task with
+  // deterministic id `id`: delivers options::cancel_at's cancellation when
+  // this is the resume point it names.
+  void at_resume_point(task_core* c, std::uint64_t id);
   void check_step_limit();
   // Drive until `target` is done (null: until nothing can happen) or `budget`
   // resume points ran.  Throws deadlock_error when `target` can never finish.

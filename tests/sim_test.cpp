@@ -477,6 +477,57 @@ TEST(SimulationTest, CancelAtEveryResumePointKeepsTheInvariants) {
   EXPECT_EQ(frames.now(), frames.start);
 }
 
+// cancel_target: cancel_at counts one task's resume points; the cancellation
+// reaches that task and no other, at each of its resume points in turn.
+TEST(SimulationTest, CancelTargetHitsOnlyTheChosenTaskAtEachOfItsResumePoints) {
+  watchdog wd(60s);
+  const auto child = []() -> weft::task<int> {
+    for (int i = 0; i < 3; ++i) co_await weft::yield();
+    co_return 1;
+  };
+  const auto root = [&]() -> weft::task<int> {
+    auto a = weft::spawn(child());
+    auto b = weft::spawn(child());
+    int n = 0;
+    for (auto* h : {&a, &b}) {
+      try {
+        n += co_await *h;
+      } catch (const cancelled_error&) {
+      }
+    }
+    co_return n;
+  };
+  // The uncancelled run: which id is a child, and how many resume points it has.
+  std::uint64_t target = 0, points = 0;
+  for (std::uint64_t id = 2; id <= 3 && points == 0; ++id) {
+    auto o = sim_options(7, 2);
+    o.simulation->cancel_target = id;
+    weft::runtime rt(o);
+    EXPECT_EQ(rt.block_on(root()), 2);
+    points = weft::sim::stats(rt).target_resume_points;
+    target = id;
+  }
+  ASSERT_GE(points, 4u);  // its start and three yields
+  for (std::uint64_t k = 1; k <= points; ++k) {
+    auto o = sim_options(7, 2);
+    o.simulation->cancel_target = target;
+    o.simulation->cancel_at = k;
+    weft::runtime rt(o);
+    EXPECT_EQ(rt.block_on(root()), 1) << "k " << k;  // exactly one child lost
+    const auto st = weft::sim::stats(rt);
+    EXPECT_TRUE(st.cancel_delivered) << "k " << k;
+    EXPECT_EQ(st.cancel_task, target) << "k " << k;
+    EXPECT_EQ(st.target_resume_points, k) << "the target ran on after its cancellation";
+  }
+  // Beyond its last resume point nothing is delivered.
+  auto o = sim_options(7, 2);
+  o.simulation->cancel_target = target;
+  o.simulation->cancel_at = points + 1;
+  weft::runtime rt(o);
+  EXPECT_EQ(rt.block_on(root()), 2);
+  EXPECT_FALSE(weft::sim::stats(rt).cancel_delivered);
+}
+
 // A planted bug: a read-modify-write split by a yield (a lost update when two
 // tasks interleave there).
 struct shared_counter {

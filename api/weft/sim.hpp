@@ -128,6 +128,12 @@ struct options {
   // "sim: cancel at resume point k") to the task resumed at the k-th resume
   // point (a step, or a checkpoint that runs on), just before it resumes.
   std::uint64_t cancel_at = 0;
+  // 0: cancel_at counts the resume points of the whole run (every task's).
+  // t > 0: it counts only those of the task with deterministic id t (1 is the
+  // first task the driver sees: the task a block_on awaits when it spawns no
+  // other first), and the cancellation goes to that task at its own k-th
+  // resume point.  A fork frame's resume points count as its owning task's.
+  std::uint64_t cancel_target = 0;
   // Bound on the resume points of one driving call (block_on, join,
   // shutdown, sim::run): step_limit_error beyond it.
   std::uint64_t max_steps = 50'000'000;
@@ -152,6 +158,9 @@ struct statistics {
   std::uint64_t virtual_ns = 0;   // virtual time since the simulation began
   bool cancel_delivered = false;  // options::cancel_at was reached
   std::uint64_t cancel_task = 0;  // ... and the id of the task it hit
+  // Resume points of the task options::cancel_target names (0 when it names
+  // none): how many values of cancel_at can hit it.
+  std::uint64_t target_resume_points = 0;
 };
 
 // The failures a driving call reports.
