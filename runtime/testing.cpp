@@ -562,7 +562,7 @@ result explore(std::function<task<void>()> body, const options& opt) {
   return explore_body(wrap(std::move(body)), opt);
 }
 
-result explore(std::function<task<bool>()> body, const options& opt) {
+result explore(const std::function<task<bool>()>& body, const options& opt) {
   if (!body) throw usage_error("weft::testing: the body is empty");
   return explore_body(body, opt);
 }
@@ -571,7 +571,7 @@ result replay(std::function<task<void>()> body, const run_spec& spec, const opti
   return replay_body(wrap(std::move(body)), spec, opt);
 }
 
-result replay(std::function<task<bool>()> body, const run_spec& spec, const options& opt) {
+result replay(const std::function<task<bool>()>& body, const run_spec& spec, const options& opt) {
   if (!body) throw usage_error("weft::testing: the body is empty");
   return replay_body(body, spec, opt);
 }

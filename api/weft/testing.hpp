@@ -178,12 +178,13 @@ struct result {
 // The body is a factory called once per run, on this thread, before the run
 // starts: reset the state under test there (or in the body).
 result explore(std::function<task<void>()> body, const options& opt = {});
-result explore(std::function<task<bool>()> body, const options& opt = {});
+result explore(const std::function<task<bool>()>& body, const options& opt = {});
 
 // Runs one run as `spec` says (its trace written as for a failure), and
 // returns the result of that run alone.
 result replay(std::function<task<void>()> body, const run_spec& spec, const options& opt = {});
-result replay(std::function<task<bool>()> body, const run_spec& spec, const options& opt = {});
+result replay(const std::function<task<bool>()>& body, const run_spec& spec,
+              const options& opt = {});
 
 // The run in progress (inside the body, or in after_each); nullptr elsewhere.
 // Lets the body seed its own choices with the run's seed.
