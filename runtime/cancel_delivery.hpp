@@ -48,7 +48,9 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth = 0);
 cancel_request* interned_request(cancel_kind kind, std::source_location where);
 
 // An exception nobody observed: to the runtime's unhandled_exception hook
-// (when `rt` is still alive), else to stderr.  unhandled.cpp.
-void report_unhandled(runtime_impl* rt, const std::exception_ptr& e) noexcept;
+// (when `rt` is still alive), else to stderr, naming the task `core` (its
+// name and spawn site) when given.  unhandled.cpp.
+void report_unhandled(runtime_impl* rt, const std::exception_ptr& e,
+                      const task_core* core = nullptr) noexcept;
 
 }  // namespace weft::detail

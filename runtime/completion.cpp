@@ -8,6 +8,8 @@
 //            are woken, and dropped after.
 // hand off:  a coroutine joiner (kJoiner) is resumed by symmetric transfer, on
 //            this worker; a finished task nobody holds is destroyed.
+#include <utility>
+
 #include "cancel_delivery.hpp"
 #include "sim_driver.hpp"
 
@@ -22,10 +24,13 @@ bool grant_all(void*) noexcept { return true; }
 void fire_watchers(task_core* core) noexcept {
   // Acquire: pairs with watch_list's release CAS; kWatched is set only by
   // watch_ready under the list's lock, so the list exists.
-  wait_list* l = core->watchers.load(std::memory_order_acquire);
-  l->lock();
-  list_wake(l, grant_all, nullptr);
-  l->unlock();
+  task_extras* x = core->extras.load(std::memory_order_acquire);
+  x->lock();
+  list_wake(x, grant_all, nullptr);
+  done_callback* callbacks = std::exchange(x->callbacks, nullptr);
+  x->callbacks_tail = nullptr;
+  x->unlock();
+  run_done_callbacks(callbacks);
 }
 
 // What completion must do besides setting kDone when one of these is set: keep
@@ -158,15 +163,15 @@ void finish_inline_atomic(task_core* core) noexcept {
   }
 }
 
-wait_list* watch_list(task_core* core) {
+task_extras* watch_list(task_core* core) {
   // Acquire: pairs with the release CAS below (another watcher's list).
-  if (wait_list* l = core->watchers.load(std::memory_order_acquire)) return l;
-  auto* mine = new wait_list;
-  wait_list* expected = nullptr;
+  if (task_extras* l = core->extras.load(std::memory_order_acquire)) return l;
+  auto* mine = new task_extras;
+  task_extras* expected = nullptr;
   // acq_rel: release publishes the new list; acquire (on failure) makes the
   // winner's list visible.  The caller holds a handle: the core is alive.
-  if (core->watchers.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
-                                             std::memory_order_acquire))
+  if (core->extras.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
+                                           std::memory_order_acquire))
     return mine;
   delete mine;
   return expected;
@@ -188,4 +193,73 @@ void release_ref(task_core* core) noexcept {
   std::uint32_t prev = core->state.fetch_sub(task_core::kRefOne, std::memory_order_acq_rel);
   if (task_core::refs(prev) == 1) destroy_task(core);
 }
+
+void run_done_callbacks(done_callback* list) noexcept {
+  while (done_callback* c = list) {
+    list = c->next;
+    c->run();  // noexcept: the node catches what the user's callable throws
+    delete c;
+  }
+}
+
+void add_done_callback(task_core* core, done_callback* cb) noexcept {
+  task_extras* x = nullptr;
+  try {
+    x = watch_list(core);
+  } catch (...) {
+    // No memory for the extras: the callback cannot be kept, and must not be
+    // lost silently.  Run it now if the task is done, else report.
+  }
+  if (x == nullptr) {
+    std::fputs("weft: add_done_callback: out of memory; the callback runs now\n", stderr);
+    run_done_callbacks(cb);
+    return;
+  }
+  x->lock();
+  if (watch_ready(core)) {
+    // Finished already (its completion fired before we set kWatched, or saw
+    // it set by an earlier watcher and has run its callbacks): run it here.
+    x->unlock();
+    run_done_callbacks(cb);
+    return;
+  }
+  cb->next = nullptr;
+  if (x->callbacks_tail != nullptr) {
+    x->callbacks_tail->next = cb;
+  } else {
+    x->callbacks = cb;
+  }
+  x->callbacks_tail = cb;
+  x->unlock();
+}
+
+void attach_name(task_core* core, std::string name) {
+  auto* x = new task_extras;
+  x->name = std::move(name);
+  // Relaxed: the task is not published yet; the deque push (release) or the
+  // injection queue's mutex publishes the extras with it.
+  core->extras.store(x, std::memory_order_relaxed);
+}
+
+std::string task_name(const task_core* core) {
+  // Acquire: pairs with watch_list's release CAS (the extras a watcher made);
+  // a name set at spawn was published with the task itself.
+  const task_extras* x = core->extras.load(std::memory_order_acquire);
+  return x != nullptr ? x->name : std::string();
+}
+
+void take_handle_ref(task_core* core) {
+  task_extras* x = watch_list(core);  // may throw bad_alloc: before any change
+  x->lock();
+  (void)watch_ready(core);  // kWatched: see the declaration
+  x->unlock();
+  add_ref(core);
+}
+
+void add_ref(task_core* core) noexcept {
+  // Relaxed: the caller's reference keeps the core alive while we add ours;
+  // the count publishes nothing (release_ref's acq_rel orders the teardown).
+  core->state.fetch_add(task_core::kRefOne, std::memory_order_relaxed);
+}
+
 }  // namespace weft::detail

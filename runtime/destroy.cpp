@@ -36,10 +36,11 @@ namespace {
 // undelivered request, the request that ended it before it started.
 [[gnu::noinline]] void destroy_extras(task_core* core) noexcept {
   promise_base* p = owner_of(core);
-  if (p->result == outcome::exception && !core->observed) report_unhandled(core->rt, p->error);
+  if (p->result == outcome::exception && !core->observed && !core->retrieved)
+    report_unhandled(core->rt, p->error, core);
   // Relaxed: the last reference is gone; the list was published to us by the
   // reference count's acq_rel RMWs.
-  delete core->watchers.load(std::memory_order_relaxed);
+  delete core->extras.load(std::memory_order_relaxed);
   // Acquire: pairs with hand_over's exchange; we own a request left there.
   // No RMW needed: with the last reference gone nobody can hand over another.
   free_request(untagged(core->pending.load(std::memory_order_acquire)));
@@ -49,9 +50,9 @@ namespace {
 inline void destroy_one(task_core* core) noexcept {
   // Relaxed: a look only; destroy_extras loads it again with acquire when it
   // is not null.  Nobody can store to it any more (the last reference is gone).
-  if ((owner_of(core)->result == outcome::exception && !core->observed) ||
+  if ((owner_of(core)->result == outcome::exception && !core->observed && !core->retrieved) ||
       core->pending.load(std::memory_order_relaxed) != nullptr || core->final_cancel != nullptr ||
-      core->watchers.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
+      core->extras.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
     destroy_extras(core);
   }
   std::coroutine_handle<> frame = core->frame;

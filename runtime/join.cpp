@@ -40,6 +40,16 @@ cancelled_error cancellation_of(const promise_base& p) {
   return cancelled_error("", cancel_kind::explicit_request);
 }
 
+void check_settled(task_core* core) {
+  // Acquire: pairs with the completion's release (kDone after the outcome).
+  if ((core->state.load(std::memory_order_acquire) & task_core::kDone) == 0)
+    throw usage_error(
+        "weft: result() / exception() of a task that has not finished (await it, or check "
+        "done() first)");
+  if (core->observed) throw_already_taken();
+  core->retrieved = true;
+}
+
 void throw_invalid_handle() {
   throw usage_error("weft: this join_handle is empty (moved from or default constructed)");
 }

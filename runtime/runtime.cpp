@@ -680,7 +680,8 @@ void add_awaiting(shutdown_report& r, task_core* c) {
       joiner = c->continuation_core;
     }
     if (joiner == nullptr) return;
-    r.tasks.push_back({joiner->where, shutdown_report::task_state::awaiting, 0, c->where});
+    r.tasks.push_back({joiner->where, shutdown_report::task_state::awaiting, 0, c->where,
+                       task_name(joiner), task_name(c)});
     c = joiner;
   }
 }
@@ -698,12 +699,15 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
     // Relaxed: see set_current.
     const std::source_location site = workers[i]->running_site.load(std::memory_order_relaxed);
     if (site.line() == 0 && site.file_name()[0] == '\0') continue;  // between tasks
-    r.tasks.push_back({site, st::running, i, {}});
+    r.tasks.push_back({site, st::running, i, {}, {}, {}});
   }
   // Queued on the injection queue (before the deques: their tasks go there).
   {
     std::lock_guard lk(inject_mutex);
-    for (task_core* c : injected) r.tasks.push_back({owner_of_item(c)->where, st::queued, 0, {}});
+    for (task_core* c : injected) {
+      task_core* o = owner_of_item(c);
+      r.tasks.push_back({o->where, st::queued, 0, {}, task_name(o), {}});
+    }
   }
   // Queued on a deque: only its owner or a thief may touch a task there, so
   // the report steals each one (as a thief would) and queues it again on the
@@ -720,7 +724,8 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
         continue;
       }
       try {
-        r.tasks.push_back({owner_of_item(c)->where, st::queued, 0, {}});
+        task_core* o = owner_of_item(c);
+        r.tasks.push_back({o->where, st::queued, 0, {}, task_name(o), {}});
       } catch (...) {
         // No memory: the report misses it; the task must not be lost.
       }
@@ -730,14 +735,14 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
   {
     std::lock_guard lk(timer_mutex);
     for (timer_node* node : heap) {
-      r.tasks.push_back({node->core->where, st::sleeping, 0, {}});
+      r.tasks.push_back({node->core->where, st::sleeping, 0, {}, task_name(node->core), {}});
       add_awaiting(r, node->core);
     }
   }
   {
     std::lock_guard lk(blocked_mutex);
     for (list_wait* node = blocked.head; node != nullptr; node = node->reg_next) {
-      r.tasks.push_back({node->core->where, st::blocked, 0, {}});
+      r.tasks.push_back({node->core->where, st::blocked, 0, {}, task_name(node->core), {}});
       add_awaiting(r, node->core);
     }
   }
@@ -906,7 +911,9 @@ std::string shutdown_report::to_string() const {
         "was just finishing)\n";
   }
   for (const task_entry& t : tasks) {
-    out += "  task spawned at " + site_text(t.spawned_at);
+    out += "  task ";
+    if (!t.name.empty()) out += "\"" + t.name + "\" ";
+    out += "spawned at " + site_text(t.spawned_at);
     if (t.spawned_at.function_name()[0] != '\0') {
       out += " (in ";
       out += t.spawned_at.function_name();
@@ -915,7 +922,11 @@ std::string shutdown_report::to_string() const {
     out += ": ";
     out += weft::to_string(t.state);
     if (t.state == task_state::running) out += " on worker " + std::to_string(t.worker);
-    if (t.state == task_state::awaiting) out += " the task spawned at " + site_text(t.awaits);
+    if (t.state == task_state::awaiting) {
+      out += " the task ";
+      if (!t.awaits_name.empty()) out += "\"" + t.awaits_name + "\" ";
+      out += "spawned at " + site_text(t.awaits);
+    }
     out += "\n";
   }
   return out;
@@ -946,6 +957,27 @@ unsigned uncancel() noexcept {
   detail::worker* w = detail::tls_worker;
   if (w == nullptr || w->current == nullptr) return 0;
   return detail::uncancel_core(w->current);
+}
+
+task_handle current() {
+  detail::worker* w = detail::tls_worker;
+  if (w == nullptr || w->current == nullptr) return {};
+  return detail::access::make<task_handle>(w->current);
+}
+
+bool cancel(std::string reason, std::source_location where) {
+  detail::worker* w = detail::tls_worker;
+  if (w == nullptr || w->current == nullptr) return false;
+  if (reason.empty())
+    return detail::request_cancel_plain(w->current, cancel_kind::explicit_request, where);
+  return detail::request_cancel(w->current, std::move(reason), cancel_kind::explicit_request,
+                                where);
+}
+
+std::string name() {
+  detail::worker* w = detail::tls_worker;
+  if (w == nullptr || w->current == nullptr) return {};
+  return detail::task_name(w->current);
 }
 
 }  // namespace this_task

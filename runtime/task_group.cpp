@@ -120,8 +120,15 @@ struct group_state {
   bool closed = false;                     // join() finished: spawn() refuses
   bool orphaned = false;                   // destroyed with live children
   bool join_waiting = false;               // join() waits on `changed` for `running` to empty
-  event changed;                           // set when `running` empties while join() waits
-  std::condition_variable drained;         // orphaned: `running` emptied (blocking destructor)
+  // The scoped form (task_scope): the task running the scope, cancelled
+  // (kind group) by the first child failure while the scope is open; null
+  // for a plain group and once the scope closed.  The task is alive while
+  // it is set: it runs the scope, which clears it before it ends.
+  task_core* owner = nullptr;
+  bool owner_cancelled = false;     // the first failure cancelled `owner`
+  unsigned owner_base = 0;          // owner's cancelling() when the scope opened
+  event changed;                    // set when `running` empties while join() waits
+  std::condition_variable drained;  // orphaned: `running` emptied (blocking destructor)
 
   group_state() = default;
   group_state(const group_state&) = delete;
@@ -305,6 +312,13 @@ void group_on_end(group_state& s, group_entry* e, const std::exception_ptr& err)
       if (!s.failed) {
         s.failed = true;
         s.cancel_all_locked(cancel_kind::group, "sibling failed: " + what, e->where);
+        if (s.owner != nullptr) {
+          // Step cancel owner (task_scope): the body stops at its next
+          // cancellation point; scope_exit withdraws this request again.
+          s.owner_cancelled = true;
+          request_cancel(s.owner, "task_scope: child failed: " + what, cancel_kind::group,
+                         e->where);
+        }
       }
     }
     // Earlier children that have published kDone meanwhile: let them go (keeps
@@ -379,12 +393,11 @@ void throw_group_needs_worker() {
       "weft::task_group::spawn called outside a weft task: children run on the current runtime");
 }
 
-task<void> group_join(std::shared_ptr<group_state> s) {
-  {
-    std::lock_guard lk(s->mu);
-    if (s->joining) throw usage_error("weft::task_group::join: already awaited");
-    s->joining = true;
-  }
+namespace {
+// Waits until every child has ended (the loop of join(), see the file
+// comment).  Returns the first cancellation delivered to the awaiting task
+// meanwhile (it cancelled every child with kind parent), or null.
+task<std::exception_ptr> group_drain(std::shared_ptr<group_state> s) {
   std::exception_ptr cancel;  // the first cancellation of the task awaiting us
   unsigned polls = 0;
   std::vector<task_core*> to_destroy;
@@ -431,6 +444,17 @@ task<void> group_join(std::shared_ptr<group_state> s) {
       }
     }
   }
+  co_return cancel;
+}
+}  // namespace
+
+task<void> group_join(std::shared_ptr<group_state> s) {
+  {
+    std::lock_guard lk(s->mu);
+    if (s->joining) throw usage_error("weft::task_group::join: already awaited");
+    s->joining = true;
+  }
+  const std::exception_ptr cancel = co_await group_drain(s);
   std::vector<std::exception_ptr> errors;
   {
     std::lock_guard lk(s->mu);
@@ -446,6 +470,70 @@ task<void> group_join(std::shared_ptr<group_state> s) {
     throw task_group_error(std::move(errors));
   }
   if (cancel) std::rethrow_exception(cancel);
+}
+
+void scope_enter(const std::shared_ptr<group_state>& s) {
+  worker_hot* w = current_worker();
+  if (w == nullptr || w->current == nullptr)
+    throw usage_error("weft::task_scope: must be awaited from a weft task");
+  std::lock_guard lk(s->mu);
+  s->owner = w->current;
+  // Relaxed: a counter read by the task it counts.
+  s->owner_base = w->current->cancel_count.load(std::memory_order_relaxed);
+}
+
+task<void> scope_exit(std::shared_ptr<group_state> s, std::exception_ptr body_error) {
+  // Step cancel children: the body left by an exception (a cancellation
+  // included): every child is cancelled, and awaited below.
+  if (body_error) {
+    std::lock_guard lk(s->mu);
+    s->joining = true;
+    if (is_cancellation(body_error)) {
+      try {
+        std::rethrow_exception(body_error);
+      } catch (const cancelled_error& e) {
+        s->cancel_all_locked(cancel_kind::parent, std::string(e.reason()), e.where());
+      }
+    } else {
+      s->cancel_all_locked(cancel_kind::parent,
+                           "task_scope: the body failed: " + describe(body_error), s->created);
+    }
+  }
+  // Step drain: wait for every child, as join() does.
+  const std::exception_ptr drained = co_await group_drain(s);
+  std::vector<std::exception_ptr> errors;
+  task_core* owner = nullptr;
+  bool ours = false;
+  unsigned base = 0;
+  {
+    std::lock_guard lk(s->mu);
+    s->closed = true;
+    errors.swap(s->errors);
+    owner = std::exchange(s->owner, nullptr);  // step close: no child can cancel the owner now
+    ours = s->owner_cancelled;
+    base = s->owner_base;
+  }
+  // Step uncancel: withdraw the group's own request (asyncio's uncancel());
+  // what remains above the count at entry came from outside.
+  if (ours) (void)uncancel_core(owner);
+  // Relaxed: a counter read by the task it counts.
+  const bool outside = owner->cancel_count.load(std::memory_order_relaxed) > base;
+  std::exception_ptr cancellation = drained;
+  if (body_error) {
+    if (is_cancellation(body_error)) {
+      cancellation = body_error;
+    } else {
+      errors.push_back(body_error);  // the body's own failure joins the children's
+    }
+  }
+  // Step report.
+  if (!errors.empty()) {
+    // An outside cancellation is not consumed by the group's error: it lands
+    // at the owner's next cancellation point (asyncio re-cancels the parent).
+    if (cancellation && outside) park_cancellation(cancellation);
+    throw task_group_error(std::move(errors));
+  }
+  if (cancellation) std::rethrow_exception(cancellation);
 }
 
 void group_destroy(std::shared_ptr<group_state> s) noexcept {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <mutex>
 #include <set>
+#include <string>
 
 #include "cancel_delivery.hpp"
 
@@ -21,7 +22,8 @@ std::set<const runtime_impl*>& live_runtimes() {
 }
 }  // namespace
 
-[[gnu::noinline]] void report_unhandled(runtime_impl* rt, const std::exception_ptr& e) noexcept {
+[[gnu::noinline]] void report_unhandled(runtime_impl* rt, const std::exception_ptr& e,
+                                        const task_core* core) noexcept {
   std::function<void(std::exception_ptr)> hook;
   {
     std::lock_guard lk(g_runtimes_mutex);
@@ -35,7 +37,24 @@ std::set<const runtime_impl*>& live_runtimes() {
     }
     return;
   }
-  std::fprintf(stderr, "weft: exception in a task nobody awaited: %s\n", describe(e).c_str());
+  std::string who;
+  if (core != nullptr) {
+    try {
+      const std::string name = task_name(core);
+      who = " (task";
+      if (!name.empty()) who += " \"" + name + "\"";
+      who += std::string(", spawned at ") + core->where.file_name() + ":" +
+             std::to_string(core->where.line()) + ")";
+    } catch (...) {
+      who.clear();  // no memory for the task's name: the exception is still reported
+    }
+  }
+  std::fprintf(stderr, "weft: exception in a task nobody awaited: %s%s\n", describe(e).c_str(),
+               who.c_str());
+}
+
+void report_callback_error(task_core* core, std::exception_ptr e) noexcept {
+  report_unhandled(core->rt, e, core);
 }
 
 void register_runtime(const runtime_impl* rt) {

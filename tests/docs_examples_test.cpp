@@ -556,6 +556,66 @@ TEST(DocsExamplesTest, AsyncioEventIsWeftEvent) {
   EXPECT_TRUE(go.is_set());
 }
 
+// ---------------------------------------------------------------- TaskGroup as `async with`: task_scope
+
+weft::task<int> fetch_size(int i) {
+  if (i == 3) throw std::runtime_error("fetch 3 failed");
+  co_await weft::sleep_for(std::chrono::milliseconds(i));
+  co_return 100 * i;
+}
+
+weft::task<std::string> fetch_all(std::vector<int>* sizes) {
+  try {
+    co_await weft::task_scope([&](weft::task_group& g) -> weft::task<void> {
+      for (int i = 0; i < 5; ++i) {
+        (void)g.spawn([](int k, std::vector<int>* out) -> weft::task<void> {
+          out->push_back(co_await fetch_size(k));  // one worker below: no data race
+        }(i, sizes));
+      }
+      co_await weft::sleep_for(std::chrono::hours(1));  // cancelled when fetch 3 fails
+    });
+  } catch (const weft::task_group_error& e) {
+    co_return e.what();  // every child was finished (or cancelled) by now
+  }
+  co_return "no failure";
+}
+
+TEST(DocsExamplesTest, AsyncWithTaskGroupIsTaskScope) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  std::vector<int> sizes;
+  weft::runtime_options o;
+  o.workers = 1;
+  weft::runtime rt(o);
+  const std::string what = rt.block_on(fetch_all(&sizes));
+  EXPECT_NE(what.find("fetch 3 failed"), std::string::npos) << what;
+  EXPECT_LE(sizes.size(), 3u);  // 0, 1 and 2 may have finished first
+}
+
+// ---------------------------------------------------------------- current_task, names, done callbacks, result()
+
+weft::task<void> worker_loop(std::vector<weft::task_handle>* registry, std::latch* in) {
+  registry->push_back(weft::this_task::current());  // asyncio.current_task()
+  in->count_down();
+  co_await weft::sleep_for(std::chrono::hours(1));
+}
+
+TEST(DocsExamplesTest, CurrentTaskNamesCallbacksAndResult) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  std::vector<weft::task_handle> registry;  // declared before the runtime: outlives the tasks
+  std::atomic<int> finished{0};
+  std::latch in(1);
+  weft::runtime rt;
+  weft::join_handle<void> h = rt.spawn(worker_loop(&registry, &in), {.name = "loop 1"});
+  h.add_done_callback([&finished] { finished.fetch_add(1); });  // on the completing thread
+  in.wait();
+  EXPECT_EQ(registry[0].name(), "loop 1");
+  registry[0].cancel("registry closed");  // cancel it through its task_handle
+  EXPECT_TRUE(weft_test::wait_done(h));
+  EXPECT_THROW(h.result(), weft::cancelled_error);  // read as often as you like
+  EXPECT_THROW(h.result(), weft::cancelled_error);
+  EXPECT_TRUE(weft_test::spin_until([&] { return finished.load() == 1; }));
+}
+
 // ---------------------------------------------------------------- the doc holds these
 
 // Every ```cpp block of docs/cancellation.md must appear verbatim in this file.

@@ -363,7 +363,7 @@ TEST(ShieldTest, CompletionWakesTheWatchersUnderAReferenceOfItsOwn) {
   w.cancel("leave");
   w.join();
   // Relaxed: the watcher above created the list (it registered kWatched).
-  weft::detail::wait_list* watchers = core.watchers.load(std::memory_order_relaxed);
+  weft::detail::wait_list* watchers = core.extras.load(std::memory_order_relaxed);
   watchers->lock();  // completion will wait for this lock in fire_watchers
   go.set();
   await_true([&] { return h.done(); });

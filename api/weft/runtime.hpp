@@ -38,6 +38,11 @@ struct shutdown_report {
     task_state state = task_state::running;
     unsigned worker = 0;          // running: which worker
     std::source_location awaits;  // awaiting: where the awaited task was spawned
+    // The names given at spawn (spawn_options::name), "" for none.  A running
+    // task is named by its spawn site only: the report never reads the
+    // memory of a task that may finish while it looks.
+    std::string name;
+    std::string awaits_name;  // awaiting: the awaited task's name
   };
   std::chrono::milliseconds waited{0};  // since shutdown began
   // Running, queued, sleeping and blocked tasks, each followed by the tasks
@@ -47,8 +52,9 @@ struct shutdown_report {
 
   // A heading and one line per task, e.g.
   //   weft: shutdown has waited 5.0 s for 2 task(s):
-  //     task spawned at src/app.cpp:42 (in void app::poll()): sleeping
-  //     task spawned at src/app.cpp:17 (in int main()): awaiting the task spawned at src/app.cpp:42
+  //     task "poller" spawned at src/app.cpp:42 (in void app::poll()): sleeping
+  //     task spawned at src/app.cpp:17 (in int main()): awaiting the task "poller" spawned at
+  //     src/app.cpp:42
   std::string to_string() const;
 };
 
@@ -161,6 +167,12 @@ class runtime {
   template <class T>
   join_handle<T> spawn(task<T> t, std::source_location where = std::source_location::current()) {
     return detail::spawn_on<T>(impl_, std::move(t), where);
+  }
+  // With options (spawn_options: a name).
+  template <class T>
+  join_handle<T> spawn(task<T> t, spawn_options opts,
+                       std::source_location where = std::source_location::current()) {
+    return detail::spawn_on<T>(impl_, std::move(t), where, &opts);
   }
 
   // Run `t` to completion and return its value, or rethrow its exception /

@@ -45,6 +45,16 @@ template <class T = void>
 class task;
 template <class T = void>
 class join_handle;
+class task_handle;
+
+// What spawn() may be told besides the task (asyncio create_task's name=).
+struct spawn_options {
+  // Shown by every report that names the task (the unhandled-exception and
+  // shutdown reports) and by name().  Fixed at spawn: there is no set_name(),
+  // so that reports read it without a lock.  Empty: no name (nothing is
+  // allocated for it).
+  std::string name;
+};
 
 namespace detail {
 
@@ -342,6 +352,7 @@ class promise final : public promise_common<promise<T>> {
     has_value_ = true;
     this->result = outcome::value;
   }
+  const T& peek_value() noexcept { return slot_.get(); }
   T take_value() {
     has_value_ = false;
     T v = std::move(slot_.get());
@@ -366,6 +377,7 @@ class promise<void> final : public promise_common<promise<void>> {
   task<void> get_return_object() noexcept;
   void return_void() noexcept { this->result = outcome::value; }
   void take_value() noexcept {}
+  void peek_value() noexcept {}
 };
 
 template <class T>
@@ -601,6 +613,28 @@ class [[nodiscard]] task {
   std::coroutine_handle<promise_type> h_;
 };
 
+namespace detail {
+// A done callback that owns the user's callable.
+template <class F>
+struct done_callback_of final : done_callback {
+  F fn;
+  task_core* core;  // alive while the callback runs (see fire_watchers)
+  template <class G>
+  done_callback_of(task_core* c, G&& g) : fn(std::forward<G>(g)), core(c) {}
+  void run() noexcept override {
+    try {
+      fn();
+    } catch (...) {
+      report_callback_error(core, std::current_exception());
+    }
+  }
+};
+template <class F>
+done_callback* make_done_callback(task_core* c, F&& fn) {
+  return new done_callback_of<std::decay_t<F>>(c, std::forward<F>(fn));
+}
+}  // namespace detail
+
 // A spawned task (asyncio.Task).  Move-only.  Dropping it detaches the task:
 // it runs on to completion; an exception nobody observed goes to the runtime's
 // unhandled-exception hook.
@@ -698,6 +732,54 @@ class [[nodiscard]] join_handle {
   // reaches zero an undelivered request is dropped too.  Returns the new count.
   unsigned uncancel() noexcept;
 
+  // The name given at spawn (spawn_options::name); "" when none.
+  std::string name() const {
+    if (!h_) return {};
+    return detail::task_name(&core());
+  }
+
+  // asyncio Task.add_done_callback: `fn()` runs once when the task finishes
+  // (value, exception or cancellation) -- on the thread that completes it (a
+  // worker, or the thread that drives a driven runtime or a simulation),
+  // after the task's outcome is written and before its joiner resumes; or
+  // at once, on this thread, when it has finished already.  Callbacks run in
+  // the order they were added.  Keep them short and non-blocking: they run on
+  // a worker.  What `fn` throws goes to the runtime's unhandled-exception hook.
+  // The callback may use the handle's task through a task_handle it captured
+  // (this join_handle may be gone by then).
+  template <class F>
+    requires std::is_invocable_v<std::decay_t<F>&>
+  void add_done_callback(F&& fn) const {
+    if (!h_) detail::throw_invalid_handle();
+    detail::add_done_callback(&core(), detail::make_done_callback(&core(), std::forward<F>(fn)));
+  }
+
+  // asyncio Task.result(): the outcome of a finished task, read without taking
+  // it, as often as you like: a const reference to the value (nothing for
+  // task<void>), or the task's exception or cancelled_error rethrown.
+  // co_await / join() still take the outcome afterwards; once they did,
+  // result() throws usage_error, as it does while the task has not finished
+  // (asyncio's InvalidStateError).  The one-owner rule holds: result() is for
+  // the handle's owner, like join().  An exception read here is not reported
+  // as unhandled when the handle is dropped.
+  decltype(auto) result() const {
+    detail::promise<T>& p = settled();
+    if (p.result != detail::outcome::value) detail::rethrow_outcome(p);
+    if constexpr (!std::is_void_v<T>) return static_cast<const T&>(p.peek_value());
+  }
+  // asyncio Task.exception(): the exception a finished task ended with, null
+  // when it returned a value; a task that ended by cancellation throws its
+  // cancelled_error (as asyncio raises CancelledError).  Same rules as result().
+  std::exception_ptr exception() const {
+    detail::promise<T>& p = settled();
+    if (p.result == detail::outcome::cancelled) detail::rethrow_outcome(p);
+    return p.result == detail::outcome::exception ? p.error : nullptr;
+  }
+
+  // A copyable, non-owning handle to the same task (cancel, done, name,
+  // callbacks; not its outcome).
+  task_handle ref() const;
+
   // Wait for the task from a thread that is not a weft worker; returns its
   // value or rethrows its exception / cancelled_error.  Throws usage_error
   // when called from a worker (it would block that worker; use co_await),
@@ -716,6 +798,11 @@ class [[nodiscard]] join_handle {
   friend struct detail::access;
   explicit join_handle(std::coroutine_handle<detail::promise<T>> h) noexcept : h_(h) {}
   detail::task_core& core() const noexcept { return h_.promise().own_core(); }
+  detail::promise<T>& settled() const {
+    if (!h_) detail::throw_invalid_handle();
+    detail::check_settled(&core());
+    return h_.promise();
+  }
   // Forced inline: every join ends here (g++ 12 outlines it in large
   // translation units).
   [[gnu::always_inline]] void reset() noexcept {
@@ -738,7 +825,7 @@ class [[nodiscard]] join_handle {
       // this task, which happens-before that handle's last reset (this one).
       detail::promise<T>& p = h.promise();
       if (p.plain_params && c->observed && p.result == detail::outcome::value &&
-          c->watchers.load(std::memory_order_relaxed) == nullptr &&
+          c->extras.load(std::memory_order_relaxed) == nullptr &&
           c->pending.load(std::memory_order_relaxed) == nullptr) [[likely]] {
         h.destroy();
         return;
@@ -750,6 +837,86 @@ class [[nodiscard]] join_handle {
   }
   std::coroutine_handle<detail::promise<T>> h_;
 };
+
+// A copyable, non-owning handle to a spawned task (asyncio's Task object as
+// current_task() returns it): cancel it, ask whether it is done, read its
+// name, add done callbacks.  It does not give the outcome: that stays with
+// the task's one join_handle.  It keeps the task's frame (not the task's
+// run) alive, so it may outlive both the join_handle and the runtime, like a
+// join_handle.  Empty (valid() false) when default-constructed or moved from.
+// Thread safety: any thread, concurrently.
+class task_handle {
+ public:
+  task_handle() noexcept = default;
+  task_handle(const task_handle& o) noexcept : c_(o.c_) {
+    if (c_ != nullptr) detail::add_ref(c_);
+  }
+  task_handle(task_handle&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  task_handle& operator=(task_handle o) noexcept {
+    std::swap(c_, o.c_);
+    return *this;
+  }
+  ~task_handle() {
+    if (c_ != nullptr) detail::release_ref(c_);
+  }
+
+  bool valid() const noexcept { return c_ != nullptr; }
+  // As join_handle::cancel / cancel_as.
+  bool cancel(std::string reason = {},
+              std::source_location where = std::source_location::current()) const {
+    return cancel_as(cancel_kind::explicit_request, std::move(reason), where);
+  }
+  bool cancel_as(cancel_kind kind, std::string reason,
+                 std::source_location where = std::source_location::current()) const {
+    if (c_ == nullptr) return false;
+    if (reason.empty()) return detail::request_cancel_plain(c_, kind, where);
+    return detail::request_cancel(c_, std::move(reason), kind, where);
+  }
+  bool done() const noexcept {
+    // Acquire: pairs with the release in complete_task's RMW (kDone).
+    return c_ != nullptr &&
+           (c_->state.load(std::memory_order_acquire) & detail::task_core::kDone) != 0;
+  }
+  bool cancelled() const noexcept {
+    return done() && detail::owner_of(c_)->result == detail::outcome::cancelled;
+  }
+  std::optional<cancelled_error> cancellation() const {
+    if (!cancelled()) return std::nullopt;
+    return detail::cancellation_of(*detail::owner_of(c_));
+  }
+  unsigned cancelling() const noexcept {
+    // Relaxed: a counter read for information.
+    return c_ != nullptr ? c_->cancel_count.load(std::memory_order_relaxed) : 0;
+  }
+  std::string name() const { return c_ != nullptr ? detail::task_name(c_) : std::string(); }
+  // Where the task was spawned.
+  std::source_location spawned_at() const noexcept {
+    return c_ != nullptr ? c_->where : std::source_location();
+  }
+  // As join_handle::add_done_callback.
+  template <class F>
+    requires std::is_invocable_v<std::decay_t<F>&>
+  void add_done_callback(F&& fn) const {
+    if (c_ == nullptr) detail::throw_invalid_handle();
+    detail::add_done_callback(c_, detail::make_done_callback(c_, std::forward<F>(fn)));
+  }
+  // The same task.
+  friend bool operator==(const task_handle& a, const task_handle& b) noexcept {
+    return a.c_ == b.c_;
+  }
+
+ private:
+  friend struct detail::access;
+  // Takes a reference of its own; the caller keeps `c` alive meanwhile.
+  explicit task_handle(detail::task_core* c) : c_(c) { detail::take_handle_ref(c); }
+  detail::task_core* c_ = nullptr;
+};
+
+template <class T>
+task_handle join_handle<T>::ref() const {
+  if (!h_) return {};
+  return detail::access::make<task_handle>(&core());
+}
 
 namespace detail {
 
@@ -815,24 +982,47 @@ bool spawnable(const task<T>& t) noexcept {
   return t.valid() && !access::handle(t).done();
 }
 
+// The extras of a named spawn, made before the spawn owns anything (it may
+// throw); null for no name.
+inline task_extras* named_extras(spawn_options* o) {
+  if (o == nullptr || o->name.empty()) return nullptr;
+  auto* x = new task_extras;
+  x->name = std::move(o->name);
+  return x;
+}
+inline void attach_extras(task_core* c, task_extras* x) noexcept {
+  // Relaxed: the task is not published yet; the deque push (release) or the
+  // injection queue's mutex publishes the extras with it.
+  if (x != nullptr) c->extras.store(x, std::memory_order_relaxed);
+}
+
 template <class T>
-join_handle<T> spawn_on(runtime_impl* rt, task<T> t, std::source_location where) {
+join_handle<T> spawn_on(runtime_impl* rt, task<T> t, std::source_location where,
+                        spawn_options* opts = nullptr) {
   if (!spawnable(t)) throw_empty_task();
   runtime_impl* target = resolve_runtime(rt);  // may throw: before we own the frame
+  std::unique_ptr<task_extras> x(named_extras(opts));
   auto h = access::release(t);
-  submit_spawn(target, prepare_spawn(h, where));
+  task_core* c = prepare_spawn(h, where);
+  attach_extras(c, x.release());
+  submit_spawn(target, c);
   return access::make<join_handle<T>>(h);
 }
 
 // spawn() from inside a task: straight onto the calling worker's deque.
+// `x`: the extras of a named spawn (named_extras), owned by the task from
+// here on; the caller made it after the checks that may throw (spawnable, a
+// worker), so nothing below can leak it.
 template <class T>
-[[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t, std::source_location where) {
+[[gnu::always_inline]] inline join_handle<T> spawn_here(task<T> t, std::source_location where,
+                                                        task_extras* x = nullptr) {
   if (!spawnable(t)) [[unlikely]]
     throw_empty_task();
   worker_hot* w = current_worker();
   if (w == nullptr) resolve_runtime(nullptr);  // throws usage_error
   auto h = access::release(t);
   task_core* c = prepare_spawn(h, where);
+  attach_extras(c, x);
   // Relaxed: a spawn that misses the stop flag is drained by shutdown like any
   // queued task; submit_spawn handles the one that sees it.
   if (w->stopping.load(std::memory_order_relaxed)) [[unlikely]] {
@@ -866,6 +1056,14 @@ template <class T>
 [[gnu::always_inline]] inline join_handle<T> spawn(
     task<T> t, std::source_location where = std::source_location::current()) {
   return detail::spawn_here<T>(std::move(t), where);
+}
+// spawn() with options: `weft::spawn(fetch(url), {.name = "fetch " + url})`.
+template <class T>
+join_handle<T> spawn(task<T> t, spawn_options opts,
+                     std::source_location where = std::source_location::current()) {
+  if (!detail::spawnable(t)) detail::throw_empty_task();
+  if (detail::current_worker() == nullptr) detail::resolve_runtime(nullptr);  // usage_error
+  return detail::spawn_here<T>(std::move(t), where, detail::named_extras(&opts));
 }
 
 // Always reschedules the task behind the others that are ready, like
@@ -912,6 +1110,15 @@ void throw_if_cancel_requested();
 // asyncio's current_task().cancelling() / .uncancel() for the running task.
 unsigned cancelling() noexcept;
 unsigned uncancel() noexcept;
+// asyncio.current_task(): a handle to the running task (the task whose code
+// calls it; inside a task awaited inline, that task), empty outside a task.
+task_handle current();
+// Cancel the running task: the request is delivered at its next
+// cancellation point, as any cancel().  False outside a task.  asyncio:
+// current_task().cancel(msg).
+bool cancel(std::string reason = {}, std::source_location where = std::source_location::current());
+// The running task's name ("" when it has none, or outside a task).
+std::string name();
 }  // namespace this_task
 
 }  // namespace weft

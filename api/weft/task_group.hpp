@@ -199,26 +199,13 @@ class task_group {
   // handle comes back already cancelled, like weft::spawn.
   template <class T>
   join_handle<T> spawn(task<T> t, std::source_location where = std::source_location::current()) {
-    if (!detail::spawnable(t)) detail::throw_empty_task();
-    if (detail::current_worker() == nullptr) detail::throw_group_needs_worker();
-    detail::group_entry* e = detail::group_new_entry(where);
-    task<T> relay;
-    try {
-      relay = detail::group_relay<T>(state_, e, std::move(t));
-    } catch (...) {
-      detail::group_delete_entry(e);
-      throw;
-    }
-    join_handle<T> h;
-    // Under the group's lock (the relay may run on a thief at once, but its
-    // first step needs that lock).  Cannot throw: we are on a worker.  When
-    // the group refuses the child, `relay` (and the child) are destroyed
-    // with this frame, outside the lock.
-    detail::group_spawn(*state_, e, [&]() noexcept -> detail::task_core* {
-      h = weft::spawn(std::move(relay), where);
-      return &detail::access::core(h);
-    });
-    return h;
+    return spawn_named(std::move(t), nullptr, where);
+  }
+  // With options (spawn_options: a name), as weft::spawn.
+  template <class T>
+  join_handle<T> spawn(task<T> t, spawn_options opts,
+                       std::source_location where = std::source_location::current()) {
+    return spawn_named(std::move(t), &opts, where);
   }
 
   // Wait for every child (see the file comment).  Await it once.
@@ -239,8 +226,78 @@ class task_group {
   std::size_t size() const;
 
  private:
+  friend struct detail::access;
+  template <class T>
+  join_handle<T> spawn_named(task<T> t, spawn_options* named, std::source_location where) {
+    if (!detail::spawnable(t)) detail::throw_empty_task();
+    if (detail::current_worker() == nullptr) detail::throw_group_needs_worker();
+    detail::group_entry* e = detail::group_new_entry(where);
+    task<T> relay;
+    try {
+      relay = detail::group_relay<T>(state_, e, std::move(t));
+    } catch (...) {
+      detail::group_delete_entry(e);
+      throw;
+    }
+    std::unique_ptr<detail::task_extras> extras(detail::named_extras(named));
+    join_handle<T> h;
+    // Under the group's lock (the relay may run on a thief at once, but its
+    // first step needs that lock).  Cannot throw: we are on a worker.  When
+    // the group refuses the child, `relay` (and the child) are destroyed
+    // with this frame, outside the lock.
+    detail::group_spawn(*state_, e, [&]() noexcept -> detail::task_core* {
+      h = detail::spawn_here(std::move(relay), where, extras.release());
+      return &detail::access::core(h);
+    });
+    return h;
+  }
   std::shared_ptr<detail::group_state> state_;
 };
+
+// ---- task_scope: the structured form (asyncio.TaskGroup, Trio's nursery) ----
+//
+//   int n = co_await weft::task_scope([&](weft::task_group& g) -> weft::task<int> {
+//     (void)g.spawn(fetch(x));
+//     (void)g.spawn(fetch(y));
+//     co_return 2;  // the scope then waits for both
+//   });
+//
+// The body runs in the awaiting task (a call, not a new task), with a group
+// whose children are spawned as with task_group::spawn.  The body is part of
+// the group:
+//   * a child's failure cancels the siblings (kind group) and the body too, at
+//     its next cancellation point (kind group, reason "task_scope: child
+//     failed: <what()>", the failing child's spawn site as location);
+//   * when the body ends -- by co_return, by an exception, or by a
+//     cancellation -- the scope waits for every child; if the body left by an
+//     exception it first cancels them (kind parent).  No child outlives the
+//     scope on any path;
+//   * then: the child failures, and the body's own exception after them (not
+//     a cancellation), are thrown as one task_group_error (a nested scope's
+//     task_group_error is one of them: errors nest as asyncio's
+//     ExceptionGroups do); else a cancellation from outside the scope is
+//     rethrown; else the body's value is returned.
+//   * a cancellation the scope made (the failure's) is withdrawn at the end
+//     (uncancel(): this_task::cancelling() is back to its value at entry); one
+//     from outside always gets out: it is rethrown, or -- when a
+//     task_group_error is thrown instead -- left pending, to land at the
+//     task's next cancellation point (asyncio 3.13).
+// Awaiting the scope's group's join() in the body is allowed (it waits for
+// the children spawned so far); the scope still waits at the end.  Must be
+// awaited from a weft task (usage_error).  Prefer task_scope; task_group
+// alone is for a group whose owner must keep running when a child fails, or
+// whose children outlive one block of code.
+template <class F, class R = std::invoke_result_t<F&, task_group&>>
+  requires std::is_invocable_v<F&, task_group&>
+R task_scope(F body, std::source_location where = std::source_location::current()) {
+  using T = typename R::value_type;
+  task_group g(where);
+  detail::scope_enter(detail::access::state(g));
+  detail::outcome_slot<T> out;
+  co_await detail::capture(body(g), out);
+  co_await detail::scope_exit(detail::access::state(g), out.error);
+  co_return out.take();
+}
 
 // ---- when_all / when_any ----
 

@@ -68,6 +68,8 @@ struct runtime_impl;
 struct task_core;
 struct timer_node;
 struct wait_list;
+struct task_extras;
+struct done_callback;
 struct worker_hot;
 struct group_state;
 struct group_entry;
@@ -121,10 +123,30 @@ bool cancel_before_start(task_core* core) noexcept;
 // kDone and the running reference with an RMW, then fire watchers.
 void finish_inline_atomic(task_core* core) noexcept;
 // The list of tasks watching `core` (shield), created on first use.
-wait_list* watch_list(task_core* core);
+task_extras* watch_list(task_core* core);
 // What a list wait on a task's completion waits for (shield): `obj` is the
 // task_core; ready once it finished; nothing to take.
 bool watch_ready(void* obj) noexcept;
+// Runs `cb` once when `core` finishes: on the completing thread, or here when
+// it finished already.  Takes ownership of `cb`.
+void add_done_callback(task_core* core, done_callback* cb) noexcept;
+// Runs and deletes a list of callbacks (linked through next).
+void run_done_callbacks(done_callback* list) noexcept;
+// A named spawn: the task's extras with its name, before it is published.
+void attach_name(task_core* core, std::string name);
+// The task's name ("" when it has none).  The caller keeps the core alive.
+std::string task_name(const task_core* core);
+// A task_handle's reference.  take_handle_ref makes the first one: it also
+// sets kWatched (making the extras if needed), so that an inline join of the
+// task, which otherwise ends it with a plain store, uses an RMW that cannot
+// lose a concurrent copy's add_ref.  The caller keeps the core alive.
+void take_handle_ref(task_core* core);
+void add_ref(task_core* core) noexcept;
+// What a done callback threw: to the unhandled-exception report, naming the task.
+void report_callback_error(task_core* core, std::exception_ptr e) noexcept;
+// result() / exception() of a handle: usage_error unless the task finished
+// and its outcome was not taken; marks the outcome retrieved.
+void check_settled(task_core* core);
 // Drop one reference; destroys the frame (and reports an unobserved
 // exception) when it was the last.
 void release_ref(task_core* core) noexcept;
@@ -276,6 +298,11 @@ std::exception_ptr group_on_start(group_state& s, group_entry* e);
 void group_on_end(group_state& s, group_entry* e, const std::exception_ptr& err) noexcept;
 task<void> group_join(std::shared_ptr<group_state> s);
 void group_destroy(std::shared_ptr<group_state> s) noexcept;
+// task_scope: the running task becomes the group's owner (a child failure
+// cancels it); at the end every child is cancelled if the body failed,
+// awaited, and the outcome composed (weft/task_group.hpp, task_scope).
+void scope_enter(const std::shared_ptr<group_state>& s);
+task<void> scope_exit(std::shared_ptr<group_state> s, std::exception_ptr body_error);
 
 // The skeleton of when_all and when_any: a task_group, the children that
 // `spawn_all` spawns into it (a spawn failure cancels those already spawned

@@ -189,6 +189,38 @@ struct wait_list : intrusive_list<list_wait, &list_wait::next, &list_wait::prev>
   void erase(list_wait* n) noexcept;      // under lock; n must be linked
 };
 
+// A callback to run once when a task finishes (join_handle::add_done_callback).
+// Linked into its task's extras under the extras' lock; run and deleted by the
+// thread that completes the task (or by the registering thread when the task
+// had finished already).
+struct done_callback {
+  done_callback* next = nullptr;
+  virtual void run() noexcept = 0;
+  virtual ~done_callback() = default;
+};
+
+// What a task carries only when someone asked for it: the tasks watching it
+// (shield, done waits: the wait_list base), its done callbacks, its name.
+// Made at spawn when the task is named, else by the first watcher or callback
+// (watch_list); freed with the frame.
+struct task_extras : wait_list {
+  // Set before the task is published (spawn) or before the extras are
+  // (watch_list's CAS); never written after: read without the lock.
+  std::string name;
+  // Guarded by the list's lock; taken whole (and run) by the completion.
+  done_callback* callbacks = nullptr;
+  done_callback* callbacks_tail = nullptr;
+  task_extras() = default;
+  task_extras(const task_extras&) = delete;
+  task_extras& operator=(const task_extras&) = delete;
+  ~task_extras() {
+    while (done_callback* c = callbacks) {  // never ran: the task never finished
+      callbacks = c->next;
+      delete c;
+    }
+  }
+};
+
 // The shared state of a spawned task.  It lives inside the coroutine frame (in
 // the promise), so one allocation serves both.
 //
@@ -208,7 +240,7 @@ struct task_core {
   static constexpr std::uint32_t kDone = 1;          // outcome written
   static constexpr std::uint32_t kJoiner = 2;        // continuation registered
   static constexpr std::uint32_t kThreadJoiner = 4;  // a thread's join() claimed the outcome
-  static constexpr std::uint32_t kWatched = 8;       // `watchers` may be non-empty
+  static constexpr std::uint32_t kWatched = 8;  // extras' watchers / callbacks may be non-empty
   static constexpr std::uint32_t kRefOne = 1u << 8;
 
   // The fields with an initializer come first and together, so that building
@@ -230,6 +262,9 @@ struct task_core {
   bool hooked = false;         // cancel forwarding may hold a temporary ref
   bool shutdown_seen = false;  // the one "shutdown" delivery happened
   bool observed = false;       // someone took the outcome
+  // The handle's owner read the outcome without taking it (result(),
+  // exception()): an exception it saw is not reported as unhandled.
+  bool retrieved = false;
 
   // ---- guarded by hook_lock ----
   // A request forwarded to this task by its waiter came back to the waiter
@@ -245,11 +280,12 @@ struct task_core {
   task_core* inline_joiner = nullptr;
   cancel_request* final_cancel = nullptr;  // request that ended it before it started
 
-  // Tasks waiting for this one to finish without joining it (shield()): a
-  // wait_list with its own lock, created by the first watcher (watch_list())
-  // and freed with the task; null until then.  Fired by complete_task when
-  // kWatched is set.
-  std::atomic<wait_list*> watchers{nullptr};
+  // Tasks waiting for this one to finish without joining it (shield()), its
+  // done callbacks and its name (task_extras, with the watchers' lock):
+  // created at a named spawn or by the first watcher or callback
+  // (watch_list()) and freed with the task; null until then.  The watchers
+  // and callbacks are fired by complete_task when kWatched is set.
+  std::atomic<task_extras*> extras{nullptr};
 
   // ---- touched only by whoever currently runs the task chain ----
   // (Fields without an initializer are written before they are first read:
