@@ -116,11 +116,14 @@ bool parse_scenarios(const std::string& text, const std::vector<weft::stress::sc
       }
     }
     if (!found) {
-      std::string known;
-      for (const auto& u : user) known += u.name + ", ";
-      *error = "unknown scenario '" + name + "' (" + known +
-               "storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, "
-               "compose, fork, core, all)";
+      *error = "unknown scenario '" + name + "' (";
+      for (const auto& u : user) {
+        *error += u.name;
+        *error += ", ";
+      }
+      *error +=
+          "storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, compose, fork, "
+          "core, all)";
       return false;
     }
   }
@@ -352,7 +355,7 @@ bool context::cut_short() const noexcept {
   return c->shutdown_round || c->cancel_at != 0;
 }
 
-void context::violation(std::string what) {
+void context::violation(const std::string& what) {
   auto* c = static_cast<weft_stress::round_ctx*>(engine_);
   c->violation(nullptr, c->cfg->user[index_]->name + ": " + what);
 }
@@ -378,7 +381,7 @@ void context::ended(ending how) noexcept {
   weft_stress::add(static_cast<weft_stress::round_ctx*>(engine_)->progress);
 }
 
-void context::cancelled_(const std::string& reason, bool ok) {
+void context::count_cancel(const std::string& reason, bool ok) {
   weft_stress::add(weft_stress::global_figures().per[weft_stress::kUserBase + index_].cancels);
   note(reason + " -> " + (ok ? "true" : "false"));
 }
@@ -1045,7 +1048,7 @@ std::string fmt_count(std::uint64_t v) {
 // 75 s -> "1m15s", 3700 s -> "1h01m", 8.2 s -> "8s".
 std::string fmt_span(double secs) {
   if (!(secs >= 0) || std::isinf(secs)) return "?";
-  const auto t = static_cast<std::uint64_t>(secs + 0.5);
+  const auto t = static_cast<std::uint64_t>(std::llround(secs));
   if (t >= 3600) return strprintf("%" PRIu64 "h%02" PRIu64 "m", t / 3600, t % 3600 / 60);
   if (t >= 60) return strprintf("%" PRIu64 "m%02" PRIu64 "s", t / 60, t % 60);
   return strprintf("%" PRIu64 "s", t);
@@ -1495,18 +1498,17 @@ int run(const config& cfg) {
 
   // Replay the first failure with a trace (a simulation replays exactly).
   if (cfg.sim && !failures.empty() && !single) {
-    const auto f0 = failures.front();
+    const std::uint64_t seed0 = failures.front().seed;
+    const std::uint64_t at0 = failures.front().cancel_at;
     std::vector<weft::sim::event> trace;
-    round_report again = run_round(cfg, f0.seed, f0.cancel_at, &trace);
-    const bool same =
-        again.violations.size() == f0.violations.size() &&
-        std::equal(again.violations.begin(), again.violations.end(), f0.violations.begin());
-    std::fprintf(out, "replay of seed %" PRIu64 "%s: %s\n", f0.seed,
-                 f0.cancel_at ? strprintf(" (cancel_at %" PRIu64 ")", f0.cancel_at).c_str() : "",
+    round_report again = run_round(cfg, seed0, at0, &trace);
+    const bool same = again.violations == failures.front().violations;
+    std::fprintf(out, "replay of seed %" PRIu64 "%s: %s\n", seed0,
+                 at0 ? strprintf(" (cancel_at %" PRIu64 ")", at0).c_str() : "",
                  same ? "the same violations again (deterministic)"
                       : "DIFFERENT violations -- the simulation is not deterministic here");
-    if (!same) add_failure({f0.seed, f0.cancel_at, {"replay diverged"}, false});
-    if (!cfg.trace_path.empty()) write_trace(cfg, f0.seed, f0.cancel_at, trace, again);
+    if (!same) add_failure({seed0, at0, {"replay diverged"}, false});
+    if (!cfg.trace_path.empty()) write_trace(cfg, seed0, at0, trace, again);
   }
 
   // The watchdog stops before the report is written: from here on, only

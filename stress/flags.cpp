@@ -185,7 +185,7 @@ std::function<bool(config&, std::string_view)> bool_into(bool config::* m) {
 // One of the named values.
 template <class T>
 std::function<bool(config&, std::string_view)> choice_into(
-    T config::* m, std::vector<std::pair<std::string_view, T>> choices) {
+    T config::* m, const std::vector<std::pair<std::string_view, T>>& choices) {
   return [m, choices](config& c, std::string_view t) {
     for (const auto& [name, value] : choices) {
       if (t == name) {

@@ -92,7 +92,7 @@ class context {
 
   // Report a broken invariant (from a task or from `check`): the round fails,
   // and the run prints it with the seed and the command that replays it.
-  void violation(std::string what);
+  void violation(const std::string& what);
   // A line in the simulation's event trace (--trace); nothing on the real runtime.
   void note(std::string text);
 
@@ -102,9 +102,9 @@ class context {
   void ended(ending how) noexcept;
   // cancel() on `h`, counted in the figures (and noted in a simulation's trace).
   template <class T>
-  bool cancel(weft::join_handle<T>& h, std::string reason = "weft::stress") {
+  bool cancel(weft::join_handle<T>& h, const std::string& reason = "weft::stress") {
     const bool ok = h.cancel(reason);
-    cancelled_(reason, ok);
+    count_cancel(reason, ok);
     return ok;
   }
 
@@ -119,7 +119,7 @@ class context {
  private:
   friend struct detail::context_access;
   context() = default;
-  void cancelled_(const std::string& reason, bool ok);
+  void count_cancel(const std::string& reason, bool ok);
 
   void* engine_ = nullptr;   // the engine's round (stress/internal.hpp)
   std::uint32_t index_ = 0;  // the scenario's figures

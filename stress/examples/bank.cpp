@@ -72,7 +72,8 @@ weft::task<void> transfers(weft::stress::context& r, version v) {
   for (unsigned i = 0; i < r.tasks(); ++i) {
     const std::size_t from = r.below(8);
     const std::size_t to = (from + 1 + r.below(7)) % 8;
-    handles.push_back(weft::spawn(transfer(&b, from, to, 1 + r.below(20), v)));
+    const auto amount = static_cast<std::int64_t>(1 + r.below(20));
+    handles.push_back(weft::spawn(transfer(&b, from, to, amount, v)));
     r.spawned();
     if (r.chance(r.cancel_rate())) r.cancel(handles.back(), "bank: cancel a transfer");
   }
