@@ -438,9 +438,5 @@ struct context_access {
   // The context of user scenario `i` (config::user) in round `c`.
   static std::unique_ptr<context> make(weft_stress::round_ctx* c, std::uint32_t i,
                                        std::uint64_t seed);
-  static weft_stress::round_ctx* engine(context& x) noexcept {
-    return static_cast<weft_stress::round_ctx*>(x.engine_);
-  }
-  static std::uint32_t index(const context& x) noexcept { return x.index_; }
 };
 }  // namespace weft::stress::detail
