@@ -7,7 +7,8 @@
 #   bash scripts/stress.sh chaos        g++ -O2,     chaos points on -> build/chaos
 #   bash scripts/stress.sh chaos-tsan   clang-19 TSan, chaos points on -> build/chaos-tsan
 #
-# Only the library and the tool are built (tests, examples and benchmarks off).
+# Only the library, the tool and the user-scenario example (weft-stress-bank,
+# stress/examples/bank.cpp) are built (tests, examples and benchmarks off).
 # Extra arguments go to ctest.  WEFT_STRESS_DURATION (default 20s) sets how
 # long each stress test runs.
 set -euo pipefail
@@ -34,7 +35,7 @@ weft_configure "$build" "$cxx" \
   -DWEFT_STRESS_DURATION="${WEFT_STRESS_DURATION:-20s}" \
   -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_BUILD_BENCHMARKS=OFF \
   -DWEFT_BUILD_STRESS=ON -DWEFT_INSTALL=OFF
-cmake --build "$build" -j2 --target weft-stress
+cmake --build "$build" -j2 --target weft-stress weft-stress-bank
 
 sym="$(weft_symbolizer_option)"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp$sym${TSAN_OPTIONS:+:$TSAN_OPTIONS}"

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cinttypes>
 #include <cmath>
 #include <condition_variable>
@@ -30,8 +31,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -74,8 +77,14 @@ std::uint32_t scenario_index(std::uint32_t bit) noexcept {
   return kScenarioCount;
 }
 
-bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* error) {
+bool parse_scenarios(const std::string& text, const std::vector<weft::stress::scenario>& user,
+                     std::uint32_t* bits, std::vector<const weft::stress::scenario*>* chosen,
+                     std::string* error) {
   std::uint32_t out = 0;
+  std::vector<const weft::stress::scenario*> picked;
+  auto pick = [&](const weft::stress::scenario* s) {
+    if (std::find(picked.begin(), picked.end(), s) == picked.end()) picked.push_back(s);
+  };
   std::size_t pos = 0;
   while (pos <= text.size()) {
     std::size_t comma = text.find(',', pos);
@@ -85,29 +94,45 @@ bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* 
     if (name.empty()) continue;
     if (name == "all") {
       out |= kAllScenarios;
-    } else if (name == "core") {
+      for (const auto& u : user)
+        if (!u.only_by_name) pick(&u);
+      continue;
+    }
+    if (name == "core") {
       out |= kCoreScenarios;
-    } else {
-      bool found = false;
-      for (std::uint32_t i = 0; i < kScenarioCount; ++i) {
-        if (name == kNames[i]) {
-          out |= 1u << i;
-          found = true;
-        }
-      }
-      if (!found) {
-        *error = "unknown scenario '" + name +
-                 "' (storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, "
-                 "compose, fork, core, all)";
-        return false;
+      continue;
+    }
+    bool found = false;
+    for (std::uint32_t i = 0; i < kScenarioCount; ++i) {
+      if (name == kNames[i]) {
+        out |= 1u << i;
+        found = true;
       }
     }
+    for (const auto& u : user) {
+      if (name == u.name) {
+        pick(&u);
+        found = true;
+      }
+    }
+    if (!found) {
+      *error = "unknown scenario '" + name + "' (";
+      for (const auto& u : user) {
+        *error += u.name;
+        *error += ", ";
+      }
+      *error +=
+          "storm, cancel, timeout, checkpoint, group, cleanup, shutdown, outside, compose, fork, "
+          "core, all)";
+      return false;
+    }
   }
-  if (out == 0) {
+  if (out == 0 && picked.empty()) {
     *error = "no scenario selected";
     return false;
   }
   *bits = out;
+  *chosen = std::move(picked);
   return true;
 }
 
@@ -119,6 +144,17 @@ std::string scenario_list(std::uint32_t bits) {
     s += kNames[i];
   }
   return s;
+}
+
+std::string scenario_list(const config& cfg) {
+  std::string s;
+  for (const auto* u : cfg.user) {
+    if (!s.empty()) s += ",";
+    s += u->name;
+  }
+  const std::string builtin = scenario_list(cfg.scenarios);
+  if (!s.empty() && !builtin.empty()) s += ",";
+  return s + builtin;
 }
 
 namespace {
@@ -280,6 +316,93 @@ void round_ctx::violation(const record* r, const std::string& what) {
   std::lock_guard lk(mu);
   if (violations.size() < 200) violations.push_back(std::move(text));
 }
+
+// ------------------------------------------------------------ weft::stress::context
+
+}  // namespace weft_stress
+
+namespace weft::stress {
+
+context::~context() = default;
+
+std::uint64_t context::next() noexcept {
+  weft::detail::splitmix64 g(gen_);  // gen_ is the generator's state
+  const std::uint64_t v = g.next();
+  gen_ = g.state;
+  return v;
+}
+
+std::uint64_t context::below(std::uint64_t n) noexcept { return n == 0 ? 0 : next() % n; }
+
+bool context::chance(double p) noexcept {
+  return static_cast<double>(next() >> 11) * 0x1.0p-53 < p;
+}
+
+unsigned context::tasks() const noexcept {
+  return static_cast<weft_stress::round_ctx*>(engine_)->cfg->tasks;
+}
+
+double context::cancel_rate() const noexcept {
+  return static_cast<weft_stress::round_ctx*>(engine_)->cfg->cancel_rate;
+}
+
+bool context::simulated() const noexcept {
+  return static_cast<weft_stress::round_ctx*>(engine_)->sim;
+}
+
+bool context::cut_short() const noexcept {
+  const auto* c = static_cast<weft_stress::round_ctx*>(engine_);
+  return c->shutdown_round || c->cancel_at != 0;
+}
+
+void context::violation(const std::string& what) {
+  auto* c = static_cast<weft_stress::round_ctx*>(engine_);
+  c->violation(nullptr, c->cfg->user[index_]->name + ": " + what);
+}
+
+void context::note(std::string text) {
+  if (static_cast<weft_stress::round_ctx*>(engine_)->sim && weft::sim::in_simulation())
+    weft::sim::note(std::move(text));
+}
+
+void context::spawned(std::uint64_t n) noexcept {
+  auto* c = static_cast<weft_stress::round_ctx*>(engine_);
+  weft_stress::add(weft_stress::global_figures().per[weft_stress::kUserBase + index_].spawned, n);
+  weft_stress::add(c->spawned[weft_stress::kUserBase + index_], n);
+}
+
+void context::ended(ending how) noexcept {
+  auto& f = weft_stress::global_figures();
+  auto& p = f.per[weft_stress::kUserBase + index_];
+  weft_stress::add(how == ending::value       ? p.values
+                   : how == ending::cancelled ? p.cancelled
+                                              : p.errors);
+  weft_stress::add(f.taken);
+  weft_stress::add(static_cast<weft_stress::round_ctx*>(engine_)->progress);
+}
+
+void context::count_cancel(const std::string& reason, bool ok) {
+  weft_stress::add(weft_stress::global_figures().per[weft_stress::kUserBase + index_].cancels);
+  note(reason + " -> " + (ok ? "true" : "false"));
+}
+
+std::unique_ptr<context> detail::context_access::make(weft_stress::round_ctx* c, std::uint32_t i,
+                                                      std::uint64_t seed) {
+  std::unique_ptr<context> x(new context);
+  x->engine_ = c;
+  x->index_ = i;
+  // The scenario's seed: the round's, mixed with its name (so that adding a
+  // scenario to the selection does not change another's choices).
+  std::uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a over the name
+  for (unsigned char ch : c->cfg->user[i]->name) h = (h ^ ch) * 0x100000001B3ull;
+  x->seed_ = weft_stress::mix(seed ^ h);
+  x->gen_ = weft_stress::mix(x->seed_);
+  return x;
+}
+
+}  // namespace weft::stress
+
+namespace weft_stress {
 
 bool same_cancellation(const std::exception_ptr& e, const std::optional<weft::cancelled_error>& c) {
   if (!c) return false;
@@ -539,7 +662,8 @@ struct live_round {
 // Every tracked task whose body has not ended (not started, running or
 // suspended: where it waits, where it was spawned), then a count of those that
 // ended but whose owner has not taken the outcome yet.
-void dump_registry(FILE* f, round_ctx& c, std::size_t max) {
+std::string dump_registry(round_ctx& c, std::size_t max) {
+  std::string out;
   std::size_t shown = 0, unfinished = 0, untaken = 0;
   const std::uint64_t n = c.reg.size();
   for (std::uint64_t i = 0; i < n; ++i) {
@@ -554,14 +678,14 @@ void dump_registry(FILE* f, round_ctx& c, std::size_t max) {
       continue;
     }
     ++unfinished;
-    if (shown++ < max) std::fprintf(f, "  %s\n", describe(*r).c_str());
+    if (shown++ < max) out += "  " + describe(*r) + "\n";
   }
-  if (shown > max) std::fprintf(f, "  ... and %zu more\n", shown - max);
-  std::fprintf(f,
-               "  (%zu of %" PRIu64
-               " tracked tasks have not finished; %zu more finished but "
-               "their owner has not taken the outcome)\n",
-               unfinished, n, untaken);
+  if (shown > max) out += strprintf("  ... and %zu more\n", shown - max);
+  out += strprintf("  (%zu of %" PRIu64
+                   " tracked tasks have not finished; %zu more finished but "
+                   "their owner has not taken the outcome)\n",
+                   unfinished, n, untaken);
+  return out;
 }
 
 // Outside threads (real runtime): spawn, cancel some, join every handle.
@@ -621,6 +745,7 @@ std::uint64_t derived_pct_steps(const config& cfg) {
   std::uint64_t per = 0;
   for (std::uint32_t i = 0; i < kScenarioCount; ++i)
     if (cfg.scenarios & (1u << i)) ++per;
+  per += cfg.user.size();
   return std::max<std::uint64_t>(100, per * cfg.tasks * 6);
 }
 
@@ -696,6 +821,8 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
       std::chrono::duration_cast<std::chrono::nanoseconds>(cfg.cancel_bound).count();
   const std::int64_t frames_before = weft::diagnostics::live_frames();
   rng rr(seed ^ 0x0B5E'55ED'F00Dull);
+  for (std::uint32_t i = 0; i < cfg.user.size(); ++i)
+    c->user.push_back(weft::stress::detail::context_access::make(c, i, seed));
   {
     weft::runtime rt(round_options(cfg, c, seed, cancel_at, trace));
     c->rt = &rt;
@@ -713,7 +840,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
     // Shutdown under load: every round when it is the only scenario (the
     // load is then every core scenario), else every other round.  Decided
     // before the round starts, so that the scenarios know.
-    const bool shutdown_only = (cfg.scenarios & ~(kShutdown | kOutside)) == 0;
+    const bool shutdown_only = (cfg.scenarios & ~(kShutdown | kOutside)) == 0 && cfg.user.empty();
     c->shutdown_round = (cfg.scenarios & kShutdown) && (shutdown_only || rr.below(2) == 0);
     const unsigned outside_n = std::max(2u, cfg.tasks / 2);
     auto spawn_outside_batch = [&](unsigned n) {
@@ -813,13 +940,25 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
                    "weft-stress: seed %" PRIu64
                    ": the simulation reports a hang.  Tracked tasks not finished:\n",
                    seed);
-      dump_registry(stderr, *c, 40);
+      std::fputs(dump_registry(*c, 40).c_str(), stderr);
     }
     c->rt = nullptr;
   }  // the runtime shuts down and is destroyed here
 
   rep.tasks = check_records(c);
   check_contract(c);
+  // The user scenarios' own invariants; an exception out of a check is one too.
+  for (std::uint32_t i = 0; i < cfg.user.size(); ++i) {
+    const weft::stress::scenario& u = *cfg.user[i];
+    if (!u.check) continue;
+    try {
+      u.check(*c->user[i]);
+    } catch (...) {
+      c->violation(nullptr,
+                   u.name + ": its check threw " + weft::describe(std::current_exception()));
+    }
+  }
+  c->user.clear();
   const std::int64_t frames_after = weft::diagnostics::live_frames();
   if (frames_after != frames_before) {
     c->violation(nullptr, strprintf("%lld coroutine frame(s) leaked (live_frames() did not come "
@@ -834,18 +973,18 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
 // ------------------------------------------------------------ a run
 
 std::string replay_command(const config& cfg, std::uint64_t seed, std::uint64_t cancel_at) {
-  std::string s = strprintf("weft-stress --sim --seed=%" PRIu64
+  std::string s = strprintf("%s%s --seed=%" PRIu64
                             " --iterations=1 --workers=%u "
                             "--scenario=%s --tasks=%u --cancel_rate=%g",
-                            seed, cfg.workers, scenario_list(cfg.scenarios).c_str(), cfg.tasks,
-                            cfg.cancel_rate);
-  if (cfg.policy == weft::sim::policy::pct)
+                            cfg.program.c_str(), cfg.sim ? " --sim" : "", seed, cfg.workers,
+                            scenario_list(cfg).c_str(), cfg.tasks, cfg.cancel_rate);
+  if (cfg.sim && cfg.policy == weft::sim::policy::pct)
     s += strprintf(" --sim_policy=pct --pct_depth=%u --pct_steps=%" PRIu64, cfg.pct_depth,
                    derived_pct_steps(cfg));
   if ((cfg.scenarios & kCompose) != 0 && cfg.compose_cases != kAllComposeCases)
     s += " --compose=" + compose_case_list(cfg.compose_cases);
   if (cancel_at != 0) s += strprintf(" --cancel_at=%" PRIu64, cancel_at);
-  s += " --trace=trace.txt";
+  if (cfg.sim) s += " --trace=trace.txt";
   return s;
 }
 
@@ -854,6 +993,16 @@ namespace {
 std::atomic<bool> g_run_done{false};
 std::atomic<std::int64_t> g_round_started_ns{0};
 std::atomic<std::uint64_t> g_round_seed{0};
+
+// The figures' row names: built-in scenarios, the drivers, user scenarios.
+std::string figure_name(const config& cfg, std::uint32_t i, bool json) {
+  if (i < kScenarioCount) return kNames[i];
+  if (i == kScenarioCount) return json ? "drivers" : "(drivers)";
+  return cfg.user[i - kUserBase]->name;
+}
+std::uint32_t figure_rows(const config& cfg) {
+  return kUserBase + static_cast<std::uint32_t>(cfg.user.size());
+}
 
 void print_config(const config& cfg, FILE* f) {
   const std::string duration = std::isinf(cfg.duration.count())
@@ -866,9 +1015,8 @@ void print_config(const config& cfg, FILE* f) {
   std::fprintf(f,
                "  scenarios=%s tasks=%u cancel_rate=%.2f cancel_bound=%.3fs watchdog=%.0fs "
                "time_slice=%lldus\n",
-               scenario_list(cfg.scenarios).c_str(), cfg.tasks, cfg.cancel_rate,
-               cfg.cancel_bound.count(), cfg.watchdog.count(),
-               static_cast<long long>(cfg.time_slice.count()));
+               scenario_list(cfg).c_str(), cfg.tasks, cfg.cancel_rate, cfg.cancel_bound.count(),
+               cfg.watchdog.count(), static_cast<long long>(cfg.time_slice.count()));
   if ((cfg.scenarios & kCompose) != 0 && cfg.compose_cases != kAllComposeCases)
     std::fprintf(f, "  compose cases=%s\n", compose_case_list(cfg.compose_cases).c_str());
   if (cfg.sim) {
@@ -897,10 +1045,57 @@ std::string fmt_count(std::uint64_t v) {
   return s;
 }
 
+// 75 s -> "1m15s", 3700 s -> "1h01m", 8.2 s -> "8s".
+std::string fmt_span(double secs) {
+  if (!(secs >= 0) || std::isinf(secs)) return "?";
+  const auto t = static_cast<std::uint64_t>(std::llround(secs));
+  if (t >= 3600) return strprintf("%" PRIu64 "h%02" PRIu64 "m", t / 3600, t % 3600 / 60);
+  if (t >= 60) return strprintf("%" PRIu64 "m%02" PRIu64 "s", t / 60, t % 60);
+  return strprintf("%" PRIu64 "s", t);
+}
+
+// A run's figures start at zero (a program may run more than once).  Called
+// before the run's threads start (relaxed stores: they publish nothing).
+void reset_figures() {
+  auto& g = global_figures();
+  for (auto& p : g.per) {
+    for (auto* m : {&p.spawned, &p.values, &p.cancelled, &p.errors, &p.refused, &p.timeouts,
+                    &p.cancels, &p.cancels_late_false})
+      m->store(0, std::memory_order_relaxed);
+  }
+  for (auto* m :
+       {&g.taken, &g.steals, &g.resume_points, &g.rounds, &g.violations, &g.started_after_cancel})
+    m->store(0, std::memory_order_relaxed);
+  g.max_stretch_ns.store(0, std::memory_order_relaxed);
+}
+
 std::uint64_t total(std::atomic<std::uint64_t> scenario_figures::* m) {
   std::uint64_t t = 0;
   for (auto& p : global_figures().per) t += (p.*m).load(std::memory_order_relaxed);
   return t;
+}
+
+// How far the run is: "seeds 1,234 of 10,000 (12%), 1m05s left" -- the time
+// left from --duration, or estimated from the rate so far for a counted run
+// (whichever ends it first).
+std::string progress_of(const config& cfg, double secs, std::uint64_t seeds) {
+  std::string s = strprintf("%s %s", cfg.sim ? "seeds" : "rounds", fmt_count(seeds).c_str());
+  const double by_duration = cfg.duration.count() - secs;
+  double left = by_duration;
+  bool estimate = false;
+  if (cfg.iterations != 0) {
+    s += strprintf(" of %s (%.0f%%)", fmt_count(cfg.iterations).c_str(),
+                   100.0 * static_cast<double>(seeds) / static_cast<double>(cfg.iterations));
+    if (seeds >= cfg.iterations) return s + ", 0s left";
+    if (seeds != 0) {
+      const double rate = static_cast<double>(seeds) / std::max(secs, 1e-9);
+      const double by_rate = static_cast<double>(cfg.iterations - seeds) / rate;
+      estimate = by_rate < by_duration;
+      left = std::min(left, by_rate);
+    }
+  }
+  if (std::isinf(left)) return s + ", time left not known yet";
+  return s + ", " + (estimate ? "about " : "") + fmt_span(std::max(left, 0.0)) + " left";
 }
 
 void progress_line(const config& cfg, double secs, std::uint64_t seeds) {
@@ -912,10 +1107,9 @@ void progress_line(const config& cfg, double secs, std::uint64_t seeds) {
   }
   const std::uint64_t done = f.taken.load(std::memory_order_relaxed);
   std::fprintf(cfg.out,
-               "[%7.1fs] %s %s  tasks done %s (%s/s)  cancels %s  timeouts %s  steals %s  "
+               "[%7.1fs] %s  tasks done %s (%s/s)  cancels %s  timeouts %s  steals %s  "
                "max stretch %.3f ms  violations %s\n",
-               secs, cfg.sim ? "seeds" : "rounds", fmt_count(seeds).c_str(),
-               fmt_count(done).c_str(),
+               secs, progress_of(cfg, secs, seeds).c_str(), fmt_count(done).c_str(),
                fmt_count(static_cast<std::uint64_t>(done / std::max(secs, 1e-9))).c_str(),
                fmt_count(total(&scenario_figures::cancels)).c_str(),
                fmt_count(total(&scenario_figures::timeouts)).c_str(), fmt_count(steals).c_str(),
@@ -935,39 +1129,6 @@ void write_trace(const config& cfg, std::uint64_t seed, std::uint64_t cancel_at,
                cfg.trace_path.c_str(), trace.size());
 }
 
-void watchdog_main(const config* cfg) {
-  using namespace std::chrono;
-  const auto limit = duration_cast<nanoseconds>(cfg->watchdog).count();
-  while (!g_run_done.load(std::memory_order_acquire)) {
-    std::this_thread::sleep_for(milliseconds(100));
-    const std::int64_t started = g_round_started_ns.load(std::memory_order_acquire);
-    if (started == 0 || wall_ns() - started < limit) continue;
-    std::fprintf(stderr,
-                 "\nweft-stress: WATCHDOG: round with seed %" PRIu64
-                 " has run for more than %.0f s: a hang.  Tracked tasks not finished:\n",
-                 g_round_seed.load(std::memory_order_relaxed), cfg->watchdog.count());
-    {
-      std::lock_guard lk(g_live_mu);
-      if (g_live_ctx != nullptr) dump_registry(stderr, *g_live_ctx, 200);
-      if (g_live_rt != nullptr) {
-        auto st = g_live_rt->stats();
-        std::fprintf(stderr,
-                     "  runtime: steals %" PRIu64 ", parks %" PRIu64 ", injected %" PRIu64 "\n",
-                     st.steals, st.parks, st.injected);
-      }
-    }
-    if (cfg->sim)
-      // Relaxed: a number for the message; stored before the round's start
-      // time, whose release store the acquire load above pairs with.
-      std::fprintf(stderr, "  replay: %s\n",
-                   replay_command(*cfg, g_round_seed.load(std::memory_order_relaxed), 0).c_str());
-    std::fflush(stderr);
-    std::_Exit(3);
-  }
-}
-
-}  // namespace
-
 // One run's failures: each seed (and cancel point) that broke an invariant.
 struct failure_t {
   std::uint64_t seed, cancel_at;
@@ -975,6 +1136,167 @@ struct failure_t {
   bool hang;
 };
 constexpr std::size_t kMaxFailures = 20;  // a run stops collecting (and running) here
+
+// What the JSON report says beyond the counters; filled as the run goes, so
+// that the watchdog can write it when a round hangs.  Guarded by g_report_mu.
+struct run_state {
+  const config* cfg = nullptr;
+  std::chrono::steady_clock::time_point t0;
+  std::vector<failure_t> failures;
+  std::uint64_t rounds = 0;
+  std::uint64_t seeds = 0;
+};
+std::mutex g_report_mu;
+run_state* g_report = nullptr;  // the run in progress; guarded by g_report_mu
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (const char ch : text) {
+    switch (ch) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(ch) < 0x20)
+          out += strprintf("\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(ch)));
+        else
+          out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+// The watchdog's finding, for the JSON report.
+struct hang_t {
+  std::uint64_t seed = 0;
+  double seconds = 0;
+  std::string dump;
+};
+
+// The run as JSON (--json), on every way the run ends: `code` is the exit
+// code; `hang` the watchdog's finding, if it fired.
+void write_json(const config& cfg, double secs, std::uint64_t seeds, std::uint64_t rounds, int code,
+                const std::vector<failure_t>& failures, const hang_t* hang) {
+  auto& g = global_figures();
+  const std::uint64_t tasks = total(&scenario_figures::spawned);
+  const double per_sec = secs > 0 ? 1.0 / secs : 0.0;
+  std::ofstream j(cfg.json_path);
+  j << "{\n  \"seed\": " << cfg.seed << ",\n  \"mode\": \"" << (cfg.sim ? "simulation" : "real")
+    << "\",\n  \"workers\": " << cfg.workers
+    << ",\n  \"scenarios\": " << json_string(scenario_list(cfg))
+    << ",\n  \"tasks_per_scenario\": " << cfg.tasks << ",\n  \"cancel_rate\": " << cfg.cancel_rate
+    << ",\n  \"iterations\": " << cfg.iterations << ",\n  \"seconds\": " << secs
+    << ",\n  \"rounds\": " << rounds << ",\n  \"seeds\": " << seeds
+    << ",\n  \"seeds_per_second\": " << static_cast<double>(seeds) * per_sec
+    << ",\n  \"tasks\": " << tasks
+    << ",\n  \"tasks_per_second\": " << static_cast<double>(tasks) * per_sec
+    << ",\n  \"steals\": " << g.steals.load(std::memory_order_relaxed)
+    << ",\n  \"resume_points\": " << g.resume_points.load(std::memory_order_relaxed)
+    << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6
+    << ",\n  \"violations\": " << g.violations.load(std::memory_order_relaxed)
+    << ",\n  \"exit_code\": " << code << ",\n  \"result\": \""
+    << (code == 0   ? "passed"
+        : code == 1 ? "violation"
+        : code == 3 ? "hang"
+                    : "error")
+    << "\",\n  \"per_scenario\": {";
+  bool first = true;
+  for (std::uint32_t i = 0; i < figure_rows(cfg); ++i) {
+    auto& p = g.per[i];
+    if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
+    j << (first ? "\n" : ",\n") << "    " << json_string(figure_name(cfg, i, true))
+      << ": {\"tasks\": " << p.spawned.load(std::memory_order_relaxed)
+      << ", \"values\": " << p.values.load(std::memory_order_relaxed)
+      << ", \"cancelled\": " << p.cancelled.load(std::memory_order_relaxed)
+      << ", \"errors\": " << p.errors.load(std::memory_order_relaxed)
+      << ", \"refused\": " << p.refused.load(std::memory_order_relaxed)
+      << ", \"timeouts\": " << p.timeouts.load(std::memory_order_relaxed)
+      << ", \"cancels\": " << p.cancels.load(std::memory_order_relaxed) << "}";
+    first = false;
+  }
+  j << "\n  },\n  \"watchdog\": ";
+  if (hang == nullptr) {
+    j << "null";
+  } else {
+    j << "{\"seed\": " << hang->seed << ", \"seconds\": " << hang->seconds
+      << ", \"replay\": " << json_string(replay_command(cfg, hang->seed, 0))
+      << ", \"dump\": " << json_string(hang->dump) << "}";
+  }
+  j << ",\n  \"failures\": [";
+  first = true;
+  for (const auto& f : failures) {
+    j << (first ? "\n" : ",\n") << "    {\"seed\": " << f.seed << ", \"cancel_at\": " << f.cancel_at
+      << ", \"hang\": " << (f.hang ? "true" : "false")
+      << ", \"replay\": " << json_string(replay_command(cfg, f.seed, f.cancel_at))
+      << ", \"first\": " << json_string(f.violations.empty() ? "" : f.violations.front())
+      << ", \"violations\": [";
+    for (std::size_t k = 0; k < f.violations.size(); ++k)
+      j << (k ? ", " : "") << json_string(f.violations[k]);
+    j << "]}";
+    first = false;
+  }
+  j << "\n  ]\n}\n";
+  j.close();
+  std::fprintf(cfg.out, "JSON summary written to %s\n", cfg.json_path.c_str());
+}
+
+void watchdog_main(const config* cfg) {
+  using namespace std::chrono;
+  const auto limit = duration_cast<nanoseconds>(cfg->watchdog).count();
+  while (!g_run_done.load(std::memory_order_acquire)) {
+    std::this_thread::sleep_for(milliseconds(100));
+    const std::int64_t started = g_round_started_ns.load(std::memory_order_acquire);
+    if (started == 0 || wall_ns() - started < limit) continue;
+    // Relaxed: stored before the round's start time, whose release store the
+    // acquire load above pairs with.
+    hang_t hang;
+    hang.seed = g_round_seed.load(std::memory_order_relaxed);
+    hang.seconds = static_cast<double>(wall_ns() - started) / 1e9;
+    {
+      std::lock_guard lk(g_live_mu);
+      if (g_live_ctx != nullptr) hang.dump = dump_registry(*g_live_ctx, 200);
+      if (g_live_rt != nullptr) {
+        auto st = g_live_rt->stats();
+        hang.dump +=
+            strprintf("  runtime: steals %" PRIu64 ", parks %" PRIu64 ", injected %" PRIu64 "\n",
+                      st.steals, st.parks, st.injected);
+      }
+    }
+    std::fprintf(stderr,
+                 "\nweft-stress: WATCHDOG: round with seed %" PRIu64
+                 " has run for more than %.0f s: a hang.  Tracked tasks not finished:\n%s",
+                 hang.seed, cfg->watchdog.count(), hang.dump.c_str());
+    std::fprintf(stderr, "  %s: %s\n", cfg->sim ? "replay" : "rerun",
+                 replay_command(*cfg, hang.seed, 0).c_str());
+    std::fflush(stderr);
+    if (!cfg->json_path.empty()) {
+      // The failures so far and the hang; the rounds still running are never
+      // joined: the process ends here.
+      std::lock_guard lk(g_report_mu);
+      if (g_report != nullptr) {
+        std::vector<failure_t> failures = g_report->failures;
+        failures.push_back({hang.seed,
+                            0,
+                            {strprintf("hang: the round ran for more than %.0f s (--watchdog)",
+                                       cfg->watchdog.count())},
+                            true});
+        const double secs = duration<double>(steady_clock::now() - g_report->t0).count();
+        write_json(*cfg, secs, g_report->seeds, g_report->rounds, 3, failures, &hang);
+      }
+    }
+    std::fflush(cfg->out);
+    std::_Exit(3);
+  }
+}
 
 // The per-scenario table and the run's totals.  `stopped_early`: the run
 // ended because kMaxFailures rounds failed.  Called after the rounds ended and
@@ -985,11 +1307,10 @@ void print_summary(const config& cfg, double secs, std::uint64_t seeds, std::uin
   auto& g = global_figures();
   std::fprintf(out, "\n%-11s %10s %10s %10s %8s %8s %9s %9s\n", "scenario", "tasks", "values",
                "cancelled", "errors", "refused", "timeouts", "cancels");
-  for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
+  for (std::uint32_t i = 0; i < figure_rows(cfg); ++i) {
     auto& p = g.per[i];
     if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
-    std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n",
-                 i < kScenarioCount ? kNames[i] : "(drivers)",
+    std::fprintf(out, "%-11s %10s %10s %10s %8s %8s %9s %9s\n", figure_name(cfg, i, false).c_str(),
                  fmt_count(p.spawned.load(std::memory_order_relaxed)).c_str(),
                  fmt_count(p.values.load(std::memory_order_relaxed)).c_str(),
                  fmt_count(p.cancelled.load(std::memory_order_relaxed)).c_str(),
@@ -1053,60 +1374,13 @@ void print_failures(const config& cfg, const std::vector<failure_t>& failures) {
         }
         std::fprintf(out, "    %s\n", v.c_str());
       }
-      if (cfg.sim)
-        std::fprintf(out, "    replay: %s\n", replay_command(cfg, f.seed, f.cancel_at).c_str());
+      std::fprintf(out, "    %s: %s\n", cfg.sim ? "replay" : "rerun (not exact)",
+                   replay_command(cfg, f.seed, f.cancel_at).c_str());
     }
   }
 }
 
-// The run as JSON (--json).
-void write_json(const config& cfg, double secs, std::uint64_t seeds, std::uint64_t rounds, int code,
-                const std::vector<failure_t>& failures) {
-  FILE* out = cfg.out;
-  auto& g = global_figures();
-  const std::uint64_t tasks = total(&scenario_figures::spawned);
-  std::ofstream j(cfg.json_path);
-  j << "{\n  \"seed\": " << cfg.seed << ",\n  \"mode\": \"" << (cfg.sim ? "simulation" : "real")
-    << "\",\n  \"workers\": " << cfg.workers << ",\n  \"scenarios\": \""
-    << scenario_list(cfg.scenarios) << "\",\n  \"tasks_per_scenario\": " << cfg.tasks
-    << ",\n  \"cancel_rate\": " << cfg.cancel_rate << ",\n  \"seconds\": " << secs
-    << ",\n  \"rounds\": " << rounds << ",\n  \"seeds\": " << seeds
-    << ",\n  \"seeds_per_second\": " << seeds / secs << ",\n  \"tasks\": " << tasks
-    << ",\n  \"tasks_per_second\": " << tasks / secs
-    << ",\n  \"steals\": " << g.steals.load(std::memory_order_relaxed)
-    << ",\n  \"resume_points\": " << g.resume_points.load(std::memory_order_relaxed)
-    << ",\n  \"max_stretch_ms\": " << g.max_stretch_ns.load(std::memory_order_relaxed) / 1e6
-    << ",\n  \"violations\": " << g.violations.load(std::memory_order_relaxed)
-    << ",\n  \"exit_code\": " << code << ",\n  \"per_scenario\": {";
-  bool first = true;
-  for (std::uint32_t i = 0; i <= kScenarioCount; ++i) {
-    auto& p = g.per[i];
-    if (p.spawned.load(std::memory_order_relaxed) == 0) continue;
-    j << (first ? "\n" : ",\n") << "    \"" << (i < kScenarioCount ? kNames[i] : "drivers")
-      << "\": {\"tasks\": " << p.spawned.load(std::memory_order_relaxed)
-      << ", \"values\": " << p.values.load(std::memory_order_relaxed)
-      << ", \"cancelled\": " << p.cancelled.load(std::memory_order_relaxed)
-      << ", \"errors\": " << p.errors.load(std::memory_order_relaxed)
-      << ", \"refused\": " << p.refused.load(std::memory_order_relaxed)
-      << ", \"timeouts\": " << p.timeouts.load(std::memory_order_relaxed)
-      << ", \"cancels\": " << p.cancels.load(std::memory_order_relaxed) << "}";
-    first = false;
-  }
-  j << "\n  },\n  \"failures\": [";
-  first = true;
-  for (const auto& f : failures) {
-    j << (first ? "\n" : ",\n") << "    {\"seed\": " << f.seed << ", \"cancel_at\": " << f.cancel_at
-      << ", \"first\": \"";
-    for (char ch : f.violations.empty() ? std::string() : f.violations.front()) {
-      if (ch == '"' || ch == '\\') j << '\\';
-      j << ch;
-    }
-    j << "\"}";
-    first = false;
-  }
-  j << "\n  ]\n}\n";
-  std::fprintf(out, "JSON summary written to %s\n", cfg.json_path.c_str());
-}
+}  // namespace
 
 int run(const config& cfg) {
   using namespace std::chrono;
@@ -1115,6 +1389,15 @@ int run(const config& cfg) {
   const auto t0 = steady_clock::now();
   auto elapsed = [&] { return duration<double>(steady_clock::now() - t0).count(); };
 
+  reset_figures();
+  run_state state;
+  state.cfg = &cfg;
+  state.t0 = t0;
+  {
+    std::lock_guard lk(g_report_mu);
+    g_report = &state;
+  }
+  g_run_done.store(false, std::memory_order_release);
   std::thread dog(watchdog_main, &cfg);
   std::mutex rep_mu;
   std::condition_variable rep_cv;
@@ -1130,8 +1413,16 @@ int run(const config& cfg) {
     }
   });
 
+  // `failures` and `rounds` are the main thread's; every change is copied
+  // into `state` for the watchdog.
   std::vector<failure_t> failures;
   std::uint64_t rounds = 0, hangs = 0;
+  auto add_failure = [&](failure_t f) {
+    if (failures.size() >= kMaxFailures) return;
+    failures.push_back(f);
+    std::lock_guard lk(g_report_mu);
+    state.failures.push_back(std::move(f));
+  };
   auto one = [&](std::uint64_t seed, std::uint64_t cancel_at,
                  std::vector<weft::sim::event>* trace) -> round_report {
     // Relaxed: published by the release store of the start time below.
@@ -1140,9 +1431,12 @@ int run(const config& cfg) {
     round_report r = run_round(cfg, seed, cancel_at, trace);
     g_round_started_ns.store(0, std::memory_order_release);
     ++rounds;
+    {
+      std::lock_guard lk(g_report_mu);
+      state.rounds = rounds;
+    }
     if (r.hang) ++hangs;
-    if (!r.violations.empty() && failures.size() < kMaxFailures)
-      failures.push_back({seed, cancel_at, r.violations, r.hang});
+    if (!r.violations.empty()) add_failure({seed, cancel_at, r.violations, r.hang});
     return r;
   };
   const bool single = cfg.iterations == 1;
@@ -1163,7 +1457,7 @@ int run(const config& cfg) {
         strprintf("replay diverged at event %zu of %zu/%zu: ", i, t1.size(), t2.size()) +
         (i < t1.size() ? t1[i].to_string() : std::string("(end)")) + " vs " +
         (i < t2.size() ? t2[i].to_string() : std::string("(end)"));
-    if (failures.size() < kMaxFailures) failures.push_back({seed, cancel_at, {why}, false});
+    add_failure({seed, cancel_at, {why}, false});
     add(global_figures().violations);
     return a;
   };
@@ -1184,7 +1478,11 @@ int run(const config& cfg) {
         if (elapsed() >= cfg.duration.count() && cfg.iterations == 0) break;
       }
     }
-    seeds.fetch_add(1, std::memory_order_relaxed);  // a counter (the reporter reads it)
+    const std::uint64_t done = seeds.fetch_add(1, std::memory_order_relaxed) + 1;  // a counter
+    {
+      std::lock_guard lk(g_report_mu);
+      state.seeds = done;
+    }
     if (!failures.empty() && failures.size() >= kMaxFailures) break;
   }
   {
@@ -1200,31 +1498,113 @@ int run(const config& cfg) {
 
   // Replay the first failure with a trace (a simulation replays exactly).
   if (cfg.sim && !failures.empty() && !single) {
-    const auto& f0 = failures.front();
+    const std::uint64_t seed0 = failures.front().seed;
+    const std::uint64_t at0 = failures.front().cancel_at;
     std::vector<weft::sim::event> trace;
-    round_report again = run_round(cfg, f0.seed, f0.cancel_at, &trace);
-    const bool same =
-        again.violations.size() == f0.violations.size() &&
-        std::equal(again.violations.begin(), again.violations.end(), f0.violations.begin());
-    std::fprintf(out, "replay of seed %" PRIu64 "%s: %s\n", f0.seed,
-                 f0.cancel_at ? strprintf(" (cancel_at %" PRIu64 ")", f0.cancel_at).c_str() : "",
+    round_report again = run_round(cfg, seed0, at0, &trace);
+    const bool same = again.violations == failures.front().violations;
+    std::fprintf(out, "replay of seed %" PRIu64 "%s: %s\n", seed0,
+                 at0 ? strprintf(" (cancel_at %" PRIu64 ")", at0).c_str() : "",
                  same ? "the same violations again (deterministic)"
                       : "DIFFERENT violations -- the simulation is not deterministic here");
-    if (!same) failures.push_back({f0.seed, f0.cancel_at, {"replay diverged"}, false});
-    if (!cfg.trace_path.empty()) write_trace(cfg, f0.seed, f0.cancel_at, trace, again);
+    if (!same) add_failure({seed0, at0, {"replay diverged"}, false});
+    if (!cfg.trace_path.empty()) write_trace(cfg, seed0, at0, trace, again);
   }
 
+  // The watchdog stops before the report is written: from here on, only
+  // this thread writes it.
+  g_run_done.store(true, std::memory_order_release);
+  dog.join();
   print_summary(cfg, secs, seeds.load(std::memory_order_relaxed), rounds, replays_checked,
                 failures.size() >= kMaxFailures);
   const int code = failures.empty() ? 0 : (hangs > 0 ? 3 : 1);
   print_failures(cfg, failures);
   if (!cfg.json_path.empty()) {
-    write_json(cfg, secs, seeds.load(std::memory_order_relaxed), rounds, code, failures);
+    write_json(cfg, secs, seeds.load(std::memory_order_relaxed), rounds, code, failures, nullptr);
   }
   std::fflush(out);
-  g_run_done.store(true, std::memory_order_release);
-  dog.join();
+  {
+    std::lock_guard lk(g_report_mu);
+    g_report = nullptr;
+  }
   return code;
 }
 
+int usage_error(const std::string& program, const std::string& json_path, const std::string& what) {
+  std::string name = program;
+  if (const auto slash = name.rfind('/'); slash != std::string::npos) name.erase(0, slash + 1);
+  std::fprintf(stderr, "%s: %s (see --help)\n", name.c_str(), what.c_str());
+  if (!json_path.empty()) {
+    std::ofstream j(json_path);
+    j << "{\n  \"exit_code\": 2,\n  \"result\": \"usage error\",\n  \"error\": "
+      << json_string(what) << ",\n  \"failures\": []\n}\n";
+  }
+  return weft::stress::kUsageError;
+}
+
 }  // namespace weft_stress
+
+// ------------------------------------------------------------ the public entry
+
+int weft::stress::run(const config& given, const std::vector<scenario>& scenarios) {
+  weft_stress::config cfg;
+  static_cast<config&>(cfg) = given;
+  auto bad = [&](const std::string& what) {
+    return weft_stress::usage_error(given.program, given.json_path, what);
+  };
+  if (scenarios.size() > weft_stress::kMaxUserScenarios)
+    return bad("more than " + std::to_string(weft_stress::kMaxUserScenarios) +
+               " scenarios registered");
+  for (std::size_t i = 0; i < scenarios.size(); ++i) {
+    const std::string& n = scenarios[i].name;
+    const bool ok_name = !n.empty() && std::all_of(n.begin(), n.end(), [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+    });
+    if (!ok_name) return bad("scenario name '" + n + "': use letters, digits, '_' and '-'");
+    std::uint32_t bits = 0;
+    std::vector<const scenario*> none;
+    std::string ignored;
+    if (n == "all" || n == "core" || weft_stress::parse_scenarios(n, {}, &bits, &none, &ignored))
+      return bad("scenario name '" + n + "' is taken by a built-in scenario");
+    for (std::size_t k = 0; k < i; ++k)
+      if (scenarios[k].name == n) return bad("scenario '" + n + "' registered twice");
+    if (!scenarios[i].run) return bad("scenario '" + n + "' has no run function");
+  }
+  std::string error;
+  // No selection: the registered scenarios, or (none registered) all.
+  std::string selection = given.scenario;
+  if (selection.empty()) {
+    for (const auto& s : scenarios)
+      if (!s.only_by_name) selection += (selection.empty() ? "" : ",") + s.name;
+    if (selection.empty()) selection = "all";
+  }
+  if (!weft_stress::parse_scenarios(selection, scenarios, &cfg.scenarios, &cfg.user, &error))
+    return bad(error);
+  if (!weft_stress::parse_compose_cases(given.compose, &cfg.compose_cases, &error))
+    return bad(error);
+  if (cfg.workers == 0 || cfg.workers > 64) return bad("--workers must be 1..64");
+  if (cfg.duration.count() < 0) return bad("--duration must not be negative");
+  if (!(cfg.cancel_rate >= 0 && cfg.cancel_rate <= 1))
+    return bad("--cancel_rate must be in [0, 1]");
+  if (cfg.tasks == 0) return bad("--tasks must be at least 1");
+  if (cfg.time_slice.count() <= 0) return bad("--time_slice must be positive");
+  if (!(cfg.watchdog.count() > 0)) return bad("--watchdog must be positive");
+  if (!(cfg.progress_interval.count() > 0)) return bad("--progress_interval must be positive");
+  if (!cfg.sim &&
+      (cfg.explore != explore_mode::none || cfg.cancel_at != 0 || !cfg.trace_path.empty() ||
+       cfg.policy != weft::sim::policy::random || cfg.check_replay)) {
+    return bad("--explore, --cancel_at, --trace, --check_replay and --sim_policy need --sim");
+  }
+  if (cfg.seed == 0) {
+    std::random_device rd;
+    cfg.seed = (static_cast<std::uint64_t>(rd()) << 32 | rd()) % 1'000'000'000 + 1;
+  }
+  // A count alone is run in full: a default time bound applies only to runs
+  // that name no count (asking for 10^4 seeds and getting 2,000 is a trap).
+  if (cfg.duration.count() == 0) {
+    cfg.duration = cfg.iterations != 0
+                       ? std::chrono::duration<double>(std::numeric_limits<double>::infinity())
+                       : std::chrono::duration<double>(10.0);
+  }
+  return weft_stress::run(cfg);
+}

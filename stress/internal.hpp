@@ -135,7 +135,8 @@ struct scenario_figures {
 };
 
 struct figures {
-  std::array<scenario_figures, kScenarioCount + 1> per;  // + 1: the round's own tasks
+  // Built-in scenarios, the round's own tasks (the drivers), user scenarios.
+  std::array<scenario_figures, kUserBase + kMaxUserScenarios> per;
   std::atomic<std::uint64_t> taken{0};
   std::atomic<std::uint64_t> steals{0};
   std::atomic<std::uint64_t> resume_points{0};
@@ -211,7 +212,7 @@ struct round_ctx {
   std::int64_t cancel_bound_ns = 0;
   std::uint64_t cancel_at = 0;  // the simulation's cancel_points mode is on
   registry reg;
-  std::array<std::atomic<std::uint64_t>, kScenarioCount + 1> spawned{};  // this round
+  std::array<std::atomic<std::uint64_t>, kUserBase + kMaxUserScenarios> spawned{};  // this round
   weft::runtime* rt = nullptr;
   weft::event never_set;  // infinite waits wait on this
 
@@ -223,6 +224,9 @@ struct round_ctx {
   // This round ends by shutdown() (decided before the round starts): scenario
   // rules that assume no cancellation from outside hold only in other rounds.
   bool shutdown_round = false;
+  // The context of each selected user scenario (config::user), made before
+  // the runtime and destroyed after the scenarios' checks.
+  std::vector<std::unique_ptr<weft::stress::context>> user;
 
   void violation(const record* r, const std::string& what);
 };
@@ -427,3 +431,12 @@ weft::task<taken_value<T>> take(round_ctx* c, record* self, record* r, weft::joi
 }
 
 }  // namespace weft_stress
+
+namespace weft::stress::detail {
+// The engine's side of weft::stress::context (engine.cpp).
+struct context_access {
+  // The context of user scenario `i` (config::user) in round `c`.
+  static std::unique_ptr<context> make(weft_stress::round_ctx* c, std::uint32_t i,
+                                       std::uint64_t seed);
+};
+}  // namespace weft::stress::detail

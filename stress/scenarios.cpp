@@ -2264,6 +2264,24 @@ weft::task<std::uint64_t> scenario_driver(round_ctx* c, record* r, std::uint32_t
   co_return bit;
 }
 
+// A user scenario's task (weft/stress.hpp): its `run`, whose cancellation is
+// its outcome and any other exception a violation.
+weft::task<std::uint64_t> user_driver(round_ctx* c, record* r, std::uint32_t i) {
+  body_guard g(c, r);
+  const weft::stress::scenario* s = c->cfg->user[i];
+  r->at.store(s->name.c_str(), std::memory_order_relaxed);  // a dump names the scenario
+  std::exception_ptr failed;
+  try {
+    co_await s->run(*c->user[i]);
+  } catch (const weft::cancelled_error&) {
+    throw;  // the round was cut short: the outcome, taken by the root
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (failed) c->violation(nullptr, s->name + ": its task threw " + weft::describe(failed));
+  co_return i;
+}
+
 weft::task<void> round_root(round_ctx* c) {
   struct driver {
     record* r;
@@ -2275,13 +2293,17 @@ weft::task<void> round_root(round_ctx* c) {
   // shutdown (and outside) shape the round; alone, they put every core
   // scenario under load.
   std::uint32_t selected = c->cfg->scenarios & ~(kShutdown | kOutside);
-  if (selected == 0) selected = kCoreScenarios & ~kShutdown;
+  if (selected == 0 && c->cfg->user.empty()) selected = kCoreScenarios & ~kShutdown;
   try {
     for (std::uint32_t i = 0; i < kScenarioCount; ++i) {
       const std::uint32_t bit = 1u << i;
       if ((selected & bit) == 0) continue;
       record* r = make_record(c, kScenarioCount, nullptr);
       drivers.push_back({r, weft::spawn(scenario_driver(c, r, bit, rr.next() ^ bit))});
+    }
+    for (std::uint32_t i = 0; i < c->cfg->user.size(); ++i) {
+      record* r = make_record(c, kScenarioCount, nullptr);
+      drivers.push_back({r, weft::spawn(user_driver(c, r, i))});
     }
   } catch (const weft::cancelled_error&) {
     keep_own(c, nullptr, &own, std::current_exception());

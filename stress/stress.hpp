@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
-// stress/stress.hpp -- the engine of weft-stress: configuration, one round,
-// and a whole run.  No Abseil here (main.cpp parses the flags), so that test
-// programs can link the engine against a deliberately broken runtime build.
+// stress/stress.hpp -- the engine of weft-stress (the library weft::stress,
+// whose public face is weft/stress.hpp): configuration, one round, and a whole
+// run.  Test programs link the engine sources against a deliberately broken
+// runtime build and call run_round() directly.
 #pragma once
 
 #include <weft/sim.hpp>
+#include <weft/stress.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -31,14 +33,21 @@ enum scenario : std::uint32_t {
 };
 inline constexpr std::uint32_t kScenarioCount = 10;
 inline constexpr std::uint32_t kAllScenarios = (1u << kScenarioCount) - 1;
+// The figures' index of the first user scenario (kScenarioCount: the round's
+// own tasks, the drivers).
+inline constexpr std::uint32_t kUserBase = kScenarioCount + 1;
 // What CI runs over 10^4 seeds: everything the simulation can host faithfully
 // (in a simulation, "outside" spawns come from the driving thread between
 // slices of the run, not from other threads).
 inline constexpr std::uint32_t kCoreScenarios = kAllScenarios & ~kOutside;
 
 const char* scenario_name(std::uint32_t bit) noexcept;
-// "storm,cancel" / "core" / "all" -> bits; false on an unknown name (*error says which).
-bool parse_scenarios(const std::string& text, std::uint32_t* bits, std::string* error);
+// "storm,cancel" / "core" / "all" / a user scenario's name -> the built-in
+// bits and the user scenarios (`all` is every one of both); false on an
+// unknown name (*error says which).
+bool parse_scenarios(const std::string& text, const std::vector<weft::stress::scenario>& user,
+                     std::uint32_t* bits, std::vector<const weft::stress::scenario*>* chosen,
+                     std::string* error);
 std::string scenario_list(std::uint32_t bits);
 
 // The cases of the compose scenario (a bit set; --compose).
@@ -48,39 +57,24 @@ inline constexpr std::uint32_t kAllComposeCases = (1u << kComposeCaseCount) - 1;
 bool parse_compose_cases(const std::string& text, std::uint32_t* bits, std::string* error);
 std::string compose_case_list(std::uint32_t bits);
 
-enum class explore_mode { none, cancel_points };
+using explore_mode = weft::stress::explore_mode;
 
-struct config {
-  std::uint64_t seed = 1;
-  unsigned workers = 2;
-  std::chrono::duration<double> duration{10.0};  // wall-time bound of the run
-  std::uint64_t iterations = 0;                  // rounds (seeds in --sim); 0: until `duration`
-  std::uint32_t scenarios = kAllScenarios;
-  double cancel_rate = 0.3;                        // share of tasks that get a cancel
-  unsigned tasks = 200;                            // tasks per scenario per round (about)
+// User scenarios (weft/stress.hpp) registered with one run, at most this many.
+inline constexpr std::uint32_t kMaxUserScenarios = 32;
+
+// The engine's configuration: the flags (weft::stress::config) with the
+// scenario selection resolved (run() does it) and `duration` made explicit
+// (infinite: no bound).
+struct config : weft::stress::config {
+  config() { duration = std::chrono::duration<double>(10.0); }
+  std::uint32_t scenarios = kAllScenarios;         // the built-in scenarios selected
   std::uint32_t compose_cases = kAllComposeCases;  // the cases the compose scenario draws from
-  // runtime_options::time_slice of the real runtime: short slices mean more
-  // preemption at checkpoint() and CPU loops that do not hog a worker.
-  std::chrono::microseconds time_slice{250};
-  bool sim = false;
-  weft::sim::policy policy = weft::sim::policy::random;
-  unsigned pct_depth = 3;
-  std::uint64_t pct_steps = 0;  // 0: derived from `tasks`
-  explore_mode explore = explore_mode::none;
-  std::uint64_t max_cancel_points = 500;  // cancel_points: at most this many per seed
-  std::uint64_t cancel_at = 0;            // replay one resume point of cancel_points
-  std::string trace_path;                 // --sim: write the trace of a failing (or the only) seed
-  bool check_replay = false;              // --sim: run every seed twice, compare the traces
-  std::string json_path;
-  std::chrono::duration<double> progress_interval{1.0};
-  // A cancellation must be observed this soon after cancel() returned true
-  // (wall time on the real runtime, virtual time in a simulation).
-  std::chrono::duration<double> cancel_bound{5.0};
-  // A round running longer than this (wall time) is a hang: dump and exit 3.
-  std::chrono::duration<double> watchdog{120.0};
-  bool quiet = false;  // no progress lines
-  FILE* out = stdout;
+  // The user scenarios selected; the figures of user[i] are at per[kUserBase + i].
+  std::vector<const weft::stress::scenario*> user;
 };
+
+// The selected scenarios of `cfg`, user and built-in, comma-separated.
+std::string scenario_list(const config& cfg);
 
 // The result of one round (one seed in a simulation).
 struct round_report {
@@ -99,10 +93,17 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
 
 // A whole run as the tool does it: prints the configuration, progress lines
 // and the summary; writes the JSON and trace files.  Returns the exit code:
-// 0 all invariants held, 1 a violation, 3 a hang (the watchdog fired).
+// 0 all invariants held, 1 a violation, 3 a hang (in a simulation; the
+// watchdog on the real runtime ends the process with 3).
 int run(const config& cfg);
 
-// The flags that replay seed `seed` (for messages).
+// A usage error: the one-line message on stderr (naming the program) and,
+// when `json_path` is not empty, a JSON report saying so.  Returns 2.
+int usage_error(const std::string& program, const std::string& json_path, const std::string& what);
+
+// The command that replays seed `seed` (for messages): exact in a
+// simulation; on the real runtime the same seed and flags, one round (the
+// interleavings differ).
 std::string replay_command(const config& cfg, std::uint64_t seed, std::uint64_t cancel_at);
 
 }  // namespace weft_stress

@@ -8,6 +8,9 @@
 #                 a library linking weft::weft (WEFT_INSTALL left unset)
 #   downstream    after each of the two: a second project find_package()s the
 #                 parent's export and runs the library's task
+#   stress        the installed bin/weft-stress runs; in package mode the
+#                 project builds its own stress program over weft::stress
+#                 (stress.cpp, find_package(weft COMPONENTS stress)) and runs it
 #   pkg-config    main.cpp compiled and linked with
 #                 `pkg-config --cflags --libs weft` alone (no -std of its own)
 #
@@ -57,12 +60,12 @@ step "build and install weft $version (shared) from $src into $prefix"
 cmake -S "$src" -B "$work/weft-build" "${gen_args[@]}" "${cxx_args[@]}" \
   -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
   -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCHMARKS=OFF -DWEFT_BUILD_EXAMPLES=OFF \
-  -DWEFT_BUILD_STRESS=OFF -DCMAKE_INSTALL_PREFIX="$prefix"
+  -DWEFT_BUILD_STRESS=ON -DCMAKE_INSTALL_PREFIX="$prefix"
 cmake --build "$work/weft-build" --parallel "$jobs"
 cmake --install "$work/weft-build"
 
 for f in include/weft/weft.hpp include/weft/version.hpp include/weft/task.hpp \
-  include/weft/runtime.hpp share/doc/weft/LICENSE; do
+  include/weft/runtime.hpp include/weft/stress.hpp bin/weft-stress share/doc/weft/LICENSE; do
   [[ -f "$prefix/$f" ]] || die "$prefix/$f was not installed"
 done
 config="$(find "$prefix" -name weftConfig.cmake -print -quit)"
@@ -74,6 +77,22 @@ pc="$(find "$prefix" -name weft.pc -print -quit)"
 [[ -n "$pc" ]] || die "no weft.pc under $prefix"
 so="$(find "$prefix" -name 'libweft.so' -print -quit)"
 [[ -n "$so" ]] || die "no libweft.so under $prefix"
+[[ -n "$(find "$prefix" -name 'libweft_stress.so' -print -quit)" ]] ||
+  die "no libweft_stress.so under $prefix"
+
+# expect_exit NAME CODE COMMAND...: the program must exit with CODE.
+expect_exit() {
+  local name="$1" code="$2" rc=0
+  shift 2
+  "$@" >"$work/expect_exit.log" 2>&1 || rc=$?
+  [[ "$rc" == "$code" ]] || { cat "$work/expect_exit.log"; die "$name exited $rc, expected $code"; }
+  tail -n 1 "$work/expect_exit.log"
+}
+
+step "the installed weft-stress: 5 seeds pass, a usage error exits 2"
+expect_exit "weft-stress" 0 "$prefix/bin/weft-stress" --sim --seed=1 --iterations=5 \
+  --scenario=cancel --tasks=20 --quiet
+expect_exit "weft-stress --nonsense" 2 "$prefix/bin/weft-stress" --nonsense
 
 step "version $version: weftConfigVersion.cmake, weft.pc, SONAME"
 grep -q "set(PACKAGE_VERSION \"$version\")" "$(dirname "$config")/weftConfigVersion.cmake" ||
@@ -122,7 +141,7 @@ for mode in package subdirectory; do
   build="$work/consumer-$mode"
   parent_prefix="$work/parent-$mode"
   if [[ "$mode" == package ]]; then
-    how=(-DCMAKE_PREFIX_PATH="$prefix")
+    how=(-DCMAKE_PREFIX_PATH="$prefix" -DWEFT_CONSUMER_STRESS=ON)
   else
     how=(-DWEFT_SOURCE_DIR="$src") # and no WEFT_* option: the defaults must do
   fi
@@ -138,6 +157,17 @@ for mode in package subdirectory; do
   expect_run "weft_consumer ($mode)" \
     "weft $version consumer ($mode): block_on -> 42, every construct -> 100" \
     "$build/weft_consumer"
+  if [[ "$mode" == package ]]; then
+    step "weft_consumer_stress: a scenario of the consumer's own on weft::stress"
+    expect_exit "weft_consumer_stress" 0 "$build/weft_consumer_stress" --sim --seed=1 \
+      --iterations=200 --tasks=50 --quiet
+    grep -q 'scenarios=tally ' "$work/expect_exit.log" ||
+      die "weft_consumer_stress did not run its scenario 'tally'"
+    expect_exit "weft_consumer_stress (real runtime)" 0 "$build/weft_consumer_stress" \
+      --seed=1 --duration=1s --tasks=50 --quiet
+    expect_exit "weft_consumer_stress --scenario=nonsense" 2 "$build/weft_consumer_stress" \
+      --scenario=nonsense
+  fi
 
   step "install the consumer's export ($mode) into $parent_prefix, then a downstream project"
   cmake --install "$build"
