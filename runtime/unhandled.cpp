@@ -53,7 +53,7 @@ std::set<const runtime_impl*>& live_runtimes() {
                who.c_str());
 }
 
-void report_callback_error(task_core* core, std::exception_ptr e) noexcept {
+void report_callback_error(task_core* core, const std::exception_ptr& e) noexcept {
   report_unhandled(core->rt, e, core);
 }
 

@@ -143,7 +143,7 @@ std::string task_name(const task_core* core);
 void take_handle_ref(task_core* core);
 void add_ref(task_core* core) noexcept;
 // What a done callback threw: to the unhandled-exception report, naming the task.
-void report_callback_error(task_core* core, std::exception_ptr e) noexcept;
+void report_callback_error(task_core* core, const std::exception_ptr& e) noexcept;
 // result() / exception() of a handle: usage_error unless the task finished
 // and its outcome was not taken; marks the outcome retrieved.
 void check_settled(task_core* core);
