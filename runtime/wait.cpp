@@ -28,6 +28,7 @@
 
 #include "cancel_delivery.hpp"
 #include "spin.hpp"
+#include "weft/detail/task_ref.hpp"
 #include "weft/timeout.hpp"
 #include "weft/wait.hpp"
 
@@ -56,6 +57,9 @@ struct watch_set {
   void unwatch(std::size_t count) noexcept;
 
   std::vector<task_core*> targets;
+  // Keep every task's frame, and so its watcher list, alive while an entry
+  // may be linked there, also when a handle is dropped meanwhile.
+  std::vector<task_ref> refs;
   std::unique_ptr<list_wait[]> entries;
   std::size_t linked_ = 0;  // entries set up (all, once constructed)
   std::atomic<std::uint8_t> lock_flag{0};
@@ -87,6 +91,8 @@ void entry_fired(list_wait* n, void* ctx) noexcept {
 watch_set::watch_set(std::vector<task_core*> cores)
     : targets(std::move(cores)), entries(new list_wait[targets.size()]) {
   finished.reserve(targets.size());
+  refs.reserve(targets.size());
+  for (task_core* c : targets) refs.emplace_back(c);
   try {
     for (; linked_ < targets.size(); ++linked_) {
       list_wait& e = entries[linked_];
