@@ -36,7 +36,7 @@ namespace weft::detail {
 
 struct watch_set {
   explicit watch_set(std::vector<task_core*> cores);
-  ~watch_set() { unwatch(linked_); }
+  ~watch_set() { unwatch(linked_count); }
   watch_set(const watch_set&) = delete;
   watch_set& operator=(const watch_set&) = delete;
 
@@ -61,7 +61,7 @@ struct watch_set {
   // may be linked there, also when a handle is dropped meanwhile.
   std::vector<task_ref> refs;
   std::unique_ptr<list_wait[]> entries;
-  std::size_t linked_ = 0;  // entries set up (all, once constructed)
+  std::size_t linked_count = 0;  // entries set up (all, once constructed)
   std::atomic<std::uint8_t> lock_flag{0};
   // ---- guarded by lock_flag ----
   std::vector<std::size_t> finished;  // positions, in the order the tasks finished
@@ -94,15 +94,15 @@ watch_set::watch_set(std::vector<task_core*> cores)
   refs.reserve(targets.size());
   for (task_core* c : targets) refs.emplace_back(c);
   try {
-    for (; linked_ < targets.size(); ++linked_) {
-      list_wait& e = entries[linked_];
+    for (; linked_count < targets.size(); ++linked_count) {
+      list_wait& e = entries[linked_count];
       e.on_fire = &entry_fired;
       e.fire_ctx = this;
-      e.owner = watch_list(targets[linked_]);  // may throw bad_alloc
+      e.owner = watch_list(targets[linked_count]);  // may throw bad_alloc
       e.owner->lock();
-      if (watch_ready(targets[linked_])) {
+      if (watch_ready(targets[linked_count])) {
         lock();
-        record_locked(linked_);
+        record_locked(linked_count);
         unlock();
       } else {
         e.owner->push_back(&e);
@@ -110,7 +110,7 @@ watch_set::watch_set(std::vector<task_core*> cores)
       e.owner->unlock();
     }
   } catch (...) {
-    unwatch(linked_);
+    unwatch(linked_count);
     throw;
   }
 }
@@ -248,7 +248,8 @@ task<std::vector<char>> wait_cores(std::vector<task_core*> cores, return_when wh
   for (std::size_t i = 0; i < n; ++i) {
     // Acquire: pairs with complete_task's release RMW (kDone); the caller may
     // take the outcome of a task reported done without another check.
-    done[i] = (set.targets[i]->state.load(std::memory_order_acquire) & task_core::kDone) != 0;
+    done[i] = static_cast<char>(
+        (set.targets[i]->state.load(std::memory_order_acquire) & task_core::kDone) != 0 ? 1 : 0);
   }
   co_return done;
 }
@@ -266,7 +267,7 @@ std::size_t completion_order::remaining() const noexcept {
 task<std::size_t> completion_order::next() {
   if (remaining() == 0) {
     this_task::throw_if_cancel_requested();  // a cancellation point all the same
-    co_return npos;
+    co_return kNoMore;
   }
   if (!co_await wait_until_met(set_.get(), given_ + 1, false, deadline_, false))
     throw timeout_error();

@@ -184,9 +184,9 @@ class completion_order {
   completion_order& operator=(completion_order&&) noexcept;
   ~completion_order();
   // The position of the next task to finish (those that had finished at the
-  // construction first, in order), or npos once all were given.  A
+  // construction first, in order), or kNoMore once all were given.  A
   // cancellation point; throws timeout_error once the deadline passed.
-  static constexpr std::size_t npos = ~std::size_t{0};
+  static constexpr std::size_t kNoMore = ~std::size_t{0};
   task<std::size_t> next();
   std::size_t remaining() const noexcept;
 
@@ -283,7 +283,7 @@ class as_completed_sequence {
   // sequence's timeout passed, throws timeout_error while handles remain.
   task<join_handle<T>*> next() {
     const std::size_t i = co_await order_.next();
-    co_return i == detail::completion_order::npos ? nullptr : handles_[i];
+    co_return i == detail::completion_order::kNoMore ? nullptr : handles_[i];
   }
   // Handles not given yet.
   std::size_t remaining() const noexcept { return order_.remaining(); }
