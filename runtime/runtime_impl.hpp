@@ -369,6 +369,10 @@ cancelled_error shutdown_cancellation(const runtime_impl* rt);
 // handles read `rt`: cancel() a pending request, join() the usage_error).
 void keep_remains(runtime_impl* rt) noexcept;
 
+// sleep_suspend for a node whose `core` the caller set already, before another
+// thread could reach the node (weft::wait publishes it first).  sleep.cpp.
+bool sleep_arm(task_core* core, timer_node* node, std::coroutine_handle<> self) noexcept;
+
 void init_frame_cache(worker* w) noexcept;    // before the worker thread starts
 void flush_frame_count(worker* w) noexcept;   // the worker thread exits
 void count_finish(task_core* core) noexcept;  // a spawned task finished on this thread

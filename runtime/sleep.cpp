@@ -8,6 +8,10 @@ namespace weft::detail {
 
 bool sleep_suspend(task_core* core, timer_node* node, std::coroutine_handle<> self) noexcept {
   node->core = core;
+  return sleep_arm(core, node, self);
+}
+
+bool sleep_arm(task_core* core, timer_node* node, std::coroutine_handle<> self) noexcept {
   core->resume_point = self;
   if (cancel_request* r = register_wait(core, reinterpret_cast<std::uintptr_t>(node))) {
     park_request(core, r);  // await_resume delivers it

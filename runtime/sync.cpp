@@ -66,9 +66,13 @@ void list_wake(wait_list* list, bool (*grant)(void*), void* obj) noexcept {
                                          std::memory_order_relaxed)) {
       bool more = grant(obj);
       list->erase(n);
-      task_core* c = n->core;
-      // acq_rel: the latch.  Last touch of the node.
-      if (n->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+      if (n->on_fire != nullptr) {
+        n->on_fire(n, n->fire_ctx);  // an entry of weft::wait: no task to resume here
+      } else {
+        task_core* c = n->core;
+        // acq_rel: the latch.  Last touch of the node.
+        if (n->latch.fetch_sub(1, std::memory_order_acq_rel) == 1) schedule_wake(c);
+      }
       if (!more) return;
     }
     // A node that lost to interrupt() is unlinked by interrupt() itself.

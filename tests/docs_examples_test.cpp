@@ -614,6 +614,82 @@ TEST(DocsExamplesTest, CurrentTaskNamesCallbacksAndResult) {
   EXPECT_THROW(h.result(), weft::cancelled_error);  // read as often as you like
   EXPECT_THROW(h.result(), weft::cancelled_error);
   EXPECT_TRUE(weft_test::spin_until([&] { return finished.load() == 1; }));
+// ---------------------------------------------------------------- asyncio.wait, as_completed, gather(return_exceptions=True)
+
+weft::task<int> answer_now(int v) { co_return v; }
+weft::task<int> answer_after(weft::event* go, int v) {
+  co_await go->wait();
+  co_return v;
+}
+
+weft::task<std::string> first_of_two(std::vector<weft::join_handle<int>>* hs) {
+  // asyncio: done, pending = await asyncio.wait(tasks, timeout=1, return_when=FIRST_COMPLETED)
+  auto [done, pending] = co_await weft::wait(*hs, weft::return_when::first_completed, 1s);
+  const int first = co_await *done.front();  // not taken by wait(): done, so no suspension
+  co_return std::to_string(first) + " done, " + std::to_string(pending.size()) + " pending";
+}
+
+TEST(DocsExamplesTest, AsyncioWaitIsWeftWait) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::event go;
+  std::vector<weft::join_handle<int>> hs;  // before the runtime: it outlives them
+  weft::runtime rt;
+  hs.push_back(rt.spawn(answer_after(&go, 1)));
+  hs.push_back(rt.spawn(answer_now(2)));
+  EXPECT_EQ(rt.block_on(first_of_two(&hs)), "2 done, 1 pending");
+  EXPECT_EQ(hs[0].cancelling(), 0u);  // wait() cancels nothing, not even on its timeout
+  go.set();
+  EXPECT_EQ(hs[0].join(), 1);
+}
+
+weft::task<int> answer_in(std::chrono::milliseconds d, int v) {
+  co_await weft::sleep_for(d);
+  co_return v;
+}
+
+weft::task<std::vector<int>> in_completion_order() {
+  std::vector<weft::join_handle<int>> hs;
+  hs.push_back(weft::spawn(answer_in(30ms, 0)));
+  hs.push_back(weft::spawn(answer_in(10ms, 1)));
+  hs.push_back(weft::spawn(answer_in(20ms, 2)));
+  std::vector<int> order;
+  auto seq = weft::as_completed(hs);  // asyncio: for t in asyncio.as_completed(tasks):
+  while (weft::join_handle<int>* h = co_await seq.next()) order.push_back(co_await *h);
+  co_return order;
+}
+
+TEST(DocsExamplesTest, AsyncioAsCompletedIsWeftAsCompleted) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::runtime_options o;
+  o.simulation = weft::sim::options{};  // virtual time: the sleeps cost nothing
+  weft::runtime rt(o);
+  EXPECT_EQ(rt.block_on(in_completion_order()), (std::vector<int>{1, 2, 0}));
+}
+
+weft::task<int> fails() {
+  throw std::runtime_error("boom");
+  co_return 0;
+}
+
+weft::task<std::string> gather_everything() {
+  std::vector<weft::join_handle<int>> hs;
+  hs.push_back(weft::spawn(answer_now(1)));
+  hs.push_back(weft::spawn(fails()));
+  // asyncio: results = await asyncio.gather(*tasks, return_exceptions=True)
+  std::vector<weft::outcome<int>> all = co_await weft::gather_outcomes(hs);
+  std::string s = std::to_string(all[0].value());
+  try {
+    all[1].value();  // rethrows the task's exception; gather_outcomes threw nothing
+  } catch (const std::runtime_error& e) {
+    s += std::string(" and ") + e.what();
+  }
+  co_return s;
+}
+
+TEST(DocsExamplesTest, AsyncioGatherReturnExceptionsIsWeftGatherOutcomes) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt;
+  EXPECT_EQ(rt.block_on(gather_everything()), "1 and boom");
 }
 
 // ---------------------------------------------------------------- the doc holds these

@@ -13,3 +13,4 @@
 #include "weft/task.hpp"
 #include "weft/task_group.hpp"
 #include "weft/timeout.hpp"
+#include "weft/wait.hpp"

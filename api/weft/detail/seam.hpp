@@ -26,7 +26,7 @@
 // function below, or behind an out-of-line member of a detail type declared
 // in the headers: task_core::lock_hook, wait_list::lock/push_back/erase,
 // timer_node::interrupt, list_wait::interrupt (cancel_delivery.cpp, sync.cpp,
-// sleep.cpp) and wait_registration (timeout.cpp).
+// sleep.cpp), wait_registration (timeout.cpp) and completion_order (wait.cpp).
 //
 // The types these functions take are defined in detail/task_core.hpp (task_core,
 // promise_base, the wait nodes), except runtime_impl, which no header defines.
@@ -43,6 +43,7 @@
 #include <optional>
 #include <source_location>
 #include <string>
+#include <vector>
 
 #include "weft/errors.hpp"
 
@@ -51,6 +52,7 @@ template <class T>
 class task;
 class task_group;
 class cancellation_token;
+enum class return_when;
 class cancellation_registration;
 }  // namespace weft
 
@@ -281,6 +283,23 @@ task<void> deadline_canceller(task_ref target, std::uint64_t deadline, std::sour
 // The running task (or a task running it inline) is waited on by a wait whose
 // deadline has passed.  (A wait compares this at its start and at its end.)
 bool enclosing_wait_expired() noexcept;
+
+// ---- waiting on many tasks: wait, as_completed, gather_outcomes (wait.cpp) ----
+
+// `core` (null: an empty handle) when it can be waited on; else usage_error
+// naming `construct`: an empty handle, or one whose outcome was taken.
+task_core* checked_core(task_core* core, const char* construct);
+// Waits until `when` holds for the tasks of `cores`, or until `deadline`
+// (now_ns() clock; kEndOfTime: none).  Gives, for each core, whether it had
+// finished (1) or not (0).  Takes and cancels nothing.  usage_error when
+// `cores` is empty.
+task<std::vector<char>> wait_cores(std::vector<task_core*> cores, return_when when,
+                                   std::uint64_t deadline);
+// gather_outcomes' wait: for every task; when the gathering task is
+// cancelled, cancels those still running (kind parent, with its reason and
+// location), waits for all of them (no further request interrupts that
+// wait), and rethrows its cancellation.
+task<void> gather_wait(std::vector<task_core*> cores);
 
 // ---- task groups and when_all / when_any (task_group.cpp) ----
 

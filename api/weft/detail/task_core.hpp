@@ -171,6 +171,11 @@ struct list_wait final : wait_node {
   // runtime lets the wait really wait (shutdown waits for it) instead of
   // refusing or interrupting it.  Written by the task before it registers.
   bool after_shutdown = false;
+  // Set: list_wake passes the claimed node to on_fire(node, fire_ctx), under
+  // the list's lock, instead of resuming `core`.  For a node that is no task's
+  // hook: an entry of weft::wait, which watches many tasks at once.
+  void (*on_fire)(list_wait* node, void* ctx) noexcept = nullptr;
+  void* fire_ctx = nullptr;
   void interrupt() noexcept override;
 };
 
