@@ -685,6 +685,7 @@ TEST(TimeoutScopeSimTest, NestedScopesUnderACancellationAtEveryResumePointOfThei
       },
       o);
   EXPECT_TRUE(r.passed()) << r.to_string();
+  EXPECT_GT(r.runs, o.seeds + o.pct_seeds + 2 * o.cancel_seeds);  // the cancel points ran too
 }
 
 TEST(TimeoutScopeSimTest, NestedScopesUnderACancellationAtEveryResumePointOfAnyTask) {
@@ -710,6 +711,7 @@ TEST(TimeoutScopeSimTest, NestedScopesUnderACancellationAtEveryResumePointOfAnyT
       },
       o);
   EXPECT_TRUE(r.passed()) << r.to_string();
+  EXPECT_GT(r.runs, o.seeds + o.pct_seeds + 2 * o.cancel_seeds);  // the cancel points ran too
 }
 
 // A scope that ends long before its deadline leaves no timer: the

@@ -212,9 +212,11 @@ class timeout_scope {
  public:
   timeout_scope() noexcept = default;
 
-  // The deadline fired while the block ran (asyncio's expired()): its request
-  // was made -- also when the block then caught the cancellation, or ended
-  // before reaching a cancellation point.  False for a scope never entered.
+  // The deadline passed while the block ran (asyncio's expired()): its
+  // request was made -- also when the block then caught the cancellation, or
+  // ended before reaching a cancellation point -- or the block ended at or
+  // after the deadline, before the deadline task could fire.  False for a
+  // scope never entered.
   bool expired() const noexcept;
   // The deadline (steady_clock; sim::now()'s clock on a simulation), or
   // std::nullopt for "never" (asyncio's None) and for a scope never entered.
