@@ -2,6 +2,9 @@
 // runtime/errors.cpp -- weft's exception types.
 #include "weft/errors.hpp"
 
+#include <memory>
+#include <utility>
+
 namespace weft {
 
 std::string_view to_string(cancel_kind kind) noexcept {
@@ -35,5 +38,8 @@ cancelled_error::cancelled_error(std::string reason, cancel_kind kind, std::sour
     : reason_(std::move(reason)), where_(where), kind_(kind) {
   what_ = reason_.empty() ? std::string("cancelled") : "cancelled: " + reason_;
 }
+
+timeout_error::timeout_error(cancelled_error cause)
+    : cause_(std::make_shared<const cancelled_error>(std::move(cause))) {}
 
 }  // namespace weft

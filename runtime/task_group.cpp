@@ -314,7 +314,7 @@ void group_on_end(group_state& s, group_entry* e, const std::exception_ptr& err)
         s.cancel_all_locked(cancel_kind::group, "sibling failed: " + what, e->where);
         if (s.owner != nullptr) {
           // Step cancel owner (task_scope): the body stops at its next
-          // cancellation point; scope_exit withdraws this request again.
+          // cancellation point; group_scope_exit withdraws this request again.
           s.owner_cancelled = true;
           request_cancel(s.owner, "task_scope: child failed: " + what, cancel_kind::group,
                          e->where);
@@ -472,7 +472,7 @@ task<void> group_join(std::shared_ptr<group_state> s) {
   if (cancel) std::rethrow_exception(cancel);
 }
 
-void scope_enter(const std::shared_ptr<group_state>& s) {
+void group_scope_enter(const std::shared_ptr<group_state>& s) {
   worker_hot* w = current_worker();
   if (w == nullptr || w->current == nullptr)
     throw usage_error("weft::task_scope: must be awaited from a weft task");
@@ -482,7 +482,7 @@ void scope_enter(const std::shared_ptr<group_state>& s) {
   s->owner_base = w->current->cancel_count.load(std::memory_order_relaxed);
 }
 
-task<void> scope_exit(std::shared_ptr<group_state> s, std::exception_ptr body_error) {
+task<void> group_scope_exit(std::shared_ptr<group_state> s, std::exception_ptr body_error) {
   // Step cancel children: the body left by an exception (a cancellation
   // included): every child is cancelled, and awaited below.
   if (body_error) {

@@ -690,6 +690,52 @@ TEST(DocsExamplesTest, AsyncioGatherReturnExceptionsIsWeftGatherOutcomes) {
   weft_test::watchdog dog(std::chrono::seconds(60));
   weft::runtime rt;
   EXPECT_EQ(rt.block_on(gather_everything()), "1 and boom");
+// ---------------------------------------------------------------- asyncio.timeout
+
+weft::task<std::string> two_steps(weft::timeout_scope* kept, std::string* cause) {
+  try {
+    co_return co_await weft::timeout(2s, [&](weft::timeout_scope& cm) -> weft::task<std::string> {
+      *kept = cm;  // a copy of the handle, to read after the block
+      co_await weft::sleep_for(1ms);  // step one, in time
+      cm.reschedule(std::chrono::steady_clock::now() + 50ms);  // step two gets 50 ms
+      co_await weft::sleep_for(3s);  // cut short: the block runs in this task
+      co_return "done";
+    });
+  } catch (const weft::timeout_error& e) {
+    *cause = weft::to_string(e.cause()->kind());  // chained from the cancellation
+    co_return "timed out";
+  }
+}
+
+TEST(DocsExamplesTest, AsyncioTimeoutIsWeftTimeout) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::timeout_scope cm;
+  std::string cause;
+  weft::runtime rt;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(rt.block_on(two_steps(&cm, &cause)), "timed out");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);  // neither 2 s nor 3 s
+  EXPECT_TRUE(cm.expired());
+  EXPECT_EQ(cause, "timeout");
+}
+
+weft::task<std::string> inner_times_out(std::string* inner_saw) {
+  co_return co_await weft::timeout(10s, [&]() -> weft::task<std::string> {
+    try {
+      co_await weft::timeout(20ms, []() -> weft::task<void> { co_await weft::sleep_for(3s); });
+    } catch (const weft::timeout_error&) {
+      *inner_saw = "inner timeout";  // the inner scope's own deadline
+    }
+    co_return "outer went on";
+  });
+}
+
+TEST(DocsExamplesTest, NestedTimeoutScopesEachReportTheirOwnDeadline) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  std::string inner_saw;
+  weft::runtime rt;
+  EXPECT_EQ(rt.block_on(inner_times_out(&inner_saw)), "outer went on");
+  EXPECT_EQ(inner_saw, "inner timeout");
 }
 
 // ---------------------------------------------------------------- the doc holds these

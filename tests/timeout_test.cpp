@@ -13,6 +13,7 @@
 #include <latch>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -875,6 +876,70 @@ TEST(WaitForTest, TheAwaitedTaskIsFreedWhenItsDeadlineTaskNeverRan) {
   }
   EXPECT_EQ(frames.now(), frames.start)
       << "frames leaked (one per wait_for whose deadline task never ran)";
+}
+
+// ---------------------------------------------------------------- the chain
+
+// What a timeout_error carried: its cause() and what std::rethrow_if_nested
+// rethrows.
+struct chain {
+  bool timed_out = false;
+  std::optional<cancelled_error> cause;
+  std::optional<cancelled_error> nested;
+};
+
+template <class T>
+weft::task<chain> chain_of(weft::task<T> t) {
+  chain c;
+  try {
+    co_await std::move(t);
+  } catch (const weft::timeout_error& e) {
+    c.timed_out = true;
+    if (e.cause() != nullptr) c.cause = *e.cause();
+    try {
+      std::rethrow_if_nested(e);
+    } catch (const cancelled_error& n) {
+      c.nested = n;
+    }
+  }
+  co_return c;
+}
+
+weft::task<chain> wait_for_chain(std::chrono::nanoseconds d) {
+  co_return co_await chain_of(weft::wait_for(sleeps_then(10s, 1), d));
+}
+
+weft::task<chain> wait_until_handle_chain() {
+  weft::join_handle<int> h = weft::spawn(sleeps_then(10s, 1));
+  co_return co_await chain_of(weft::wait_until(h, clock_type::now() + 10ms));
+}
+
+// asyncio raises TimeoutError from the CancelledError; weft's timeout_error
+// carries that cancelled_error (kind timeout, reason "timeout", the wait's
+// call site) both as cause() and as its nested exception -- also when the
+// deadline had passed before the task could start (the cancellation it would
+// have been delivered).
+TEST(WaitForTest, TimeoutErrorIsChainedFromTheCancellationThatCausedIt) {
+  watchdog dog(std::chrono::seconds(60));
+  weft::runtime rt(with_workers(2));
+  for (const std::chrono::nanoseconds d :
+       {std::chrono::nanoseconds(10ms), std::chrono::nanoseconds(0)}) {
+    const chain c = rt.block_on(wait_for_chain(d));
+    ASSERT_TRUE(c.timed_out) << d.count();
+    ASSERT_TRUE(c.cause.has_value()) << d.count();
+    ASSERT_TRUE(c.nested.has_value()) << d.count();
+    EXPECT_EQ(c.cause->kind(), cancel_kind::timeout);
+    EXPECT_EQ(c.cause->reason(), "timeout");
+    EXPECT_EQ(c.nested->reason(), "timeout");
+    EXPECT_NE(std::string(c.cause->where().file_name()).find("timeout_test.cpp"),
+              std::string::npos);
+    EXPECT_EQ(c.cause->where().line(), c.nested->where().line());
+  }
+  const chain h = rt.block_on(wait_until_handle_chain());
+  ASSERT_TRUE(h.cause.has_value());
+  EXPECT_EQ(h.cause->kind(), cancel_kind::timeout);
+  // A timeout_error made by user code has no cause (and no nested exception).
+  EXPECT_EQ(weft::timeout_error().cause(), nullptr);
 }
 
 }  // namespace

@@ -2,15 +2,18 @@
 // weft/errors.hpp -- the exceptions weft throws.
 //
 // cancelled_error is what a task sees at an await point when a cancellation
-// request is delivered to it (asyncio.CancelledError).  usage_error reports a
-// misuse that would otherwise deadlock or be undefined (join() from a worker,
-// awaiting a handle twice, ...).
+// request is delivered to it (asyncio.CancelledError).  timeout_error is what
+// a deadline that passed turns its own cancellation into (asyncio.TimeoutError,
+// chained from the CancelledError).  usage_error reports a misuse that would
+// otherwise deadlock or be undefined (join() from a worker, awaiting a handle
+// twice, ...).
 #pragma once
 
 #include "weft/version.hpp"  // first: weft's C++20 check
 
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <source_location>
 #include <stdexcept>
 #include <string>
@@ -68,6 +71,29 @@ class cancelled_error final : public std::exception {
   // error and puts it back keeps it, so that a request nobody finally
   // observes still finds its way back to the task it was made for.
   std::uint8_t forwarded_ = 0;
+};
+
+// Thrown by wait_for / wait_until and by a timeout scope (weft/timeout.hpp)
+// when their own deadline passed and the cancellation it caused ended the
+// awaited task or the scope's block.  Chained from that cancellation, as
+// asyncio raises TimeoutError from the CancelledError, in two ways:
+//   * cause(): the cancelled_error (kind timeout, reason "timeout", where()
+//     the line of the wait_for / timeout call), typed, kept by copies;
+//   * std::nested_exception: weft throws it with std::throw_with_nested, so
+//     std::rethrow_if_nested(e) rethrows that cancelled_error (code that logs
+//     exception chains walks it without knowing weft).
+// A timeout_error made by user code (default constructor) has no cause.
+class timeout_error : public std::exception {
+ public:
+  timeout_error() noexcept = default;
+  explicit timeout_error(cancelled_error cause);
+
+  const char* what() const noexcept override { return "weft: timed out"; }
+  // The cancellation this timeout is made of; null when there is none.
+  const cancelled_error* cause() const noexcept { return cause_.get(); }
+
+ private:
+  std::shared_ptr<const cancelled_error> cause_;  // shared: copies never throw
 };
 
 // A misuse of the API that weft detects instead of deadlocking or crashing:

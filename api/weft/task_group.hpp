@@ -292,10 +292,10 @@ template <class F, class R = std::invoke_result_t<F&, task_group&>>
 R task_scope(F body, std::source_location where = std::source_location::current()) {
   using T = typename R::value_type;
   task_group g(where);
-  detail::scope_enter(detail::access::state(g));
+  detail::group_scope_enter(detail::access::state(g));
   detail::outcome_slot<T> out;
   co_await detail::capture(body(g), out);
-  co_await detail::scope_exit(detail::access::state(g), out.error);
+  co_await detail::group_scope_exit(detail::access::state(g), out.error);
   co_return out.take();
 }
 

@@ -300,6 +300,38 @@ task<std::vector<char>> wait_cores(std::vector<task_core*> cores, return_when wh
 // location), waits for all of them (no further request interrupts that
 // wait), and rethrows its cancellation.
 task<void> gather_wait(std::vector<task_core*> cores);
+// wait_for(task, d) whose deadline had passed before the task could start:
+// timeout_error chained from the cancellation the task would have been
+// delivered (kind timeout, reason "timeout", at `where`).
+[[noreturn]] void throw_expired_unstarted(std::source_location where);
+
+// ---- timeout scopes: timeout, timeout_at (timeout.cpp; docs/architecture.md,
+// "Timeout scopes") ----
+
+class scope_state;
+
+// A scope's deadline on the now_ns() clock: `d` after now (saturated at the
+// end of the clock), at or before now for d <= 0 (clamped at 0, so that
+// when() reports the past as asyncio does), kNever for nanoseconds::max().
+std::uint64_t scope_deadline_after(std::chrono::nanoseconds d) noexcept;
+
+// Begin a scope in the running task: delivers a cancellation already pending
+// on it (entering is a cancellation point), records its cancelling(), and
+// arms the deadline (a request at once when it has passed).  usage_error
+// outside a task.
+std::shared_ptr<scope_state> scope_enter(std::uint64_t deadline, std::source_location where);
+// The block has ended: disarm the deadline (waiting out a request that is
+// being made at this moment) and, if the scope's deadline fired, withdraw its
+// request (uncancel).  True when the scope owns the block's cancellation: its
+// deadline fired and the task's cancelling() is back at its value at entry.
+bool scope_leave(scope_state& s) noexcept;
+// The scope's frame is destroyed without the block having ended (its task
+// was destroyed while suspended in it): disarm only.
+void scope_abandon(scope_state& s) noexcept;
+// `err` ended a block whose scope owns its cancellation: timeout_error
+// chained from a cancelled_error (except the runtime's "shutdown", which goes
+// through), else `err` itself.
+[[noreturn]] void rethrow_scope_error(const std::exception_ptr& err);
 
 // ---- task groups and when_all / when_any (task_group.cpp) ----
 
@@ -320,8 +352,8 @@ void group_destroy(std::shared_ptr<group_state> s) noexcept;
 // task_scope: the running task becomes the group's owner (a child failure
 // cancels it); at the end every child is cancelled if the body failed,
 // awaited, and the outcome composed (weft/task_group.hpp, task_scope).
-void scope_enter(const std::shared_ptr<group_state>& s);
-task<void> scope_exit(std::shared_ptr<group_state> s, std::exception_ptr body_error);
+void group_scope_enter(const std::shared_ptr<group_state>& s);
+task<void> group_scope_exit(std::shared_ptr<group_state> s, std::exception_ptr body_error);
 
 // The skeleton of when_all and when_any: a task_group, the children that
 // `spawn_all` spawns into it (a spawn failure cancels those already spawned
