@@ -430,6 +430,50 @@ TEST(TaskScopeTest, TheBodysValueIsReturnedAfterEveryChildFinished) {
   EXPECT_EQ(done.load(), 4);
 }
 
+// A timeout scope over a task scope: the deadline cancels the body; the
+// task scope cancels and awaits every child and lets the cancellation out
+// (it is not the group's own); the timeout scope turns it into timeout_error.
+// A child that fails in its cleanup makes it a task_group_error instead.
+weft::task<std::string> scope_under_timeout(bool child_fails_in_cleanup, std::atomic<int>* live) {
+  try {
+    co_await weft::timeout(20ms, [&]() -> weft::task<void> {
+      co_await weft::task_scope([&](weft::task_group& g) -> weft::task<void> {
+        for (int i = 0; i < 3; ++i) {
+          (void)g.spawn([](std::atomic<int>* n, bool fail) -> weft::task<void> {
+            n->fetch_add(1);
+            bool cancelled = false;
+            try {
+              co_await weft::sleep_for(10s);
+            } catch (const weft::cancelled_error&) {
+              cancelled = true;
+            }
+            n->fetch_sub(1);
+            if (cancelled && fail) throw zero_division();
+          }(live, child_fails_in_cleanup && i == 1));
+        }
+        co_await weft::sleep_for(10s);
+      });
+    });
+  } catch (const weft::timeout_error& e) {
+    co_return std::string("timeout, cause ") + std::string(weft::to_string(e.cause()->kind()));
+  } catch (const weft::task_group_error& e) {
+    co_return "group error: " + std::to_string(e.size());
+  }
+  co_return "returned";
+}
+
+TEST(TaskScopeTest, ATimeoutOverAScopeCancelsTheBodyAndAwaitsEveryChild) {
+  weft_test::watchdog dog(60s);
+  std::atomic<int> live{0};
+  weft::runtime_options o;
+  o.simulation = weft::sim::options{};  // virtual time: the 10 s sleeps cost nothing
+  weft::runtime rt(o);
+  EXPECT_EQ(rt.block_on(scope_under_timeout(false, &live)), "timeout, cause timeout");
+  EXPECT_EQ(live.load(), 0);
+  EXPECT_EQ(rt.block_on(scope_under_timeout(true, &live)), "group error: 1");
+  EXPECT_EQ(live.load(), 0);
+}
+
 TEST(TaskScopeTest, OutsideATaskIsAUsageError) {
   weft::task<void> t = weft::task_scope([](weft::task_group&) -> weft::task<void> { co_return; });
   weft::runtime rt(with_workers(1));
