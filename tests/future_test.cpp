@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <latch>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -49,8 +50,10 @@ weft::task<int> await_it(weft::future<int>* f) { co_return co_await *f; }
 // A fake C library: starts an operation and reports its result through a
 // `void (*)(void* ctx, int result)` callback, called on a thread of its own.
 struct fake_c_library {
+  std::mutex mu;  // start() is called from tasks on several workers
   std::vector<std::thread> threads;
   void start(void (*callback)(void* ctx, int result), void* ctx, int result) {
+    std::lock_guard lk(mu);
     threads.emplace_back([=] { callback(ctx, result); });
   }
   ~fake_c_library() {
@@ -175,7 +178,7 @@ TEST(FutureTest, AMoveOnlyValueIsMovedOutOnceAndTheFutureIsEmptyAfter) {
   auto s = f.setter();
   auto h = rt.spawn(take_it(std::move(f)));
   EXPECT_FALSE(f.valid());  // NOLINT(bugprone-use-after-move): what the test checks
-  EXPECT_EQ(s.set_value(std::make_unique<int>(9)) == settle_result::already_settled, false);
+  EXPECT_NE(s.set_value(std::make_unique<int>(9)), settle_result::already_settled);
   EXPECT_EQ(*h.join(), 9);
 
   weft::future<std::unique_ptr<int>> g;
