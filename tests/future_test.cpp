@@ -167,6 +167,22 @@ TEST(FutureTest, CancelByTheSetterThrowsCancelledErrorWithItsReasonAndSite) {
   EXPECT_TRUE(h.cancelled());  // the task ended by the cancelled_error it did not catch
 }
 
+weft::task<std::string> consume(weft::future<std::string> f) { co_return co_await std::move(f); }
+
+TEST(FutureTest, AnRvalueAwaitOfACopyableValueLeavesItToTheOtherAwaiters) {
+  weft_test::watchdog dog(60s);
+  weft::future<std::string> f;
+  const auto s = f.setter();
+  weft::runtime rt(with_workers(2));
+  auto a = rt.spawn(await_string(&f));
+  weft_test::await_true([&] { return linked_waiters(f) == 1; });
+  auto b = rt.spawn(consume(std::move(f)));  // copies: `a` reads the same value
+  const std::string long_text(100, 'x');     // not in the small-string buffer
+  (void)s.set_value(long_text);
+  EXPECT_EQ(a.join(), long_text);
+  EXPECT_EQ(b.join(), long_text);
+}
+
 weft::task<std::unique_ptr<int>> take_it(weft::future<std::unique_ptr<int>> f) {
   co_return co_await std::move(f);
 }

@@ -24,7 +24,7 @@
 // each gets the outcome, and an awaited future stays readable (result(),
 // exception(), another co_await).  A move-only T is read once:
 // `co_await std::move(f)` or `std::move(f).result()` move the value out and
-// leave `f` empty.
+// leave `f` empty (for a copyable T these forms copy it, and empty `f` too).
 //
 // Cancellation: the await is a cancellation point.  Cancelling the awaiting
 // task unregisters it from the future, which stays pending (unlike asyncio,
@@ -280,9 +280,12 @@ class future_ref {
 };
 
 // The outcome of a published future: the value (copied, or moved out when
-// `take`), or the exception / cancelled_error thrown.
+// `Take`), or the exception / cancelled_error thrown.
 template <class T, bool Take>
 T read_outcome(future_state<T>* s) {
+  // Only a move-only value is moved out: a copyable one may have other
+  // readers at the same time (awaiters that began before the rvalue read).
+  static_assert(!Take || !std::is_copy_constructible_v<T>);
   s->check_value("co_await");
   if constexpr (std::is_void_v<T>) {
     return;
@@ -377,6 +380,10 @@ class future_setter : public detail::future_settling<T, future_setter<T>> {
 // throws usage_error.
 template <class T = void>
 class future : public detail::future_settling<T, future<T>> {
+  // The rvalue reads move the value out only when T cannot be copied (then
+  // they are its only reader); otherwise they copy it too.
+  static constexpr bool kMoveOut = !std::is_void_v<T> && !std::is_copy_constructible_v<T>;
+
  public:
   // A pending future.  `created` names it in usage_error messages.
   explicit future(std::source_location created = std::source_location::current())
@@ -421,8 +428,8 @@ class future : public detail::future_settling<T, future<T>> {
     if (!s->done()) detail::future_state_base::throw_pending("result");
     return detail::read_outcome<T, false>(s);
   }
-  // Moves the value out (move-only T); the future is empty after (unless
-  // it was still pending: usage_error, and it is left as it was).
+  // The value moved out (move-only T) or copied; the future is empty after
+  // (unless it was still pending: usage_error, and it is left as it was).
   T result() && {
     detail::future_state<T>* s = state("result");
     if (!s->done()) detail::future_state_base::throw_pending("result");
@@ -431,7 +438,7 @@ class future : public detail::future_settling<T, future<T>> {
       detail::future_state<T>* s;
       ~drop_share() { s->drop_settler(); }
     } share{s};
-    return detail::read_outcome<T, true>(s);
+    return detail::read_outcome<T, kMoveOut>(s);
   }
   // asyncio's exception(): the exception it was settled with, null for a
   // value; throws the cancelled_error when cancelled, usage_error while
@@ -458,8 +465,9 @@ class future : public detail::future_settling<T, future<T>> {
     return std::move(*this).result();
   }
 
-  // co_await f (T copyable: a copy) and co_await std::move(f) (moves the
-  // value out; the future is empty after).  A cancellation point.
+  // co_await f (T copyable: a copy) and co_await std::move(f) (moves a
+  // move-only value out, copies a copyable one; the future is empty after).
+  // A cancellation point.
   template <class U = T>
     requires(std::is_void_v<U> || std::copy_constructible<U>)
   detail::future_awaiter<T> operator co_await() const& {
@@ -472,7 +480,7 @@ class future : public detail::future_settling<T, future<T>> {
     detail::future_state<T>* s = release("co_await");
     s->add_ref();
     s->drop_settler();
-    return {detail::await_future<T, true>(detail::future_ref<T>(s))};
+    return {detail::await_future<T, kMoveOut>(detail::future_ref<T>(s))};
   }
 
  private:
