@@ -736,6 +736,55 @@ TEST(DocsExamplesTest, NestedTimeoutScopesEachReportTheirOwnDeadline) {
   weft::runtime rt;
   EXPECT_EQ(rt.block_on(inner_times_out(&inner_saw)), "outer went on");
   EXPECT_EQ(inner_saw, "inner timeout");
+// ---------------------------------------------------------------- asyncio.Future
+
+// A C library reports completion through `void (*)(void* ctx, int result)`,
+// called on a thread of its own (here: a std::thread standing in for it).
+void c_library_start(void (*callback)(void*, int), void* ctx, std::vector<std::thread>* threads) {
+  threads->emplace_back([=] { callback(ctx, 42); });
+}
+
+void on_done(void* ctx, int result) {
+  // ctx is the future_setter released below: adopt() takes it back, once.
+  weft::future_setter<int>::adopt(ctx).set_value(result);  // any thread
+}
+
+weft::task<int> read_async(std::vector<std::thread>* threads) {
+  weft::future<int> done;  // asyncio: loop.create_future()
+  c_library_start(&on_done, done.setter().release(), threads);
+  co_return co_await done;  // a cancellation point
+}
+
+TEST(DocsExamplesTest, AsyncioFutureIsWeftFuture) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  std::vector<std::thread> threads;  // the library's threads, joined after the runtime
+  {
+    weft::runtime rt;
+    EXPECT_EQ(rt.block_on(read_async(&threads)), 42);
+  }
+  for (auto& t : threads) t.join();
+}
+
+weft::task<std::string> wait_reply(weft::future<std::string>* reply) {
+  try {
+    co_return co_await *reply;
+  } catch (const weft::cancelled_error& e) {
+    co_return "cancelled: " + std::string(e.reason());  // the setter's cancel(reason)
+  }
+}
+
+TEST(DocsExamplesTest, AFutureCancelledByItsSetterReachesEveryAwaiter) {
+  weft_test::watchdog dog(std::chrono::seconds(60));
+  weft::future<std::string> reply;  // declared before the runtime: it outlives every waiter
+  weft::runtime rt;
+  weft::join_handle<std::string> a = rt.spawn(wait_reply(&reply));
+  weft::join_handle<std::string> b = rt.spawn(wait_reply(&reply));  // any number of awaiters
+  std::thread peer([s = reply.setter()] { s.cancel("peer went away"); });
+  peer.join();
+  EXPECT_EQ(a.join(), "cancelled: peer went away");
+  EXPECT_EQ(b.join(), "cancelled: peer went away");
+  EXPECT_TRUE(reply.cancelled());
+  EXPECT_EQ(reply.set_value("late"), weft::settle_result::already_settled);  // harmless
 }
 
 // ---------------------------------------------------------------- the doc holds these

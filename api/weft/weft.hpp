@@ -8,6 +8,7 @@
 #include "weft/cancellation.hpp"
 #include "weft/errors.hpp"
 #include "weft/fork.hpp"
+#include "weft/future.hpp"
 #include "weft/runtime.hpp"
 #include "weft/sync.hpp"
 #include "weft/task.hpp"

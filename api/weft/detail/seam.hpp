@@ -26,7 +26,8 @@
 // function below, or behind an out-of-line member of a detail type declared
 // in the headers: task_core::lock_hook, wait_list::lock/push_back/erase,
 // timer_node::interrupt, list_wait::interrupt (cancel_delivery.cpp, sync.cpp,
-// sleep.cpp), wait_registration (timeout.cpp) and completion_order (wait.cpp).
+// sleep.cpp), wait_registration (timeout.cpp), completion_order (wait.cpp) and
+// future_state_base (future.hpp, future.cpp).
 //
 // The types these functions take are defined in detail/task_core.hpp (task_core,
 // promise_base, the wait nodes), except runtime_impl, which no header defines.
