@@ -614,6 +614,8 @@ TEST(DocsExamplesTest, CurrentTaskNamesCallbacksAndResult) {
   EXPECT_THROW(h.result(), weft::cancelled_error);  // read as often as you like
   EXPECT_THROW(h.result(), weft::cancelled_error);
   EXPECT_TRUE(weft_test::spin_until([&] { return finished.load() == 1; }));
+}
+
 // ---------------------------------------------------------------- asyncio.wait, as_completed, gather(return_exceptions=True)
 
 weft::task<int> answer_now(int v) { co_return v; }
@@ -690,6 +692,8 @@ TEST(DocsExamplesTest, AsyncioGatherReturnExceptionsIsWeftGatherOutcomes) {
   weft_test::watchdog dog(std::chrono::seconds(60));
   weft::runtime rt;
   EXPECT_EQ(rt.block_on(gather_everything()), "1 and boom");
+}
+
 // ---------------------------------------------------------------- asyncio.timeout
 
 weft::task<std::string> two_steps(weft::timeout_scope* kept, std::string* cause) {
@@ -736,6 +740,8 @@ TEST(DocsExamplesTest, NestedTimeoutScopesEachReportTheirOwnDeadline) {
   weft::runtime rt;
   EXPECT_EQ(rt.block_on(inner_times_out(&inner_saw)), "outer went on");
   EXPECT_EQ(inner_saw, "inner timeout");
+}
+
 // ---------------------------------------------------------------- asyncio.Future
 
 // A C library reports completion through `void (*)(void* ctx, int result)`,
