@@ -20,6 +20,9 @@
 #include "test_support.hpp"
 #include "weft/weft.hpp"
 
+// The tests' own atomics: every write is a release and every read an
+// acquire, each pairing with the other side's (the counters and flags a task
+// or callback sets and the test thread reads after a join or a latch).
 namespace {
 
 using namespace weft_test;
@@ -120,11 +123,11 @@ TEST(BlockingTest, MoveOnlyAndVoidResultsComeBack) {
   std::atomic<bool> ran{false};
   auto body = [&]() -> weft::task<int> {
     std::unique_ptr<int> p = co_await weft::blocking([] { return std::make_unique<int>(7); });
-    co_await weft::blocking([&] { ran.store(true); });
+    co_await weft::blocking([&] { ran.store(true, std::memory_order_release); });
     co_return *p;
   };
   EXPECT_EQ(rt.block_on(body()), 7);
-  EXPECT_TRUE(ran.load());
+  EXPECT_TRUE(ran.load(std::memory_order_acquire));
 }
 
 TEST(BlockingTest, ExceptionOfFnPropagatesToTheAwaitingTask) {
@@ -183,10 +186,13 @@ TEST(BlockingTest, WaitModeDeliversOnlyAfterFnReturned) {
         std::unique_lock lk(m);
         started.count_down();
         cv.wait(lk, st, [] { return false; });
-        returned.store(true);  // seq_cst; read by the task after its resume
+        returned.store(
+            true,
+            std::memory_order_release);  // pairs with the task's acquire load after its resume
       });
     } catch (const weft::cancelled_error&) {
-      co_return returned.load() ? "cancelled after fn returned" : "cancelled while fn ran";
+      co_return returned.load(std::memory_order_acquire) ? "cancelled after fn returned"
+                                                         : "cancelled while fn ran";
     }
     co_return "not cancelled";
   };
@@ -242,7 +248,7 @@ TEST(BlockingTest, QueuedCallCancelledNeverRuns) {
     });
   };
   auto second = [&]() -> weft::task<void> {
-    co_await weft::blocking([&] { second_ran.store(true); });
+    co_await weft::blocking([&] { second_ran.store(true, std::memory_order_release); });
   };
   weft::join_handle<void> a = rt.spawn(first());
   started.wait();  // the one pool thread is busy: the next call queues
@@ -251,7 +257,7 @@ TEST(BlockingTest, QueuedCallCancelledNeverRuns) {
   EXPECT_THROW(b.join(), weft::cancelled_error);
   gate.count_down();
   a.join();
-  EXPECT_FALSE(second_ran.load());
+  EXPECT_FALSE(second_ran.load(std::memory_order_acquire));
 }
 
 TEST(BlockingTest, PendingCancelBeforeTheAwaitMeansFnNeverRuns) {
@@ -261,16 +267,17 @@ TEST(BlockingTest, PendingCancelBeforeTheAwaitMeansFnNeverRuns) {
   std::latch entered{1};
   auto body = [&]() -> weft::task<void> {
     entered.count_down();
-    while (!go.load()) {  // no cancellation point: the request stays pending
+    while (
+        !go.load(std::memory_order_acquire)) {  // no cancellation point: the request stays pending
     }
-    co_await weft::blocking([&] { ran.store(true); });
+    co_await weft::blocking([&] { ran.store(true, std::memory_order_release); });
   };
   weft::join_handle<void> h = rt.spawn(body());
   entered.wait();
   h.cancel();
-  go.store(true);
+  go.store(true, std::memory_order_release);
   EXPECT_THROW(h.join(), weft::cancelled_error);
-  EXPECT_FALSE(ran.load());
+  EXPECT_FALSE(ran.load(std::memory_order_acquire));
 }
 
 TEST(BlockingTest, ShutdownRequestsStopTokensAndWaitsForCallsInFlight) {
@@ -291,7 +298,7 @@ TEST(BlockingTest, ShutdownRequestsStopTokensAndWaitsForCallsInFlight) {
             std::unique_lock lk(m);
             s->count_down();
             cv.wait(lk, st, [] { return false; });
-            abandoned_returned.store(true);
+            abandoned_returned.store(true, std::memory_order_release);
             return 0;
           },
           weft::on_cancel::abandon);
@@ -300,7 +307,7 @@ TEST(BlockingTest, ShutdownRequestsStopTokensAndWaitsForCallsInFlight) {
     started.wait();
     rt.shutdown();
     // shutdown() returned: every call, the abandoned one too, has returned.
-    EXPECT_TRUE(abandoned_returned.load());
+    EXPECT_TRUE(abandoned_returned.load(std::memory_order_acquire));
   }
   for (auto& h : waiting) {
     try {
@@ -323,11 +330,12 @@ TEST(BlockingTest, CancelRacingCompletionLosesNothing) {
   for (long r = 0; r < rounds; ++r) {
     std::atomic<bool> entered{false};
     auto body = [&]() -> weft::task<int> {
-      entered.store(true);
+      entered.store(true, std::memory_order_release);
       co_return co_await weft::blocking([] { return 7; });
     };
     weft::join_handle<int> h = rt.spawn(body());
-    while (!entered.load()) {  // spin: a latch's wake-up would lose every race
+    while (!entered.load(
+        std::memory_order_acquire)) {  // spin: a latch's wake-up would lose every race
     }
     jitter(r, 400);
     const bool accepted = h.cancel();

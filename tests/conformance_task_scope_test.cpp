@@ -15,6 +15,9 @@
 #include "conformance_support.hpp"
 #include "weft/testing.hpp"
 
+// The tests' own atomics: every write is a release and every read an
+// acquire, each pairing with the other side's (the counters and flags a task
+// or callback sets and the test thread reads after a join or a latch).
 namespace {
 
 using namespace std::chrono_literals;
@@ -63,10 +66,10 @@ weft::task<void> notes_cancel(counters* c, std::chrono::milliseconds d) {
   try {
     co_await weft::sleep_for(d);
   } catch (const weft::cancelled_error&) {
-    c->t2_cancel.store(true);
+    c->t2_cancel.store(true, std::memory_order_release);
     throw;
   }
-  c->num.fetch_add(1);
+  c->num.fetch_add(1, std::memory_order_release);
 }
 
 // ---- test_cancel_children_on_child_error ----
@@ -79,12 +82,12 @@ weft::task<void> cancel_children_runner(counters* c) {
     try {
       co_await weft::sleep_for(10s);
     } catch (const weft::cancelled_error& e) {
-      c->runner_cancel.store(true);
+      c->runner_cancel.store(true, std::memory_order_release);
       EXPECT_EQ(e.kind(), weft::cancel_kind::group);
       throw;
     }
   });
-  c->num.fetch_add(10);
+  c->num.fetch_add(10, std::memory_order_release);
 }
 
 TEST(ConformanceTaskScope, test_cancel_children_on_child_error) {
@@ -94,9 +97,9 @@ TEST(ConformanceTaskScope, test_cancel_children_on_child_error) {
   const weft::task_group_error e =
       expect_group_error([&] { rt.block_on(cancel_children_runner(&c)); });
   EXPECT_TRUE(all_of_type<zero_division>(e));
-  EXPECT_EQ(c.num.load(), 0);
-  EXPECT_TRUE(c.t2_cancel.load());
-  EXPECT_TRUE(c.runner_cancel.load());
+  EXPECT_EQ(c.num.load(std::memory_order_acquire), 0);
+  EXPECT_TRUE(c.t2_cancel.load(std::memory_order_acquire));
+  EXPECT_TRUE(c.runner_cancel.load(std::memory_order_acquire));
 }
 
 // ---- test_taskgroup_07 / test_cancellation_in_body / test_taskgroup_17 ----
@@ -108,7 +111,7 @@ weft::task<void> counts_cancel(counters* c, std::latch* started) {
   try {
     co_await weft::sleep_for(5s);
   } catch (const weft::cancelled_error&) {
-    c->num.fetch_add(1);
+    c->num.fetch_add(1, std::memory_order_release);
     throw;
   }
 }
@@ -119,7 +122,7 @@ weft::task<void> five_and_sleep(counters* c, std::latch* started) {
     try {
       co_await weft::sleep_for(10s);
     } catch (const weft::cancelled_error&) {
-      c->num.fetch_add(10);
+      c->num.fetch_add(10, std::memory_order_release);
       throw;
     }
   });
@@ -136,29 +139,53 @@ TEST(ConformanceTaskScope, test_taskgroup_07) {
   r.cancel("test");
   const weft::cancelled_error e = weft_test::expect_cancelled([&] { r.join(); });
   EXPECT_EQ(e.reason(), "test");  // test_cancellation_in_body: the args survive
-  EXPECT_EQ(c.num.load(), 15);    // every child and the body saw it before the scope ended
+  EXPECT_EQ(c.num.load(std::memory_order_acquire),
+            15);  // every child and the body saw it before the scope ended
+}
+
+// The owner is cancelled while its scope's body sleeps; the body counts the
+// cancellation and rethrows it, or (test_taskgroup_18) throws MyExc instead.
+// Returns the join's outcome and the count.
+struct body_reaction {
+  std::exception_ptr outcome;
+  int num = 0;
+};
+
+body_reaction cancel_a_sleeping_body(bool raise_my_exc) {
+  std::atomic<int> num{0};
+  std::latch in(1);
+  weft::runtime rt(with_workers(2));
+  weft::join_handle<void> r =
+      rt.spawn([](std::atomic<int>* n, std::latch* l, bool mine) -> weft::task<void> {
+        co_await weft::task_scope([n, l, mine](weft::task_group&) -> weft::task<void> {
+          l->count_down();
+          try {
+            co_await weft::sleep_for(10s);
+          } catch (const weft::cancelled_error&) {
+            n->fetch_add(10, std::memory_order_release);
+            if (mine) throw my_exc();
+            throw;
+          }
+        });
+      }(&num, &in, raise_my_exc));
+  in.wait();
+  r.cancel();
+  body_reaction out;
+  try {
+    r.join();
+  } catch (...) {
+    out.outcome = std::current_exception();
+  }
+  out.num = num.load(std::memory_order_acquire);  // after the join: pairs with the body's add
+  return out;
 }
 
 TEST(ConformanceTaskScope, test_taskgroup_17) {
   weft_test::watchdog dog(60s);
-  std::atomic<int> num{0};
-  std::latch in(1);
-  weft::runtime rt(with_workers(2));
-  weft::join_handle<void> r = rt.spawn([](std::atomic<int>* n, std::latch* l) -> weft::task<void> {
-    co_await weft::task_scope([n, l](weft::task_group&) -> weft::task<void> {
-      l->count_down();
-      try {
-        co_await weft::sleep_for(10s);
-      } catch (const weft::cancelled_error&) {
-        n->fetch_add(10);
-        throw;
-      }
-    });
-  }(&num, &in));
-  in.wait();
-  r.cancel();
-  EXPECT_THROW(r.join(), weft::cancelled_error);
-  EXPECT_EQ(num.load(), 10);
+  const body_reaction r = cancel_a_sleeping_body(false);
+  ASSERT_TRUE(r.outcome) << "the join returned";
+  EXPECT_THROW(std::rethrow_exception(r.outcome), weft::cancelled_error);
+  EXPECT_EQ(r.num, 10);
 }
 
 // ---- test_taskgroup_18 ----
@@ -166,25 +193,11 @@ TEST(ConformanceTaskScope, test_taskgroup_17) {
 
 TEST(ConformanceTaskScope, test_taskgroup_18) {
   weft_test::watchdog dog(60s);
-  std::atomic<int> num{0};
-  std::latch in(1);
-  weft::runtime rt(with_workers(2));
-  weft::join_handle<void> r = rt.spawn([](std::atomic<int>* n, std::latch* l) -> weft::task<void> {
-    co_await weft::task_scope([n, l](weft::task_group&) -> weft::task<void> {
-      l->count_down();
-      try {
-        co_await weft::sleep_for(10s);
-      } catch (const weft::cancelled_error&) {
-        n->fetch_add(10);
-        throw my_exc();
-      }
-    });
-  }(&num, &in));
-  in.wait();
-  r.cancel();
-  const weft::task_group_error e = expect_group_error([&] { r.join(); });
+  const body_reaction r = cancel_a_sleeping_body(true);
+  ASSERT_TRUE(r.outcome) << "the join returned";
+  const weft::task_group_error e = expect_group_error([&] { std::rethrow_exception(r.outcome); });
   EXPECT_TRUE(all_of_type<my_exc>(e));
-  EXPECT_EQ(num.load(), 10);
+  EXPECT_EQ(r.num, 10);
 }
 
 // ---- test_taskgroup_09 / test_taskgroup_10 ----
@@ -427,7 +440,7 @@ TEST(TaskScopeTest, TheBodysValueIsReturnedAfterEveryChildFinished) {
     co_return 7;
   }));
   EXPECT_EQ(v, 7);
-  EXPECT_EQ(done.load(), 4);
+  EXPECT_EQ(done.load(std::memory_order_acquire), 4);
 }
 
 // A timeout scope over a task scope: the deadline cancels the body; the
@@ -469,9 +482,9 @@ TEST(TaskScopeTest, ATimeoutOverAScopeCancelsTheBodyAndAwaitsEveryChild) {
   o.simulation = weft::sim::options{};  // virtual time: the 10 s sleeps cost nothing
   weft::runtime rt(o);
   EXPECT_EQ(rt.block_on(scope_under_timeout(false, &live)), "timeout, cause timeout");
-  EXPECT_EQ(live.load(), 0);
+  EXPECT_EQ(live.load(std::memory_order_acquire), 0);
   EXPECT_EQ(rt.block_on(scope_under_timeout(true, &live)), "group error: 1");
-  EXPECT_EQ(live.load(), 0);
+  EXPECT_EQ(live.load(std::memory_order_acquire), 0);
 }
 
 TEST(TaskScopeTest, OutsideATaskIsAUsageError) {

@@ -606,14 +606,14 @@ TEST(DocsExamplesTest, CurrentTaskNamesCallbacksAndResult) {
   std::latch in(1);
   weft::runtime rt;
   weft::join_handle<void> h = rt.spawn(worker_loop(&registry, &in), {.name = "loop 1"});
-  h.add_done_callback([&finished] { finished.fetch_add(1); });  // on the completing thread
+  h.add_done_callback([&finished] { finished.fetch_add(1, std::memory_order_release); });  // on the completing thread
   in.wait();
   EXPECT_EQ(registry[0].name(), "loop 1");
   registry[0].cancel("registry closed");  // cancel it through its task_handle
   EXPECT_TRUE(weft_test::wait_done(h));
   EXPECT_THROW(h.result(), weft::cancelled_error);  // read as often as you like
   EXPECT_THROW(h.result(), weft::cancelled_error);
-  EXPECT_TRUE(weft_test::spin_until([&] { return finished.load() == 1; }));
+  EXPECT_TRUE(weft_test::spin_until([&] { return finished.load(std::memory_order_acquire) == 1; }));
 }
 
 // ---------------------------------------------------------------- asyncio.wait, as_completed, gather(return_exceptions=True)

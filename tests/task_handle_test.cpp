@@ -14,6 +14,9 @@
 #include "test_support.hpp"
 #include "weft/testing.hpp"
 
+// The tests' own atomics: every write is a release and every read an
+// acquire, each pairing with the other side's (the counters and flags a task
+// or callback sets and the test thread reads after a join or a latch).
 namespace {
 
 using namespace std::chrono_literals;
@@ -72,7 +75,7 @@ TEST(CurrentTaskTest, ATaskCancelsItselfAtItsNextCancellationPoint) {
     EXPECT_EQ(e.reason(), "by myself");
     EXPECT_EQ(e.kind(), weft::cancel_kind::explicit_request);
   }
-  EXPECT_EQ(after.load(), 1);
+  EXPECT_EQ(after.load(std::memory_order_acquire), 1);
   EXPECT_TRUE(h.cancelled());
 }
 
@@ -149,7 +152,7 @@ TEST(CurrentTaskTest, HandlesCopiedOnAnotherThreadDuringInlineJoinsKeepTheFrameA
   std::atomic<weft::task_handle*> shared{nullptr};
   weft::runtime rt(two_workers());
   std::thread copier([&] {
-    while (!stop.load()) {
+    while (!stop.load(std::memory_order_acquire)) {
       if (weft::task_handle* t = shared.load(std::memory_order_acquire)) {
         for (int k = 0; k < 8; ++k) {
           weft::task_handle copy = *t;  // add_ref racing nothing: the owner waits
@@ -160,7 +163,7 @@ TEST(CurrentTaskTest, HandlesCopiedOnAnotherThreadDuringInlineJoinsKeepTheFrameA
     }
   });
   EXPECT_EQ(rt.block_on(owner_joins_inline(rounds, &stop, &shared)), 7 * rounds);
-  stop.store(true);
+  stop.store(true, std::memory_order_release);
   copier.join();
 }
 
@@ -302,13 +305,15 @@ TEST(DoneCallbackTest, CallbacksRunForCancelledAndUnstartedTasksAndThrowingOnesA
   {
     weft::runtime rt(o);
     weft::join_handle<void> h = rt.spawn(sleep_forever());
-    h.add_done_callback([&] { ran.fetch_add(1); });
+    h.add_done_callback([&] { ran.fetch_add(1, std::memory_order_release); });
     h.add_done_callback([] { throw std::logic_error("callback broke"); });
-    h.add_done_callback([&] { ran.fetch_add(10); });  // still runs after the throwing one
+    h.add_done_callback([&] {
+      ran.fetch_add(10, std::memory_order_release);
+    });  // still runs after the throwing one
     h.cancel("stop");
     EXPECT_THROW(h.join(), weft::cancelled_error);
   }
-  EXPECT_EQ(ran.load(), 11);
+  EXPECT_EQ(ran.load(std::memory_order_acquire), 11);
   std::lock_guard lk(mu);
   ASSERT_EQ(hooked.size(), 1u);
   EXPECT_EQ(weft::describe(hooked[0]), "callback broke");
@@ -333,11 +338,13 @@ TEST(DoneCallbackTest, CallbacksAddedWhileTheTaskFinishesRunExactlyOnce) {
     ASSERT_EQ(rt.block_on(adds_callbacks_and_awaits(&ran)), 4) << "round " << i;
     std::atomic<int> joined{0};
     weft::join_handle<int> h = rt.spawn([]() -> weft::task<int> { co_return 1; }());
-    for (int k = 0; k < 3; ++k) h.add_done_callback([&joined] { joined.fetch_add(1); });
+    for (int k = 0; k < 3; ++k)
+      h.add_done_callback([&joined] { joined.fetch_add(1, std::memory_order_release); });
     EXPECT_EQ(h.join(), 1);
-    ASSERT_TRUE(weft_test::spin_until([&] { return joined.load() == 3; })) << "round " << i;
+    ASSERT_TRUE(weft_test::spin_until([&] { return joined.load(std::memory_order_acquire) == 3; }))
+        << "round " << i;
     h = {};  // drop it: the callbacks are done with `joined`
-    EXPECT_EQ(joined.load(), 3);
+    EXPECT_EQ(joined.load(std::memory_order_acquire), 3);
   }
 }
 
