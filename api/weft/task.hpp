@@ -741,12 +741,12 @@ class [[nodiscard]] join_handle {
   // asyncio Task.add_done_callback: `fn()` runs once when the task finishes
   // (value, exception or cancellation) -- on the thread that completes it (a
   // worker, or the thread that drives a driven runtime or a simulation),
-  // after the task's outcome is written and before its joiner resumes; or
-  // at once, on this thread, when it has finished already.  Callbacks run in
-  // the order they were added.  Keep them short and non-blocking: they run on
-  // a worker.  What `fn` throws goes to the runtime's unhandled-exception hook.
-  // The callback may use the handle's task through a task_handle it captured
-  // (this join_handle may be gone by then).
+  // after the task's outcome is written and before a joiner suspended on it resumes (an await that
+  // finds the task done may run meanwhile); or at once, on this thread, when it has finished
+  // already.  Callbacks run in the order they were added.  Keep them short and non-blocking: they
+  // run on a worker.  What `fn` throws goes to the runtime's unhandled-exception hook. The callback
+  // may use the handle's task through a task_handle it captured (this join_handle may be gone by
+  // then).
   template <class F>
     requires std::is_invocable_v<std::decay_t<F>&>
   void add_done_callback(F&& fn) const {
