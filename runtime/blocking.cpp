@@ -20,6 +20,7 @@
 
 #include "blocking_pool.hpp"
 #include "runtime_impl.hpp"
+#include "threads.hpp"
 
 namespace weft::detail {
 
@@ -85,6 +86,7 @@ bool blocking_pool::withdraw(blocking_job* job) noexcept {
 }
 
 void blocking_pool::thread_main(std::list<std::thread>::iterator self) {
+  name_this_thread("weft-blocking");
   std::unique_lock lk(mutex_);
   for (;;) {
     ++idle_;

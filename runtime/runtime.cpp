@@ -22,7 +22,6 @@
 // threads: start() creates the workers but no thread, and the driver in
 // sim.cpp steps them through the same find_work and run; the sim_hook calls
 // here (sim_driver.hpp lists them all) hand over to it when `sim` is set.
-#include <sched.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -38,6 +37,7 @@
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
 #include "spin.hpp"
+#include "threads.hpp"
 #include "weft/runtime.hpp"
 #include "weft/task.hpp"
 
@@ -60,25 +60,6 @@ void count_spawn(runtime_impl* rt, worker* w) noexcept {
     // Relaxed: counter, read after the drain.
     rt->outside_live.fetch_add(1, std::memory_order_relaxed);
   }
-}
-
-unsigned default_worker_count() {
-  if (const char* env = std::getenv("WEFT_WORKERS")) {
-    char* end = nullptr;
-    long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0 && v <= long{runtime_options::max_workers}) {
-      return static_cast<unsigned>(v);
-    }
-    std::fprintf(stderr, "weft: ignoring WEFT_WORKERS=\"%s\" (want a number 1..%u)\n", env,
-                 runtime_options::max_workers);
-  }
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    int c = CPU_COUNT(&set);
-    if (c > 0) return std::min(static_cast<unsigned>(c), runtime_options::max_workers);
-  }
-  unsigned hc = std::thread::hardware_concurrency();
-  return hc > 0 ? std::min(hc, runtime_options::max_workers) : 1;
 }
 
 // Threads still to start before the injected failure; -1: none injected.
@@ -426,6 +407,9 @@ bool runtime_impl::park(worker* w) {
 
 void runtime_impl::worker_main(worker* w) {
   tls_worker = w;
+  const std::string name = "weft-w" + std::to_string(w->index);
+  name_this_thread(name.c_str());
+  run_worker_hook(options.on_worker_start, w->index, "on_worker_start");
   fast_chooser choose;
   unsigned idle_rounds = 0;
   std::uint64_t idle_since = 0;
@@ -460,6 +444,7 @@ void runtime_impl::worker_main(worker* w) {
     idle_rounds = 0;
     if (!park(w)) break;
   }
+  run_worker_hook(options.on_worker_stop, w->index, "on_worker_stop");
   flush_frame_count(w);
   tls_worker = nullptr;
 }

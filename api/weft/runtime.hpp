@@ -64,10 +64,13 @@ struct runtime_options {
   // The largest worker count a runtime accepts (real or simulated).
   static constexpr unsigned max_workers = 4096;
   // Worker threads.  0: the WEFT_WORKERS environment variable if set, else the
-  // number of CPUs this process may run on (its affinity mask), at most
-  // max_workers.  In a simulation: virtual workers, 0 meaning 4 (never taken
-  // from the machine, so that a seed replays anywhere).  Above max_workers the
-  // runtime's constructor throws std::invalid_argument.
+  // number of CPUs this process may run on (its affinity mask), lowered to
+  // what its cgroup CPU quota allows (cgroup v2 cpu.max, or v1
+  // cpu.cfs_quota_us: a container started with --cpus=2 gets 2 workers), at
+  // most max_workers (runtime::default_workers()).  In a simulation: virtual
+  // workers, 0 meaning 4 (never taken from the machine, so that a seed
+  // replays anywhere).  Above max_workers the runtime's constructor throws
+  // std::invalid_argument.
   unsigned workers = 0;
   // Threads of the pool that runs weft::blocking calls (weft/blocking.hpp):
   // started when a call finds no idle one, leaving after 10 s idle; calls
@@ -101,6 +104,18 @@ struct runtime_options {
   // (its handle was dropped).  Runs on a worker; must not throw.  Default:
   // print it on stderr.
   std::function<void(std::exception_ptr)> unhandled_exception;
+  // Called on each worker thread (with its index, 0 .. workers-1) when it
+  // starts, before it runs any task, and when it stops, after its last task
+  // and before the thread ends (during shutdown): to pin it to a CPU, set its
+  // priority, attach a profiler's or a tracer's thread state.  The threads are
+  // named "weft-w0", "weft-w1", ... before on_worker_start runs (it may rename
+  // them).  The constructor does not wait for the start hooks, so tasks may
+  // be spawned before every one has run; the stop hooks have all returned
+  // when shutdown() returns.  An exception from a hook is reported on stderr
+  // and ignored.  Neither runs on a simulation or a driven runtime (no
+  // thread of their own).
+  std::function<void(unsigned worker)> on_worker_start;
+  std::function<void(unsigned worker)> on_worker_stop;
   // shutdown() (and the destructor) waits for every task to end, including
   // one that refuses its "shutdown" cancellation or loops without a
   // cancellation point.  Once it has waited this long, and again each time
@@ -217,6 +232,9 @@ class runtime {
 
   unsigned workers() const noexcept;
   std::chrono::microseconds time_slice() const noexcept;
+  // The worker count that runtime_options::workers = 0 gives a threaded
+  // runtime started now (WEFT_WORKERS, the affinity mask, the cgroup quota).
+  static unsigned default_workers();
 
   // Counters, summed over the workers; approximate while tasks run.
   struct counters {
