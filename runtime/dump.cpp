@@ -198,6 +198,10 @@ void registry_add(runtime_impl* rt, worker* w, task_core* core) noexcept {
   if (r.head != nullptr) r.head->reg_prev = x;
   r.head = x;
   core->tracked = true;
+  // An inline join's finish then takes the atomic path (finish_inline_atomic),
+  // which unregisters it: the inline path never reaches count_finish.  As a
+  // simulation does for the tasks it names.
+  core->hooked = true;
 }
 
 void registry_remove(task_core* core) noexcept {

@@ -124,7 +124,10 @@ TEST(Dump, WithRegistryListsEveryTaskWithIdParentStateAndCancel) {
   e.set();
   ASSERT_TRUE(weft_test::wait_done(p));
   ASSERT_TRUE(weft_test::wait_done(r));
-  EXPECT_TRUE(weft_test::spin_until([&] { return rt.dump().tasks.empty(); }));
+  EXPECT_TRUE(weft_test::spin_until([&] {
+    d = rt.dump();
+    return d.tasks.empty();
+  })) << d.to_string();
   rt.shutdown();
 }
 
@@ -186,8 +189,11 @@ TEST(Dump, SignalNamedByWeftDumpOnPrintsTheDump) {
     weft::runtime rt(weft_test::with_workers(1));
     ::unsetenv("WEFT_DUMP_ON");
     auto s = rt.spawn(sleeper(), {.name = "signal sleeper"});
-    ASSERT_TRUE(
-        weft_test::spin_until([&] { return find_named(rt.dump(), "signal sleeper") != nullptr; }));
+    ASSERT_TRUE(weft_test::spin_until([&] {
+      const task_dump d = rt.dump();
+      const auto* t = find_named(d, "signal sleeper");
+      return t != nullptr && t->state == task_dump::task_state::sleeping;
+    }));
     std::raise(SIGUSR2);
     {
       std::unique_lock lk(mu);
