@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "cancel_delivery.hpp"
+#include "dump_impl.hpp"
 #include "sim_driver.hpp"
 #include "spin.hpp"
 #include "weft/task.hpp"
@@ -267,6 +268,7 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth) {
   if (core != made_for) {
     if (std::stop_source* st = task_stops::of(core)) stops.landed = *st;
   }
+  note_cancel(core, req);  // dump(), the watchdog (dump.cpp); before the task may take it
   cancel_request* old = store_request_locked(core, req, depth);
   WEFT_CHAOS_POINT();
 #if !WEFT_MUTANT_IS(no_wake_on_cancel)  // broken variant (tests only): the wait is not ended

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cancel_delivery.hpp"
+#include "dump_impl.hpp"
 #include "sim_driver.hpp"
 
 namespace weft::detail {
@@ -156,6 +157,7 @@ void finish_inline_atomic(task_core* core) noexcept {
   // may be registered.  (A simulation marks the tasks it names `hooked`, so
   // that their inline finish comes here and it can forget the name.)
   sim_hook::finished(core);
+  if (core->tracked) registry_remove(core);  // before it is marked done (dump.cpp)
   std::uint32_t prev = mark_done(core, /*inline_taken=*/true);
   if (prev & kKeepRef) {
     wake_kept(core, prev);  // we still hold the running reference

@@ -165,6 +165,7 @@ std::coroutine_handle<> fork_resume_item(worker* w, task_core* item) noexcept {
   w->current = nullptr;  // a strand of the tree, not the task's own chain
   // Relaxed: see set_current.
   w->running_site.store(f->tree->root->where, std::memory_order_relaxed);
+  w->running_task.store(f->tree->root, std::memory_order_relaxed);  // likewise
   return f->self;
 }
 

@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "dump_impl.hpp"
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
 #include "spin.hpp"
@@ -154,6 +155,8 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
     complete_unstarted(core, shutdown_request(rt));
     return;
   }
+  if (rt->registries != nullptr) [[unlikely]]
+    registry_add(rt, w, core);  // track_tasks (dump.cpp)
   WEFT_CHAOS_POINT();
   if (w != nullptr) {
     // A worker of this runtime is running a task: shutdown's drain cannot have
@@ -171,6 +174,8 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
 }
 
 void count_finish(task_core* core) noexcept {
+  if (core->tracked) [[unlikely]]
+    registry_remove(core);  // track_tasks (dump.cpp)
   worker* w = tls_worker;
   if (w != nullptr && w->rt == core->rt) {
     --w->live_tasks;
@@ -366,6 +371,7 @@ void runtime_impl::resume_loop(worker* w, task_core* c) noexcept {
   w->current = nullptr;
   // Relaxed: see set_current.
   w->running_site.store(std::source_location{}, std::memory_order_relaxed);
+  w->running_task.store(nullptr, std::memory_order_relaxed);
 }
 
 bool runtime_impl::park(worker* w) {
@@ -474,6 +480,7 @@ void runtime_impl::start() {
     init_frame_cache(w.get());
     workers.push_back(std::move(w));
   }
+  dump_start(this);                   // the task registry, the watchdog (dump.cpp)
   if (sim_hook::start(this)) return;  // no worker thread, no timer thread
   if (options.driven) {
     loop_create(this);  // likewise: its owner drives it
@@ -520,6 +527,7 @@ void runtime_impl::begin_stop(std::source_location where) noexcept {
   for (auto& w : workers) {
     // Relaxed: read at resume points as a hint; take_pending re-checks.
     w->stopping.store(true, std::memory_order_relaxed);
+    w->spawn_slow.store(true, std::memory_order_relaxed);     // spawns see `stopping`
     w->slice_expired.store(true, std::memory_order_relaxed);  // checkpoint() takes the slow path
   }
 
@@ -651,54 +659,35 @@ void runtime_impl::report_stuck() noexcept {
   }
 }
 
-namespace {
-// Adds the tasks awaiting `c` (a task suspended in a wait that the caller's
-// lock keeps it in: it cannot finish, so whoever awaits it cannot resume and
-// is alive): its inline joiner, or the joiner registered on it (kJoiner), and
-// so on up the chain.
-void add_awaiting(shutdown_report& r, task_core* c) {
-  for (int depth = 0; depth < 1000 && c != nullptr; ++depth) {
-    task_core* joiner = c->inline_joiner;
-    // Acquire: pairs with join_slow's acq_rel fetch_or of kJoiner, after
-    // which continuation_core (written before it) is visible.
-    if (joiner == nullptr && (c->state.load(std::memory_order_acquire) & task_core::kJoiner) != 0) {
-      joiner = c->continuation_core;
-    }
-    if (joiner == nullptr) return;
-    r.tasks.push_back({joiner->where, shutdown_report::task_state::awaiting, 0, c->where,
-                       task_name(joiner), task_name(c)});
-    c = joiner;
-  }
-}
-}  // namespace
-
 shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
                                              const std::vector<char>& parked) {
   using st = shutdown_report::task_state;
   shutdown_report r;
   r.waited = std::chrono::milliseconds(waited_ns / 1'000'000);
-  // Running: a worker not parked with a task on it.  Only its spawn site is
-  // read (running_site: static data); the task itself may be gone already.
-  for (unsigned i = 0; i < worker_count; ++i) {
-    if (parked[i] != 0) continue;
-    // Relaxed: see set_current.
-    const std::source_location site = workers[i]->running_site.load(std::memory_order_relaxed);
-    if (site.line() == 0 && site.file_name()[0] == '\0') continue;  // between tasks
-    r.tasks.push_back({site, st::running, i, {}, {}, {}});
-  }
-  // Queued on the injection queue (before the deques: their tasks go there).
+  // The walk dump() shares (dump.cpp): running tasks (named when the
+  // registry is on: its locks are held through the walk), the injection
+  // queue, sleeping and blocked tasks and those awaiting them.
+  std::vector<found_task> found;
   {
-    std::lock_guard lk(inject_mutex);
-    for (task_core* c : injected) {
-      task_core* o = owner_of_item(c);
-      r.tasks.push_back({o->where, st::queued, 0, {}, task_name(o), {}});
-    }
+    auto locks = lock_registries(this);
+    found = walk_tasks(this, parked, !locks.empty());
+  }
+  auto to_entry = [](found_task& f) {
+    return shutdown_report::task_entry{f.site,        f.state,           f.worker,
+                                       f.awaits_site, std::move(f.name), std::move(f.awaits_name)};
+  };
+  // Running and queued first; the deques' tasks join the queued ones.
+  std::size_t i = 0;
+  for (; i < found.size() && (found[i].state == st::running || found[i].state == st::queued); ++i) {
+    r.tasks.push_back(to_entry(found[i]));
   }
   // Queued on a deque: only its owner or a thief may touch a task there, so
   // the report steals each one (as a thief would) and queues it again on the
   // injection queue, which any worker serves: the order of ready tasks does
   // not matter while the runtime stops, and a task stuck behind a worker in
   // a loop without a cancellation point gets a chance to run elsewhere.
+  // (dump() does not: on a live runtime a task in flight here would be
+  // invisible to a shutdown drain that began meanwhile.)
   for (auto& w : workers) {
     for (int lost = 0; lost < 64;) {
       task_core* c = nullptr;
@@ -717,20 +706,7 @@ shutdown_report runtime_impl::collect_report(std::uint64_t waited_ns,
       inject(c);
     }
   }
-  {
-    std::lock_guard lk(timer_mutex);
-    for (timer_node* node : heap) {
-      r.tasks.push_back({node->core->where, st::sleeping, 0, {}, task_name(node->core), {}});
-      add_awaiting(r, node->core);
-    }
-  }
-  {
-    std::lock_guard lk(blocked_mutex);
-    for (list_wait* node = blocked.head; node != nullptr; node = node->reg_next) {
-      r.tasks.push_back({node->core->where, st::blocked, 0, {}, task_name(node->core), {}});
-      add_awaiting(r, node->core);
-    }
-  }
+  for (; i < found.size(); ++i) r.tasks.push_back(to_entry(found[i]));
   return r;
 }
 
@@ -815,6 +791,7 @@ runtime::runtime(runtime_options options, std::source_location where) : impl_(nu
     detail::unregister_runtime(impl.get());
     throw;  // `impl` frees the workers and the rest
   }
+  detail::dump_register_runtime(impl.get());  // WEFT_DUMP_ON (dump.cpp)
   impl_ = impl.release();
 }
 
@@ -827,6 +804,7 @@ runtime::~runtime() {
         stderr);
     std::abort();
   }
+  detail::dump_unregister_runtime(impl_);  // waits for a WEFT_DUMP_ON dump of it
   // A shutdown the destructor starts names the runtime's construction as
   // its location (a destructor has no call site of its own to report).
   if (!detail::sim_hook::destroy(impl_)) impl_->stop(impl_->created_at);

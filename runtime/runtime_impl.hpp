@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <source_location>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -50,6 +51,12 @@ struct loop_driver {
 
 // Blocks a worker's frame cache keeps per size class (frame_cache::limit).
 inline constexpr std::uint32_t kFramesPerClass = 4096;
+
+// One list of the task registry (dump.cpp): tracked tasks' extras.
+struct alignas(kCacheLine) task_registry {
+  std::mutex mu;
+  task_extras* head = nullptr;  // guarded by mu
+};
 
 struct worker;
 void free_frame_cache(worker* w) noexcept;     // alloc.cpp; the worker is destroyed
@@ -91,6 +98,27 @@ struct alignas(kCacheLine) worker : worker_hot {
   std::uint64_t seen_since_ns = 0;
 
   std::thread thread;
+
+  // ---- task dump and watchdog (dump.cpp) ----
+  // Timer thread only: the stretch the watchdog watches (the running task
+  // and `resumes` when it began) and what it reported of it.
+  task_core* wd_task = nullptr;
+  std::uint64_t wd_resumes = 0;
+  std::uint64_t wd_since_ns = 0;
+  bool wd_slow_reported = false;
+  bool wd_cancel_reported = false;
+  // The last cancel request made on the task running here (note_cancel, on
+  // the cancelling thread, when the watchdog watches cancels): guarded by
+  // wd_mutex.  wd_cancel_task is compared, never followed.
+  std::mutex wd_mutex;
+  task_core* wd_cancel_task = nullptr;
+  std::uint64_t wd_cancel_ns = 0;
+  std::string wd_cancel_reason;
+  std::source_location wd_cancel_where;
+  cancel_kind wd_cancel_kind = cancel_kind::explicit_request;
+  // Relaxed sample of when the current stretch began (the watchdog writes
+  // it; dump() reads it for since_resume).  0: not known.
+  std::atomic<std::uint64_t> stretch_since_ns{0};
 
   ~worker() {
     free_frame_cache(this);
@@ -174,6 +202,16 @@ struct runtime_impl {
   intrusive_list<list_wait, &list_wait::reg_next, &list_wait::reg_prev> blocked;  // blocked_mutex
 
   blocking_pool blocking;  // weft::blocking's threads (blocking.cpp); stopped by stop()
+
+  // ---- task dump and watchdog (dump.cpp) ----
+  // The task registry (options.track_tasks): one list per worker, where
+  // the tasks that worker spawns go, and one (index worker_count) for tasks
+  // spawned from other threads.  Null when off.  Set by start().
+  std::unique_ptr<task_registry[]> registries;
+  std::atomic<std::uint64_t> next_task_id{1};  // registry ids; relaxed counter
+  // options.watchdog in ns (0: off).  Set by start(), never change after.
+  std::uint64_t wd_slow_ns = 0;
+  std::uint64_t wd_cancel_ns = 0;
 
   // ---- methods (runtime.cpp / timer.cpp / sync.cpp) ----
   bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)

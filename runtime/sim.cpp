@@ -490,6 +490,7 @@ void sim_stop(runtime_impl* rt, std::source_location where, bool destructor) {
   for (auto& w : rt->workers) {
     // Relaxed: single-threaded.
     w->stopping.store(true, std::memory_order_relaxed);
+    w->spawn_slow.store(true, std::memory_order_relaxed);
     w->slice_expired.store(true, std::memory_order_relaxed);
   }
   s->record(sim::event::kind::stop, 0, 0, 0);

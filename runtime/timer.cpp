@@ -28,6 +28,7 @@
 #include <chrono>
 #include <limits>
 
+#include "dump_impl.hpp"
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
 #include "threads.hpp"
@@ -222,6 +223,13 @@ void runtime_impl::timer_main() {
     // shutdown drain looks at both).
     task_core* woken = nullptr;
     while (timer_pop_due_locked(now, &woken)) {
+    }
+    // The watchdog (dump.cpp): may unlock `lk` around its hook, so it comes
+    // before `next` is read from the heap below.
+    if (num_sleepers.load(std::memory_order_relaxed) < worker_count) {
+      // Relaxed: a hint, as `busy` below.
+      watchdog_tick(this, now, lk);
+      if (timer_exit) break;
     }
     // Time slices: a worker that resumed nothing for a whole slice is told.
     // Relaxed: num_sleepers is a hint here; a missed tick only delays a

@@ -1263,7 +1263,19 @@ void watchdog_main(const config* cfg) {
     hang.seconds = static_cast<double>(wall_ns() - started) / 1e9;
     {
       std::lock_guard lk(g_live_mu);
+      // The stress tool's own list stays: it knows what dump() cannot (the
+      // cancels it sent, the bodies that ended, the outcomes not taken yet);
+      // the runtime's dump adds where each task is (running on which worker,
+      // queued, sleeping, blocked, awaiting which).  A simulation may only be
+      // dumped from its owner thread: not from here.
       if (g_live_ctx != nullptr) hang.dump = dump_registry(*g_live_ctx, 200);
+      if (g_live_rt != nullptr && !cfg->sim) {
+        try {
+          hang.dump += g_live_rt->dump().to_string();
+        } catch (...) {
+          hang.dump += "  (runtime::dump() failed)\n";
+        }
+      }
       if (g_live_rt != nullptr) {
         auto st = g_live_rt->stats();
         hang.dump +=

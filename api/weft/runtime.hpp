@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "weft/detail/task_core.hpp"
+#include "weft/dump.hpp"
 #include "weft/sim.hpp"
 #include "weft/task.hpp"
 
@@ -144,6 +145,18 @@ struct runtime_options {
   // std::invalid_argument).  docs/integration.md, "A foreign event loop
   // drives weft".
   bool driven = false;
+  // ---- task dump and watchdog ----
+  // True: every live task is in a registry (one per worker, so spawns on
+  // different workers take no shared lock), and runtime::dump() lists them
+  // all with ids, parents, states and cancel requests.  Costs a clock read,
+  // an id and a small allocation per spawn, and a lock per spawn and finish.
+  // False (the default): spawn and finish cost nothing more; dump() lists
+  // what the runtime finds without a registry (see task_dump).
+  bool track_tasks = false;
+  // Reports a task that runs too long without a resume point, or after a
+  // cancel request (weft/dump.hpp).  Watched by the timer thread: not on a
+  // simulated or driven runtime.
+  watchdog_options watchdog;
 };
 
 namespace detail {
@@ -243,6 +256,11 @@ class runtime {
     std::uint64_t injected = 0;  // tasks submitted from outside the workers
   };
   counters stats() const noexcept;
+
+  // The live tasks, now (weft/dump.hpp).  From any thread, a worker too;
+  // on a simulation, from its owner thread only.  The environment variable
+  // WEFT_DUMP_ON=SIGUSR1 (or another signal) prints it for every runtime.
+  task_dump dump() const;
 
  private:
   friend struct detail::runtime_access;

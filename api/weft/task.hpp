@@ -1025,7 +1025,8 @@ template <class T>
   attach_extras(c, x);
   // Relaxed: a spawn that misses the stop flag is drained by shutdown like any
   // queued task; submit_spawn handles the one that sees it.
-  if (w->stopping.load(std::memory_order_relaxed)) [[unlikely]] {
+  // spawn_slow: stopping, or the task registry is on (track_tasks).
+  if (w->spawn_slow.load(std::memory_order_relaxed)) [[unlikely]] {
     submit_spawn(w->rt, c);
   } else {
     c->rt = w->rt;

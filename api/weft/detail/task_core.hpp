@@ -87,6 +87,9 @@ struct worker_hot {
   // the thread in shutdown(), which may not follow `current` itself (the
   // task may end and be freed meanwhile), but may read a site: static data.
   std::atomic<std::source_location> running_site{};
+  // `current`, as a pointer to compare, never to follow: the watchdog (timer
+  // thread) and dump() tell a running task by it.  Written with `current`.
+  std::atomic<task_core*> running_task{nullptr};
   std::uint32_t transfers = 0;       // symmetric transfers since the loop's last resume()
   task_core* resume_next = nullptr;  // trampoline slot (see kMaxTransfers)
   std::int64_t live_tasks = 0;       // spawned here minus finished here (shutdown report)
@@ -97,6 +100,9 @@ struct worker_hot {
   std::atomic<bool> slice_expired{false};
   // Set once by shutdown(); resume checks then produce the "shutdown" request.
   std::atomic<bool> stopping{false};
+  // Set with `stopping`, or from the start under runtime_options::track_tasks:
+  // spawn() on this worker takes the out-of-line path (submit_spawn).
+  std::atomic<bool> spawn_slow{false};
   runtime_impl* rt = nullptr;
 };
 
@@ -215,6 +221,25 @@ struct task_extras : wait_list {
   // Guarded by the list's lock; taken whole (and run) by the completion.
   done_callback* callbacks = nullptr;
   done_callback* callbacks_tail = nullptr;
+  // ---- task registry (runtime_options::track_tasks; runtime/dump.cpp) ----
+  // Guarded by the lock of registry `reg_index`; all set before the task is
+  // published except the links.
+  task_extras* reg_next = nullptr;
+  task_extras* reg_prev = nullptr;
+  task_core* reg_core = nullptr;  // the task these extras belong to
+  std::uint64_t id = 0;
+  std::uint64_t parent_id = 0;
+  std::uint64_t spawned_ns = 0;
+  unsigned reg_index = 0;
+  // The last cancel request made on the task (note_cancel), guarded by
+  // note_lock: a leaf lock (nothing is taken under it), so that a canceller
+  // holding the task's hook lock and dump() holding a registry lock may both
+  // take it.
+  std::atomic<std::uint8_t> note_lock{0};
+  std::string cancel_reason;
+  std::source_location cancel_where;
+  std::uint64_t cancel_ns = 0;  // 0: none
+  cancel_kind cancel_kind_ = cancel_kind::explicit_request;
   task_extras() = default;
   task_extras(const task_extras&) = delete;
   task_extras& operator=(const task_extras&) = delete;
@@ -270,6 +295,9 @@ struct task_core {
   // The handle's owner read the outcome without taking it (result(),
   // exception()): an exception it saw is not reported as unhandled.
   bool retrieved = false;
+  // In the runtime's task registry (track_tasks): written once before the
+  // task is published, read when it finishes (count_finish).
+  bool tracked = false;
 
   // ---- guarded by hook_lock ----
   // A request forwarded to this task by its waiter came back to the waiter
@@ -331,6 +359,8 @@ struct task_core {
   // Relaxed: a sample for the shutdown report (see running_site); nothing
   // is read through it but static data.
   w->running_site.store(c->where, std::memory_order_relaxed);
+  // Relaxed: a sample for the watchdog and dump(), compared, never followed.
+  w->running_task.store(c, std::memory_order_relaxed);
 }
 
 enum class outcome : std::uint8_t { none, value, exception, cancelled };
