@@ -18,6 +18,7 @@
 
 #include "weft/detail/task_core.hpp"
 #include "weft/sim.hpp"
+#include "weft/stats.hpp"
 #include "weft/task.hpp"
 
 namespace weft {
@@ -218,13 +219,11 @@ class runtime {
   unsigned workers() const noexcept;
   std::chrono::microseconds time_slice() const noexcept;
 
-  // Counters, summed over the workers; approximate while tasks run.
-  struct counters {
-    std::uint64_t steals = 0;    // successful steals
-    std::uint64_t parks = 0;     // times a worker went to sleep
-    std::uint64_t injected = 0;  // tasks submitted from outside the workers
-  };
-  counters stats() const noexcept;
+  // What the workers did and how long cancellations took (weft/stats.hpp):
+  // per worker, outside the workers, in total.  From any thread, at any
+  // time; exact once the runtime is quiet, recent values while tasks run.
+  // Reads each worker's counters (relaxed loads) and allocates the result.
+  runtime_stats stats() const;
 
  private:
   friend struct detail::runtime_access;
