@@ -409,8 +409,7 @@ def latency_table(doc):
         "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     names = {"to_handler": "catch block / flag seen", "to_join": "join() / wait() returns",
-             "rt_to_delivery": "runtime::stats(): request → delivered",
-             "rt_to_finish": "runtime::stats(): request → task finished"}
+             "rt_to_delivery": "runtime::stats(): request → delivered"}
     for r in doc["results"]:
         fifths = " ".join(f"{v:.1f}" for v in r["chunk_p50_us"])
         lines.append(

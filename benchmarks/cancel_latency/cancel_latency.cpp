@@ -33,14 +33,14 @@
 //   to_handler  t0 -> first thing in the task's catch block (weft), or the
 //               moment the polling loop sees the flag (oneTBB)
 //   to_join     t0 -> the canceller's join() (weft) / wait() (oneTBB) returns
-// Next to them, for weft, the runtime's own figures (runtime::stats(): its
-// cancellation-latency histograms, read before and after each sample; the
-// histograms' sums are exact, so each sample's value is too):
+// Next to them, for weft, the runtime's own figure (runtime::stats(): its
+// cancellation-latency histogram, read before and after each sample; the
+// histogram's sum is exact, so each sample's value is too):
 //   rt_to_delivery  cancel() stamps the task -> the task takes the request at
 //                   its resume point (1 us resolution)
-//   rt_to_finish    cancel() stamps the task -> the task ends cancelled
-// and after each worker count the runtime's histogram summary over all the
-// weft samples (warm-up included).
+// and after each worker count the runtime's histogram summaries over all the
+// weft samples (warm-up included).  The runtime's "finished" histograms stay
+// empty here: these tasks catch their cancellation and return a value.
 // The weft task catches cancelled_error and returns the catch-block timestamp,
 // so each sample also checks that the catch block ran (and after t0); the
 // oneTBB sample checks that the task saw the flag and that wait() reported
@@ -111,17 +111,16 @@ void wait_started(const std::atomic<int>& started) {
 struct sample {
   double to_handler_us, to_join_us;
   // weft: the runtime's own measurement; negative when it has none.
-  double rt_delivery_us = -1, rt_finish_us = -1;
+  double rt_delivery_us = -1;
 };
 
 struct series {
   std::vector<double> to_handler, to_join;  // microseconds
-  std::vector<double> rt_delivery, rt_finish;
+  std::vector<double> rt_delivery;
   void add(const sample& s) {
     to_handler.push_back(s.to_handler_us);
     to_join.push_back(s.to_join_us);
     if (s.rt_delivery_us >= 0) rt_delivery.push_back(s.rt_delivery_us);
-    if (s.rt_finish_us >= 0) rt_finish.push_back(s.rt_finish_us);
   }
 };
 
@@ -153,8 +152,7 @@ sample weft_sample(weft::runtime& rt, bool parked, std::chrono::microseconds set
                k, in_handler >= t0, true);
   const weft::runtime_stats after = rt.stats();
   return {static_cast<double>(in_handler - t0) / 1e3, static_cast<double>(t1 - t0) / 1e3,
-          one_sample_us(before.cancel_to_delivery, after.cancel_to_delivery),
-          one_sample_us(before.cancel_to_finish, after.cancel_to_finish)};
+          one_sample_us(before.cancel_to_delivery, after.cancel_to_delivery)};
 }
 
 sample tbb_sample(tbb::task_arena& arena, std::chrono::microseconds settle, unsigned k) {
@@ -310,9 +308,7 @@ int main(int argc, char** argv) {
     results.push(describe("tbb_poll", "to_handler", k, poll.to_handler));
     results.push(describe("tbb_poll", "to_join", k, poll.to_join));
     results.push(describe("weft_parked", "rt_to_delivery", k, parked.rt_delivery));
-    results.push(describe("weft_parked", "rt_to_finish", k, parked.rt_finish));
     results.push(describe("weft_checkpoint", "rt_to_delivery", k, checkpoint.rt_delivery));
-    results.push(describe("weft_checkpoint", "rt_to_finish", k, checkpoint.rt_finish));
     const weft::runtime_stats st = rt.stats();
     std::printf(
         "runtime::stats(), %u worker%s, all weft samples: cancel -> delivered %s; "
