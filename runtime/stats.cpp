@@ -57,7 +57,7 @@ namespace weft {
 std::size_t latency_histogram::bucket_of(std::uint64_t ns) noexcept {
   if (ns == 0) return 0;
   const auto b = static_cast<std::size_t>(64 - __builtin_clzll(ns));  // ns in [2^(b-1), 2^b)
-  return std::min(b, buckets - 1);
+  return std::min(b, kBuckets - 1);
 }
 
 std::uint64_t latency_histogram::count() const noexcept {
@@ -78,18 +78,18 @@ std::chrono::nanoseconds latency_histogram::quantile(double q) const noexcept {
   auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(n)));
   rank = std::clamp<std::uint64_t>(rank, 1, n);
   std::uint64_t seen = 0;
-  for (std::size_t b = 0; b < buckets; ++b) {
+  for (std::size_t b = 0; b < kBuckets; ++b) {
     seen += counts[b];
     if (seen < rank) continue;
     if (b == 0) return std::chrono::nanoseconds(0);
-    const std::uint64_t upper = b + 1 < buckets ? std::uint64_t{1} << b : max_ns;
+    const std::uint64_t upper = b + 1 < kBuckets ? std::uint64_t{1} << b : max_ns;
     return std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(upper, max_ns)));
   }
   return max();
 }
 
 latency_histogram& latency_histogram::operator+=(const latency_histogram& o) noexcept {
-  for (std::size_t b = 0; b < buckets; ++b) counts[b] += o.counts[b];
+  for (std::size_t b = 0; b < kBuckets; ++b) counts[b] += o.counts[b];
   sum_ns += o.sum_ns;
   max_ns = std::max(max_ns, o.max_ns);
   return *this;
@@ -132,7 +132,7 @@ worker_stats& worker_stats::operator+=(const worker_stats& o) noexcept {
   spawned += o.spawned;
   completed += o.completed;
   cancelled += o.cancelled;
-  for (std::size_t k = 0; k < cancel_kind_count; ++k) cancelled_by[k] += o.cancelled_by[k];
+  for (std::size_t k = 0; k < kCancelKinds; ++k) cancelled_by[k] += o.cancelled_by[k];
   failed += o.failed;
   steals += o.steals;
   steal_attempts += o.steal_attempts;
@@ -167,7 +167,7 @@ std::string runtime_stats::to_string() const {
   row("outside", outside);
   row("total", total);
   out += "cancelled by kind:";
-  for (std::size_t k = 0; k < cancel_kind_count; ++k) {
+  for (std::size_t k = 0; k < kCancelKinds; ++k) {
     out += ' ';
     out += weft::to_string(static_cast<cancel_kind>(k));
     out += '=';
@@ -184,8 +184,8 @@ std::string runtime_stats::to_string() const {
 
 namespace weft::detail {
 
-static_assert(static_cast<std::size_t>(cancel_kind::shutdown) + 1 == cancel_kind_count,
-              "cancel_kind_count counts every cancel_kind");
+static_assert(static_cast<std::size_t>(cancel_kind::shutdown) + 1 == kCancelKinds,
+              "kCancelKinds counts every cancel_kind");
 
 void stat_histogram::record(std::uint64_t ns, bool shared) noexcept {
   stat_counter& bucket = counts[latency_histogram::bucket_of(ns)];
@@ -206,7 +206,7 @@ void stat_histogram::record(std::uint64_t ns, bool shared) noexcept {
 
 void stat_histogram::read_into(latency_histogram& out) const noexcept {
   latency_histogram h;
-  for (std::size_t b = 0; b < latency_histogram::buckets; ++b) h.counts[b] = counts[b].get();
+  for (std::size_t b = 0; b < latency_histogram::kBuckets; ++b) h.counts[b] = counts[b].get();
   h.sum_ns = sum_ns.get();
   h.max_ns = max_ns.get();
   out += h;
@@ -280,7 +280,7 @@ void record_finish(runtime_impl* rt, const meter_target& t, std::uint64_t reques
 
 void count_cancelled(const meter_target& t, cancel_kind kind) noexcept {
   const auto k = static_cast<std::size_t>(kind);
-  if (k < cancel_kind_count) t.bump(t.block->cancelled_by[k]);
+  if (k < kCancelKinds) t.bump(t.block->cancelled_by[k]);
 }
 
 }  // namespace
@@ -425,7 +425,7 @@ void meter_failed(task_core* core) noexcept {
 namespace {
 
 void read_block(const stats_block& b, worker_stats& s) noexcept {
-  for (std::size_t k = 0; k < cancel_kind_count; ++k) {
+  for (std::size_t k = 0; k < kCancelKinds; ++k) {
     s.cancelled_by[k] = b.cancelled_by[k].get();
     s.cancelled += s.cancelled_by[k];
   }

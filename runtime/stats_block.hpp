@@ -45,7 +45,7 @@ struct stat_counter {
 };
 
 struct stat_histogram {
-  stat_counter counts[latency_histogram::buckets];
+  stat_counter counts[latency_histogram::kBuckets];
   stat_counter sum_ns;
   stat_counter max_ns;
   // `shared`: the outside block (RMW); else one writer (bump).
@@ -56,7 +56,7 @@ struct stat_histogram {
 // A worker's figures (in `worker`), or the outside block (in runtime_impl).
 struct stats_block {
   stat_counter spawned, completed;  // outside only: a worker counts in worker_hot
-  stat_counter cancelled_by[cancel_kind_count];
+  stat_counter cancelled_by[kCancelKinds];
   stat_counter failed, steals, steal_attempts, injected, parks, wakeups;
   stat_counter busy_ns;         // finished active stretches (plus active_since's)
   stat_counter longest_run_ns;  // written by the timer thread / the driver

@@ -324,7 +324,7 @@ TEST(StatsTest, HistogramQuantilesAreBucketUpperEdgesCappedAtTheMax) {
   EXPECT_EQ(weft::latency_histogram::bucket_of(1023), 10u);
   EXPECT_EQ(weft::latency_histogram::bucket_of(1024), 11u);
   EXPECT_EQ(weft::latency_histogram::bucket_of(~std::uint64_t{0}),
-            weft::latency_histogram::buckets - 1);
+            weft::latency_histogram::kBuckets - 1);
   for (int i = 0; i < 99; ++i) add(1000);  // bucket [512, 1024)
   add(5'000'000);                          // one slow sample
   EXPECT_EQ(h.count(), 100u);

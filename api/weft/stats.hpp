@@ -17,7 +17,7 @@
 namespace weft {
 
 // The number of cancel_kind values (explicit_request ... shutdown).
-inline constexpr std::size_t cancel_kind_count = 5;
+inline constexpr std::size_t kCancelKinds = 5;
 
 // Durations in log2 buckets: counts[0] holds samples under 1 ns (0), counts[i]
 // those in [2^(i-1), 2^i) ns; the last bucket also takes everything longer.
@@ -25,8 +25,8 @@ inline constexpr std::size_t cancel_kind_count = 5;
 // upper edge of the bucket that holds it (so at most twice the true value),
 // capped at the exact max.
 struct latency_histogram {
-  static constexpr std::size_t buckets = 48;  // the last starts at 2^46 ns (about 20 h)
-  std::array<std::uint64_t, buckets> counts{};
+  static constexpr std::size_t kBuckets = 48;  // the last starts at 2^46 ns (about 20 h)
+  std::array<std::uint64_t, kBuckets> counts{};
   std::uint64_t sum_ns = 0;  // sum of all samples
   std::uint64_t max_ns = 0;  // the largest sample
 
@@ -61,7 +61,7 @@ struct worker_stats {
   // that ends by rethrowing the cancelled_error of a task it awaited counts
   // too, with that error's kind.
   std::uint64_t cancelled = 0;
-  std::array<std::uint64_t, cancel_kind_count> cancelled_by{};
+  std::array<std::uint64_t, kCancelKinds> cancelled_by{};
   // Of `completed`: finished with another exception.
   std::uint64_t failed = 0;
   std::uint64_t steals = 0;          // tasks this worker took from another's deque
