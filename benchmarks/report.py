@@ -383,6 +383,22 @@ def plot_slow(doc, img_dir, subtitle):
     return name
 
 
+def steals_table(groups):
+    """Steals and parks per timed run of weft's spellings (runtime::stats(),
+    read before and after each run), medians; "" when no result has them."""
+    lines = ["| problem | instance | workers | spelling | steals per run | parks per run |",
+             "|---|---|---:|---|---:|---:|"]
+    for (problem, instance), g in groups.items():
+        for rt in runtimes_of(g):
+            for k in sorted(w for (r, w) in g if r == rt):
+                r = g[(rt, k)]
+                if "steals_median" not in r:
+                    continue
+                lines.append(f"| {problem} | {instance} | {k} | {rt} | {r['steals_median']:,.0f} "
+                             f"| {r['parks_median']:,.0f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 # ---------------------------------------------------------------- cancellation
 
 
@@ -392,7 +408,8 @@ def latency_table(doc):
         "| p50 of each fifth µs | samples |",
         "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
-    names = {"to_handler": "catch block / flag seen", "to_join": "join() / wait() returns"}
+    names = {"to_handler": "catch block / flag seen", "to_join": "join() / wait() returns",
+             "rt_to_delivery": "runtime::stats(): request → delivered"}
     for r in doc["results"]:
         fifths = " ".join(f"{v:.1f}" for v in r["chunk_p50_us"])
         lines.append(
@@ -747,6 +764,12 @@ def main():
         md.append("")
         md.append(throughput_table(groups))
         md.append("")
+        steals = steals_table(groups)
+        if steals:
+            md.append("weft's steals and parks per run (`runtime::stats()`, medians):")
+            md.append("")
+            md.append(steals)
+            md.append("")
         for title, name in plot_throughput(groups, img_dir, subtitle):
             md.append(f"![{title}](img/{name})")
             md.append("")

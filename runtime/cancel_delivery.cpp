@@ -60,13 +60,6 @@ void unlock_chain_ancestors(task_core* core) noexcept {
 
 }  // namespace
 
-struct cancel_route {
-  static unsigned depth(const cancelled_error& e) noexcept { return e.forwarded_; }
-  static void set_depth(cancelled_error& e, unsigned d) noexcept {
-    e.forwarded_ = static_cast<std::uint8_t>(d);
-  }
-};
-
 namespace {
 
 std::source_location shutdown_site(const runtime_impl* rt) {
@@ -97,6 +90,7 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
     // request's fields are visible.
     cancel_request* r = c->pending.exchange(nullptr, std::memory_order_acquire);
     if (r == nullptr) continue;
+    meter_delivery(c, core, untagged(r));  // runtime::stats: request -> delivered
     // A request of an inline joiner reaches us forwarded `up` levels further.
     r = tagged(untagged(r), depth_of(r) + up);
     if (c != core) {
@@ -119,7 +113,11 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
       if (std::stop_source* st = owner_of(core)->stop) st->request_stop();
     }
     core->shutdown_seen = true;
-    return shutdown_request(core->rt);
+    cancel_request* r = shutdown_request(core->rt);
+    // runtime::stats; with locks held the request is handed back and made
+    // again (and counted then).
+    if (!core_locked) meter_shutdown_delivery(core, r);
+    return r;
   }
   return nullptr;
 }
@@ -269,6 +267,10 @@ bool hand_over(task_core* core, cancel_request* req, unsigned depth) {
     if (std::stop_source* st = task_stops::of(core)) stops.landed = *st;
   }
   note_cancel(core, req);  // dump(), the watchdog (dump.cpp); before the task may take it
+  // runtime::stats: the request time, unless one is pending already (its
+  // stamp stays).  Relaxed: under the hook lock, which every store into the
+  // slot holds; the stamp is written before the release store below.
+  if (core->pending.load(std::memory_order_relaxed) == nullptr) meter_request(core);
   cancel_request* old = store_request_locked(core, req, depth);
   WEFT_CHAOS_POINT();
 #if !WEFT_MUTANT_IS(no_wake_on_cancel)  // broken variant (tests only): the wait is not ended
@@ -328,9 +330,13 @@ cancelled_error cancelled_error_of(cancel_request* req) {
   std::string reason = req->interned ? std::string() : std::move(req->reason);
   const cancel_kind kind = req->kind;
   const std::source_location where = req->where;
+  std::uint64_t requested = 0;
+  std::uint64_t delivered = 0;
+  meter_unstash(req, nullptr, &requested, &delivered);  // runtime::stats: before the free
   free_request(req);
   cancelled_error e(std::move(reason), kind, where);
   cancel_route::set_depth(e, depth);
+  cancel_route::set_stamps(e, requested, delivered);
   return e;
 }
 
@@ -402,9 +408,9 @@ void park_cancellation(const std::exception_ptr& err) noexcept {
     std::rethrow_exception(err);
   } catch (const cancelled_error& e) {
     try {
-      park_request(w->current,
-                   tagged(new cancel_request{std::string(e.reason()), e.kind(), e.where()},
-                          cancel_route::depth(e)));
+      auto* r = new cancel_request{std::string(e.reason()), e.kind(), e.where()};
+      meter_restash(e, r);  // runtime::stats: its stamps come back with it
+      park_request(w->current, tagged(r, cancel_route::depth(e)));
     } catch (...) {
       // Out of memory for the request: the cancellation is lost; the caller
       // still reports what it must.
@@ -442,6 +448,10 @@ void reclaim_forwarded(task_core* waiter, task_core* target) noexcept {
   cancel_request* old = nullptr;
   // Relaxed: every update of the count is made under the hook lock we hold.
   if (waiter->cancel_count.load(std::memory_order_relaxed) != 0) {
+    // runtime::stats: the request time goes with it.  Relaxed: under the
+    // waiter's hook lock, as the store below.
+    if (waiter->pending.load(std::memory_order_relaxed) == nullptr)
+      meter_move_request(target, waiter);
     // One level up: to the waiter it is forwarded one level less.
     old = store_request_locked(waiter, untagged(r), depth_of(r) - 1);
     r = nullptr;

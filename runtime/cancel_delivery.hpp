@@ -38,6 +38,22 @@ inline cancel_request* untagged(cancel_request* r) noexcept {
   return reinterpret_cast<cancel_request*>(reinterpret_cast<std::uintptr_t>(r) & ~kTagMask);
 }
 
+// The private fields of cancelled_error that the runtime reads and sets.
+struct cancel_route {
+  static unsigned depth(const cancelled_error& e) noexcept { return e.forwarded_; }
+  static void set_depth(cancelled_error& e, unsigned d) noexcept {
+    e.forwarded_ = static_cast<std::uint8_t>(d);
+  }
+  // The cancellation-latency stamps (stats.cpp).
+  static std::uint64_t requested_ns(const cancelled_error& e) noexcept { return e.requested_ns_; }
+  static std::uint64_t delivered_ns(const cancelled_error& e) noexcept { return e.delivered_ns_; }
+  static void set_stamps(cancelled_error& e, std::uint64_t requested,
+                         std::uint64_t delivered) noexcept {
+    e.requested_ns_ = requested;
+    e.delivered_ns_ = delivered;
+  }
+};
+
 // Give `req` (owned) to `core`, forwarded down the chain of tasks each waiting
 // on the next; `depth`: how many levels down it already came.  Returns false
 // when `core` had finished (then `req` was freed).  cancel_delivery.cpp.

@@ -132,6 +132,7 @@ std::coroutine_handle<> complete_task(task_core* core) noexcept {
 }
 
 void complete_unstarted(task_core* core, cancel_request* req) noexcept {
+  meter_unstarted(core, req);  // runtime::stats: cancelled by kind, latency
   core->final_cancel = req;
   owner_of(core)->result = outcome::cancelled;
   count_finish(core);

@@ -146,15 +146,19 @@ std::size_t drive(runtime_impl* rt, std::uint64_t until, const task_core* target
     d->slice_began = now;
     rt->after_run(w, f, rt->run(w, f.task), choose);
     ++ran;
+    const std::uint64_t after = now_ns();
+    meter_run(w, after - now);  // runtime::stats: busy time, longest_run (exact here)
     // Acquire: pairs with the completion's release; only a done bit is read.
     if (target != nullptr && (target->state.load(std::memory_order_acquire) & task_core::kDone))
       break;
-    if (now_ns() >= until) break;
+    if (after >= until) break;
   }
   tls_worker = saved_worker;
   tls_sim = saved_sim;
   flush_frame_count(w);  // diagnostics::live_frames() is exact between drives
 
+  // runtime::stats; under drive_mutex (one writer).
+  w->meter.counts.parks.bump();
   {  // Step park.
     std::lock_guard lk(rt->idle_mutex);
     rt->sleepers.push_back(w);

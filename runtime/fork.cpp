@@ -197,11 +197,13 @@ bool fork_cancel_check(fork_tree* t, worker_hot* w) noexcept {
     // Acquire: pairs with hand_over's release store of the request.  A take
     // needs no hook lock (only stores of a request do).
     cancel_request* r = root->pending.exchange(nullptr, std::memory_order_acquire);
+    if (r != nullptr) meter_delivery(root, root, untagged(r));  // runtime::stats
     // Relaxed: as maybe_cancel's look at the stop flag.  shutdown_seen is
     // guarded by the tree's lock while the tree runs.
     if (r == nullptr && w->stopping.load(std::memory_order_relaxed) && !root->shutdown_seen) {
       root->shutdown_seen = true;
       r = shutdown_request(root->rt);
+      meter_shutdown_delivery(root, r);  // runtime::stats
     }
     if (r != nullptr) {
       t->origin = r;

@@ -51,15 +51,17 @@ void unregister_runtime(const runtime_impl* rt);
 
 namespace {
 
-// Tasks spawned minus tasks finished, per runtime, for the shutdown report:
-// a worker of the task's runtime counts in its live_tasks (owner only), any
-// other thread in runtime_impl::outside_live.
+// Tasks spawned and finished, per runtime, for the shutdown report and
+// runtime::stats: a worker of the task's runtime counts in its spawned /
+// finished (owner only), any other thread in runtime_impl::outside_live and
+// the outside block.
 void count_spawn(runtime_impl* rt, worker* w) noexcept {
   if (w != nullptr) {
-    ++w->live_tasks;
+    bump_owned(w->spawned);
   } else {
     // Relaxed: counter, read after the drain.
     rt->outside_live.fetch_add(1, std::memory_order_relaxed);
+    rt->outside_meter.spawned.add();
   }
 }
 
@@ -178,11 +180,12 @@ void count_finish(task_core* core) noexcept {
     registry_remove(core);  // track_tasks (dump.cpp)
   worker* w = tls_worker;
   if (w != nullptr && w->rt == core->rt) {
-    --w->live_tasks;
+    bump_owned(w->finished);
     sim_hook::finished(w->sim, core);
   } else {
     // Relaxed: counter, read after the drain.
     core->rt->outside_live.fetch_sub(1, std::memory_order_relaxed);
+    core->rt->outside_meter.completed.add();
     sim_hook::finished(core->rt->sim, core);
   }
 }
@@ -230,8 +233,7 @@ bool runtime_impl::inject(task_core* c, injection why) {
     // seq_cst: the injector's half of the parking Dekker pair.
     injected_count.fetch_add(1, std::memory_order_seq_cst);
   }
-  // Relaxed: statistics.
-  injected_total.fetch_add(1, std::memory_order_relaxed);
+  meter_inject(this);  // runtime::stats
   WEFT_CHAOS_POINT();
   // seq_cst: pairs with park()'s seq_cst increment of num_sleepers.
   if (num_sleepers.load(std::memory_order_seq_cst) > 0) wake_one();
@@ -280,6 +282,7 @@ void runtime_impl::wake_one() noexcept {
     // Relaxed: read under idle_mutex by the drain.
     wake_generation.fetch_add(1, std::memory_order_relaxed);
   }
+  meter_wakes(this, 1);  // runtime::stats
   WEFT_CHAOS_POINT();
   // A driven runtime's one worker is parked when nobody drives it: its owner
   // waits on wakeup_fd(), not on the token.
@@ -301,6 +304,7 @@ void runtime_impl::wake_all() noexcept {
     num_sleepers.fetch_sub(static_cast<std::uint32_t>(woken.size()), std::memory_order_relaxed);
     wake_generation.fetch_add(1, std::memory_order_relaxed);
   }
+  if (!woken.empty()) meter_wakes(this, woken.size());  // runtime::stats
   if (loop != nullptr && !woken.empty()) [[unlikely]] {
     loop_signal(this);  // as in wake_one
     return;
@@ -401,8 +405,7 @@ bool runtime_impl::park(worker* w) {
     // A waker already took us off the list; its token is on the way.
   }
   WEFT_CHAOS_POINT();
-  // Relaxed: statistics.
-  w->parks.store(w->parks.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  w->meter.counts.parks.bump();  // runtime::stats
   // Acquire: pairs with the waker's release store.
   while (w->wake_token.load(std::memory_order_acquire) == 0) {
     w->wake_token.wait(0, std::memory_order_acquire);
@@ -422,6 +425,8 @@ void runtime_impl::worker_main(worker* w) {
   for (;;) {
     if (const found_work f = find_work(w, choose); f.task != nullptr) {
       idle_rounds = 0;
+      if (w->meter.idle) [[unlikely]]
+        meter_active(w);  // runtime::stats: busy time, a clock read per idle stretch
       after_run(w, f, run(w, f.task), choose);
       continue;
     }
@@ -441,7 +446,10 @@ void runtime_impl::worker_main(worker* w) {
     // idle_spin longer).  Relaxed: a hint set by stop(); missing it only means spinning
     // out the idle_spin, and park() re-checks the queues either way.
     const bool stopping_now = w->stopping.load(std::memory_order_relaxed);
-    if (idle_rounds == 32) idle_since = now_ns();
+    if (idle_rounds == 32) {
+      idle_since = now_ns();
+      meter_idle(w, idle_since);  // runtime::stats: the active stretch ends
+    }
     if (!stopping_now &&
         (idle_rounds < 64 || (idle_rounds % 16 != 0) || now_ns() - idle_since < idle_spin_ns)) {
       std::this_thread::yield();
@@ -450,6 +458,7 @@ void runtime_impl::worker_main(worker* w) {
     idle_rounds = 0;
     if (!park(w)) break;
   }
+  meter_idle(w, now_ns());
   run_worker_hook(options.on_worker_stop, w->index, "on_worker_stop");
   flush_frame_count(w);
   tls_worker = nullptr;
@@ -518,7 +527,10 @@ void runtime_impl::abandon_start() noexcept {
 
 void runtime_impl::begin_stop(std::source_location where) noexcept {
   // Relaxed: under shutdown_mutex, which every writer of `stopping` holds.
-  if (!stopping.load(std::memory_order_relaxed)) shutdown_at = where;
+  if (!stopping.load(std::memory_order_relaxed)) {
+    shutdown_at = where;
+    shutdown_began_ns = now_ns();  // runtime::stats: the "shutdown" request time
+  }
 
   // Step stop_spawning: from here on, spawns complete at once as cancelled,
   // and every task's next resume point delivers the one "shutdown" request.
@@ -649,7 +661,11 @@ void runtime_impl::report_stuck() noexcept {
   // the workers parked or the driver stopped (idle_mutex, or the driving
   // thread itself) or before `closed` (inject_mutex).
   std::int64_t live = outside_live.load(std::memory_order_relaxed);
-  for (auto& w : workers) live += w->live_tasks;
+  for (auto& w : workers) {
+    // Relaxed: owner-written counters, read after the workers stopped (above).
+    live += static_cast<std::int64_t>(w->spawned.load(std::memory_order_relaxed) -
+                                      w->finished.load(std::memory_order_relaxed));
+  }
   stuck_tasks = live;
   if (live > 0) {
     std::fprintf(stderr,
@@ -825,17 +841,6 @@ void runtime::shutdown(std::source_location where) {
 unsigned runtime::workers() const noexcept { return impl_->worker_count; }
 
 std::chrono::microseconds runtime::time_slice() const noexcept { return impl_->options.time_slice; }
-
-runtime::counters runtime::stats() const noexcept {
-  counters c;
-  for (auto& w : impl_->workers) {
-    // Relaxed: statistics.
-    c.steals += w->steals.load(std::memory_order_relaxed);
-    c.parks += w->parks.load(std::memory_order_relaxed);
-  }
-  c.injected = impl_->injected_total.load(std::memory_order_relaxed);
-  return c;
-}
 
 namespace diagnostics {
 std::int64_t live_frames() noexcept { return detail::frames_outside_workers(); }

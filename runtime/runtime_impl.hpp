@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "blocking_pool.hpp"
+#include "stats_block.hpp"
 #include "weft/detail/deque.hpp"
 #include "weft/detail/mutant.hpp"
 #include "weft/detail/task_core.hpp"
@@ -89,9 +90,8 @@ struct alignas(kCacheLine) worker : worker_hot {
   // Parking: 0 = parked / about to park, 1 = woken.  Written by wakers
   // (release) and the owner; the owner waits on it.
   std::atomic<std::uint32_t> wake_token{0};
-  // Counters read by stats(); written by the owner only (relaxed).
-  std::atomic<std::uint64_t> steals{0};
-  std::atomic<std::uint64_t> parks{0};
+  // ---- metrics (runtime::stats; stats_block.hpp, stats.cpp) ----
+  worker_meter meter;
 
   // Timer-thread state for the slice check (timer thread only).
   std::uint64_t seen_resumes = 0;
@@ -147,7 +147,7 @@ struct runtime_impl {
   // being queued where no worker will ever look.
   bool closed = false;  // guarded by inject_mutex
   // Tasks spawned from outside the workers minus tasks finished outside them
-  // (with the workers' live_tasks: the shutdown report).  Relaxed counter.
+  // (with the workers' spawned - finished: the shutdown report).  Relaxed counter.
   std::atomic<std::int64_t> outside_live{0};
   // Sleeps that timer_arm accepted and whose task has not yet resumed from
   // them (sleep_resume).  Unlike the timer heap, it still counts a sleep that
@@ -156,7 +156,6 @@ struct runtime_impl {
   std::atomic<std::int64_t> sleeps_unfinished{0};
   // Number of tasks in `injected`; lets workers skip the mutex when empty.
   std::atomic<std::int64_t> injected_count{0};
-  std::atomic<std::uint64_t> injected_total{0};
   // inject() calls in flight from threads that are not this runtime's
   // workers; ~runtime waits for 0 before it frees the runtime.
   std::atomic<std::int64_t> foreign_injections{0};
@@ -188,6 +187,14 @@ struct runtime_impl {
   // ~runtime keeps this structure alive (keep_remains): their handles still
   // read `rt`.  Guarded by shutdown_mutex; read by ~runtime after stop().
   std::int64_t stuck_tasks = 0;
+
+  // ---- metrics (runtime::stats; stats_block.hpp, stats.cpp) ----
+  // What threads that are not workers did (RMW: any thread writes it).
+  stats_block outside_meter;
+  // now_ns() when shutdown began: the request time of every "shutdown"
+  // cancellation.  Written by begin_stop before its seq_cst store of
+  // `stopping`; read only after an acquire load of `stopping` saw true.
+  std::uint64_t shutdown_began_ns = 0;
 
   // ---- timer (sleep_for, time slices) ----
   std::mutex timer_mutex;
@@ -335,9 +342,9 @@ runtime_impl::found_work runtime_impl::find_work(worker* w, Chooser& choose) {
       if (v >= w->index) ++v;
       task_core* item = nullptr;
       WEFT_CHAOS_POINT();
+      w->meter.counts.steal_attempts.bump();  // runtime::stats: an idle path
       if (workers[v]->deque.steal(item) == steal_result::success) {
-        // Relaxed: statistics, owner-written.
-        w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        w->meter.counts.steals.bump();
         return {item, found_work::kVictim + v};
       }
     }

@@ -314,8 +314,9 @@ void sim_driver::pick_pct(worker*& w, runtime_impl::found_work& f) {
     } else {
       f.task = nullptr;
       rt->workers[f.from - found::kVictim]->deque.steal(f.task);  // single-threaded: cannot lose
-      // Relaxed: statistics, owner-written (as in find_work).
-      w->steals.store(w->steals.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      // runtime::stats, as in find_work.
+      w->meter.counts.steal_attempts.bump();
+      w->meter.counts.steals.bump();
     }
     return;
   }
@@ -371,7 +372,9 @@ void sim_driver::step() {
   rt->after_run(w, f, ran, choose);
   // Saturates at kEnd (now <= kEnd < 2^63 and the cost <= 2^63 - 1: the sum
   // cannot wrap).
-  now = std::min(now + rng.below(static_cast<std::uint64_t>(opt.max_step_cost.count()) + 1), kEnd);
+  const std::uint64_t cost = rng.below(static_cast<std::uint64_t>(opt.max_step_cost.count()) + 1);
+  meter_run(w, cost);  // runtime::stats: busy time and longest_run, in virtual time
+  now = std::min(now + cost, kEnd);
   virtual_ns.store(now - kBase, std::memory_order_relaxed);  // Relaxed: see bump
 }
 
@@ -481,7 +484,10 @@ void sim_stop(runtime_impl* rt, std::source_location where, bool destructor) {
   std::lock_guard guard(rt->shutdown_mutex);
   // Single-threaded: record the site unless a shutdown already began.
   // Relaxed: the simulation's only thread wrote it, if anyone did.
-  if (!rt->stopping.load(std::memory_order_relaxed)) rt->shutdown_at = where;
+  if (!rt->stopping.load(std::memory_order_relaxed)) {
+    rt->shutdown_at = where;
+    rt->shutdown_began_ns = s->now;  // runtime::stats, in the virtual time of its deliveries
+  }
   if (rt->shut_down) return;
 
   // stop_spawning, as runtime_impl::stop.  seq_cst: the same store as there

@@ -242,6 +242,7 @@ void runtime_impl::timer_main() {
         worker* w = wp.get();
         // Relaxed: a sample of a counter; staleness costs one tick.
         std::uint64_t r = w->resumes.load(std::memory_order_relaxed);
+        meter_timer_sample(w, r, now);  // runtime::stats: longest_run
         if (r != w->seen_resumes) {
           w->seen_resumes = r;
           w->seen_since_ns = now;

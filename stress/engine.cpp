@@ -931,7 +931,7 @@ round_report run_round(const config& cfg, std::uint64_t seed, std::uint64_t canc
                                         cancel_at));
       }
     }
-    add(global_figures().steals, rt.stats().steals);
+    add(global_figures().steals, rt.stats().total.steals);
     sim_outside.clear();
     root = {};
     static std::atomic<int> dumps{0};  // the first three hangs of a run only
@@ -1103,7 +1103,7 @@ void progress_line(const config& cfg, double secs, std::uint64_t seeds) {
   std::uint64_t steals = f.steals.load(std::memory_order_relaxed);
   {
     std::lock_guard lk(g_live_mu);
-    if (g_live_rt != nullptr) steals += g_live_rt->stats().steals;
+    if (g_live_rt != nullptr) steals += g_live_rt->stats().total.steals;
   }
   const std::uint64_t done = f.taken.load(std::memory_order_relaxed);
   std::fprintf(cfg.out,
@@ -1280,7 +1280,7 @@ void watchdog_main(const config* cfg) {
         auto st = g_live_rt->stats();
         hang.dump +=
             strprintf("  runtime: steals %" PRIu64 ", parks %" PRIu64 ", injected %" PRIu64 "\n",
-                      st.steals, st.parks, st.injected);
+                      st.total.steals, st.total.parks, st.total.injected);
       }
     }
     std::fprintf(stderr,

@@ -79,7 +79,7 @@ TEST_P(IdleSpinTest, IdleWorkersParkOnceTheirSpinIsOverAndWakeForNewWork) {
   // Both workers run dry after the task: each must park (parks counts every
   // park, so >= 2 also covers a worker that parked, was woken and parked
   // again).  Bounded by the watchdog, not a sleep.
-  EXPECT_TRUE(spin_until([&] { return rt.stats().parks >= 2; }, 20'000ms))
+  EXPECT_TRUE(spin_until([&] { return rt.stats().total.parks >= 2; }, 20'000ms))
       << "an idle worker never parked (spinning forever?)";
   EXPECT_EQ(rt.block_on(trivial_task()), 7);
 }
@@ -104,7 +104,7 @@ TEST(IdleSpinShutdownTest, ShutdownDoesNotWaitForSpinningWorkersToEndTheirSpin) 
   weft::runtime rt(std::move(o));
   EXPECT_EQ(rt.block_on(trivial_task()), 7);  // the workers now spin, for up to 10 minutes
   rt.shutdown();
-  EXPECT_GE(rt.stats().parks, 2u) << "every worker parked for the shutdown";
+  EXPECT_GE(rt.stats().total.parks, 2u) << "every worker parked for the shutdown";
 }
 
 TEST(RuntimeOptionsTest, DefaultIdleSpinIsOneMillisecond) {
@@ -604,7 +604,8 @@ TEST(StealingTest, ThiefWorksThroughCancelledTasksToTheRealOnesBehindThem) {
   EXPECT_EQ(s.cancelled_bodies.load(std::memory_order_relaxed), 0);
   // The real tasks sat below the cancelled ones: the thief had to take every
   // cancelled task first (the driver's worker never drained its deque).
-  EXPECT_GE(after.steals - before.steals, static_cast<std::uint64_t>(s.cancelled + s.real));
+  EXPECT_GE(after.total.steals - before.total.steals,
+            static_cast<std::uint64_t>(s.cancelled + s.real));
 }
 
 // checkpoint() in a child joined inline sees the joiner's request (it looks

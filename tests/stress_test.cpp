@@ -410,8 +410,8 @@ TEST(WakeupTest, OutsideSpawnsOneTaskAtATimeIntoParkedWorkersNeverLost) {
       long over_1ms = 0, over_10ms = 0, done = 0;
       long meant_parked = 0, seen_parked = 0;
       // Every worker parks once before the first spawn.
-      ASSERT_TRUE(spin_until([&] { return rt.stats().parks >= workers; }, 10'000ms));
-      const auto parks_before = rt.stats().parks;
+      ASSERT_TRUE(spin_until([&] { return rt.stats().total.parks >= workers; }, 10'000ms));
+      const auto parks_before = rt.stats().total.parks;
       auto parks_at_last_spawn = parks_before - 1;  // the first spawn finds them parked
       const auto t0 = clock_type::now();
       for (long i = 0; i < n; ++i) {
@@ -419,12 +419,12 @@ TEST(WakeupTest, OutsideSpawnsOneTaskAtATimeIntoParkedWorkersNeverLost) {
         if (mode != 2) {
           ++meant_parked;
           seen_parked +=
-              spin_until([&] { return rt.stats().parks > parks_at_last_spawn; }, 1'000ms);
+              spin_until([&] { return rt.stats().total.parks > parks_at_last_spawn; }, 1'000ms);
           if (mode == 1) busy_gap(std::chrono::nanoseconds(r.below(50'000)));
         } else {
           busy_gap(std::chrono::nanoseconds(r.below(100'000)));
         }
-        parks_at_last_spawn = rt.stats().parks;
+        parks_at_last_spawn = rt.stats().total.parks;
         const auto t1 = clock_type::now();
         auto h = rt.spawn(value_task(static_cast<int>(i)));
         EXPECT_EQ(h.join(), static_cast<int>(i));
@@ -444,7 +444,7 @@ TEST(WakeupTest, OutsideSpawnsOneTaskAtATimeIntoParkedWorkersNeverLost) {
           "[ info ] wakeups, %u worker(s): %ld spawn+join in %.2f s; worst %.3f ms; "
           ">1 ms: %ld, >10 ms: %ld; parks %llu; %ld of %ld spawns right after a park\n",
           workers, done, seconds_since(t0), worst * 1e3, over_1ms, over_10ms,
-          static_cast<unsigned long long>(rt.stats().parks - parks_before), seen_parked,
+          static_cast<unsigned long long>(rt.stats().total.parks - parks_before), seen_parked,
           meant_parked);
     }
   }

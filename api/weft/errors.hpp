@@ -71,6 +71,12 @@ class cancelled_error final : public std::exception {
   // error and puts it back keeps it, so that a request nobody finally
   // observes still finds its way back to the task it was made for.
   std::uint8_t forwarded_ = 0;
+  // When the request behind it reached the task and when it was delivered
+  // (now_ns() clock; 0: unknown), for runtime::stats()'s cancellation
+  // latency; cleared by the task it finishes, so that a rethrow elsewhere
+  // does not count it twice.
+  std::uint64_t requested_ns_ = 0;
+  std::uint64_t delivered_ns_ = 0;
 };
 
 // Thrown by wait_for / wait_until and by a timeout scope (weft/timeout.hpp)

@@ -19,6 +19,7 @@
 #include "weft/detail/task_core.hpp"
 #include "weft/dump.hpp"
 #include "weft/sim.hpp"
+#include "weft/stats.hpp"
 #include "weft/task.hpp"
 
 namespace weft {
@@ -249,13 +250,11 @@ class runtime {
   // runtime started now (WEFT_WORKERS, the affinity mask, the cgroup quota).
   static unsigned default_workers();
 
-  // Counters, summed over the workers; approximate while tasks run.
-  struct counters {
-    std::uint64_t steals = 0;    // successful steals
-    std::uint64_t parks = 0;     // times a worker went to sleep
-    std::uint64_t injected = 0;  // tasks submitted from outside the workers
-  };
-  counters stats() const noexcept;
+  // What the workers did and how long cancellations took (weft/stats.hpp):
+  // per worker, outside the workers, in total.  From any thread, at any
+  // time; exact once the runtime is quiet, recent values while tasks run.
+  // Reads each worker's counters (relaxed loads) and allocates the result.
+  runtime_stats stats() const;
 
   // The live tasks, now (weft/dump.hpp).  From any thread, a worker too;
   // on a simulation, from its owner thread only.  The environment variable

@@ -286,10 +286,12 @@ struct promise_common : promise_base {
     error = std::current_exception();
     try {
       throw;
-    } catch (const cancelled_error&) {
+    } catch (const cancelled_error& e) {
       result = outcome::cancelled;
+      if (spawned) meter_cancelled(core, e);  // runtime::stats: off the hot path
     } catch (...) {
       result = outcome::exception;
+      if (spawned) meter_failed(core);
     }
   }
 
@@ -458,7 +460,7 @@ struct handle_awaiter {
   [[gnu::always_inline]] T await_resume() {
     if (inline_run) [[likely]] {
       task_core* child = &target.promise().own_core();
-      --core->w->live_tasks;  // counted by the spawn; the loop never saw it finish
+      bump_owned(core->w->finished);  // counted by the spawn; the loop never saw it finish
       // The child ran on this thread and handed back with plain stores; only a
       // forwarded cancel (t->hooked) can hold a reference besides our handle.
       // Relaxed: see below; a concurrent RMW is only possible when `hooked`
@@ -964,7 +966,8 @@ task_core* prepare_spawn(std::coroutine_handle<promise<T>> h, std::source_locati
   promise<T>& p = h.promise();
   task_core* c = ::new (static_cast<void*>(p.core_storage)) task_core;
   p.spawned = true;
-  p.stop = nullptr;  // the union's member for a spawned task (promise_base)
+  p.cancel_stamp_us = 0;  // no request yet (runtime::stats)
+  p.stop = nullptr;       // the union's member for a spawned task (promise_base)
   p.core = c;
   c->frame = h;
   c->resume_point = h;
@@ -1030,7 +1033,7 @@ template <class T>
     submit_spawn(w->rt, c);
   } else {
     c->rt = w->rt;
-    ++w->live_tasks;
+    bump_owned(w->spawned);
     w->deque.push(c);
     // Relaxed: a missed sleeper costs a moment of parallelism, never progress:
     // this worker runs its own deque (docs/architecture.md, "Parking").

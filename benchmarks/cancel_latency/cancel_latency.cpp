@@ -33,6 +33,14 @@
 //   to_handler  t0 -> first thing in the task's catch block (weft), or the
 //               moment the polling loop sees the flag (oneTBB)
 //   to_join     t0 -> the canceller's join() (weft) / wait() (oneTBB) returns
+// Next to them, for weft, the runtime's own figure (runtime::stats(): its
+// cancellation-latency histogram, read before and after each sample; the
+// histogram's sum is exact, so each sample's value is too):
+//   rt_to_delivery  cancel() stamps the task -> the task takes the request at
+//                   its resume point (1 us resolution)
+// and after each worker count the runtime's histogram summaries over all the
+// weft samples (warm-up included).  The runtime's "finished" histograms stay
+// empty here: these tasks catch their cancellation and return a value.
 // The weft task catches cancelled_error and returns the catch-block timestamp,
 // so each sample also checks that the catch block ran (and after t0); the
 // oneTBB sample checks that the task saw the flag and that wait() reported
@@ -102,17 +110,29 @@ void wait_started(const std::atomic<int>& started) {
 
 struct sample {
   double to_handler_us, to_join_us;
+  // weft: the runtime's own measurement; negative when it has none.
+  double rt_delivery_us = -1;
 };
 
 struct series {
   std::vector<double> to_handler, to_join;  // microseconds
+  std::vector<double> rt_delivery;
   void add(const sample& s) {
     to_handler.push_back(s.to_handler_us);
     to_join.push_back(s.to_join_us);
+    if (s.rt_delivery_us >= 0) rt_delivery.push_back(s.rt_delivery_us);
   }
 };
 
+// The one sample a histogram gained between two stats() reads, in us (its
+// sum is exact); -1 unless it gained exactly one.
+double one_sample_us(const weft::latency_histogram& before, const weft::latency_histogram& after) {
+  if (after.count() != before.count() + 1) return -1;
+  return static_cast<double>(after.sum_ns - before.sum_ns) / 1e3;
+}
+
 sample weft_sample(weft::runtime& rt, bool parked, std::chrono::microseconds settle, unsigned k) {
+  const weft::runtime_stats before = rt.stats();  // outside the timed interval
   std::atomic<int> started{0};
   weft::join_handle<std::int64_t> h =
       parked ? rt.spawn(parked_task(&started)) : rt.spawn(checkpoint_task(&started));
@@ -130,7 +150,9 @@ sample weft_sample(weft::runtime& rt, bool parked, std::chrono::microseconds set
   bench::check(parked ? "weft_parked: catch block ran after cancel()"
                       : "weft_checkpoint: catch block ran after cancel()",
                k, in_handler >= t0, true);
-  return {static_cast<double>(in_handler - t0) / 1e3, static_cast<double>(t1 - t0) / 1e3};
+  const weft::runtime_stats after = rt.stats();
+  return {static_cast<double>(in_handler - t0) / 1e3, static_cast<double>(t1 - t0) / 1e3,
+          one_sample_us(before.cancel_to_delivery, after.cancel_to_delivery)};
 }
 
 sample tbb_sample(tbb::task_arena& arena, std::chrono::microseconds settle, unsigned k) {
@@ -285,6 +307,14 @@ int main(int argc, char** argv) {
     results.push(describe("weft_checkpoint", "to_join", k, checkpoint.to_join));
     results.push(describe("tbb_poll", "to_handler", k, poll.to_handler));
     results.push(describe("tbb_poll", "to_join", k, poll.to_join));
+    results.push(describe("weft_parked", "rt_to_delivery", k, parked.rt_delivery));
+    results.push(describe("weft_checkpoint", "rt_to_delivery", k, checkpoint.rt_delivery));
+    const weft::runtime_stats st = rt.stats();
+    std::printf(
+        "runtime::stats(), %u worker%s, all weft samples: cancel -> delivered %s; "
+        "delivered -> finished %s; cancel -> finished %s\n",
+        k, k > 1 ? "s" : "", st.cancel_to_delivery.summary().c_str(),
+        st.delivery_to_finish.summary().c_str(), st.cancel_to_finish.summary().c_str());
     std::fflush(stdout);
   }
   doc.add("time_slice_us", static_cast<long long>(weft::runtime_options{}.time_slice.count()));

@@ -410,6 +410,10 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
     std::string name;
     std::function<long long()> run;
     std::vector<double> ms;
+    // weft's spellings: steals and parks per timed run, from runtime::stats()
+    // read before and after the run (outside the timed interval).
+    bool weft = false;
+    std::vector<double> steals, parks;
   };
   std::vector<std::string> names{"weft"};
   for (const weft_variant& v : p.weft_more) names.push_back(v.name);
@@ -437,7 +441,8 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
                 s.min, s.max, s.median * 1e6 / p.tasks, ratio.c_str());
     std::fflush(stdout);
   };
-  auto record = [&](unsigned k, const std::string& name, const std::vector<double>& ms) {
+  auto record = [&](unsigned k, const std::string& name, const std::vector<double>& ms,
+                    const entry* e = nullptr) {
     summary s = summarize(ms);
     json r = json::object();
     r.add("problem", p.name)
@@ -449,6 +454,9 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
         .add("min_ms", s.min)
         .add("max_ms", s.max)
         .add("samples_ms", ms);
+    if (e != nullptr && e->weft) {
+      r.add("steals_median", median(e->steals)).add("parks_median", median(e->parks));
+    }
     results.push(r);
   };
   auto ratio = [](const char* what, double num, double den) {
@@ -470,15 +478,15 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
       std::fprintf(stderr, "warning: oneTBB arena has concurrency %d, asked for %u\n",
                    arena.max_concurrency(), k);
     std::vector<entry> entries;
-    entries.push_back({"weft", [&] { return p.weft(rt); }, {}});
+    entries.push_back({"weft", [&] { return p.weft(rt); }, {}, true, {}, {}});
     for (const weft_variant& v : p.weft_more)
-      entries.push_back({v.name, [&] { return v.run(rt); }, {}});
-    entries.push_back({"oneTBB", [&] { return p.tbb(arena); }, {}});
+      entries.push_back({v.name, [&] { return v.run(rt); }, {}, true, {}, {}});
+    entries.push_back({"oneTBB", [&] { return p.tbb(arena); }, {}, false, {}, {}});
 #ifdef WEFT_BENCH_LIBFORK
     std::unique_ptr<peer_libfork::pool> lf;
     if (with_libfork) {
       lf = std::make_unique<peer_libfork::pool>(k);
-      entries.push_back({"libfork", [&] { return p.libfork(*lf); }, {}});
+      entries.push_back({"libfork", [&] { return p.libfork(*lf); }, {}, false, {}, {}});
     }
 #endif
 
@@ -493,9 +501,16 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
       std::this_thread::sleep_for(kSettle);
       for (std::size_t turn = 0; turn < entries.size(); ++turn) {
         entry& e = entries[(turn + static_cast<std::size_t>(rep)) % entries.size()];
+        weft::worker_stats before;
+        if (e.weft) before = rt.stats().total;
         t0 = clock_type::now();
         r = e.run();
         e.ms.push_back(ms_since(t0));
+        if (e.weft) {
+          const weft::worker_stats after = rt.stats().total;
+          e.steals.push_back(static_cast<double>(after.steals - before.steals));
+          e.parks.push_back(static_cast<double>(after.parks - before.parks));
+        }
         check(e.name.c_str(), k, r, p.expected);
         std::this_thread::sleep_for(kSettle);
       }
@@ -513,10 +528,16 @@ inline problem_medians run_problem(const problem& p, const std::vector<unsigned>
         note = ratio((e.name + "/weft ").c_str(), median(e.ms), weft_med);
         if (with_libfork) note += ", " + ratio("/libfork ", median(e.ms), lf_med);
       }
+      if (e.weft) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%ssteals/run %.0f", note.empty() ? "" : ", ",
+                      median(e.steals));
+        note += buf;
+      }
       row(std::to_string(k), e.name, e.ms, note);
     }
     for (const entry& e : entries) {
-      record(k, e.name, e.ms);
+      record(k, e.name, e.ms, &e);
       out.ms[e.name].push_back(median(e.ms));
     }
     out.workers.push_back(k);

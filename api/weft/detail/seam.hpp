@@ -157,6 +157,14 @@ void release_ref(task_core* core) noexcept;
 // frame.  destroy.cpp.
 void destroy_task(task_core* core) noexcept;
 
+// ---- runtime::stats (stats.cpp) ----
+
+// A spawned task ends by `e` (outcome cancelled) or by another exception
+// (failed), on the calling thread: counted by kind, and the cancellation
+// latency samples its error carries are recorded.
+void meter_cancelled(task_core* core, const cancelled_error& e) noexcept;
+void meter_failed(task_core* core) noexcept;
+
 // ---- cancel delivery (cancel_delivery.cpp) ----
 
 bool request_cancel(task_core* core, std::string reason, cancel_kind kind,

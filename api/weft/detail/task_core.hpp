@@ -92,9 +92,13 @@ struct worker_hot {
   std::atomic<task_core*> running_task{nullptr};
   std::uint32_t transfers = 0;       // symmetric transfers since the loop's last resume()
   task_core* resume_next = nullptr;  // trampoline slot (see kMaxTransfers)
-  std::int64_t live_tasks = 0;       // spawned here minus finished here (shutdown report)
-  frame_cache frames;                // owner only
-  fork_stack forks;                  // owner only: fork-join frames (weft/fork.hpp)
+  // Tasks spawned here and tasks finished here (runtime::stats; spawned -
+  // finished: the shutdown report's live count).  Owner only: bump_owned (a
+  // relaxed load and store, no RMW); read by stats() from any thread.
+  std::atomic<std::uint64_t> spawned{0};
+  std::atomic<std::uint64_t> finished{0};
+  frame_cache frames;  // owner only
+  fork_stack forks;    // owner only: fork-join frames (weft/fork.hpp)
   // Set by the timer thread when the running task has used up its time slice;
   // cleared by the worker when checkpoint() acts on it.
   std::atomic<bool> slice_expired{false};
@@ -105,6 +109,14 @@ struct worker_hot {
   std::atomic<bool> spawn_slow{false};
   runtime_impl* rt = nullptr;
 };
+
+// +1 on a counter that only its owner thread writes (worker_hot::spawned,
+// the runtime's statistics): a relaxed load and store, no locked RMW; readers
+// on other threads load it relaxed and see a recent value.
+[[gnu::always_inline]] inline void bump_owned(std::atomic<std::uint64_t>& n) noexcept {
+  // Relaxed: owner-only writes; stats() reads a recent value (no ordering).
+  n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
 
 // A queue item (a worker's deque, the injection queue, the trampoline slot)
 // is a task_core*, or a fork_frame* with the low bit set: a fork-join frame to
@@ -389,6 +401,14 @@ struct promise_base {
   // promise's constructor, which sees them): destroying the finished frame
   // then runs no code that could destroy other tasks (join_handle::reset).
   bool plain_params = false;
+  // spawned: when the pending cancellation request reached this task, in
+  // microseconds of now_ns() (mod 2^32; 0: none), for runtime::stats()'s
+  // cancellation latency.  Set to 0 by prepare_spawn; then written under the
+  // core's hook lock before a request is stored into an empty `pending`, and
+  // exchanged to 0 by the taker.  Accessed through std::atomic_ref (relaxed):
+  // the pending slot's release/acquire orders it.  Fills padding: the
+  // promise does not grow.
+  std::uint32_t cancel_stamp_us;
   alignas(task_core) unsigned char core_storage[sizeof(task_core)];
 
   promise_base() noexcept {}
