@@ -399,17 +399,20 @@ task_dump make_dump(runtime_impl* rt) {
   // Held to the end: no tracked task finishes meanwhile (see the file comment).
   auto locks = lock_registries(rt);
   std::vector<found_task> found = walk_tasks(rt, parked, !locks.empty());
+  // The walk's finds, for the tasks the registry does not hold (all of
+  // them when there is no registry; the unnamed ones without track_tasks).
+  auto add_found = [&](found_task& f) {
+    task_dump::task_info t;
+    t.name = std::move(f.name);
+    t.spawned_at = f.site;
+    apply_found(t, f);
+    out.tasks.push_back(std::move(t));
+  };
   if (locks.empty()) {
-    for (found_task& f : found) {
-      task_dump::task_info t;
-      t.name = std::move(f.name);
-      t.spawned_at = f.site;
-      apply_found(t, f);
-      out.tasks.push_back(std::move(t));
-    }
+    for (found_task& f : found) add_found(f);
     return out;
   }
-  out.complete = true;
+  out.complete = rt->options.track_tasks;
   std::unordered_map<const task_core*, const found_task*> where_found;
   for (const found_task& f : found) where_found.emplace(f.core, &f);  // the first one wins
   std::unordered_map<const task_core*, std::uint64_t> ids;
@@ -482,10 +485,20 @@ task_dump make_dump(runtime_impl* rt) {
       out.tasks.push_back(std::move(t));
     }
   }
-  // Spawn order: oldest first.
+  // Spawn order: oldest first (the registered tasks).
   std::sort(
       out.tasks.begin(), out.tasks.end(),
       [](const task_dump::task_info& a, const task_dump::task_info& b) { return a.id < b.id; });
+  if (!out.complete) {
+    // Without track_tasks the registry holds the named tasks only: the rest
+    // as the walk found them, each once.
+    std::unordered_map<const task_core*, bool> listed;
+    for (found_task& f : found) {
+      if (f.core != nullptr && ids.count(f.core) != 0) continue;  // listed above
+      if (f.core != nullptr && !listed.emplace(f.core, true).second) continue;
+      add_found(f);
+    }
+  }
   return out;
 }
 
@@ -609,8 +622,11 @@ void install_dump_signal() {
 }  // namespace
 
 void dump_start(runtime_impl* rt) {
+  // Always: named tasks are registered whatever track_tasks says (a named
+  // spawn allocates its extras anyway), so that the watchdog, dump() and
+  // the shutdown report can name a running task.
+  rt->registries = std::make_unique<task_registry[]>(rt->worker_count + 1);
   if (rt->options.track_tasks) {
-    rt->registries = std::make_unique<task_registry[]>(rt->worker_count + 1);
     for (auto& w : rt->workers) {
       // Relaxed: before the worker threads start (their start publishes it).
       w->spawn_slow.store(true, std::memory_order_relaxed);

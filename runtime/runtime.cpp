@@ -157,8 +157,11 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
     complete_unstarted(core, shutdown_request(rt));
     return;
   }
-  if (rt->registries != nullptr) [[unlikely]]
-    registry_add(rt, w, core);  // track_tasks (dump.cpp)
+  // Every task under track_tasks, else the named ones (dump.cpp).  Relaxed:
+  // the task is not published yet; only a named spawn attached extras.
+  if (rt->options.track_tasks || core->extras.load(std::memory_order_relaxed) != nullptr)
+      [[unlikely]]
+    registry_add(rt, w, core);
   WEFT_CHAOS_POINT();
   if (w != nullptr) {
     // A worker of this runtime is running a task: shutdown's drain cannot have

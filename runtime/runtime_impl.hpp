@@ -211,9 +211,10 @@ struct runtime_impl {
   blocking_pool blocking;  // weft::blocking's threads (blocking.cpp); stopped by stop()
 
   // ---- task dump and watchdog (dump.cpp) ----
-  // The task registry (options.track_tasks): one list per worker, where
-  // the tasks that worker spawns go, and one (index worker_count) for tasks
-  // spawned from other threads.  Null when off.  Set by start().
+  // The task registry: every task under options.track_tasks, else the
+  // named ones.  One list per worker, where the tasks that worker spawns
+  // go, and one (index worker_count) for tasks spawned from other threads.
+  // Set by start() (dump_start), before any task exists.
   std::unique_ptr<task_registry[]> registries;
   std::atomic<std::uint64_t> next_task_id{1};  // registry ids; relaxed counter
   // options.watchdog in ns (0: off).  Set by start(), never change after.

@@ -45,7 +45,7 @@ weft::task<void> parent_of(weft::event* e) {
   co_await child;
 }
 
-TEST(Dump, WithoutRegistryFindsSleepingBlockedAndRunningTasks) {
+TEST(Dump, WithoutTrackTasksNamedTasksAreListedByNameAndUnnamedOnesByWhereTheyWait) {
   weft_test::watchdog wd(60s);
   weft::runtime rt(weft_test::with_workers(2));
   weft::event e;
@@ -53,26 +53,35 @@ TEST(Dump, WithoutRegistryFindsSleepingBlockedAndRunningTasks) {
   auto s = rt.spawn(sleeper(), {.name = "sleeper"});
   auto b = rt.spawn(waiter(&e), {.name = "waiter"});
   auto r = rt.spawn(spinner(&running, &stop), {.name = "spinner"});
+  auto u = rt.spawn(sleeper());  // unnamed: found by the walk (the timer heap)
+  auto unnamed_sleeping = [](const task_dump& d) {
+    for (const auto& t : d.tasks) {
+      if (t.name.empty() && t.state == task_dump::task_state::sleeping) return true;
+    }
+    return false;
+  };
   task_dump d;
   ASSERT_TRUE(weft_test::spin_until([&] {
     d = rt.dump();
-    return running.load(std::memory_order_acquire) && find_named(d, "sleeper") != nullptr &&
-           find_named(d, "waiter") != nullptr;
-  }));
+    const auto* sp = find_named(d, "spinner");
+    return running.load(std::memory_order_acquire) && sp != nullptr &&
+           sp->state == task_dump::task_state::running && find_named(d, "sleeper") != nullptr &&
+           find_named(d, "sleeper")->state == task_dump::task_state::sleeping &&
+           find_named(d, "waiter") != nullptr &&
+           find_named(d, "waiter")->state == task_dump::task_state::blocked && unnamed_sleeping(d);
+  })) << d.to_string();
   EXPECT_FALSE(d.complete);
-  EXPECT_EQ(find_named(d, "sleeper")->state, task_dump::task_state::sleeping);
   EXPECT_TRUE(find_named(d, "sleeper")->sleeping_until.has_value());
-  EXPECT_EQ(find_named(d, "waiter")->state, task_dump::task_state::blocked);
-  // The running task is named by its spawn site only (it may finish any moment).
-  bool running_found = false;
-  for (const auto& t : d.tasks) {
-    if (t.state == task_dump::task_state::running && t.spawned_at.line() > 0) running_found = true;
-  }
-  EXPECT_TRUE(running_found);
-  EXPECT_NE(d.to_string().find("\"sleeper\""), std::string::npos) << d.to_string();
+  // A running named task is named (it is in the registry, so alive while
+  // the dump holds the registry's lock), with an id.
+  EXPECT_NE(find_named(d, "spinner")->id, 0u);
+  // Each task once: 3 named, 1 unnamed.
+  EXPECT_EQ(d.tasks.size(), 4u) << d.to_string();
+  EXPECT_NE(d.to_string().find("\"spinner\""), std::string::npos) << d.to_string();
   stop.store(true, std::memory_order_release);
   e.set();
   s.cancel();
+  u.cancel();
   rt.shutdown();
 }
 
@@ -107,8 +116,12 @@ TEST(Dump, WithRegistryListsEveryTaskWithIdParentStateAndCancel) {
   EXPECT_EQ(child->parent_id, parent->id);
   EXPECT_EQ(parent->awaits_id, child->id);
   EXPECT_EQ(parent->awaits_name, "child");
-  EXPECT_TRUE(find_named(d, "spinner")->since_resume.has_value() ||
-              true);  // sampled by the timer thread's tick
+  // The time since its last resume point: sampled by the timer thread's tick.
+  ASSERT_TRUE(weft_test::spin_until([&] {
+    d = rt.dump();
+    const auto* sp = find_named(d, "spinner");
+    return sp != nullptr && sp->since_resume.has_value();
+  })) << d.to_string();
   // A cancel request on the running spinner: pending, with its provenance.
   r.cancel("stop spinning");
   d = rt.dump();
@@ -131,10 +144,9 @@ TEST(Dump, WithRegistryListsEveryTaskWithIdParentStateAndCancel) {
   rt.shutdown();
 }
 
-TEST(Dump, ShutdownReportNamesARunningTrackedTask) {
+TEST(Dump, ShutdownReportNamesARunningNamedTaskWithoutTrackTasks) {
   weft_test::watchdog wd(60s);
   weft::runtime_options o = weft_test::with_workers(1);
-  o.track_tasks = true;
   o.shutdown_report_after = 1ms;
   std::mutex mu;
   std::condition_variable cv;

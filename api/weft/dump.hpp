@@ -24,12 +24,14 @@ namespace weft {
 // is never read after it may have finished.
 //
 // With runtime_options::track_tasks every live task is listed (`complete`),
-// with an id, its parent and its state.  Without it the dump lists what the
-// runtime finds in its own structures, as the shutdown report does: tasks
-// running on a worker (by spawn site: a running task may finish at any
-// moment), on the injection queue, sleeping, blocked in a list wait, and the
-// tasks awaiting those.  Tasks queued on a worker's deque and tasks awaiting
-// a running task are then not found.
+// with an id, its parent and its state.  Without it the dump lists every
+// named task (spawn_options::name: named tasks are always in the registry)
+// and the unnamed tasks the runtime finds in its own structures, as the
+// shutdown report does: tasks running on a worker (by spawn site: a running
+// task may finish at any moment), on the injection queue, sleeping, blocked
+// in a list wait, and the tasks awaiting those.  Unnamed tasks queued on a
+// worker's deque and unnamed tasks awaiting a running task are then not
+// found.
 struct task_dump {
   enum class task_state : std::uint8_t {
     running,    // on worker `worker`
@@ -87,8 +89,8 @@ struct watchdog_report {
   };
   kind what = kind::slow_resume;
   unsigned worker = 0;
-  std::uint64_t id = 0;  // with track_tasks; else 0
-  std::string name;      // with track_tasks (read under the registry's lock); else ""
+  std::uint64_t id = 0;  // a task in the registry (track_tasks, or named); else 0
+  std::string name;      // likewise (read under the registry's lock); else ""
   std::source_location spawned_at;
   std::chrono::nanoseconds running_for{0};  // since its last resume point
   // slow_cancel: the request.

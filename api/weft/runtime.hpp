@@ -151,8 +151,11 @@ struct runtime_options {
   // different workers take no shared lock), and runtime::dump() lists them
   // all with ids, parents, states and cancel requests.  Costs a clock read,
   // an id and a small allocation per spawn, and a lock per spawn and finish.
-  // False (the default): spawn and finish cost nothing more; dump() lists
-  // what the runtime finds without a registry (see task_dump).
+  // False (the default): only named tasks (spawn_options::name) are in the
+  // registry, so that dump(), the watchdog and the shutdown report name a
+  // running named task; an unnamed spawn and finish cost nothing more, and
+  // dump() lists the unnamed tasks the runtime finds without a registry
+  // (see task_dump).
   bool track_tasks = false;
   // Reports a task that runs too long without a resume point, or after a
   // cancel request (weft/dump.hpp).  Watched by the timer thread: not on a

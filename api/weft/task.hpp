@@ -1028,8 +1028,9 @@ template <class T>
   attach_extras(c, x);
   // Relaxed: a spawn that misses the stop flag is drained by shutdown like any
   // queued task; submit_spawn handles the one that sees it.
-  // spawn_slow: stopping, or the task registry is on (track_tasks).
-  if (w->spawn_slow.load(std::memory_order_relaxed)) [[unlikely]] {
+  // spawn_slow: stopping, or the task registry is on (track_tasks).  A named
+  // spawn (x) goes to the registry too (constant null, so gone, otherwise).
+  if (w->spawn_slow.load(std::memory_order_relaxed) || x != nullptr) [[unlikely]] {
     submit_spawn(w->rt, c);
   } else {
     c->rt = w->rt;
