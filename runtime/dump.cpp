@@ -251,12 +251,17 @@ void note_cancel(task_core* core, const cancel_request* req) noexcept {
   if (!watch) return;
   // Whichever worker runs `core` now gets the note (pointers compared only).
   for (auto& w : rt->workers) {
-    // Relaxed: a sample; a task that starts running after this look takes
-    // the request at its start or resume (a cancellation point).
+    // Relaxed: samples; a task that starts running after this look takes
+    // the request at its start or resume (a cancellation point).  `resumes`
+    // is read first: if the worker moves on between the two reads, the
+    // noted resume is an older one, and the tick never matches it (a missed
+    // report, never a false one).
+    const std::uint64_t r = w->resumes.load(std::memory_order_relaxed);
     if (w->running_task.load(std::memory_order_relaxed) != core) continue;
     std::lock_guard lk(w->wd_mutex);
     w->wd_cancel_task = core;
     w->wd_cancel_ns = now;
+    w->wd_cancel_resumes = r;
     w->wd_cancel_where = req->where;
     w->wd_cancel_kind = req->kind;
     w->wd_cancel_reason.swap(reason);
@@ -301,11 +306,12 @@ void watchdog_tick(runtime_impl* rt, std::uint64_t now, std::unique_lock<std::mu
     }
     if (rt->wd_cancel_ns != 0 && !w->wd_cancel_reported) {
       std::lock_guard wl(w->wd_mutex);
-      // A request made during this stretch (a resume point since an older
-      // one would have delivered it), and longer ago than the threshold.
-      if (w->wd_cancel_task == p && w->wd_cancel_ns != 0 &&
-          now - w->wd_cancel_ns >= rt->wd_cancel_ns &&
-          w->wd_cancel_ns + rt->slice_ns / 4 + 50'000 >= w->wd_since_ns) {
+      // A request made during this resume (a resume point since would have
+      // delivered it), and longer ago than the threshold.  Compared by the
+      // resume count, not by time: the tick that first saw this stretch may
+      // come long after the request on a busy machine.
+      if (w->wd_cancel_task == p && w->wd_cancel_ns != 0 && w->wd_cancel_resumes == r &&
+          now - w->wd_cancel_ns >= rt->wd_cancel_ns) {
         w->wd_cancel_reported = true;
         watchdog_report rep = report(watchdog_report::kind::slow_cancel);
         rep.cancel_reason = w->wd_cancel_reason;

@@ -113,6 +113,9 @@ struct alignas(kCacheLine) worker : worker_hot {
   std::mutex wd_mutex;
   task_core* wd_cancel_task = nullptr;
   std::uint64_t wd_cancel_ns = 0;
+  // `resumes` when the request was noted: the tick reports only while the
+  // worker is still in that resume (the stretch the request reached).
+  std::uint64_t wd_cancel_resumes = 0;
   std::string wd_cancel_reason;
   std::source_location wd_cancel_where;
   cancel_kind wd_cancel_kind = cancel_kind::explicit_request;
