@@ -24,6 +24,7 @@
 #include "cancel_delivery.hpp"
 #include "sim_driver.hpp"
 #include "spin.hpp"
+#include "trace.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
@@ -98,6 +99,8 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
     if (r == nullptr) continue;
     // A request of an inline joiner reaches us forwarded `up` levels further.
     r = tagged(untagged(r), depth_of(r) + up);
+    if (core->rt->trace != nullptr) [[unlikely]]
+      trace_delivery(core, untagged(r));
     if (c != core) {
       if (core_locked) {
         count_request_locked(core);
@@ -118,7 +121,10 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
       if (std::stop_source* st = owner_of(core)->stop) st->request_stop();
     }
     core->shutdown_seen = true;
-    return shutdown_request(core->rt);
+    cancel_request* r = shutdown_request(core->rt);
+    if (core->rt->trace != nullptr) [[unlikely]]
+      trace_delivery(core, r);
+    return r;
   }
   return nullptr;
 }
@@ -300,12 +306,18 @@ bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
   if (reason.empty()) return request_cancel_plain(core, kind, where);
   if (!accepts_cancel(core)) return false;
-  return hand_over(core, new cancel_request{std::move(reason), kind, where});
+  auto* req = new cancel_request{std::move(reason), kind, where};
+  if (core->rt->trace != nullptr) [[unlikely]]
+    trace_cancel_request(core, req);  // before another thread may take it
+  return hand_over(core, req);
 }
 
 bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_location where) {
   if (!accepts_cancel(core)) return false;
-  return hand_over(core, interned_request(kind, where));
+  cancel_request* req = interned_request(kind, where);
+  if (core->rt->trace != nullptr) [[unlikely]]
+    trace_cancel_request(core, req);
+  return hand_over(core, req);
 }
 
 cancel_request* take_pending(task_core* core) noexcept { return take_from_chain(core, false); }

@@ -38,6 +38,7 @@
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
 #include "spin.hpp"
+#include "trace.hpp"
 #include "weft/runtime.hpp"
 #include "weft/task.hpp"
 
@@ -174,6 +175,8 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
     return;
   }
   WEFT_CHAOS_POINT();
+  if (rt->trace != nullptr) [[unlikely]]
+    trace_spawn(rt, w, core);
   if (w != nullptr) {
     // A worker of this runtime is running a task: shutdown's drain cannot have
     // finished, and this deque is drained like any other.
@@ -432,7 +435,7 @@ void runtime_impl::worker_main(worker* w) {
   for (;;) {
     if (const found_work f = find_work(w, choose); f.task != nullptr) {
       idle_rounds = 0;
-      after_run(w, f, run(w, f.task), choose);
+      after_run(w, f, run_from_loop(this, w, f), choose);
       continue;
     }
     // Acquire: pairs with stop()'s release store; all tasks are done by then.
@@ -489,6 +492,7 @@ void runtime_impl::start() {
     init_frame_cache(w.get());
     workers.push_back(std::move(w));
   }
+  trace_setup(this);                  // before any thread runs: the workers' rings
   if (sim_hook::start(this)) return;  // no worker thread, no timer thread
   if (options.driven) {
     loop_create(this);  // likewise: its owner drives it
@@ -810,6 +814,11 @@ void validate_options(const runtime_options& o) {
                                 ", above max_blocking_threads (" +
                                 std::to_string(runtime_options::max_blocking_threads) + ")");
   }
+  if (o.trace && o.trace->ring_capacity > trace_options::max_ring_capacity) {
+    throw std::invalid_argument(
+        "weft::runtime: trace_options::ring_capacity is " + std::to_string(o.trace->ring_capacity) +
+        ", above max_ring_capacity (" + std::to_string(trace_options::max_ring_capacity) + ")");
+  }
   if (o.workers > runtime_options::max_workers) {
     throw std::invalid_argument("weft::runtime: runtime_options::workers is " +
                                 std::to_string(o.workers) + ", above max_workers (" +
@@ -845,6 +854,7 @@ runtime::~runtime() {
   // A shutdown the destructor starts names the runtime's construction as
   // its location (a destructor has no call site of its own to report).
   if (!detail::sim_hook::destroy(impl_)) impl_->stop(impl_->created_at);
+  detail::trace_finish(impl_);
   detail::unregister_runtime(impl_);
   if (impl_->stuck_tasks > 0) {
     detail::keep_remains(impl_);  // their handles may still read it
@@ -857,6 +867,7 @@ runtime::~runtime() {
 void runtime::shutdown(std::source_location where) {
   detail::require_not_worker(impl_, "weft::runtime::shutdown");
   impl_->stop(where);
+  detail::trace_finish(impl_);
 }
 
 unsigned runtime::workers() const noexcept { return impl_->worker_count; }

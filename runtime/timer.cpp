@@ -30,6 +30,7 @@
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
+#include "trace.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
@@ -212,6 +213,7 @@ void runtime_impl::timer_notify_busy() noexcept {
 }
 
 void runtime_impl::timer_main() {
+  trace_name_thread("weft-timer");
   std::unique_lock lk(timer_mutex);
   while (!timer_exit) {
     std::uint64_t now = now_ns();

@@ -19,6 +19,7 @@
 #include "weft/detail/task_core.hpp"
 #include "weft/sim.hpp"
 #include "weft/task.hpp"
+#include "weft/trace.hpp"
 
 namespace weft {
 
@@ -129,6 +130,12 @@ struct runtime_options {
   // std::invalid_argument).  docs/integration.md, "A foreign event loop
   // drives weft".
   bool driven = false;
+  // ---- trace export ----
+  // Set: record a Chrome trace-event JSON file (weft/trace.hpp) written at
+  // shutdown.  Unset: the WEFT_TRACE environment variable, if set, gives the
+  // path (with the default ring capacity).  A simulation traces in virtual
+  // time; a driven runtime's worker is its driving thread.
+  std::optional<trace_options> trace;
 };
 
 namespace detail {

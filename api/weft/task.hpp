@@ -1030,6 +1030,8 @@ template <class T>
   } else {
     c->rt = w->rt;
     ++w->live_tasks;
+    if (w->trace != nullptr) [[unlikely]]
+      trace_spawn(w->rt, w, c);
     w->deque.push(c);
     // Relaxed: a missed sleeper costs a moment of parallelism, never progress:
     // this worker runs its own deque (docs/architecture.md, "Parking").

@@ -98,6 +98,9 @@ struct worker_hot {
   // Set once by shutdown(); resume checks then produce the "shutdown" request.
   std::atomic<bool> stopping{false};
   runtime_impl* rt = nullptr;
+  // Non-null while tracing (runtime_options::trace): this worker's event
+  // ring, written by the worker only.  Set before the worker starts.
+  trace_ring* trace = nullptr;
 };
 
 // A queue item (a worker's deque, the injection queue, the trampoline slot)

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+// weft/trace.hpp -- trace export: what runtime_options::trace sets.  The
+// runtime records its workers' resume segments, spawns, steals and
+// cancellations and writes them at shutdown as Chrome trace-event JSON, which
+// Perfetto (ui.perfetto.dev) and chrome://tracing open.  docs/observability.md,
+// "Trace export".
+#pragma once
+
+#include "weft/version.hpp"  // first: weft's C++20 check
+
+#include <cstddef>
+#include <string>
+
+namespace weft {
+
+struct trace_options {
+  // Events each worker keeps (a ring per worker, and one more for the other
+  // threads that spawn or cancel): once full, the oldest are overwritten and
+  // the file says how many were dropped.  An event takes 64 bytes, plus the
+  // text of a task's name or a cancel reason when it has one.
+  static constexpr std::size_t default_ring_capacity = 65536;
+  // Above this the runtime's constructor throws std::invalid_argument.
+  static constexpr std::size_t max_ring_capacity = std::size_t{1} << 26;
+  // Where the JSON goes, written when the runtime shuts down (after its
+  // workers stopped).  The file is opened (truncated) when the runtime
+  // starts, so that a path that cannot be written is reported at once, on
+  // stderr (the runtime then runs without tracing).  Empty: no trace, even
+  // when WEFT_TRACE is set.
+  std::string path;
+  // 0: default_ring_capacity.
+  std::size_t ring_capacity = default_ring_capacity;
+};
+
+}  // namespace weft
