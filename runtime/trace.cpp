@@ -78,7 +78,7 @@ struct trace_event {
   ev type = ev::slice;
   bool flag = false;  // slice: the task's first run; slice: cancelled before it started
 };
-static_assert(sizeof(trace_event) == 64, "trace_options documents 64 bytes per event");
+static_assert(sizeof(trace_event) == 64, "trace_options documents 112 bytes per slot");
 
 // A task's name, or null for none.  A name is fixed at spawn (task_extras).
 const std::string* name_of(const task_core* c) noexcept {
@@ -96,8 +96,25 @@ struct trace_ring {
   std::uint64_t text_count = 0;
   std::uint32_t tid = 0;        // the track (workers only)
   std::uint32_t steal_seq = 0;  // keys of this worker's steals
+  // A worker's spawns, apart from its events: most tasks a worker spawns are
+  // taken back and run inline by the task that awaits them, so their flow
+  // has no finish; kept with the events, they would push out the slices.
+  struct spawn_mark {
+    std::uint64_t ts;
+    std::uintptr_t task;
+  };
+  std::vector<spawn_mark> spawns;
+  std::uint64_t spawn_count = 0;
 
-  explicit trace_ring(std::size_t capacity) : events(capacity), texts(capacity) {}
+  static_assert(sizeof(spawn_mark) + sizeof(std::string) <= 48,
+                "trace_options documents at most 112 bytes per slot");
+
+  explicit trace_ring(std::size_t capacity) : events(capacity), texts(capacity), spawns(capacity) {}
+
+  void push_spawn(std::uint64_t ts, const task_core* c) noexcept {
+    spawns[spawn_count % spawns.size()] = {ts, reinterpret_cast<std::uintptr_t>(c)};
+    ++spawn_count;
+  }
 
   void push(const trace_event& e) noexcept {
     events[count % events.size()] = e;
@@ -205,7 +222,10 @@ void record(runtime_impl* rt, trace_event e, const std::string* text,
 void trace_name_thread(const char* name) noexcept { tls_thread_name = name; }
 
 void trace_spawn(runtime_impl* rt, worker_hot* w, task_core* core) noexcept {
-  (void)w;  // own_ring finds it (tls_worker)
+  if (w != nullptr && w->rt == rt) {
+    w->trace->push_spawn(now_ns(), core);
+    return;
+  }
   trace_event e;
   e.type = ev::spawn_start;
   e.ts = now_ns();
@@ -404,9 +424,30 @@ void put_task_label(std::string& out, const std::string* name, const char* file,
 
 std::string render(trace_state& st, unsigned workers) {
   std::vector<const trace_ring*> rings;
+  rings.reserve(st.rings.size() + 1);
   for (auto& r : st.rings) rings.push_back(r.get());
   rings.push_back(&st.foreign);
+  // The workers' spawn marks as flow starts (stable storage: reserved).
+  std::vector<trace_event> marks;
+  std::size_t n_marks = 0;
+  for (const trace_ring* r : rings)
+    n_marks += std::min<std::uint64_t>(r->spawn_count, r->spawns.size());
+  marks.reserve(n_marks);
   std::vector<out_event> evs;
+  for (const trace_ring* r : rings) {
+    const std::uint64_t first =
+        r->spawn_count > r->spawns.size() ? r->spawn_count - r->spawns.size() : 0;
+    for (std::uint64_t i = first; i < r->spawn_count; ++i) {
+      const trace_ring::spawn_mark& m = r->spawns[i % r->spawns.size()];
+      trace_event e;
+      e.type = ev::spawn_start;
+      e.ts = m.ts;
+      e.arg = m.task;
+      e.tid = r->tid;
+      marks.push_back(e);
+      evs.push_back({&marks.back(), r, 0});
+    }
+  }
   std::uint64_t dropped = 0;
   for (const trace_ring* r : rings) {
     dropped += r->dropped();

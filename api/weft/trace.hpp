@@ -16,9 +16,11 @@ namespace weft {
 struct trace_options {
   // Events each worker keeps (a ring per worker, and one more for the other
   // threads that spawn or cancel): once full, the oldest are overwritten and
-  // the file says how many were dropped.  An event takes 64 bytes, plus the
-  // text of a task's name or a cancel reason when it has one.
-  static constexpr std::size_t default_ring_capacity = 65536;
+  // the file says how many were dropped.  Each slot takes 112 bytes (an event,
+  // a spawn mark and a text slot), allocated when the runtime starts: 1.75 MiB
+  // per worker at the default; texts longer than 15 bytes (a task's name, a
+  // cancel reason) take their length more.
+  static constexpr std::size_t default_ring_capacity = 16384;
   // Above this the runtime's constructor throws std::invalid_argument.
   static constexpr std::size_t max_ring_capacity = std::size_t{1} << 26;
   // Where the JSON goes, written when the runtime shuts down (after its
