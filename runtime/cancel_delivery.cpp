@@ -25,6 +25,7 @@
 #include "dump_impl.hpp"
 #include "sim_driver.hpp"
 #include "spin.hpp"
+#include "trace.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
@@ -93,6 +94,8 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
     meter_delivery(c, core, untagged(r));  // runtime::stats: request -> delivered
     // A request of an inline joiner reaches us forwarded `up` levels further.
     r = tagged(untagged(r), depth_of(r) + up);
+    if (core->rt->trace != nullptr) [[unlikely]]
+      trace_delivery(core, untagged(r));
     if (c != core) {
       if (core_locked) {
         count_request_locked(core);
@@ -117,6 +120,8 @@ cancel_request* take_from_chain(task_core* core, bool core_locked) noexcept {
     // runtime::stats; with locks held the request is handed back and made
     // again (and counted then).
     if (!core_locked) meter_shutdown_delivery(core, r);
+    if (core->rt->trace != nullptr) [[unlikely]]
+      trace_delivery(core, r);
     return r;
   }
   return nullptr;
@@ -304,12 +309,18 @@ bool request_cancel(task_core* core, std::string reason, cancel_kind kind,
                     std::source_location where) {
   if (reason.empty()) return request_cancel_plain(core, kind, where);
   if (!accepts_cancel(core)) return false;
-  return hand_over(core, new cancel_request{std::move(reason), kind, where});
+  auto* req = new cancel_request{std::move(reason), kind, where};
+  if (core->rt->trace != nullptr) [[unlikely]]
+    trace_cancel_request(core, req);  // before another thread may take it
+  return hand_over(core, req);
 }
 
 bool request_cancel_plain(task_core* core, cancel_kind kind, std::source_location where) {
   if (!accepts_cancel(core)) return false;
-  return hand_over(core, interned_request(kind, where));
+  cancel_request* req = interned_request(kind, where);
+  if (core->rt->trace != nullptr) [[unlikely]]
+    trace_cancel_request(core, req);
+  return hand_over(core, req);
 }
 
 cancel_request* take_pending(task_core* core) noexcept { return take_from_chain(core, false); }

@@ -46,6 +46,7 @@
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
+#include "trace.hpp"
 #include "weft/errors.hpp"
 #include "weft/runtime.hpp"
 
@@ -144,7 +145,7 @@ std::size_t drive(runtime_impl* rt, std::uint64_t until, const task_core* target
     fired = false;
     const std::uint64_t now = now_ns();
     d->slice_began = now;
-    rt->after_run(w, f, rt->run(w, f.task), choose);
+    rt->after_run(w, f, run_from_loop(rt, w, f), choose);
     ++ran;
     const std::uint64_t after = now_ns();
     meter_run(w, after - now);  // runtime::stats: busy time, longest_run (exact here)

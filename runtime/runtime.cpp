@@ -39,6 +39,7 @@
 #include "sim_driver.hpp"
 #include "spin.hpp"
 #include "threads.hpp"
+#include "trace.hpp"
 #include "weft/runtime.hpp"
 #include "weft/task.hpp"
 
@@ -163,6 +164,8 @@ void submit_spawn(runtime_impl* rt, task_core* core) noexcept {
       [[unlikely]]
     registry_add(rt, w, core);
   WEFT_CHAOS_POINT();
+  if (rt->trace != nullptr) [[unlikely]]
+    trace_spawn(rt, w, core);
   if (w != nullptr) {
     // A worker of this runtime is running a task: shutdown's drain cannot have
     // finished, and this deque is drained like any other.
@@ -430,7 +433,7 @@ void runtime_impl::worker_main(worker* w) {
       idle_rounds = 0;
       if (w->meter.idle) [[unlikely]]
         meter_active(w);  // runtime::stats: busy time, a clock read per idle stretch
-      after_run(w, f, run(w, f.task), choose);
+      after_run(w, f, run_from_loop(this, w, f), choose);
       continue;
     }
     // Acquire: pairs with stop()'s release store; all tasks are done by then.
@@ -493,6 +496,7 @@ void runtime_impl::start() {
     workers.push_back(std::move(w));
   }
   dump_start(this);                   // the task registry, the watchdog (dump.cpp)
+  trace_setup(this);                  // before any thread runs: the workers' rings
   if (sim_hook::start(this)) return;  // no worker thread, no timer thread
   if (options.driven) {
     loop_create(this);  // likewise: its owner drives it
@@ -790,6 +794,11 @@ void validate_options(const runtime_options& o) {
                                 ", above max_blocking_threads (" +
                                 std::to_string(runtime_options::max_blocking_threads) + ")");
   }
+  if (o.trace && o.trace->ring_capacity > trace_options::max_ring_capacity) {
+    throw std::invalid_argument(
+        "weft::runtime: trace_options::ring_capacity is " + std::to_string(o.trace->ring_capacity) +
+        ", above max_ring_capacity (" + std::to_string(trace_options::max_ring_capacity) + ")");
+  }
   if (o.workers > runtime_options::max_workers) {
     throw std::invalid_argument("weft::runtime: runtime_options::workers is " +
                                 std::to_string(o.workers) + ", above max_workers (" +
@@ -827,6 +836,7 @@ runtime::~runtime() {
   // A shutdown the destructor starts names the runtime's construction as
   // its location (a destructor has no call site of its own to report).
   if (!detail::sim_hook::destroy(impl_)) impl_->stop(impl_->created_at);
+  detail::trace_finish(impl_);
   detail::unregister_runtime(impl_);
   if (impl_->stuck_tasks > 0) {
     detail::keep_remains(impl_);  // their handles may still read it
@@ -839,6 +849,7 @@ runtime::~runtime() {
 void runtime::shutdown(std::source_location where) {
   detail::require_not_worker(impl_, "weft::runtime::shutdown");
   impl_->stop(where);
+  detail::trace_finish(impl_);
 }
 
 unsigned runtime::workers() const noexcept { return impl_->worker_count; }

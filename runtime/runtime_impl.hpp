@@ -129,6 +129,12 @@ struct alignas(kCacheLine) worker : worker_hot {
   }
 };
 
+// Trace export (trace.cpp, trace.hpp): the state behind runtime_impl::trace.
+struct trace_state;
+struct trace_state_deleter {
+  void operator()(trace_state* s) const noexcept;
+};
+
 struct runtime_impl {
   runtime_options options;
   std::vector<std::unique_ptr<worker>> workers;
@@ -223,6 +229,11 @@ struct runtime_impl {
   // options.watchdog in ns (0: off).  Set by start(), never change after.
   std::uint64_t wd_slow_ns = 0;
   std::uint64_t wd_cancel_ns = 0;
+  // ---- trace export (trace.cpp) ----
+  // Non-null while tracing (runtime_options::trace or WEFT_TRACE): the
+  // workers' rings (also in worker_hot::trace), the other threads' buffer and
+  // the file.  Set by start() before any thread runs; never changes after.
+  std::unique_ptr<trace_state, trace_state_deleter> trace;
 
   // ---- methods (runtime.cpp / timer.cpp / sync.cpp) ----
   bool register_blocked(list_wait* node) noexcept;  // false: stopping (refused)

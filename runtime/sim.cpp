@@ -45,6 +45,7 @@
 
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
+#include "trace.hpp"
 #include "weft/fork.hpp"
 #include "weft/runtime.hpp"
 #include "weft/sim.hpp"
@@ -367,7 +368,7 @@ void sim_driver::step() {
   // single-threaded.
   w->slice_expired.store(true, std::memory_order_relaxed);
   tls_worker = w;
-  const bool ran = rt->run(w, c);
+  const bool ran = run_from_loop(rt, w, f);
   tls_worker = nullptr;
   rt->after_run(w, f, ran, choose);
   // Saturates at kEnd (now <= kEnd < 2^63 and the cost <= 2^63 - 1: the sum

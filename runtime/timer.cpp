@@ -32,6 +32,7 @@
 #include "runtime_impl.hpp"
 #include "sim_driver.hpp"
 #include "threads.hpp"
+#include "trace.hpp"
 #include "weft/task.hpp"
 
 namespace weft::detail {
@@ -215,6 +216,7 @@ void runtime_impl::timer_notify_busy() noexcept {
 
 void runtime_impl::timer_main() {
   name_this_thread("weft-timer");
+  trace_name_thread("weft-timer");
   std::unique_lock lk(timer_mutex);
   while (!timer_exit) {
     std::uint64_t now = now_ns();

@@ -11,7 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-19 libclang-rt-19-dev llvm
   clang-format-19 clang-tidy-19
-  python3-matplotlib
+  python3-matplotlib nlohmann-json3-dev
 )
 
 missing=()

@@ -21,6 +21,7 @@
 #include "weft/sim.hpp"
 #include "weft/stats.hpp"
 #include "weft/task.hpp"
+#include "weft/trace.hpp"
 
 namespace weft {
 
@@ -161,6 +162,12 @@ struct runtime_options {
   // cancel request (weft/dump.hpp).  Watched by the timer thread: not on a
   // simulated or driven runtime.
   watchdog_options watchdog;
+  // ---- trace export ----
+  // Set: record a Chrome trace-event JSON file (weft/trace.hpp) written at
+  // shutdown.  Unset: the WEFT_TRACE environment variable, if set, gives the
+  // path (with the default ring capacity).  A simulation traces in virtual
+  // time; a driven runtime's worker is its driving thread.
+  std::optional<trace_options> trace;
 };
 
 namespace detail {

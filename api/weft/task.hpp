@@ -1035,6 +1035,8 @@ template <class T>
   } else {
     c->rt = w->rt;
     bump_owned(w->spawned);
+    if (w->trace != nullptr) [[unlikely]]
+      trace_spawn(w->rt, w, c);
     w->deque.push(c);
     // Relaxed: a missed sleeper costs a moment of parallelism, never progress:
     // this worker runs its own deque (docs/architecture.md, "Parking").

@@ -74,6 +74,7 @@ struct wait_list;
 struct task_extras;
 struct done_callback;
 struct worker_hot;
+struct trace_ring;
 struct group_state;
 struct group_entry;
 struct race_winner;
@@ -93,6 +94,10 @@ runtime_impl* resolve_runtime(runtime_impl* rt);
 // Make a freshly created task runnable on `rt`.  When the runtime is shutting
 // down, completes it at once as cancelled ("shutdown") instead.
 void submit_spawn(runtime_impl* rt, task_core* core) noexcept;
+// Tracing on (worker_hot::trace): the spawn's flow start, recorded by the
+// spawning thread before the task is published (runtime/trace.cpp).  `w`:
+// the spawning worker, or null.
+void trace_spawn(runtime_impl* rt, worker_hot* w, task_core* core) noexcept;
 // Wake a parked worker of `rt` (a spawn saw sleepers).
 void wake_one(runtime_impl* rt) noexcept;
 // Re-queue a suspended chain (yield, trampoline, wake-ups).

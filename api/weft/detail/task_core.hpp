@@ -108,6 +108,9 @@ struct worker_hot {
   // spawn() on this worker takes the out-of-line path (submit_spawn).
   std::atomic<bool> spawn_slow{false};
   runtime_impl* rt = nullptr;
+  // Non-null while tracing (runtime_options::trace): this worker's event
+  // ring, written by the worker only.  Set before the worker starts.
+  trace_ring* trace = nullptr;
 };
 
 // +1 on a counter that only its owner thread writes (worker_hot::spawned,
