@@ -236,7 +236,7 @@ void note_cancel(task_core* core, const cancel_request* req) noexcept {
     spin_lock(x->note_lock);
     x->cancel_reason.swap(reason);
     x->cancel_where = req->where;
-    x->cancel_kind_ = req->kind;
+    x->cancel_kind_noted = req->kind;
     x->cancel_ns = now;
     // Release: pairs with spin_lock's acquire in make_dump.
     x->note_lock.store(0, std::memory_order_release);
@@ -444,7 +444,7 @@ task_dump make_dump(runtime_impl* rt) {
       if (x->cancel_ns != 0) {
         task_dump::cancel_info ci;
         ci.reason = x->cancel_reason;
-        ci.kind = x->cancel_kind_;
+        ci.kind = x->cancel_kind_noted;
         ci.where = x->cancel_where;
         ci.ago = std::chrono::nanoseconds(now >= x->cancel_ns ? now - x->cancel_ns : 0);
         // Relaxed: a sample; the request itself is not read (the task may

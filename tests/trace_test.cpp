@@ -146,7 +146,8 @@ TEST(TraceTest, RealWorkloadGivesWellFormedEventsWithFlowsCancelsAndNames) {
     weft::runtime rt(o);
     // Steals: a fan-out on one worker; the other finds its deque.  Repeated
     // until a steal happened (almost always the first round).
-    for (int round = 0; round < 50 && rt.stats().total.steals == 0; ++round) rt.block_on(fan_out(&s));
+    for (int round = 0; round < 50 && rt.stats().total.steals == 0; ++round)
+      rt.block_on(fan_out(&s));
     ASSERT_GT(rt.stats().total.steals, 0u);
     // A cancel from a foreign thread (this one).
     auto sleeping = rt.spawn(sleeper(&s.sleeper_started));

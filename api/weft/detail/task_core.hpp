@@ -254,7 +254,7 @@ struct task_extras : wait_list {
   std::string cancel_reason;
   std::source_location cancel_where;
   std::uint64_t cancel_ns = 0;  // 0: none
-  cancel_kind cancel_kind_ = cancel_kind::explicit_request;
+  cancel_kind cancel_kind_noted = cancel_kind::explicit_request;
   task_extras() = default;
   task_extras(const task_extras&) = delete;
   task_extras& operator=(const task_extras&) = delete;
