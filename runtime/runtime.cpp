@@ -509,6 +509,9 @@ void runtime_impl::start() {
       wp->thread = start_thread([this, wp] { worker_main(wp); });
     }
     timer_thread = start_thread([this] { timer_main(); });
+    // Named by its creator too, so that it has its name when the
+    // constructor returns (it names itself only once it gets to run).
+    name_thread(timer_thread, "weft-timer");
   } catch (...) {
     abandon_start();
     throw;

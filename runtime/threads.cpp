@@ -169,12 +169,19 @@ unsigned default_worker_count() {
   return std::min(cpus, runtime_options::max_workers);
 }
 
-void name_this_thread(const char* name) noexcept {
+namespace {
+// Linux refuses names over 15 characters (ERANGE): keep the first 15.
+void set_name(pthread_t t, const char* name) noexcept {
   char truncated[16];
   std::strncpy(truncated, name, sizeof truncated - 1);
   truncated[sizeof truncated - 1] = '\0';
-  (void)pthread_setname_np(pthread_self(), truncated);
+  (void)pthread_setname_np(t, truncated);
 }
+}  // namespace
+
+void name_this_thread(const char* name) noexcept { set_name(pthread_self(), name); }
+
+void name_thread(std::thread& t, const char* name) noexcept { set_name(t.native_handle(), name); }
 
 void run_worker_hook(const std::function<void(unsigned)>& hook, unsigned worker,
                      const char* which) noexcept {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace weft::detail {
 
@@ -30,6 +31,8 @@ unsigned cgroup_cpu_limit(std::string_view mountinfo, std::string_view proc_self
 // limit), as top, perf and debuggers show it.  Best effort: a failure
 // changes nothing else.
 void name_this_thread(const char* name) noexcept;
+// The same for a thread that the caller started.
+void name_thread(std::thread& t, const char* name) noexcept;
 
 // Runs a worker start or stop hook (runtime_options::on_worker_start/stop)
 // if set; an exception from it is reported on stderr (`which` names the
