@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <latch>
 #include <map>
@@ -99,14 +100,14 @@ std::size_t check_well_formed(const json& trace) {
 struct shared {
   std::latch sleeper_started{1};
   std::latch victim_started{1};
-  std::atomic<long> sink{0};
+  std::atomic<std::uint64_t> sink{0};
 };
 
 // CPU work long enough (tens of microseconds) for the other worker to steal
 // its siblings.
 weft::task<void> busy(shared* s) {
-  long x = 0;
-  for (int i = 0; i < 20000; ++i) x += i ^ (x >> 3);
+  std::uint64_t x = 0;  // unsigned: the mixing wraps by design
+  for (std::uint64_t i = 0; i < 20000; ++i) x += i ^ (x >> 3);
   s->sink.fetch_add(x, std::memory_order_relaxed);  // Relaxed: keeps x alive
   co_return;
 }
